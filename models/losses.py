@@ -1,0 +1,121 @@
+"""Training losses: weighted BCE for still images (SPEC §6.1) and BCE + (1 - SSIM) + IoU for clips (SPEC §6.3).
+
+All functions take sigmoid maps ``pred`` and ground truth ``target`` in [0, 1] of shape (N, 1, H, W), where N is
+the batch size for images and B*T frames for clips, and return a scalar tensor. Pure torch, differentiable in
+``pred``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "POSITIVE_THRESHOLD",
+    "NEGATIVE_THRESHOLD",
+    "bce_weights",
+    "weighted_bce_loss",
+    "gaussian_window",
+    "ssim",
+    "iou_loss",
+    "bce_ssim_iou_loss",
+]
+
+# GT values above/below these count as salient/background when balancing the BCE (continuous GT after resizing
+# has a band of in-between values that gets the mean of the two weights).
+POSITIVE_THRESHOLD = 0.8
+NEGATIVE_THRESHOLD = 0.01
+SSIM_C1 = 0.01**2
+SSIM_C2 = 0.03**2
+
+
+def bce_weights(target: torch.Tensor, beta: float = 1.1) -> torch.Tensor:
+    """Per-pixel class-balancing weights of the image loss, computed per image.
+
+    target: (N, 1, H, W) in [0, 1]. With N_pos = #(GT > 0.8) and N_neg = #(GT < 0.01) counted per image,
+    positives get w_pos = N_neg / (N_pos + N_neg), negatives w_neg = beta * N_pos / (N_pos + N_neg), and all other
+    pixels (w_pos + w_neg) / 2. Returns a tensor shaped like ``target``. An image with no pixel in either class
+    (never the case for real GT) gets all-zero weights instead of NaN.
+    """
+    positive = target > POSITIVE_THRESHOLD
+    negative = target < NEGATIVE_THRESHOLD
+    dims = tuple(range(1, target.dim()))
+    shape = (-1,) + (1,) * (target.dim() - 1)
+    num_pos = positive.sum(dim=dims).to(target.dtype).view(shape)
+    num_neg = negative.sum(dim=dims).to(target.dtype).view(shape)
+    total = (num_pos + num_neg).clamp(min=1)
+    w_pos = num_neg / total
+    w_neg = beta * num_pos / total
+    weights = ((w_pos + w_neg) / 2).expand_as(target).clone()
+    weights = torch.where(positive, w_pos.expand_as(target), weights)
+    weights = torch.where(negative, w_neg.expand_as(target), weights)
+    return weights
+
+
+def weighted_bce_loss(
+    pred: torch.Tensor, target: torch.Tensor, beta: float = 1.1, divisor: float | None = None
+) -> torch.Tensor:
+    """Class-balanced BCE of SDNet training (SPEC §6.1): sum over all pixels of the batch, divided by ``divisor``.
+
+    pred, target: (N, 1, H, W) in [0, 1]. Weights from :func:`bce_weights` (no gradient through them). PyTorch's
+    ``binary_cross_entropy`` clamps the log terms at -100, as in the authors' training. ``divisor`` defaults to N;
+    the training scripts pass the nominal per-process batch size so a smaller last batch is divided by the same
+    constant, as in the released code.
+    """
+    weights = bce_weights(target.detach(), beta)
+    total = F.binary_cross_entropy(pred, target, weight=weights, reduction="sum")
+    return total / (pred.shape[0] if divisor is None else divisor)
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Normalised 2-D Gaussian window (size, size), centre (size // 2), sum 1 (outer product of the 1-D one)."""
+    centre = size // 2
+    g = torch.tensor([math.exp(-((i - centre) ** 2) / (2 * sigma**2)) for i in range(size)], dtype=torch.float64)
+    g = g / g.sum()
+    return torch.outer(g, g).to(dtype)
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor, window_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    """Mean SSIM over all pixels, channels and maps (the form used in DCFNet's / BASNet's training losses).
+
+    pred, target: (N, C, H, W). Local statistics come from a depthwise convolution with the Gaussian window and
+    zero padding ``window_size // 2``; variances are E[x^2] - mu^2; C1 = 0.01^2, C2 = 0.03^2.
+    """
+    channels = pred.shape[1]
+    window = gaussian_window(window_size, sigma, pred.dtype).to(pred.device)
+    window = window.expand(channels, 1, window_size, window_size).contiguous()
+    pad = window_size // 2
+
+    def local_mean(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, window, padding=pad, groups=channels)
+
+    mu_p, mu_t = local_mean(pred), local_mean(target)
+    var_p = local_mean(pred * pred) - mu_p * mu_p
+    var_t = local_mean(target * target) - mu_t * mu_t
+    cov = local_mean(pred * target) - mu_p * mu_t
+    numerator = (2 * mu_p * mu_t + SSIM_C1) * (2 * cov + SSIM_C2)
+    denominator = (mu_p * mu_p + mu_t * mu_t + SSIM_C1) * (var_p + var_t + SSIM_C2)
+    return (numerator / denominator).mean()
+
+
+def iou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft IoU loss averaged over maps: mean_n [1 - sum(P G) / (sum G + sum P - sum(P G))], no epsilon.
+
+    pred, target: (N, 1, H, W). An empty GT with an all-zero prediction would divide by zero, as in the original;
+    sigmoid outputs are never exactly zero, so this does not happen in training.
+    """
+    dims = tuple(range(1, pred.dim()))
+    intersection = (pred * target).sum(dim=dims)
+    union = target.sum(dim=dims) + pred.sum(dim=dims) - intersection
+    return (1 - intersection / union).mean()
+
+
+def bce_ssim_iou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """STDNet training loss (SPEC §6.3): BCE (mean over all pixels) + (1 - SSIM) + IoU, unweighted.
+
+    pred, target: (B*T, 1, H, W) maps of all frames of the batch.
+    """
+    bce = F.binary_cross_entropy(pred, target, reduction="mean")
+    return bce + (1 - ssim(pred, target)) + iou_loss(pred, target)
