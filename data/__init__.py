@@ -1,0 +1,21 @@
+"""Data loading: list files and clips (`data.lists`), transforms (`data.transforms`), decoding
+(`data.readers`), datasets (`data.datasets`) and the synthetic data generator (`python -m data.synthetic`).
+
+This package imports nothing from `models/`.
+"""
+
+from data.lists import StillEntry, VideoEntry, annotated_frames, build_clips, read_video_list, select_videos
+from data.readers import DataError
+from data.transforms import preprocess_test, preprocess_test_clip
+
+__all__ = [
+    "DataError",
+    "StillEntry",
+    "VideoEntry",
+    "annotated_frames",
+    "build_clips",
+    "preprocess_test",
+    "preprocess_test_clip",
+    "read_video_list",
+    "select_videos",
+]

@@ -1,0 +1,109 @@
+"""Image and ground-truth decoding with OpenCV, and the one error type of the data package.
+
+Every reader returns RGB (never BGR) and converts every PNG/JPEG/BMP mode the datasets use: grey, grey+alpha,
+RGB, RGBA, palette (OpenCV expands palettes on decode) and 16-bit. Failures raise `DataError` with a one-line
+message naming the file, so scripts can log it and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+# skimage.color.rgb2gray weights (ITU-R BT.709), which the authors' `as_gray` GT reading used.
+_GREY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])
+
+
+class DataError(ValueError):
+    """Bad or missing input data; the message is one line and names the file, pair or folder."""
+
+
+def _decode(path: str | os.PathLike) -> np.ndarray:
+    """Raw decoded array (H, W) or (H, W, C) in OpenCV channel order, uint8 or uint16."""
+    try:
+        buffer = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as err:
+        raise DataError(f"cannot read file {path}: {err.strerror or err}") from None
+    array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    if array is None:
+        raise DataError(f"cannot decode image file {path} (corrupt or not an image)")
+    if array.dtype not in (np.uint8, np.uint16):
+        raise DataError(f"unsupported pixel type {array.dtype} in {path}")
+    return array
+
+
+def _max_value(array: np.ndarray) -> float:
+    return 65535.0 if array.dtype == np.uint16 else 255.0
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to RGB, (H, W, 3) uint8 or uint16 (16-bit files keep their depth).
+
+    Grey images are replicated to three channels; alpha channels are dropped (as a plain RGB read does).
+    """
+    array = _decode(path)
+    if array.ndim == 2:
+        return np.repeat(array[:, :, None], 3, axis=2)
+    channels = array.shape[2]
+    if channels == 1:
+        return np.repeat(array, 3, axis=2)
+    if channels == 2:  # grey + alpha
+        return np.repeat(array[:, :, :1], 3, axis=2)
+    if channels == 3:
+        return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        return cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)
+    raise DataError(f"unsupported channel count {channels} in {path}")
+
+
+def read_image_float(path: str | os.PathLike, dtype: type = np.float64) -> np.ndarray:
+    """RGB image in [0, 1] as float ``dtype``, (H, W, 3): uint8 / 255, uint16 / 65535."""
+    rgb = read_rgb(path)
+    return rgb.astype(dtype) / dtype(_max_value(rgb))
+
+
+def read_gt(path: str | os.PathLike, dtype: type = np.float32) -> np.ndarray:
+    """Ground-truth map in [0, 1], (H, W) float ``dtype``, from a file of any mode.
+
+    Single-channel files are scaled by their maximum code value (255 or 65535). Colour files whose channels
+    are equal use one channel; otherwise the luminance with skimage's rgb2gray weights is used, as the authors'
+    grey-level GT reading did. Alpha is ignored.
+    """
+    array = _decode(path)
+    scale = _max_value(array)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 3:
+        colour = array[:, :, :3] if array.shape[2] >= 3 else array[:, :, :1]
+        if colour.shape[2] == 1 or (np.array_equal(colour[:, :, 0], colour[:, :, 1])
+                                    and np.array_equal(colour[:, :, 0], colour[:, :, 2])):
+            array = colour[:, :, 0]
+        else:
+            rgb = colour[:, :, ::-1].astype(np.float64)
+            return (rgb @ _GREY_WEIGHTS / scale).astype(dtype)
+    return (array.astype(np.float64) / scale).astype(dtype)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file, reading only its header (Pillow); DataError if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, UnidentifiedImageError) as err:
+        raise DataError(f"cannot read image header of {path}: {err}") from None
+    return height, width
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Sorted image files (.jpg/.jpeg/.png/.bmp, any case) directly inside ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder not found: {folder}")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())

@@ -1,0 +1,158 @@
+"""Test-time preprocessing (exactly the authors', SPEC §7.2) and the training augmentation (SPEC §6.1, §6.3).
+
+Test time: float64 in [0, 1], scikit-image ``resize(order=1, mode='reflect', anti_aliasing=False)`` semantics
+(re-implemented here: bilinear with half-pixel centres, mirror padding x[-1] = x[1], x[n] = x[n-2] for samples
+beyond the outer pixel centres), ImageNet mean/std in float64, then float32.
+
+Training: random border crop (0-14 px per side), a flip (left-right or up-down) with p = 0.5, square resize in
+float32 with OpenCV bilinear (half-pixel centres, no anti-aliasing; differs from the test resize only in the
+outermost rows/columns when upsampling, where OpenCV replicates the edge), ImageNet normalisation. One draw of
+the random parameters is applied to every frame of a clip and to its GT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
+IMAGENET_STD = np.array([0.229, 0.224, 0.225])
+MAX_CROP = 14
+
+
+def to_float01(image: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, C) uint8/uint16/float array -> float64 in [0, 1] with 3 channels for grey input."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        image = image / 255.0
+    elif image.dtype == np.uint16:
+        image = image / 65535.0
+    else:
+        image = image.astype(np.float64)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return image
+
+
+def _axis_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices (low, high) and the high-tap weight for each output sample along one axis."""
+    coord = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
+    low = np.floor(coord).astype(np.int64)
+    weight = coord - low
+    high = low + 1
+    if size_in == 1:
+        return np.zeros_like(low), np.zeros_like(high), weight
+    last = size_in - 1
+    # Mirror (numpy 'reflect') padding: index -1 -> 1, index n -> n - 2.
+    low = np.where(low < 0, -low, low)
+    high = np.where(high > last, 2 * last - high, high)
+    return low, high, weight
+
+
+def resize_bilinear_reflect(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize (H, W) or (H, W, C) float64 like ``skimage.transform.resize(order=1, mode='reflect',
+    anti_aliasing=False)`` to (height, width[, C]); all channels at once (clips: 3T channels)."""
+    image = np.asarray(image, dtype=np.float64)
+    if image.shape[:2] == (height, width):
+        return image.copy()
+    low, high, weight = _axis_taps(image.shape[0], height)
+    weight = weight.reshape((-1,) + (1,) * (image.ndim - 1))
+    rows = image[low] * (1 - weight) + image[high] * weight
+    low, high, weight = _axis_taps(image.shape[1], width)
+    weight = weight.reshape((1, -1) + (1,) * (image.ndim - 2))
+    return rows[:, low] * (1 - weight) + rows[:, high] * weight
+
+
+def _normalise_chw(image: np.ndarray) -> torch.Tensor:
+    """(H, W, 3k) float64 in [0, 1] -> ImageNet-normalised (3k, H, W) float32 tensor (float64 arithmetic)."""
+    frames = image.shape[2] // 3
+    mean, std = np.tile(IMAGENET_MEAN, frames), np.tile(IMAGENET_STD, frames)
+    normalised = (image - mean) / std
+    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1), dtype=np.float32))
+
+
+def preprocess_test(image: np.ndarray, size: int | None) -> torch.Tensor:
+    """The authors' test preprocessing of one RGB image: (H, W, 3) or (H, W) uint8/uint16/float in [0, 1]
+    -> float32 tensor (3, size, size) (or (3, H, W) when ``size`` is None: full resolution).
+    """
+    image = to_float01(image)
+    if size is not None:
+        image = resize_bilinear_reflect(image, size, size)
+    return _normalise_chw(image)
+
+
+def preprocess_test_clip(frames: list[np.ndarray], size: int | None) -> torch.Tensor:
+    """`preprocess_test` for a clip of T RGB frames: -> float32 tensor (3T, size, size), frame t in channels
+    3t..3t+2. Frames of different sizes are resized separately (same result as resizing all channels at once).
+    """
+    return torch.cat([preprocess_test(frame, size) for frame in frames], dim=0)
+
+
+def resize_test_gt(gt: np.ndarray, size: int) -> np.ndarray:
+    """GT map (H, W) float in [0, 1] resized like the test images (float64, skimage semantics)."""
+    return resize_bilinear_reflect(np.asarray(gt, dtype=np.float64), size, size)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One draw of the training augmentation: pixels removed from each border, then an optional flip."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    flip: str | None  # None, 'lr' (left-right) or 'ud' (up-down)
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Augmentation:
+        """Crop 0-14 px independently per side; flip with p = 0.5, left-right or up-down with equal odds."""
+        top, bottom, left, right = (int(v) for v in rng.integers(0, MAX_CROP + 1, size=4))
+        do_flip, left_right = rng.random(2)
+        flip = None if do_flip >= 0.5 else ("lr" if left_right < 0.5 else "ud")
+        return cls(top, bottom, left, right, flip)
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        """Crop and flip an (H, W[, C]) array; crops are capped so at least one row/column stays."""
+        height, width = array.shape[:2]
+        top, bottom = _cap(self.top, self.bottom, height)
+        left, right = _cap(self.left, self.right, width)
+        array = array[top: height - bottom, left: width - right]
+        if self.flip == "lr":
+            array = array[:, ::-1]
+        elif self.flip == "ud":
+            array = array[::-1]
+        return array
+
+
+def _cap(first: int, second: int, length: int) -> tuple[int, int]:
+    keep = length - first - second
+    if keep >= 1:
+        return first, second
+    first = min(first, (length - 1) // 2)
+    return first, min(second, length - 1 - first)
+
+
+def resize_train(array: np.ndarray, size: int) -> np.ndarray:
+    """Square bilinear resize (OpenCV, half-pixel centres, no anti-aliasing) of a float32 (H, W[, C]) array."""
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if array.shape[:2] == (size, size):
+        return array
+    return cv2.resize(array, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def train_image(image: np.ndarray, augmentation: Augmentation, size: int) -> torch.Tensor:
+    """RGB image (H, W, 3) uint8/uint16 -> augmented, resized, normalised float32 tensor (3, size, size)."""
+    cropped = augmentation.apply(image)
+    scale = 65535.0 if cropped.dtype == np.uint16 else 255.0
+    resized = resize_train(cropped.astype(np.float32) / np.float32(scale), size)
+    normalised = (resized - IMAGENET_MEAN.astype(np.float32)) / IMAGENET_STD.astype(np.float32)
+    return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
+
+
+def train_gt(gt: np.ndarray, augmentation: Augmentation, size: int) -> torch.Tensor:
+    """GT map (H, W) float in [0, 1] -> augmented, resized float32 tensor (1, size, size), still continuous."""
+    resized = resize_train(augmentation.apply(gt), size)
+    return torch.from_numpy(np.clip(resized, 0.0, 1.0))[None]
