@@ -1,0 +1,30 @@
+"""Difference Convolution Reparameterization (DCR) of a whole model (SPEC §2.3).
+
+Conversion works at module level: every module with a ``reparameterize()`` method (InitialBlock, DiffBlock, and
+the video models' temporal layers) swaps itself for its single-conv form. Nothing matches parameter names.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch.nn as nn
+
+__all__ = ["convert_model", "is_converted"]
+
+
+def convert_model(model: nn.Module) -> nn.Module:
+    """Converted (inference) copy of ``model``: a deep copy with ``reparameterize()`` called on every module that
+    has it. The input model is left untouched; converting a converted model changes nothing. The result's state
+    dict loads strictly into ``build_model(..., deploy=True)`` with the same name and config, and its outputs
+    equal the training form's (eval mode) up to float rounding."""
+    converted = copy.deepcopy(model)
+    for module in list(converted.modules()):
+        if hasattr(module, "reparameterize"):
+            module.reparameterize()
+    return converted
+
+
+def is_converted(model: nn.Module) -> bool:
+    """True when no convertible module of ``model`` is left in training (multi-branch) form."""
+    return all(getattr(m, "deploy", True) for m in model.modules() if hasattr(m, "reparameterize"))
