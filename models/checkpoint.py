@@ -36,10 +36,12 @@ def _read(path: str | os.PathLike) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f"it references {found.group(1)}" if found else "it holds pickled objects"
-        raise CheckpointError(f"{path}: refused to load: not a plain tensor checkpoint ({what}); "
-                              "only weights_only=True loading is allowed") from None
+        # weights_only refuses anything but tensors and plain containers before running any of it.
+        message = str(exc)
+        found = re.search(r"GLOBAL ([\w.]+)", message) or re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", message)
+        detail = f" ({found.group(1).strip()})" if found else ""
+        raise CheckpointError(f"{path}: refused to load: not a plain tensor checkpoint{detail}; only "
+                              "torch.load(weights_only=True) is used") from None
     except Exception as exc:  # torch raises RuntimeError, EOFError, ... for damaged or foreign files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: cannot read checkpoint: {first_line}") from None

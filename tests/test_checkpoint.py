@@ -1,0 +1,156 @@
+"""Checkpoint loading: released files load one-to-one, wrappers are accepted, bad or unsafe files are refused."""
+
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from models import CheckpointError, SDNetBackbone, build_model, load_state_dict_file, load_weights
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+def _reference(relative: str) -> Path:
+    path = REFERENCE / relative
+    if not path.is_file():
+        pytest.skip(f"reference file {path} not available")
+    return path
+
+
+def _split_elements(state_dict):
+    """(elements excluding BN running statistics and counters, elements of BN running means and variances)."""
+    stats = ("running_mean", "running_var")
+    learnable = sum(v.numel() for k, v in state_dict.items() if not k.endswith(stats + ("num_batches_tracked",)))
+    return learnable, sum(v.numel() for k, v in state_dict.items() if k.endswith(stats))
+
+
+@pytest.mark.parametrize("file,make_model,keys,elements", [
+    ("sdnet_from_scratch.pth", lambda: build_model("sdnet"), 143, (745_197, 0)),
+    ("sdneta_from_pretrained.pth", lambda: build_model("sdneta", bn=True), 361, (851_502, 9_720)),
+    ("sdnet_stage1_backbone.pth", lambda: SDNetBackbone("sdnet", bn=True), 426, (689_812, 20_520)),
+    ("sdneta_imagenet_pretrained_backbone.pth", lambda: SDNetBackbone("sdnet-a", bn=True), 324, (775_597, 9_720)),
+])
+def test_released_checkpoints_load_one_to_one(file, make_model, keys, elements):
+    state_dict = load_state_dict_file(_reference(f"checkpoints/{file}"))
+    assert len(state_dict) == keys
+    assert not any(k.startswith("module.") for k in state_dict)
+    assert _split_elements(state_dict) == elements
+    model = make_model()
+    assert len(model.state_dict()) == keys
+    load_weights(model, _reference(f"checkpoints/{file}"))
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state_dict.items())
+
+
+def test_backbone_file_matches_full_model_backbone_keys():
+    state_dict = load_state_dict_file(_reference("checkpoints/sdnet_stage1_backbone.pth"))
+    full = build_model("sdnet", bn=True).state_dict()
+    backbone_keys = {k for k in full if k.split(".")[0] == "init_block" or k.startswith("block")}
+    assert set(state_dict) == backbone_keys
+    assert all(state_dict[k].shape == full[k].shape for k in backbone_keys)
+
+
+def _small_state_dict():
+    return {k: torch.randn(v.shape) if v.is_floating_point() else v
+            for k, v in build_model("sdnet").state_dict().items()}
+
+
+@pytest.mark.parametrize("wrap", [
+    lambda sd: sd,
+    lambda sd: {f"module.{k}": v for k, v in sd.items()},
+    lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+    lambda sd: {"model": "sdnet", "config": "sdnet", "bn": False, "deploy": False, "epoch": 3,
+                "args": {"lr": 1e-3, "size": 320}, "best": 0.1, "state_dict": sd},
+])
+def test_accepted_layouts(tmp_path, wrap):
+    state_dict = _small_state_dict()
+    path = tmp_path / "weights.pth"
+    torch.save(wrap(state_dict), path)
+    for source in (path, str(path), torch.load(path, weights_only=True)):
+        model = load_weights(build_model("sdnet"), source)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in state_dict.items())
+    assert set(load_state_dict_file(path)) == set(state_dict)
+
+
+def test_mismatch_names_missing_and_unexpected_keys():
+    state_dict = _small_state_dict()
+    del state_dict["block2_2.conv2.bias"]
+    state_dict["block9_9.weight"] = torch.zeros(1)
+    state_dict["block1_1.conv2.weight"] = torch.zeros(3, 3, 1, 1)
+    with pytest.raises(CheckpointError) as info:
+        load_weights(build_model("sdnet"), state_dict)
+    message = str(info.value)
+    assert "\n" not in message
+    assert "missing keys: block2_2.conv2.bias" in message
+    assert "unexpected keys: block9_9.weight" in message
+    assert "block1_1.conv2.weight (3, 3, 1, 1) vs (60, 60, 1, 1)" in message
+    assert isinstance(info.value, ValueError)
+
+
+def test_mismatch_hints_at_bn_and_deploy_flags(tmp_path):
+    path = tmp_path / "ours.pth"
+    torch.save({"deploy": True, "state_dict": build_model("sdnet", deploy=True).state_dict()}, path)
+    with pytest.raises(CheckpointError, match=r"ours\.pth: .*deploy=True"):
+        load_weights(build_model("sdnet"), path)
+    with pytest.raises(CheckpointError, match="check the bn flag"):
+        load_weights(build_model("sdnet"), build_model("sdnet", bn=True).state_dict())
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a malicious checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("writer", ["torch", "pickle"])
+def test_code_running_pickle_is_refused(tmp_path, writer):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "evil.pth"
+    payload = {"state_dict": {"w": torch.zeros(1)}, "hook": _RunsCode(marker)}
+    if writer == "torch":
+        torch.save(payload, path)
+    else:
+        with open(path, "wb") as f:
+            pickle.dump(payload, f)
+    for load in (load_state_dict_file, lambda p: load_weights(build_model("sdnet"), p)):
+        with pytest.raises(CheckpointError) as info:
+            load(path)
+        assert str(info.value).startswith(f"{path}: ")
+        assert "\n" not in str(info.value)
+    assert not marker.exists()
+
+
+def test_refused_message_names_the_offending_global(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"hook": _RunsCode(tmp_path / "x")}, path)
+    with pytest.raises(CheckpointError, match=r"refused to load: not a plain tensor checkpoint \((posix|nt)\.system"):
+        load_state_dict_file(path)
+
+
+def test_missing_damaged_and_non_tensor_files(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        load_state_dict_file(tmp_path / "absent.pth")
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"damaged.pth: refused to load: not a plain tensor checkpoint"):
+        load_state_dict_file(damaged)
+    truncated = tmp_path / "truncated.pth"
+    torch.save({"w": torch.zeros(1000)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:-200])
+    with pytest.raises(CheckpointError, match="truncated.pth: cannot read checkpoint: "):
+        load_state_dict_file(truncated)
+    plain = tmp_path / "plain.pth"
+    torch.save({"w": torch.zeros(1), "epoch": 3}, plain)
+    with pytest.raises(CheckpointError, match="entry 'epoch' is a int, not a tensor"):
+        load_state_dict_file(plain)
+    listed = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], listed)
+    with pytest.raises(CheckpointError, match="expected a state dict"):
+        load_state_dict_file(listed)
