@@ -1,0 +1,80 @@
+"""Export the DCR-converted model of a checkpoint to ONNX (input ``image``, output ``saliency``).
+
+    python export_onnx.py --model sdnet --train-config sdnet --evaluate sdnet_from_scratch.pth --size 320 \
+        --out sdnet.onnx
+
+The graph has a fixed input shape: image models take (1, 3, size, size) ImageNet-normalised images and return
+(1, 1, size, size) sigmoid maps; video models take one clip (1, 3T, size, size), frame t in channels 3t..3t+2,
+and return (T, 1, size, size). Pre- and post-processing are as in predict.py (resize, normalise; upsample the map).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+import configs
+import utils
+
+MIN_OPSET = 17
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="sdnet", choices=sorted(configs.MODELS))
+    parser.add_argument("--evaluate", required=True, metavar="CHECKPOINT",
+                        help="checkpoint: the authors' release (module. keys) or ours, training form or converted")
+    parser.add_argument("--size", type=int, default=None,
+                        help="square input size (default: sdnet 320, sdneta 384, video models 256)")
+    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
+    utils.add_inference_args(parser)
+    return parser
+
+
+def export(model: torch.nn.Module, example: torch.Tensor, out: Path, opset: int) -> None:
+    """Trace ``model`` on ``example`` into ``out`` (written to a temporary file first, then renamed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            # The TorchScript-based exporter is the one that needs no extra package (onnxscript); the graph is traced
+            # for one fixed input shape on purpose, so the tracer's notes about shape-dependent Python code and
+            # constant folding do not apply.
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+            torch.onnx.export(model, (example,), str(temporary), input_names=["image"], output_names=["saliency"],
+                              opset_version=opset, dynamo=False)
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.opset < MIN_OPSET:
+        parser.error(f"--opset {args.opset}: must be >= {MIN_OPSET}")
+    if args.inference_config != "baseline":
+        parser.error("--inference-config: only the converted model ('baseline') is exported")
+    logger = utils.setup_logger()
+    spec = configs.MODELS[args.model]
+    video = spec["kind"] == "video"
+    size = args.size or spec["size"]
+    model = utils.load_inference_model(args, args.evaluate)
+    channels = 3 * args.nframes if video else 3
+    example = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))
+    export(model, example, Path(args.out), args.opset)
+    with torch.inference_mode():
+        output = model(example)
+    logger.info("wrote %s: input 'image' %s, output 'saliency' %s", args.out, tuple(example.shape),
+                tuple(output.shape))
+
+
+if __name__ == "__main__":
+    main()
