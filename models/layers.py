@@ -108,6 +108,8 @@ class InitialBlock(nn.Module):
 
     def equivalent_kernel(self) -> torch.Tensor:
         """The single vanilla kernel (C_out, C_in, k, k) equal to the mixed branches: sum_i s_i T_i(W_i)."""
+        if self.deploy:
+            return self.weight
         weights = torch.softmax(self.scales, dim=0)
         return sum(weights[i] * pdc_kernel(op, conv.weight, self.kernel_size)
                    for i, (op, conv) in enumerate(zip(self.ops, self.conv)))
@@ -183,8 +185,11 @@ class DiffBlock(nn.Module):
 
         K = a0 * sum_i s_i (gamma_i / sigma_i) T_i(W_i), b = sum_i s_i (beta_i - mu_i gamma_i / sigma_i),
         c = sigma0 beta0 / gamma0 - mu0 with a0 = gamma0 / sigma0, from the BN running statistics (so the result
-        does not depend on train/eval mode). Pure and differentiable; never mutates the block.
+        does not depend on train/eval mode). Pure and differentiable; never mutates the block. On a converted
+        block it returns the converted tensors.
         """
+        if self.deploy:
+            return self.conv1.weight, self.conv1.bias, self.bias
         weights = torch.softmax(self.scales, dim=0)
         kernel, bias = 0, 0
         for i, (op, conv) in enumerate(zip(self.ops, self.conv1)):

@@ -54,6 +54,9 @@ def test_diffblock_reparameterize_is_exact(ops, bn, stride, in_ch, out_ch):
     assert not any(isinstance(m, (PDCConv, nn.BatchNorm2d)) for m in converted.modules())
     for key, value in block.state_dict().items():
         assert torch.equal(value, before[key]), f"conversion mutated {key}"
+    kernel, bias, pre_bias = converted.equivalent_kernel_bias()
+    converted.reparameterize()  # no-op on a converted block
+    assert converted.conv1.weight is kernel and converted.conv1.bias is bias and converted.bias is pre_bias
 
 
 @pytest.mark.parametrize("ops", [OPS3, OPS4])
