@@ -12,7 +12,11 @@ import torch
 import torch.nn.functional as F
 
 import generate_salmaps_sod
+import generate_salmaps_vsod
 import utils
+from data.readers import read_rgb
+from data.transforms import preprocess_test_clip
+from models import build_model
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 SDNET_RELEASE = REFERENCE / "checkpoints" / "sdnet_from_scratch.pth"
@@ -173,3 +177,91 @@ def test_pickled_objects_are_refused_without_running_them(sod_root: Path, tmp_pa
     err = run_failing(sod_command(sod_root, tmp_path / "res", malicious), capsys)
     assert str(malicious) in err and "refused" in err
     assert not marker.exists() and not (tmp_path / "res").exists()
+
+
+# ------------------------------------------------------------------------------------------------- video generator
+
+VIDEOS = {"DAVIS/bear": 10, "DAVIS/kite": 3, "VOS/7": 4}
+
+
+@pytest.fixture
+def vsod_root(tmp_path: Path) -> Path:
+    """DAVIS layout (<video>/Imgs/*.jpg + ground-truth/*.png), one VOS video, and the test list naming all three."""
+    root = tmp_path / "data"
+    lines = []
+    for index, (video, count) in enumerate(VIDEOS.items()):
+        dataset, name = video.split("/")
+        if dataset == "DAVIS":
+            images, annotations = f"vsod/DAVIS/{name}/Imgs", f"vsod/DAVIS/{name}/ground-truth"
+        else:
+            images, annotations = f"vsod/VOS/JPEGImages/{name}", f"vsod/VOS/Annotations/{name}"
+        height, width = 40 + 4 * index, 56 - 4 * index
+        for t in range(count):
+            write_rgb(root / images / f"{t:05d}.jpg", blob_image(height, width, 10 * index + t))
+            (root / annotations).mkdir(parents=True, exist_ok=True)
+            assert cv2.imwrite(str(root / annotations / f"{t:05d}.png"), np.zeros((height, width), np.uint8))
+        lines.append(f"{images} .jpg {annotations} .png")
+    (root / "test_video_lst.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def video_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Random training-form STDNet / STDNet-A (BN, tid cv cd ad) in the authors' layout (module. keys)."""
+    folder = tmp_path_factory.mktemp("video_checkpoints")
+    paths = {}
+    for name in ("stdnet", "stdneta"):
+        torch.manual_seed(0)
+        model = build_model(name, bn=True)
+        paths[name] = folder / f"{name}_from_scratch_DAVIS.pth"
+        torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, paths[name])
+    return paths
+
+
+def vsod_command(root: Path, savedir: Path, model: str, checkpoint: Path) -> list[str]:
+    """The README command (video SOD), with test paths, sizes and a 4-frame clip."""
+    config = "sdnet-a" if model == "stdneta" else "sdnet"
+    return ["--model", model, "--inference-config", "baseline", "--train-config", config, "-j", "0", "--gpu", "0",
+            "--datadir", str(root), "--testdata", "DAVIS", "--savedir", str(savedir), "--size", "64", "--evaluate",
+            str(checkpoint), "--tid", "cv", "cd", "ad", "--test-lst", str(root / "test_video_lst.txt"),
+            "--nframes", "4"]
+
+
+@pytest.mark.parametrize("model", ["stdnet", "stdneta"])
+def test_video_maps_of_every_annotated_frame(model: str, vsod_root: Path, tmp_path: Path, video_checkpoints) -> None:
+    """bear (10 frames, 4-frame clips, rate 2): clips 0,2,4,6 / 1,3,5,7 and the tail chunk 2..9 (2,4,6,8 / 3,5,7,9),
+    whose maps win; kite (3 frames): one ping-pong clip 0,1,2,1. The VOS video is not selected."""
+    generate_salmaps_vsod.main(vsod_command(vsod_root, tmp_path / "res", model, video_checkpoints[model]))
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["DAVIS"]
+    network = utils.build_inference_model(model, video_checkpoints[model], nframes=4)
+    clip_lists = {"bear": [[0, 2, 4, 6], [1, 3, 5, 7], [2, 4, 6, 8], [3, 5, 7, 9]], "kite": [[0, 1, 2, 1]]}
+    for video, clips in clip_lists.items():
+        folder = vsod_root / "vsod" / "DAVIS" / video / "Imgs"
+        expected = {}
+        for clip in clips:
+            frames = [read_rgb(folder / f"{t:05d}.jpg") for t in clip]
+            with torch.no_grad():
+                maps = utils.saliency_to_uint8(network(preprocess_test_clip(frames, 64)[None]), frames[0].shape[:2])
+            expected.update({f"{t:05d}.png": saliency for t, saliency in zip(clip, maps, strict=True)})
+        written = sorted(p.name for p in (tmp_path / "res" / "DAVIS" / video).iterdir())
+        assert written == sorted(expected)
+        for name, saliency in expected.items():
+            np.testing.assert_array_equal(read_map(tmp_path / "res" / "DAVIS" / video / name), saliency)
+
+
+def test_video_generator_bad_input(vsod_root: Path, tmp_path: Path, video_checkpoints, capsys) -> None:
+    """Missing data root or list file: exit 2; an unreadable frame: reported, other clips written, exit 1."""
+    command = vsod_command(vsod_root, tmp_path / "res", "stdnet", video_checkpoints["stdnet"])
+    with pytest.raises(SystemExit) as exit_info:
+        generate_salmaps_vsod.main(command + ["--datadir", str(tmp_path / "nowhere")])
+    assert exit_info.value.code == 2 and "nowhere" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        generate_salmaps_vsod.main(command + ["--test-lst", str(tmp_path / "missing.txt")])
+    assert exit_info.value.code == 2 and "missing.txt" in capsys.readouterr().err
+    broken = vsod_root / "vsod" / "DAVIS" / "kite" / "Imgs" / "00001.jpg"
+    broken.write_bytes(b"broken")
+    with pytest.raises(SystemExit) as exit_info:
+        generate_salmaps_vsod.main(command)
+    assert exit_info.value.code == 1 and str(broken) in capsys.readouterr().err
+    assert len(list((tmp_path / "res" / "DAVIS" / "bear").iterdir())) == 10
+    assert not (tmp_path / "res" / "DAVIS" / "kite").exists()
