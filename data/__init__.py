@@ -4,16 +4,28 @@
 This package imports nothing from `models/`.
 """
 
-from data.lists import StillEntry, VideoEntry, annotated_frames, build_clips, read_video_list, select_videos
+from data.datasets import SODDataset, VSODDataset
+from data.lists import (
+    StillEntry,
+    VideoEntry,
+    annotated_frames,
+    build_clips,
+    dataset_names,
+    read_video_list,
+    select_videos,
+)
 from data.readers import DataError
 from data.transforms import preprocess_test, preprocess_test_clip
 
 __all__ = [
     "DataError",
+    "SODDataset",
+    "VSODDataset",
     "StillEntry",
     "VideoEntry",
     "annotated_frames",
     "build_clips",
+    "dataset_names",
     "preprocess_test",
     "preprocess_test_clip",
     "read_video_list",

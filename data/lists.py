@@ -96,6 +96,11 @@ def select_videos(entries: list[ListEntry], name: str | None = None) -> list[Vid
     return [e for e in entries if isinstance(e, VideoEntry) and (name is None or e.belongs_to(name))]
 
 
+def dataset_names(entries: list[ListEntry]) -> list[str]:
+    """Names of the video datasets in a list (`VideoEntry.dataset`), in order of first appearance."""
+    return list(dict.fromkeys(e.dataset for e in entries if isinstance(e, VideoEntry)))
+
+
 def annotated_frames(root: str | os.PathLike, entry: VideoEntry, cut: float = 1.0) -> list[str]:
     """Annotation file names of a video (SPEC §6.3): names in ``root/anno_dir`` containing ``label_ext``,
     sorted lexicographically (plain string order); with ``cut < 1`` only the first ``int(N * cut)`` are kept.

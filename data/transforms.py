@@ -147,8 +147,12 @@ def train_image(image: np.ndarray, augmentation: Augmentation, size: int) -> tor
     """RGB image (H, W, 3) uint8/uint16 -> augmented, resized, normalised float32 tensor (3, size, size)."""
     cropped = augmentation.apply(image)
     scale = 65535.0 if cropped.dtype == np.uint16 else 255.0
-    resized = resize_train(cropped.astype(np.float32) / np.float32(scale), size)
-    normalised = (resized - IMAGENET_MEAN.astype(np.float32)) / IMAGENET_STD.astype(np.float32)
+    resized = resize_train(cropped, size)  # float32 copy of the code values, resized (linear, so scale later)
+    # One OpenCV pass: out_c = x_c / (scale * std_c) - mean_c / std_c.
+    affine = np.zeros((3, 4))
+    affine[[0, 1, 2], [0, 1, 2]] = 1.0 / (scale * IMAGENET_STD)
+    affine[:, 3] = -IMAGENET_MEAN / IMAGENET_STD
+    normalised = cv2.transform(resized, affine)
     return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))
 
 

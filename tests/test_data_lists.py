@@ -8,6 +8,7 @@ from data.lists import (
     annotated_frames,
     build_clips,
     clip_rate,
+    dataset_names,
     image_name,
     ping_pong,
     read_video_list,
@@ -38,6 +39,7 @@ def test_read_video_list_columns_names_and_datasets(tmp_path):
     assert [e.video for e in select_videos(entries, "VOS")] == ["102"]
     assert [e.video for e in select_videos(entries, "SYN-V-test")] == ["syn_v03"]
     assert len(select_videos(entries)) == 4
+    assert dataset_names(entries) == ["DAVSOD", "VOS", "DAVIS", "SYN-V-test"]
 
 
 def test_read_video_list_errors(tmp_path):
