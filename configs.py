@@ -26,3 +26,24 @@ MODELS: dict[str, dict] = {
     "sdnet": {"kind": "image", "backbone": "sdnet", "config": "sdnet", "size": 320},
     "sdneta": {"kind": "image", "backbone": "sdnet-a", "config": "sdnet-a", "size": 384},
 }
+
+# Training defaults per model kind (SPEC §6.1 image SOD, §6.3 video SOD, flags §6.5): the defaults of the flags of
+# train_sod.py / train_vsod.py (utils.add_common_args). ``wd_factors`` scale --wd per parameter group (groups are
+# chosen by parameter name in utils.image_param_groups / utils.video_param_groups).
+TRAIN_DEFAULTS: dict[str, dict] = {
+    "image": {
+        "model": "sdnet", "train_data": "DUTS-TR", "val_data": "SOD", "size": 320,
+        "epochs": 180, "batch_size": 24, "lr": 1e-3, "wd": 1e-4, "betas": (0.9, 0.99),
+        "lr_type": "multistep", "lr_steps": (90, 150), "warmup": 5, "beta": 1.1, "bn": False,
+        # one pass over the training set per scale and epoch, at round(s * size / 16) * 16, in this order
+        "pass_scales": (1.5, 1.25, 0.75, 1.0),
+        "wd_factors": {"scales": 0.5, "bn": 0.1, "other": 1.0},
+    },
+    "video": {
+        "model": "stdnet", "train_lst": "dataset/train_video_lst.txt", "val_lst": "dataset/val_video_lst.txt",
+        "val_cut": 0.25, "framegap": 4, "nframes": 8, "tid": ("cv", "cd", "ad"), "scales": (0.0, 1.0, 1.0),
+        "size": 256, "epochs": 60, "batch_size": 8, "lr": 1e-3, "wd": 1e-4, "betas": (0.9, 0.99),
+        "lr_type": "multistep", "lr_steps": (30, 50), "lr_reduce": 0.05, "bn": True,
+        "wd_factors": {"backbone": 0.5, "norm": 0.1, "other": 1.0},
+    },
+}

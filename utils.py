@@ -6,17 +6,30 @@ Scripts import from here; this module never imports a script.
 from __future__ import annotations
 
 import argparse
+import io
+import itertools
+import json
 import logging
+import math
 import os
+import random
+import re
+import socket
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
 import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
 
 import configs
 from data.readers import DataError, read_rgb
@@ -214,3 +227,698 @@ def prepare_for_inference(model: nn.Module, device: torch.device, *, eager: bool
                           half: bool = False) -> nn.Module:
     """Placeholder until the speed helper's version lands: eval mode on ``device`` (no fast path yet)."""
     return model.eval().to(device)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Training (train_sod.py, train_vsod.py): shared flags, seeding, distributed launch, parameter groups, learning-rate
+# schedule, checkpoints and resume, and the epoch loop.
+
+CHECKPOINT_DIR = "save_models"
+LATEST_CHECKPOINT = "checkpoint_latest.pth"
+
+
+def parse_lr_steps(text: str) -> tuple[int, ...]:
+    """``--lr-steps`` value: epochs joined by '-' as in the released scripts ('90-150'), or by ','."""
+    try:
+        return tuple(int(value) for value in re.split(r"[-,]", text) if value.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected epochs joined by '-', e.g. 90-150, got {text!r}") from None
+
+
+def add_common_args(parser: argparse.ArgumentParser, kind: str) -> None:
+    """Flags shared by train_sod.py (``kind='image'``) and train_vsod.py (``'video'``), defaults from
+    ``configs.TRAIN_DEFAULTS[kind]``; ``--model`` only offers the ``configs.MODELS`` entries of that kind."""
+    defaults = configs.TRAIN_DEFAULTS[kind]
+    names = sorted(name for name, spec in configs.MODELS.items() if spec["kind"] == kind)
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=defaults["model"], choices=names, help="model to train")
+    group.add_argument("--config", default=None, choices=sorted(configs.OP_TABLES),
+                       help="training op table of the backbone (SPEC §4.2; default: the model's own)")
+    group = parser.add_argument_group("data and output")
+    group.add_argument("--datadir", default=None, help="data root (required), laid out as in the README")
+    group.add_argument("--savedir", default="results/savedir",
+                       help="output folder: args.json, log.jsonl, log.txt and save_models/checkpoint_*.pth")
+    group.add_argument("--size", type=int, default=defaults["size"], help="square training input size")
+    group.add_argument("-j", "--workers", type=int, default=4, help="data loading processes per training process")
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--epochs", type=int, default=defaults["epochs"])
+    group.add_argument("--batch-size", type=int, default=defaults["batch_size"],
+                       help="global batch size, split evenly over the training processes")
+    group.add_argument("--lr", type=float, default=defaults["lr"], help="base learning rate (Adam)")
+    group.add_argument("--wd", type=float, default=defaults["wd"],
+                       help="weight decay (L2 in Adam) of conv weights and biases; other groups get a fraction")
+    group.add_argument("--lr-type", default=defaults["lr_type"], choices=["multistep", "cosine"])
+    group.add_argument("--lr-steps", type=parse_lr_steps, default=defaults["lr_steps"],
+                       help="multistep: epochs at which the lr is multiplied by 0.1, joined by '-' (default "
+                       f"{'-'.join(map(str, defaults['lr_steps']))})")
+    group.add_argument("--seed", type=int, default=None,
+                       help="seed of initialisation, shuffling and augmentation (default: the time; a resumed run "
+                       "keeps its checkpoint's seed)")
+    group.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast; CUDA only)")
+    group.add_argument("--max-steps", type=int, default=0,
+                       help="stop each pass over the training set after this many steps (0: full passes; for smoke "
+                       "tests and benchmarks)")
+    group = parser.add_argument_group("initialisation and resuming")
+    group.add_argument("--preload", default=None,
+                       help="backbone weights to start from (every entry whose name contains 'block')")
+    group.add_argument("--finetune", default=None,
+                       help="full model weights to start from (our checkpoint or a released state dict); fresh "
+                       "optimizer, epoch 0")
+    group.add_argument("--resume", action="store_true",
+                       help="continue from <savedir>/save_models/checkpoint_latest.pth if it exists")
+    group.add_argument("--resume-from", default=None, help="continue from this training checkpoint")
+    group.add_argument("--save-freq", type=int, default=10,
+                       help="also keep save_models/checkpoint_%%03d.pth every this many epochs (0: never)")
+    group = parser.add_argument_group("devices")
+    group.add_argument("--gpu", default="",
+                       help="CUDA devices, e.g. 0 or 0,1 (one DDP process per device); '' = CPU. Under torchrun "
+                       "each process takes the device of its LOCAL_RANK")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators (CUDA included) with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng_state() -> dict:
+    """Global RNG states (python, numpy, torch CPU, and CUDA if present) as tensors and plain python types, so a
+    checkpoint holding them still loads with ``weights_only=True``."""
+    _, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Inverse of :func:`capture_rng_state` (CUDA states are restored only if CUDA is available)."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state(("MT19937", numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"][: torch.cuda.device_count()])
+
+
+# --- distributed -----------------------------------------------------------------------------------------------------
+
+
+def parse_gpu_list(gpu: str | None) -> list[int]:
+    """``--gpu`` value -> device indices: '0,1' -> [0, 1]; '' or None -> []."""
+    return [int(part) for part in str(gpu or "").split(",") if part.strip()]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a (possibly single-process) training run and the device it trains on."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_context(gpu: str | None) -> DistContext:
+    """Rank, world size and device of this process from the torchrun / spawn variables (WORLD_SIZE, RANK,
+    LOCAL_RANK) and ``--gpu``: with CUDA, process LOCAL_RANK uses the LOCAL_RANK-th listed device (or
+    cuda:LOCAL_RANK when the list is shorter); without CUDA every process runs on the CPU (one warning)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext(0, 1, 0, select_device(gpu))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    gpus = parse_gpu_list(gpu)
+    if gpus and torch.cuda.is_available():
+        device = torch.device("cuda", gpus[local_rank] if local_rank < len(gpus) else local_rank)
+    else:
+        if gpus and rank == 0:
+            logging.getLogger(LOGGER_NAME).warning("--gpu %s given but CUDA is not available: running on CPU", gpu)
+        device = torch.device("cpu")
+    return DistContext(rank, world_size, local_rank, device)
+
+
+def init_distributed(ctx: DistContext) -> None:
+    """Join the process group of a multi-process run (NCCL on CUDA, Gloo on CPU; rendezvous from MASTER_ADDR /
+    MASTER_PORT as set by torchrun or :func:`spawn_workers`). No-op for a single process."""
+    if ctx.world_size <= 1 or dist.is_initialized():
+        return
+    if ctx.device.type == "cuda":
+        torch.cuda.set_device(ctx.device)
+    backend = "nccl" if ctx.device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, init_method="env://", rank=ctx.rank, world_size=ctx.world_size)
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group, if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _spawned_entry(index: int, nprocs: int, port: int, worker: Callable, args: tuple) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(index), LOCAL_RANK=str(index),
+                      WORLD_SIZE=str(nprocs), LOCAL_WORLD_SIZE=str(nprocs))
+    worker(*args)
+
+
+def spawn_workers(worker: Callable, nprocs: int, *args: object) -> None:
+    """Run ``worker(*args)`` in ``nprocs`` new processes on this machine, each with the variables torchrun would
+    set (RANK = LOCAL_RANK = index, WORLD_SIZE, MASTER_ADDR/PORT). A worker that exits with a status (e.g. 2 for
+    bad input) makes this raise SystemExit with that status."""
+    try:
+        torch.multiprocessing.spawn(_spawned_entry, args=(nprocs, _free_port(), worker, args), nprocs=nprocs)
+    except torch.multiprocessing.ProcessExitedException as err:
+        raise SystemExit(err.exit_code if err.exit_code and err.exit_code > 0 else 1) from None
+
+
+def launch(worker: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
+    """Run a training ``worker(args)``: once per listed GPU with DDP when ``--gpu`` lists several CUDA devices,
+    otherwise once in this process (also under torchrun, which has already started one process per rank)."""
+    gpus = parse_gpu_list(args.gpu)
+    if "WORLD_SIZE" in os.environ or len(gpus) < 2 or not torch.cuda.is_available():
+        worker(args)
+    else:
+        spawn_workers(worker, len(gpus), args)
+
+
+# --- optimizer and schedule ------------------------------------------------------------------------------------------
+
+
+def _group_list(named: dict[str, list[nn.Parameter]], wd: float, factors: dict[str, float],
+                lr_scales: dict[str, float] | None = None) -> list[dict]:
+    lr_scales = lr_scales or {}
+    return [{"params": params, "name": name, "weight_decay": wd * factors[name], "lr_scale": lr_scales.get(name, 1.0)}
+            for name, params in named.items() if params]
+
+
+def image_param_groups(model: nn.Module, wd: float) -> list[dict]:
+    """Adam parameter groups of image training (SPEC §6.1), by parameter name: ``scales`` (branch logits alpha,
+    wd x 0.5), ``bn`` (BN0/BN1 of the DiffBlocks, wd x 0.1), ``other`` (everything else, wd). Each group carries
+    its ``name`` and ``lr_scale`` (1) for :func:`set_epoch_lr`."""
+    named: dict[str, list[nn.Parameter]] = {"scales": [], "bn": [], "other": []}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            named["scales" if "scales" in name else "bn" if "bn" in name else "other"].append(param)
+    return _group_list(named, wd, configs.TRAIN_DEFAULTS["image"]["wd_factors"])
+
+
+def video_param_groups(model: nn.Module, wd: float, lr_reduce: float, preloaded: bool) -> list[dict]:
+    """Adam parameter groups of video training (SPEC §6.3), by parameter name. With a preloaded backbone:
+    ``backbone`` (names containing 'block': lr x ``lr_reduce``, wd x 0.5), ``norm`` (other names containing
+    'norm': wd x 0.1), ``other`` (wd). From scratch: ``norm`` (names containing 'norm' or 'bn', wd x 0.1) and
+    ``other`` (wd), no lr reduction."""
+    factors = configs.TRAIN_DEFAULTS["video"]["wd_factors"]
+    named: dict[str, list[nn.Parameter]] = {"backbone": [], "norm": [], "other": []}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if preloaded and "block" in name:
+            named["backbone"].append(param)
+        elif "norm" in name or (not preloaded and "bn" in name):
+            named["norm"].append(param)
+        else:
+            named["other"].append(param)
+    return _group_list(named, wd, factors, {"backbone": lr_reduce})
+
+
+def lr_at_epoch(epoch: int, *, lr: float, lr_type: str, lr_steps: tuple[int, ...], epochs: int) -> float:
+    """Base learning rate of ``epoch`` (from 0): multistep (x 0.1 at each of ``lr_steps``) or cosine
+    (0.5 lr (1 + cos(pi epoch / epochs)))."""
+    if lr_type == "cosine":
+        return 0.5 * lr * (1 + math.cos(math.pi * epoch / epochs))
+    return lr * 0.1 ** sum(epoch >= step for step in lr_steps)
+
+
+def set_epoch_lr(optimizer: torch.optim.Optimizer, lr: float, *, freeze_scales: bool = False) -> None:
+    """Set every group's lr to ``lr`` x its ``lr_scale``; with ``freeze_scales`` the ``scales`` group (branch
+    logits) gets lr 0, so alpha does not move during the warm-up epochs."""
+    for group in optimizer.param_groups:
+        frozen = freeze_scales and group.get("name") == "scales"
+        group["lr"] = 0.0 if frozen else lr * group.get("lr_scale", 1.0)
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------------------
+
+
+def checkpoint_path(savedir: str | os.PathLike, name: str) -> Path:
+    """``<savedir>/save_models/<name>``."""
+    return Path(savedir) / CHECKPOINT_DIR / name
+
+
+def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
+    """Write ``payload`` to a temporary file beside ``path``, fsync it, then rename it over ``path``: a reader (or
+    a kill at any moment) sees the old file or the complete new one, never a partial one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def save_atomic(obj: object, *paths: str | os.PathLike) -> None:
+    """``torch.save(obj)`` once and write the bytes atomically to every path in ``paths``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    for path in paths:
+        write_bytes_atomic(path, buffer.getvalue())
+
+
+def args_to_dict(args: argparse.Namespace) -> dict:
+    """Flags as JSON- and weights_only-safe plain values (tuples -> lists, paths -> strings)."""
+    def plain(value: object) -> object:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        return value
+    return {key: plain(value) for key, value in sorted(vars(args).items())}
+
+
+def make_checkpoint(model: nn.Module, args: argparse.Namespace, epoch: int, optimizer: torch.optim.Optimizer,
+                    best: dict[str, float], scaler: torch.amp.GradScaler | None = None) -> dict:
+    """Self-describing training checkpoint (COMMON contract): model name, config, bn, tid / scales / nframes
+    (None for image models), ``deploy=False``, epoch, args, optimizer, scheduler, rng, best (val set -> MAE) and
+    the unprefixed ``state_dict`` of the unwrapped ``model``; only tensors and plain types."""
+    video = configs.MODELS[args.model]["kind"] == "video"
+    checkpoint = {
+        "model": args.model, "config": args.config, "bn": bool(args.bn),
+        "tid": list(args.tid) if video else None,
+        "scales": [float(s) for s in args.scales] if video else None,
+        "nframes": int(args.nframes) if video else None,
+        "deploy": False, "epoch": int(epoch), "args": args_to_dict(args),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {"lr_type": args.lr_type, "lr": args.lr, "lr_steps": list(args.lr_steps),
+                      "epochs": args.epochs, "last_epoch": int(epoch)},
+        "rng": capture_rng_state(), "best": {name: float(mae) for name, mae in best.items()},
+        "state_dict": {key: value.detach().cpu().clone() for key, value in model.state_dict().items()},
+    }
+    if scaler is not None and scaler.is_enabled():
+        checkpoint["scaler"] = scaler.state_dict()
+    return checkpoint
+
+
+def save_epoch_checkpoints(checkpoint: dict, savedir: str | os.PathLike, *, save_freq: int,
+                           best_files: list[str]) -> list[Path]:
+    """Write ``checkpoint_latest.pth``, ``checkpoint_%03d.pth`` when (epoch + 1) is a multiple of ``save_freq``,
+    and each of ``best_files`` (the best checkpoints this epoch improved), all atomically; returns the paths."""
+    epoch = checkpoint["epoch"]
+    names = [LATEST_CHECKPOINT]
+    if save_freq > 0 and (epoch + 1) % save_freq == 0:
+        names.append(f"checkpoint_{epoch:03d}.pth")
+    paths = [checkpoint_path(savedir, name) for name in names + list(best_files)]
+    save_atomic(checkpoint, *paths)
+    return paths
+
+
+TRAINING_CHECKPOINT_KEYS = ("model", "epoch", "optimizer", "state_dict")
+
+
+def load_training_checkpoint(path: str | os.PathLike) -> dict:
+    """Read one of our training checkpoints (``weights_only=True``). Raises ``models.CheckpointError`` (one line
+    naming the file) if it is missing, unreadable or not a training checkpoint (e.g. released weights only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # damaged, truncated or unsafe files raise various types
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path}: cannot read checkpoint: {first_line}") from None
+    if not isinstance(checkpoint, dict) or not all(key in checkpoint for key in TRAINING_CHECKPOINT_KEYS):
+        raise CheckpointError(f"{path}: not a training checkpoint of these scripts (needs the entries "
+                              f"{', '.join(TRAINING_CHECKPOINT_KEYS)}); to start from weights only use --finetune")
+    return checkpoint
+
+
+def check_checkpoint_matches(checkpoint: dict, args: argparse.Namespace, source: str) -> None:
+    """Raise ``CheckpointError`` if a checkpoint of ours describes another model than ``args`` (name, config, bn,
+    and for video models tid and nframes); other checkpoints (no ``model`` entry) are left to key matching."""
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        return
+    wanted = {"model": args.model, "config": args.config, "bn": bool(args.bn)}
+    if configs.MODELS[args.model]["kind"] == "video":
+        wanted.update(tid=list(args.tid), nframes=int(args.nframes))
+    for key, value in wanted.items():
+        if key in checkpoint and checkpoint[key] != value:
+            raise CheckpointError(f"{source}: checkpoint has {key}={checkpoint[key]!r}, but this run has "
+                                  f"{key}={value!r}")
+
+
+def resume_checkpoint_path(args: argparse.Namespace) -> Path | None:
+    """The checkpoint to resume from: ``--resume-from`` if given, else with ``--resume`` the run's
+    ``checkpoint_latest.pth`` if it exists (a first run with ``--resume`` starts from scratch), else None."""
+    if args.resume_from:
+        return Path(args.resume_from)
+    latest = checkpoint_path(args.savedir, LATEST_CHECKPOINT)
+    return latest if args.resume and latest.is_file() else None
+
+
+# --- run files -------------------------------------------------------------------------------------------------------
+
+
+def write_args_json(savedir: str | os.PathLike, args: argparse.Namespace) -> None:
+    """``<savedir>/args.json``: the resolved flags of this run (rewritten atomically on resume)."""
+    write_bytes_atomic(Path(savedir) / "args.json", (json.dumps(args_to_dict(args), indent=2) + "\n").encode())
+
+
+def append_log_line(savedir: str | os.PathLike, record: dict) -> None:
+    """Append one JSON line (an epoch summary) to ``<savedir>/log.jsonl``."""
+    with open(Path(savedir) / "log.jsonl", "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def trim_log(savedir: str | os.PathLike, last_epoch: int) -> None:
+    """Drop ``log.jsonl`` lines of epochs after ``last_epoch`` (those a resumed run is about to redo)."""
+    path = Path(savedir) / "log.jsonl"
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("epoch", -1) <= last_epoch]
+    if len(kept) != len(lines):
+        write_bytes_atomic(path, "".join(line + "\n" for line in kept).encode())
+
+
+# --- loops -----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoopConfig:
+    """What :func:`train_one_epoch` and :func:`validate` need besides model, data, optimizer and loss."""
+
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    amp: bool = False
+    scaler: torch.amp.GradScaler | None = None
+    max_steps: int = 0  # steps per pass; 0 = the whole loader
+    frames_per_sample: int = 1  # images in one dataset item (T for clips), for images/s
+
+
+def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer,
+                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], epoch: int, cfg: LoopConfig,
+                    desc: str = "") -> dict:
+    """One pass over ``loader`` of (input, target) batches: forward (float16 autocast with ``cfg.amp``), loss in
+    float32, backward, optimizer step. Returns ``{'loss', 'steps', 'images', 'seconds', 'images_per_s'}`` with
+    loss, steps and images summed over all processes (loss = mean per step). A tqdm bar on rank 0 shows the
+    running loss and images/s."""
+    model.train()
+    total = min(len(loader), cfg.max_steps) if cfg.max_steps else len(loader)
+    batches = itertools.islice(loader, total)
+    bar = tqdm(batches, total=total, desc=desc or f"epoch {epoch}", leave=False, dynamic_ncols=True,
+               disable=cfg.rank != 0 or None)
+    loss_sum, steps, images = 0.0, 0, 0
+    start = time.perf_counter()
+    for inputs, target in bar:
+        inputs = inputs.to(cfg.device, non_blocking=True)
+        target = target.to(cfg.device, non_blocking=True)
+        with torch.autocast(cfg.device.type, dtype=torch.float16, enabled=cfg.amp):
+            pred = model(inputs)
+        # BCE is not autocast-safe: the loss always runs in float32.
+        loss = loss_fn(pred.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        if cfg.scaler is not None and cfg.scaler.is_enabled():
+            cfg.scaler.scale(loss).backward()
+            cfg.scaler.step(optimizer)
+            cfg.scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        loss_sum += loss.item()
+        steps += 1
+        images += inputs.shape[0] * cfg.frames_per_sample
+        rate = images * cfg.world_size / max(time.perf_counter() - start, 1e-9)
+        bar.set_postfix(loss=f"{loss_sum / steps:.4f}", img_s=f"{rate:.1f}")
+    seconds = time.perf_counter() - start
+    totals = torch.tensor([loss_sum, steps, images], dtype=torch.float64)
+    if cfg.world_size > 1:
+        dist.all_reduce(totals)
+    loss_sum, steps, images = totals.tolist()
+    return {"loss": loss_sum / max(steps, 1), "steps": int(steps), "images": int(images), "seconds": seconds,
+            "images_per_s": images / max(seconds, 1e-9)}
+
+
+def validate(model: nn.Module, loader: DataLoader, cfg: LoopConfig) -> dict:
+    """MAE of ``model`` over a test-mode dataset loader (items: dicts with ``image`` (3, S, S) or ``clip``
+    (3T, S, S), ``gt`` (1, H, W) or (T, 1, H, W) and ``error``; ``batch_size=None``), as in the authors'
+    validation: maps upsampled bilinearly to the GT size, quantised to floor(255 p) / 255, mean |. - GT| per
+    item, averaged over items. Items with an error are skipped and counted. Returns ``{'mae', 'count',
+    'skipped'}``; the model is left in train mode."""
+    model.eval()
+    errors, skipped = [], 0
+    with torch.no_grad():
+        for item in loader:
+            if item.get("error") or item.get("gt") is None:
+                skipped += 1
+                continue
+            inputs = (item["clip"] if "clip" in item else item["image"])[None].to(cfg.device)
+            gt = item["gt"].to(cfg.device)
+            gt = gt.reshape(-1, 1, *gt.shape[-2:])
+            with torch.autocast(cfg.device.type, dtype=torch.float16, enabled=cfg.amp):
+                pred = model(inputs)
+            pred = pred.float()
+            if pred.shape[-2:] != gt.shape[-2:]:
+                pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=False)
+            errors.append((torch.floor(pred * 255) / 255 - gt).abs().mean().item())
+    model.train()
+    mae = sum(errors) / len(errors) if errors else float("nan")
+    return {"mae": mae, "count": len(errors), "skipped": skipped}
+
+
+@dataclass
+class TrainJob:
+    """Everything the shared epoch loop :func:`fit` needs; built by train_sod.py / train_vsod.py."""
+
+    args: argparse.Namespace
+    model: nn.Module  # unwrapped, already on the device
+    optimizer: torch.optim.Optimizer
+    train_set: Dataset  # train-mode SODDataset / VSODDataset (set_epoch, set_size)
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    pass_sizes: list[int]  # one pass over train_set per entry and epoch, at that input size
+    val_sets: dict[str, Dataset] = field(default_factory=dict)  # name -> test-mode dataset
+    best_files: dict[str, str] = field(default_factory=dict)  # val set name -> best checkpoint file name
+    drop_last: bool = False
+    warmup: int = 0  # epochs with frozen branch logits
+    start_epoch: int = 0
+    best: dict[str, float] = field(default_factory=dict)
+    frames_per_sample: int = 1
+    scaler: torch.amp.GradScaler | None = None
+
+
+def _train_loader(job: TrainJob, ctx: DistContext) -> tuple[DataLoader, DistributedSampler]:
+    args = job.args
+    # One sampler for any number of processes: the shuffle depends only on (seed, pass), so a run is the same
+    # after a resume and with any -j; rank r takes every world_size-th index of the shuffled order.
+    sampler = DistributedSampler(job.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=args.seed, drop_last=False)
+    loader = DataLoader(job.train_set, batch_size=args.batch_size // ctx.world_size, sampler=sampler,
+                        num_workers=args.workers, drop_last=job.drop_last, pin_memory=ctx.device.type == "cuda",
+                        generator=torch.Generator().manual_seed(args.seed))
+    return loader, sampler
+
+
+def fit(job: TrainJob, ctx: DistContext, logger: logging.Logger) -> dict[str, float]:
+    """Train from ``job.start_epoch`` to ``args.epochs``: per epoch set the lr (and the alpha freeze), make one
+    pass per entry of ``pass_sizes``, then on rank 0 validate, write the checkpoints and one ``log.jsonl`` line.
+    Returns the best MAE per validation set."""
+    args = job.args
+    loader, sampler = _train_loader(job, ctx)
+    model = job.model
+    if ctx.world_size > 1:
+        device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(job.model, device_ids=device_ids)
+    cfg = LoopConfig(ctx.device, ctx.rank, ctx.world_size, args.amp, job.scaler, args.max_steps,
+                     job.frames_per_sample)
+    for epoch in range(job.start_epoch, args.epochs):
+        epoch_start = time.perf_counter()
+        lr = lr_at_epoch(epoch, lr=args.lr, lr_type=args.lr_type, lr_steps=args.lr_steps, epochs=args.epochs)
+        frozen = epoch < job.warmup
+        set_epoch_lr(job.optimizer, lr, freeze_scales=frozen)
+        logger.info("epoch %d/%d: lr %g%s", epoch, args.epochs, lr, " (branch logits frozen)" if frozen else "")
+        job.train_set.set_epoch(epoch)
+        passes = []
+        for index, size in enumerate(job.pass_sizes):
+            job.train_set.set_size(size)
+            sampler.set_epoch(epoch * len(job.pass_sizes) + index)
+            passes.append(train_one_epoch(model, loader, job.optimizer, job.loss_fn, epoch, cfg,
+                                          desc=f"epoch {epoch} @{size}"))
+        steps = sum(p["steps"] for p in passes)
+        images, seconds = sum(p["images"] for p in passes), sum(p["seconds"] for p in passes)
+        loss = sum(p["loss"] * p["steps"] for p in passes) / max(steps, 1)
+        if ctx.is_main:
+            _finish_epoch(job, epoch, lr, loss, images / max(seconds, 1e-9), epoch_start, cfg, logger)
+        if ctx.world_size > 1:
+            dist.barrier()
+    return job.best
+
+
+def _finish_epoch(job: TrainJob, epoch: int, lr: float, loss: float, rate: float, epoch_start: float,
+                  cfg: LoopConfig, logger: logging.Logger) -> None:
+    """Rank 0 after an epoch: validation, best tracking, checkpoints, log line."""
+    args = job.args
+    val_mae = {}
+    for name, dataset in job.val_sets.items():
+        loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=args.workers)
+        result = validate(job.model, loader, cfg)
+        if result["skipped"]:
+            logger.warning("validation on %s: %d unreadable items skipped", name, result["skipped"])
+        val_mae[name] = result["mae"]
+    improved = [name for name, mae in val_mae.items() if mae <= job.best.get(name, math.inf)]
+    job.best.update({name: val_mae[name] for name in improved})
+    checkpoint = make_checkpoint(job.model, args, epoch, job.optimizer, job.best, job.scaler)
+    save_epoch_checkpoints(checkpoint, args.savedir, save_freq=args.save_freq,
+                           best_files=[job.best_files[name] for name in improved if name in job.best_files])
+    seconds = time.perf_counter() - epoch_start
+    append_log_line(args.savedir, {"epoch": epoch, "lr": lr, "loss": loss, "val_mae": val_mae,
+                                   "images_per_s": rate, "seconds": seconds})
+    maes = ", ".join(f"{name} {mae:.4f}" for name, mae in val_mae.items()) or "none"
+    logger.info("epoch %d: loss %.4f, val MAE %s, %.1f images/s, %.1f s", epoch, loss, maes, rate, seconds)
+
+
+# --- script steps shared by train_sod.py and train_vsod.py -----------------------------------------------------------
+
+
+def check_training_args(args: argparse.Namespace, ctx: DistContext) -> None:
+    """Resolve defaults (``--config``) and stop with a one-line error (exit 2) on flags that cannot work, before
+    anything is written: missing ``--datadir``, files of ``--preload`` / ``--finetune`` / ``--resume-from`` that do
+    not exist, a batch size that does not split over the processes."""
+    if not args.datadir:
+        fail("--datadir is required: the data root (see the README's data section)")
+    if not Path(args.datadir).is_dir():
+        fail(f"--datadir {args.datadir}: no such directory")
+    for flag in ("preload", "finetune", "resume_from"):
+        value = getattr(args, flag)
+        if value and not Path(value).is_file():
+            fail(f"--{flag.replace('_', '-')} {value}: no such file")
+    for flag in ("epochs", "batch_size", "size"):
+        if getattr(args, flag) < 1:
+            fail(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.batch_size % ctx.world_size:
+        fail(f"--batch-size {args.batch_size} does not split evenly over {ctx.world_size} processes")
+    if args.amp and ctx.device.type != "cuda":
+        if ctx.is_main:
+            logging.getLogger(LOGGER_NAME).warning("--amp needs CUDA: training in float32")
+        args.amp = False
+    args.config = args.config or configs.MODELS[args.model]["config"]
+
+
+def load_resume_checkpoint(args: argparse.Namespace) -> dict | None:
+    """The checkpoint this run resumes from (see :func:`resume_checkpoint_path`), checked against the flags, or
+    None. A run without ``--seed`` takes the checkpoint's seed, so shuffling and augmentation continue exactly."""
+    path = resume_checkpoint_path(args)
+    if path is None:
+        return None
+    flag = "--resume-from" if args.resume_from else "--resume"
+    try:
+        checkpoint = load_training_checkpoint(path)
+        check_checkpoint_matches(checkpoint, args, str(path))
+    except CheckpointError as err:
+        fail(f"{flag}: {err}")
+    if args.seed is None:
+        args.seed = checkpoint["args"].get("seed")
+    return checkpoint
+
+
+def initialise_model(model: nn.Module, args: argparse.Namespace, resume: dict | None,
+                     logger: logging.Logger) -> tuple[int, dict[str, float]]:
+    """Weights before training: the resumed checkpoint (its RNG states too), else ``--finetune`` (a whole model),
+    else ``--preload`` (the backbone, ``models.preload_backbone``), else the random initialisation. Returns the
+    first epoch to train and the best MAE so far per validation set. Errors: one line naming the flag, exit 2."""
+    from models import preload_backbone
+
+    if resume is not None:
+        try:
+            load_weights(model, resume)
+        except CheckpointError as err:
+            fail(f"--resume{'-from' if args.resume_from else ''}: {err}")
+        restore_rng_state(resume["rng"])
+        logger.info("resuming after epoch %d", resume["epoch"])
+        return resume["epoch"] + 1, dict(resume.get("best") or {})
+    try:
+        if args.finetune:
+            flag = "--finetune"
+            raw = torch.load(args.finetune, map_location="cpu", weights_only=True)
+            check_checkpoint_matches(raw, args, args.finetune)
+            load_weights(model, raw)
+            logger.info("starting from the weights of %s", args.finetune)
+        elif args.preload:
+            flag = "--preload"
+            copied, skipped = preload_backbone(model, args.preload)
+            logger.info("preloaded %d backbone entries from %s (%d ignored)", copied, args.preload, len(skipped))
+            if any(".bn" in key for key in skipped):
+                logger.warning("--preload %s has BatchNorm entries this model (bn=%s) lacks; they are ignored",
+                               args.preload, args.bn)
+    except CheckpointError as err:
+        fail(f"{flag}: {err}")
+    except Exception as err:  # torch.load of a damaged or unsafe --finetune file
+        fail(f"--finetune {args.finetune}: cannot read checkpoint: {(str(err).splitlines() or [''])[0]}")
+    return 0, {}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, resume: dict, args: argparse.Namespace) -> None:
+    """Load the resumed optimizer state, then re-apply this run's group settings (weight decay, lr scale), so the
+    flags of the resumed command are the ones in force. A different group layout is a one-line error."""
+    fresh = [(group["name"], group["weight_decay"], group["lr_scale"]) for group in optimizer.param_groups]
+    saved_names = [group.get("name") for group in resume["optimizer"]["param_groups"]]
+    flag = "--resume-from" if args.resume_from else "--resume"
+    if saved_names != [name for name, _, _ in fresh]:
+        fail(f"{flag}: the checkpoint's optimizer groups {saved_names} differ from this run's "
+             f"{[name for name, _, _ in fresh]} (e.g. --preload given in only one of the runs)")
+    try:
+        optimizer.load_state_dict(resume["optimizer"])
+    except ValueError as err:
+        fail(f"{flag}: optimizer state does not fit: {err}")
+    for group, (_, weight_decay, lr_scale) in zip(optimizer.param_groups, fresh, strict=True):
+        group["weight_decay"], group["lr_scale"] = weight_decay, lr_scale
+
+
+def start_run_files(args: argparse.Namespace, ctx: DistContext, resume: dict | None) -> logging.Logger:
+    """After all checks passed: the logger (also to ``<savedir>/log.txt`` on rank 0), ``args.json``, and on
+    resume the ``log.jsonl`` lines of epochs to be redone removed. Only rank 0 writes."""
+    logger = setup_logger(args.savedir if ctx.is_main else None, ctx.rank)
+    if ctx.is_main:
+        write_args_json(args.savedir, args)
+        if resume is not None:
+            trim_log(args.savedir, resume["epoch"])
+    return logger
+
+
+def resolve_seed(args: argparse.Namespace, ctx: DistContext) -> int:
+    """``args.seed``, or (none given, none resumed) one drawn from the clock on rank 0 and shared by all ranks."""
+    if args.seed is None:
+        seed = [int(time.time() * 1000) % 2**31]
+        if ctx.world_size > 1:
+            dist.broadcast_object_list(seed, src=0)
+        args.seed = seed[0]
+    return args.seed
+
+
+def resolve_list_file(path: str, flag: str) -> Path:
+    """A list file given relative to the working directory or, failing that, to the repository (where
+    ``dataset/generate_lists.py`` writes them); a one-line error naming ``flag`` if neither exists."""
+    for candidate in (Path(path), Path(__file__).resolve().parent / path):
+        if candidate.is_file():
+            return candidate
+    fail(f"{flag} {path}: no such list file (write them with: python dataset/generate_lists.py --root ROOTDIR)")

@@ -1,0 +1,222 @@
+"""Training machinery in utils.py: schedule, parameter groups, RNG state, checkpoints, process spawning."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import configs
+import utils
+from models import build_model, load_weights
+
+
+def test_parse_lr_steps():
+    assert utils.parse_lr_steps("90-150") == (90, 150)
+    assert utils.parse_lr_steps("30,50") == (30, 50)
+    assert utils.parse_lr_steps("") == ()
+    with pytest.raises(argparse.ArgumentTypeError):
+        utils.parse_lr_steps("90-x")
+
+
+def test_lr_schedule_multistep_and_cosine():
+    steps = {"lr": 1e-3, "lr_type": "multistep", "lr_steps": (90, 150), "epochs": 180}
+    values = {epoch: utils.lr_at_epoch(epoch, **steps) for epoch in (0, 89, 90, 149, 150, 179)}
+    assert values == pytest.approx({0: 1e-3, 89: 1e-3, 90: 1e-4, 149: 1e-4, 150: 1e-5, 179: 1e-5}, rel=1e-12)
+    cosine = {"lr": 1e-3, "lr_type": "cosine", "lr_steps": (), "epochs": 60}
+    assert utils.lr_at_epoch(0, **cosine) == pytest.approx(1e-3)
+    assert utils.lr_at_epoch(30, **cosine) == pytest.approx(0.5e-3)
+    assert utils.lr_at_epoch(45, **cosine) == pytest.approx(0.5e-3 * (1 + np.cos(np.pi * 0.75)))
+
+
+def _group_of(groups: list[dict]) -> dict[int, dict]:
+    owner = {}
+    for group in groups:
+        for param in group["params"]:
+            assert id(param) not in owner, "a parameter is in two groups"
+            owner[id(param)] = group
+    return owner
+
+
+def test_image_param_groups_by_name_and_alpha_freeze():
+    model = build_model("sdnet", bn=True)
+    groups = utils.image_param_groups(model, wd=1e-4)
+    owner = _group_of(groups)
+    assert len(owner) == sum(1 for _ in model.parameters())
+    for name, param in model.named_parameters():
+        expected = ("scales", 5e-5) if "scales" in name else ("bn", 1e-5) if "bn" in name else ("other", 1e-4)
+        assert (owner[id(param)]["name"], owner[id(param)]["weight_decay"]) == pytest.approx(expected), name
+    # init block + 15 DiffBlocks carry branch logits
+    assert len(next(g for g in groups if g["name"] == "scales")["params"]) == 16
+    optimizer = torch.optim.Adam(groups, lr=1.0)
+    utils.set_epoch_lr(optimizer, 1e-3, freeze_scales=True)
+    assert {g["name"]: g["lr"] for g in optimizer.param_groups} == {"scales": 0.0, "bn": 1e-3, "other": 1e-3}
+    utils.set_epoch_lr(optimizer, 1e-4, freeze_scales=False)
+    assert {g["name"]: g["lr"] for g in optimizer.param_groups} == {"scales": 1e-4, "bn": 1e-4, "other": 1e-4}
+
+
+class _VideoLike(nn.Module):
+    """Names as in STDNet: backbone 'init_block'/'blockX_Y' (with bn and scales), decoder norms and STDC logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.init_block = nn.ModuleDict({"conv": nn.Conv2d(3, 4, 3)})
+        self.block1_1 = nn.ModuleDict({"conv2": nn.Conv2d(4, 4, 1), "bn0": nn.BatchNorm2d(4)})
+        self.block1_1.scales = nn.Parameter(torch.zeros(3))
+        self.project1 = nn.ModuleDict({"conv": nn.Conv2d(4, 4, 1), "norm": nn.BatchNorm2d(4)})
+        self.global_temporal = nn.ModuleDict({"norms": nn.ModuleList([nn.BatchNorm2d(4)]),
+                                              "bn_like": nn.BatchNorm2d(4)})
+        self.global_temporal.scales = nn.Parameter(torch.zeros(3))
+
+
+def test_video_param_groups_preloaded_and_from_scratch():
+    model = _VideoLike()
+    owner = _group_of(utils.video_param_groups(model, wd=1e-4, lr_reduce=0.05, preloaded=True))
+    for name, param in model.named_parameters():
+        group = owner[id(param)]
+        if "block" in name:
+            expected = ("backbone", 5e-5, 0.05)
+        elif "norm" in name:
+            expected = ("norm", 1e-5, 1.0)
+        else:  # decoder convs, the STDC logits, and a 'bn' outside the backbone
+            expected = ("other", 1e-4, 1.0)
+        assert (group["name"], group["weight_decay"], group["lr_scale"]) == pytest.approx(expected), name
+    owner = _group_of(utils.video_param_groups(model, wd=1e-4, lr_reduce=0.05, preloaded=False))
+    for name, param in model.named_parameters():
+        expected = ("norm", 1e-5) if ("norm" in name or "bn" in name) else ("other", 1e-4)
+        assert (owner[id(param)]["name"], owner[id(param)]["weight_decay"]) == pytest.approx(expected), name
+        assert owner[id(param)]["lr_scale"] == 1.0
+
+
+def test_write_bytes_atomic_keeps_old_file_when_interrupted(tmp_path, monkeypatch):
+    target = tmp_path / "save_models" / "checkpoint_latest.pth"
+    utils.write_bytes_atomic(target, b"old")
+
+    def crash(*_):
+        raise KeyboardInterrupt  # a kill between writing the temporary file and renaming it
+
+    monkeypatch.setattr(utils.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        utils.write_bytes_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["checkpoint_latest.pth"]
+
+
+def _draws() -> tuple:
+    return random.random(), np.random.rand(3).tolist(), np.random.randn(), torch.rand(3).tolist()
+
+
+def test_rng_state_roundtrip_through_weights_only_file():
+    utils.seed_everything(123)
+    np.random.randn()  # leaves a cached gaussian in numpy's state
+    buffer = io.BytesIO()
+    torch.save(utils.capture_rng_state(), buffer)
+    expected = _draws()
+    utils.seed_everything(7)
+    buffer.seek(0)
+    utils.restore_rng_state(torch.load(buffer, weights_only=True))
+    assert _draws() == expected
+
+
+def _image_args(tmp_path: Path, **overrides) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    utils.add_common_args(parser, "image")
+    args = parser.parse_args(["--savedir", str(tmp_path), "--seed", "3"])
+    args.config, args.bn = "sdnet", False
+    vars(args).update(overrides)
+    return args
+
+
+CONTRACT_KEYS = {"model", "config", "bn", "tid", "scales", "nframes", "deploy", "epoch", "args", "optimizer",
+                 "scheduler", "rng", "best", "state_dict"}
+
+
+def test_checkpoint_is_self_describing_and_saved_at_the_right_epochs(tmp_path):
+    model = build_model("sdnet")
+    optimizer = torch.optim.Adam(utils.image_param_groups(model, 1e-4), lr=1e-3)
+    args = _image_args(tmp_path, save_freq=10)
+    for epoch in (8, 9):
+        checkpoint = utils.make_checkpoint(model, args, epoch, optimizer, {"SOD": 0.25})
+        best = ["checkpoint_best.pth"] if epoch == 8 else []
+        utils.save_epoch_checkpoints(checkpoint, tmp_path, save_freq=args.save_freq, best_files=best)
+    names = sorted(p.name for p in (tmp_path / "save_models").iterdir())
+    assert names == ["checkpoint_009.pth", "checkpoint_best.pth", "checkpoint_latest.pth"]
+    loaded = utils.load_training_checkpoint(tmp_path / "save_models" / "checkpoint_latest.pth")
+    assert set(loaded) == CONTRACT_KEYS
+    assert (loaded["model"], loaded["config"], loaded["bn"], loaded["deploy"], loaded["epoch"]) == (
+        "sdnet", "sdnet", False, False, 9)
+    assert loaded["args"]["seed"] == 3 and loaded["best"] == {"SOD": 0.25}
+    assert not any(key.startswith("module.") for key in loaded["state_dict"])
+    assert torch.load(tmp_path / "save_models" / "checkpoint_best.pth", weights_only=True)["epoch"] == 8
+    fresh = build_model("sdnet")
+    load_weights(fresh, tmp_path / "save_models" / "checkpoint_latest.pth")
+    for key, value in model.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value)
+
+
+def test_load_training_checkpoint_rejects_weights_only_files(tmp_path):
+    from models import CheckpointError
+
+    path = tmp_path / "weights.pth"
+    torch.save({"module.x": torch.zeros(1)}, path)
+    with pytest.raises(CheckpointError, match="not a training checkpoint.*--finetune"):
+        utils.load_training_checkpoint(path)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        utils.load_training_checkpoint(tmp_path / "absent.pth")
+
+
+def test_check_checkpoint_matches_names_the_difference(tmp_path):
+    from models import CheckpointError
+
+    args = _image_args(tmp_path)
+    utils.check_checkpoint_matches({"model": "sdnet", "config": "sdnet", "bn": False}, args, "ck.pth")
+    utils.check_checkpoint_matches({"module.x": torch.zeros(1)}, args, "raw.pth")  # not ours: keys decide
+    with pytest.raises(CheckpointError, match=r"ck.pth: checkpoint has model='sdneta'"):
+        utils.check_checkpoint_matches({"model": "sdneta", "config": "sdnet-a", "bn": True}, args, "ck.pth")
+
+
+def test_trim_log_drops_epochs_to_be_redone(tmp_path):
+    for epoch in range(4):
+        utils.append_log_line(tmp_path, {"epoch": epoch, "loss": float(epoch)})
+    utils.trim_log(tmp_path, 1)
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
+
+
+def test_model_choices_follow_the_kind():
+    for kind in ("image", "video"):
+        parser = argparse.ArgumentParser()
+        utils.add_common_args(parser, kind)
+        names = {name for name, spec in configs.MODELS.items() if spec["kind"] == kind}
+        assert set(next(a for a in parser._actions if a.dest == "model").choices) == names
+        other = next(name for name, spec in configs.MODELS.items() if spec["kind"] != kind)
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(["--model", other])
+        assert exit_info.value.code == 2
+
+
+def _all_reduce_worker(out_dir: str) -> None:
+    ctx = utils.distributed_context("")
+    utils.init_distributed(ctx)
+    value = torch.tensor([float(ctx.rank + 1)])
+    dist.all_reduce(value)
+    Path(out_dir, f"rank{ctx.rank}.txt").write_text(f"{ctx.world_size} {ctx.device} {value.item()}")
+    utils.cleanup_distributed()
+
+
+def test_spawn_workers_runs_a_gloo_process_group_on_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    utils.spawn_workers(_all_reduce_worker, 2, str(tmp_path))
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == ["2 cpu 3.0"] * 2
+    assert "WORLD_SIZE" not in os.environ
