@@ -85,8 +85,10 @@ def collect_inputs(inputs: list[str], out: Path) -> tuple[list[tuple[Path, Path]
 
 def open_video(path: Path) -> tuple[cv2.VideoCapture, float, int]:
     """Capture, frame rate (25 if the file has none) and frame count (0 if unknown); exits 2 if unreadable."""
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our one-line error replaces FFmpeg's messages
-    capture = cv2.VideoCapture(str(path))
+    # Our one-line error replaces OpenCV's and FFmpeg's own messages about the file.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)  # not the image-sequence backend, which logs errors
     if not capture.isOpened() or not capture.grab():
         capture.release()
         utils.fail(f"cannot read video {path} (corrupt, empty or unsupported format)")

@@ -34,7 +34,7 @@ from tqdm import tqdm
 import configs
 from data.readers import DataError, read_rgb
 from data.transforms import preprocess_test
-from models import CheckpointError, build_model, convert_model, load_state_dict_file, load_weights
+from models import CheckpointError, build_model, convert_model, load_weights
 
 LOGGER_NAME = "sdnet"
 
@@ -116,17 +116,16 @@ def build_inference_model(name: str, checkpoint: str | os.PathLike, *, train_con
         raise ValueError(f"--inference-config {inference_config!r}: use 'baseline' (converted) or the training config"
                          f" {train_config!r}")
     shape = {"bn": spec["kind"] == "video" if bn is None else bn, "tid": tuple(tid), "nframes": nframes}
-    state_dict = load_state_dict_file(checkpoint)
     training = build_model(name, train_config, **shape)
     try:
-        load_weights(training, state_dict)
+        load_weights(training, checkpoint)
     except CheckpointError as training_error:
         if inference_config != "baseline":
             raise
         # Converted checkpoints (ours, written with deploy=True) load straight into the inference architecture.
         deploy = build_model(name, train_config, deploy=True, **shape)
         try:
-            load_weights(deploy, state_dict)
+            load_weights(deploy, checkpoint)
         except CheckpointError:
             raise training_error from None
         return deploy.eval()
