@@ -25,6 +25,8 @@ OP_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
 MODELS: dict[str, dict] = {
     "sdnet": {"kind": "image", "backbone": "sdnet", "config": "sdnet", "size": 320},
     "sdneta": {"kind": "image", "backbone": "sdnet-a", "config": "sdnet-a", "size": 384},
+    "stdnet": {"kind": "video", "backbone": "sdnet", "config": "sdnet", "size": 256},
+    "stdneta": {"kind": "video", "backbone": "sdnet-a", "config": "sdnet-a", "size": 256},
 }
 
 # Training defaults per model kind (SPEC §6.1 image SOD, §6.3 video SOD, flags §6.5): the defaults of the flags of

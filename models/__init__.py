@@ -14,6 +14,7 @@ from configs import MODELS
 from .checkpoint import CheckpointError, load_state_dict_file, load_weights
 from .dcr import convert_model, is_converted
 from .sdnet import SDNet, SDNetA, SDNetBackbone
+from .stdnet import STDNet, STDNetA, preload_backbone
 
 __all__ = [
     "build_model",
@@ -25,6 +26,9 @@ __all__ = [
     "SDNetBackbone",
     "SDNet",
     "SDNetA",
+    "STDNet",
+    "STDNetA",
+    "preload_backbone",
 ]
 
 
@@ -45,4 +49,6 @@ def build_model(name: str, config: str | Sequence[Sequence[str]] | None = None, 
     config = spec["config"] if config is None else config
     if spec["kind"] == "image":
         return SDNet(spec["backbone"], config, bn=bn, deploy=deploy)
+    if spec["kind"] == "video":
+        return STDNet(spec["backbone"], config, bn=bn, deploy=deploy, tid=tid, scales=scales, nframes=nframes)
     raise ValueError(f"model {name!r} has unknown kind {spec['kind']!r}")

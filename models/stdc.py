@@ -55,7 +55,8 @@ class STDC(nn.Module):
     Training form (several branches, or any branch with ``bn``): parameters ``scales`` (branch logits alpha, one
     per op in ``tid``), ``convs.{i}.weight`` (C, C, 3, 3) without bias, ``norms.{i}`` BatchNorm2d(C) when ``bn``;
     output sum_i softmax(alpha)_i * BN_i(PDC_i(x)). Single-branch form (one op, no BN, e.g. the converted layer):
-    one conv ``convs`` (C, C, 3, 3) with bias, initialised to 0. The ``cd`` and ``ad`` ops are those of SPEC §2.2
+    one conv ``convs`` (C, C, 3, 3) with bias, initialised to 0; ``deploy=True`` builds this form with op ``cv``,
+    which is what ``reparameterize()`` leaves. The ``cd`` and ``ad`` ops are those of SPEC §2.2
     on the (t, s) plane; their centre tap is always the unpadded pixel, so folding them into a plain kernel is exact
     at the borders, with replicate temporal padding too.
     """
@@ -66,8 +67,11 @@ class STDC(nn.Module):
         tid: Sequence[str] = ("cv", "cd", "ad"),
         scales: Sequence[float] = (0.0, 1.0, 1.0),
         bn: bool = True,
+        deploy: bool = False,
     ) -> None:
         super().__init__()
+        if deploy:
+            tid, bn = ("cv",), False
         tid = tuple(tid)
         bad = [op for op in tid if op not in TEMPORAL_OPS]
         if not tid or bad:
@@ -86,8 +90,13 @@ class STDC(nn.Module):
 
     @property
     def single_conv(self) -> bool:
-        """True in the single-conv form (one branch with bias, no BN), e.g. after ``reparameterize()``."""
+        """True in the single-conv form (one branch with bias, no BN)."""
         return isinstance(self.convs, nn.Conv2d)
+
+    @property
+    def deploy(self) -> bool:
+        """True in the converted form: one plain (``cv``) 3x3 conv with bias."""
+        return self.single_conv and self.tid == ("cv",)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _pad_plane(x)
@@ -127,7 +136,7 @@ class STDC(nn.Module):
     @torch.no_grad()
     def reparameterize(self) -> None:
         """Fold all branches (and their BNs) into one plain 3x3 conv with bias, in place; no-op if already done."""
-        if self.single_conv and self.tid == ("cv",):
+        if self.deploy:
             return
         kernel, bias = self.equivalent_kernel_bias()
         channels = kernel.shape[0]
@@ -147,7 +156,7 @@ class STDM(nn.Module):
 
     x <- x + ReLU(STDC_1(x)) on the T-W plane (module ``tdc1``), then x <- x + ReLU(STDC_2(x)) on the T-H plane
     (``tdc2``), then ``project2`` = ProjectLayer(C -> C_out, BN, ReLU). Frames of one clip are consecutive in the
-    batch dimension.
+    batch dimension. ``tid``/``scales``/``bn``/``deploy`` configure both STDCs as in ``STDC``.
     """
 
     def __init__(
@@ -157,10 +166,11 @@ class STDM(nn.Module):
         tid: Sequence[str] = ("cv", "cd", "ad"),
         scales: Sequence[float] = (0.0, 1.0, 1.0),
         bn: bool = True,
+        deploy: bool = False,
     ) -> None:
         super().__init__()
-        self.tdc1 = STDC(channels, tid, scales, bn)
-        self.tdc2 = STDC(channels, tid, scales, bn)
+        self.tdc1 = STDC(channels, tid, scales, bn, deploy)
+        self.tdc2 = STDC(channels, tid, scales, bn, deploy)
         self.project2 = ProjectLayer(channels, out_channels, bn=True, relu=True)
 
     def forward(self, x: torch.Tensor, nframes: int) -> torch.Tensor:

@@ -91,9 +91,10 @@ def test_stdc_converted_form_and_keys():
     assert sorted(state) == ["convs.bias", "convs.weight"]
     layer.reparameterize()  # converting twice changes nothing
     assert all(torch.equal(state[k], v) for k, v in layer.state_dict().items())
-    deploy = STDC(4, ("cv",), bn=False)
+    assert layer.deploy and not STDC(4).deploy
+    deploy = STDC(4, deploy=True)
     deploy.load_state_dict(state)
-    assert torch.equal(deploy.convs.bias, state["convs.bias"])
+    assert deploy.deploy and torch.equal(deploy.convs.bias, state["convs.bias"])
     assert torch.equal(STDC(4, ("cv",), bn=False).convs.bias, torch.zeros(4))
 
 
