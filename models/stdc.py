@@ -177,10 +177,10 @@ class STDM(nn.Module):
         bt, c, h, w = x.shape
         b = bt // nframes
         # (B*T, C, H, W) -> (B*H, C, T, W): one T-W plane per image row.
-        x = x.view(b, nframes, c, h, w).permute(0, 3, 2, 1, 4).reshape(b * h, c, nframes, w)
+        x = x.reshape(b, nframes, c, h, w).permute(0, 3, 2, 1, 4).reshape(b * h, c, nframes, w)
         x = x + F.relu(self.tdc1(x))
         # (B*H, C, T, W) -> (B*W, C, T, H): one T-H plane per image column.
-        x = x.view(b, h, c, nframes, w).permute(0, 4, 2, 3, 1).reshape(b * w, c, nframes, h)
+        x = x.reshape(b, h, c, nframes, w).permute(0, 4, 2, 3, 1).reshape(b * w, c, nframes, h)
         x = x + F.relu(self.tdc2(x))
-        x = x.view(b, w, c, nframes, h).permute(0, 3, 2, 4, 1).reshape(bt, c, h, w)
+        x = x.reshape(b, w, c, nframes, h).permute(0, 3, 2, 4, 1).reshape(bt, c, h, w)
         return self.project2(x)

@@ -74,7 +74,12 @@ def test_converted_parameter_counts(name, expected):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for n, m in deployed.named_modules() if "block" in n)
     training = build_model(name, bn=True)
     assert not is_converted(training)
-    assert sum(p.numel() for p in convert_model(training).parameters()) == expected
+    converted = convert_model(training)
+    assert sum(p.numel() for p in converted.parameters()) == expected
+    keys = converted.state_dict()
+    assert {f"global_temporal.{i}.tdc{j}.convs.{p}" for i in range(4) for j in (1, 2) for p in ("weight", "bias")} \
+        <= set(keys)
+    assert not any("scales" in k or "norms" in k or ".bn0." in k or ".bn1." in k for k in keys)
 
 
 @pytest.mark.parametrize("name", ["stdnet", "stdneta"])
