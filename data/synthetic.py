@@ -379,7 +379,8 @@ def _write_lists(folder: Path, stills: list[str], train_videos: list[str], test_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Write the bundled synthetic SOD/VSOD datasets and list files.")
+    parser = argparse.ArgumentParser(prog="python -m data.synthetic",
+                                     description="Write the bundled synthetic SOD/VSOD datasets and list files.")
     parser.add_argument("--root", required=True, help="output data root (gets sod/, vsod/ and lists/)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed: identical files)")
     parser.add_argument("-j", "--workers", type=int, default=min(2, os.cpu_count() or 1),

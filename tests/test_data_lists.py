@@ -62,6 +62,9 @@ def test_annotated_frames_lexicographic_and_cut(tmp_path):
     assert image_name("v_10.png", entry) == "v_10.jpg"
     with pytest.raises(DataError, match="after cut"):
         annotated_frames(tmp_path, entry, cut=0.2)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"no annotated frames \(\*\.png\) in .*empty"):
+        annotated_frames(tmp_path, VideoEntry("x", ".jpg", "empty", ".png"))
     with pytest.raises(DataError, match="annotation folder not found: .*nothere"):
         annotated_frames(tmp_path, VideoEntry("x", ".jpg", "nothere", ".png"))
 
