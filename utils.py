@@ -6,6 +6,7 @@ Scripts import from here; this module never imports a script.
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import itertools
 import json
@@ -15,8 +16,10 @@ import os
 import random
 import re
 import socket
+import statistics
 import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 import configs
@@ -220,12 +224,6 @@ def load_inference_model(args: argparse.Namespace, checkpoint: str | os.PathLike
                                      nframes=args.nframes)
     except ValueError as err:  # CheckpointError is a ValueError
         fail(str(err))
-
-
-def prepare_for_inference(model: nn.Module, device: torch.device, *, eager: bool = False,
-                          half: bool = False) -> nn.Module:
-    """Placeholder until the speed helper's version lands: eval mode on ``device`` (no fast path yet)."""
-    return model.eval().to(device)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -921,3 +919,290 @@ def resolve_list_file(path: str, flag: str) -> Path:
         if candidate.is_file():
             return candidate
     fail(f"{flag} {path}: no such list file (write them with: python dataset/generate_lists.py --root ROOTDIR)")
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Fast inference path, model cost and speed measurement (speed_*.py, generate_salmaps_*.py, predict.py, bench/)
+
+# A CUDA graph is captured for an input shape on its third pass: shapes met once or twice (full-resolution maps of
+# varied sizes) never pay for a capture, and the eager passes before it let cudnn.benchmark pick its kernels. At most
+# CUDA_GRAPH_SHAPES graphs are kept (least recently used dropped), bounding their memory.
+CUDA_GRAPH_AFTER = 2
+CUDA_GRAPH_SHAPES = 4
+# Not measured yet on a GPU (BENCHMARKS.md); NCHW is what cuDNN's depthwise kernels and the release use.
+CUDA_CHANNELS_LAST = False
+
+
+class InferenceRunner(nn.Module):
+    """A private copy of ``model`` in eval mode on ``device``, run the way `prepare_for_inference` chose.
+
+    forward: the model's input ((B, 3, H, W) images or (B, 3T, H, W) clips, any float dtype, any device) -> its maps
+    as float32 on ``device`` ((B, 1, H, W) or (B*T, 1, H, W)), computed under ``torch.inference_mode`` (so the
+    result is an inference tensor). ``path`` names the choice for logs and benchmark records; ``dtype`` is the
+    precision the network runs in. ``kind`` and ``nframes`` are the wrapped model's.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, *, channels_last: bool, cuda_graphs: bool,
+                 dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model
+        self.device, self.dtype = torch.device(device), dtype
+        self.channels_last, self.cuda_graphs = channels_last, cuda_graphs
+        self.kind = getattr(model, "kind", "image")
+        self.nframes = getattr(model, "nframes", 1)
+        self._graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._passes_by_shape: dict[tuple, int] = {}
+
+    @property
+    def path(self) -> str:
+        parts = ["channels_last" if self.channels_last else "nchw"]
+        if self.cuda_graphs:
+            parts += ["cudnn_benchmark", "cuda_graphs"]
+        parts.append("fp16" if self.dtype == torch.float16 else "fp32")
+        return "+".join(parts) if self.channels_last or self.cuda_graphs else "eager+" + parts[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            x = x.to(self.device, self.dtype)
+            out = self._graph_forward(x) if self.cuda_graphs else self.model(x)
+            return out.float()
+
+    def _graph_forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = (tuple(x.shape), x.dtype)
+        entry = self._graphs.get(key)
+        if entry is None:
+            passes = self._passes_by_shape.get(key, 0) + 1
+            if len(self._passes_by_shape) > 4096:  # many distinct sizes: forget the counts, not the graphs
+                self._passes_by_shape.clear()
+            self._passes_by_shape[key] = passes
+            if passes <= CUDA_GRAPH_AFTER:
+                return self.model(x)
+            try:
+                entry = self._capture(x)
+            except RuntimeError as err:
+                logging.getLogger(LOGGER_NAME).warning("CUDA graph capture failed (%s): running eagerly", err)
+                self.cuda_graphs = False
+                return self.model(x)
+            self._graphs[key] = entry
+            if len(self._graphs) > CUDA_GRAPH_SHAPES:
+                self._graphs.popitem(last=False)
+        self._graphs.move_to_end(key)
+        graph, static_input, static_output = entry
+        static_input.copy_(x)
+        graph.replay()
+        # The graph overwrites static_output on its next replay: hand out a copy.
+        return static_output.clone()
+
+    def _capture(self, x: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        static_input = x.clone()
+        # Capture needs one pass on a side stream first (lazy allocations, cuDNN workspace).
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            self.model(static_input)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_output = self.model(static_input)
+        return graph, static_input, static_output
+
+
+def prepare_for_inference(model: nn.Module, device: torch.device, *, eager: bool = False,
+                          half: bool = False) -> InferenceRunner:
+    """The one place choosing how a model runs at inference; returns an `InferenceRunner` (a callable module).
+
+    The model is deep-copied (the caller's stays as it was), put in eval mode without gradients and moved to
+    ``device``. Default on the CPU: channels_last (NHWC) weights, so oneDNN runs every conv, max-pool and the
+    element-wise ops in NHWC, which is 2.5-3x faster than NCHW for these depthwise networks and equal to eager NCHW
+    to float rounding (about 1e-7; BENCHMARKS.md). Default on CUDA: cudnn.benchmark (a process-wide switch) and one
+    CUDA graph per repeated input shape; ``half`` runs the network in float16 there (ignored on the CPU, with a
+    warning). ``eager`` gives the plain eager NCHW float32 model (``half`` ignored) for comparison. Inputs of any
+    size and batch size work on every path. Forward: see `InferenceRunner`.
+    """
+    logger = logging.getLogger(LOGGER_NAME)
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    if half and (eager or not cuda):
+        logger.warning("--half %s: running float32", "is ignored with --eager" if eager else "needs CUDA")
+        half = False
+    model = copy.deepcopy(model).eval().requires_grad_(False).to(device)
+    if eager:
+        return InferenceRunner(model, device, channels_last=False, cuda_graphs=False, dtype=torch.float32)
+    channels_last = CUDA_CHANNELS_LAST if cuda else True
+    if half:
+        model = model.half()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    return InferenceRunner(model, device, channels_last=channels_last, cuda_graphs=cuda,
+                           dtype=torch.float16 if half else torch.float32)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameter elements (buffers such as BN running statistics and pre-biases excluded, SPEC §5)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass of ``model`` on ``inputs`` = FLOPs / 2 by FlopCounterMode.
+
+    PyTorch's counter counts convolutions and matrix products only (not pooling, interpolation or element-wise
+    ops), which is the convention of SPEC §5. It counts what the module actually executes, so a training-form
+    model is charged for each of its branches.
+    """
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(*inputs)
+    return counter.get_total_flops() // 2
+
+
+def time_passes(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, passes: int,
+                warmup: int) -> list[float]:
+    """Seconds of each of ``passes`` timed calls ``run(x)`` after ``warmup`` untimed ones.
+
+    Each timed pass is wall clock from before the call to after ``torch.cuda.synchronize`` (on a CUDA input), so
+    asynchronous GPU work is included; ``x`` is expected on the device already (no transfer is timed).
+    """
+    cuda = x.device.type == "cuda"
+    times = []
+    for i in range(warmup + passes):
+        start = time.perf_counter()
+        run(x)
+        if cuda:
+            torch.cuda.synchronize(x.device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far in MiB: allocated CUDA memory on a GPU, else the process's peak resident set (VmHWM)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+# Released protocol (SPEC §8) as (timed passes, warm-up passes) per model kind and device type.
+SPEED_PASSES = {("image", "cuda"): (899, 101), ("image", "cpu"): (98, 12),
+                ("video", "cuda"): (89, 11), ("video", "cpu"): (9, 2)}
+
+
+def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
+    """Flags of ``speed_sod.py`` (``kind='image'``) and ``speed_vsod.py`` (``'video'``)."""
+    names = sorted(name for name, spec in configs.MODELS.items() if spec["kind"] == kind)
+    parser.add_argument("--model", default=names[0] if names else None, choices=names, help="model to time")
+    parser.add_argument("--config", default="baseline", choices=sorted(configs.OP_TABLES),
+                        help="'baseline': the DCR-converted network; a training op table (sdnet, sdnet-a): the "
+                             "multi-branch training form, for the DCR ablation")
+    parser.add_argument("-j", "--workers", type=int, default=1,
+                        help="accepted for the released command line; nothing is read from disk")
+    parser.add_argument("--gpu", default="", help="CUDA device, e.g. 0 ('' = CPU; without CUDA: CPU, warned)")
+    if kind == "image":
+        parser.add_argument("--size", type=int, required=True, help="input height and width (release: 320)")
+    else:
+        parser.add_argument("--size", type=int, default=256, help="frame height and width")
+        parser.add_argument("--nframes", type=int, default=8, help="frames per clip (one pass = one clip)")
+    parser.add_argument("-b", "--batch-size", type=int, default=1, help="images or clips per pass")
+    parser.add_argument("-n", "--passes", type=int, default=None,
+                        help="timed passes (default: the release's, e.g. 98 on the CPU and 899 on a GPU for images)")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed passes first (default: the release's)")
+    parser.add_argument("--eager", action="store_true", help="plain eager NCHW float32 instead of the fast path")
+    parser.add_argument("--half", action="store_true", help="float16 on CUDA; the max difference from float32 "
+                                                              "is reported")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's, one per core)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures to this JSON file")
+
+
+def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str) -> dict:
+    """Build the random-weight model of ``args``, count its cost, time it as SPEC §8 and log/return the figures."""
+    logger = logging.getLogger(LOGGER_NAME)
+    nframes = getattr(args, "nframes", 1)
+    for flag, value, least in (("--size", args.size, 1), ("--batch-size", args.batch_size, 1),
+                               ("--passes", args.passes, 1), ("--warmup", args.warmup, 0),
+                               ("--threads", args.threads, 1), ("--nframes", nframes, 1)):
+        if value is not None and value < least:
+            parser.error(f"{flag} must be at least {least}, got {value}")
+    if args.model is None:
+        parser.error(f"no {kind} model is defined in configs.MODELS")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.gpu)
+    passes, warmup = SPEED_PASSES[(kind, "cuda" if device.type == "cuda" else "cpu")]
+    passes = args.passes if args.passes is not None else passes
+    warmup = args.warmup if args.warmup is not None else warmup
+    torch.manual_seed(0)
+    converted = args.config == "baseline"
+    try:
+        # Random weights as the release; baseline = the converted (deploy) architecture of the model's own table.
+        model = build_model(args.model, None if converted else args.config, deploy=converted, nframes=nframes)
+    except ValueError as err:
+        parser.error(f"--config {args.config}: {err}")
+    channels = 3 * nframes if kind == "video" else 3
+    x = torch.randn(args.batch_size, channels, args.size, args.size)
+    params = count_parameters(model)
+    macs = count_macs(model.eval(), x[:1])
+    runner = prepare_for_inference(model, device, eager=args.eager, half=args.half)
+    x = x.to(device, runner.dtype)
+    times = time_passes(runner, x, passes=passes, warmup=warmup)
+    frames = args.batch_size * (nframes if kind == "video" else 1)
+    median, mean = statistics.median(times), statistics.fmean(times)
+    result = {
+        "model": args.model, "config": args.config, "form": "converted" if converted else "training",
+        "kind": kind, "device": str(device), "device_name": device_name(device), "path": runner.path,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "input_shape": list(x.shape),
+        "batch_size": args.batch_size, "frames_per_pass": frames, "params": params, "macs_per_pass": macs,
+        "macs_per_frame": macs // (nframes if kind == "video" else 1), "passes": passes, "warmup": warmup,
+        "ms_median": median * 1e3, "ms_mean": mean * 1e3, "fps": frames / median, "fps_mean": frames / mean,
+        "peak_memory_mb": peak_memory_mb(device),
+    }
+    if runner.dtype == torch.float16:
+        reference = prepare_for_inference(model, device)
+        result["half_max_abs_diff"] = (runner(x) - reference(x.float())).abs().max().item()
+    log_speed(logger, result, nframes)
+    if args.json:
+        write_json_atomic(args.json, result)
+    return result
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable name of ``device`` (the GPU model, or the CPU model from /proc/cpuinfo when available)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def log_speed(logger: logging.Logger, result: dict, nframes: int) -> None:
+    """Log the figures of `run_speed` in a few human-readable lines."""
+    unit = "frames" if result["kind"] == "video" else "images"
+    logger.info("model %s, config %s (%s form, random weights) on %s (%s), path %s, %d threads",
+                result["model"], result["config"], result["form"], result["device"], result["device_name"],
+                result["path"], result["threads"])
+    per_frame = f" = {result['macs_per_frame'] / 1e9:.3f} G per frame" if result["kind"] == "video" else ""
+    logger.info("input %s, params %s, MACs %.3f G per %s%s", "x".join(map(str, result["input_shape"])),
+                f"{result['params']:,}", result["macs_per_pass"] / 1e9,
+                f"clip of {nframes} frames" if result["kind"] == "video" else "image", per_frame)
+    logger.info("FPS %.1f %s/s (median of %d passes of %.2f ms after %d warm-up; from the mean: %.1f), peak memory "
+                "%.0f MiB", result["fps"], unit, result["passes"], result["ms_median"], result["warmup"],
+                result["fps_mean"], result["peak_memory_mb"])
+    if "half_max_abs_diff" in result:
+        logger.info("float16 vs float32 maps: max abs difference %.2e", result["half_max_abs_diff"])
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
+    """Write ``data`` as indented JSON to ``path`` through a temporary file and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

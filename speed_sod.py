@@ -1,0 +1,32 @@
+"""Inference speed of the image models (SDNet, SDNet-A) with random weights, as the release measures it (SPEC §8).
+
+    python speed_sod.py --model sdnet --config baseline -j 1 --gpu 0 --size 320
+
+Prints the model, device, input shape, parameters, MACs (FLOPs / 2 by torch.utils.flop_counter) and FPS: batch 1
+(``-b``), input already on the device, the median over ``-n`` timed passes after a warm-up, each pass synchronised
+on a GPU. ``--config baseline`` times the DCR-converted network, ``--config sdnet`` / ``sdnet-a`` the multi-branch
+training form. The inference path is `utils.prepare_for_inference` (``--eager`` for plain eager PyTorch).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import utils
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Time an image saliency model (SDNet, SDNet-A) on random input.")
+    utils.add_speed_args(parser, "image")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    utils.setup_logger()
+    return utils.run_speed(args, parser, "image")
+
+
+if __name__ == "__main__":
+    main()

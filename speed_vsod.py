@@ -1,0 +1,33 @@
+"""Inference speed of the video models (STDNet, STDNet-A) with random weights, as the release measures it (SPEC §8).
+
+    python speed_vsod.py --model stdnet --config baseline -j 1 --gpu 0 --size 256
+
+One pass runs one clip of ``--nframes`` (8) frames, (1, 3*8, 256, 256); FPS counts frames (8 per clip): the median
+over ``-n`` timed passes after a warm-up, input already on the device, each pass synchronised on a GPU. Also prints
+the device, parameters and MACs per clip and per frame (FLOPs / 2 by torch.utils.flop_counter). ``--config
+baseline`` times the DCR-converted network, a training op table the multi-branch training form. The inference path
+is `utils.prepare_for_inference` (``--eager`` for plain eager PyTorch).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import utils
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Time a video saliency model (STDNet, STDNet-A) on a random clip.")
+    utils.add_speed_args(parser, "video")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    utils.setup_logger()
+    return utils.run_speed(args, parser, "video")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Speed scripts and the fast inference path: same maps as eager, and the spec's parameter and MAC counts (§5, §13)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import speed_sod
+import speed_vsod
+import utils
+from models import build_model, convert_model
+
+VIDEO_MODELS = ("stdnet", "stdneta")
+
+
+def randomised(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """``model`` with every parameter and buffer perturbed (BN statistics positive), so no term is trivially 0."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+            if not tensor.is_floating_point():
+                continue
+            noise = torch.rand(tensor.shape, generator=generator) if name.endswith("running_var") else \
+                torch.randn(tensor.shape, generator=generator)
+            tensor.add_(0.1 * noise)
+    return model.eval()
+
+
+@pytest.mark.parametrize(("name", "shape"), [
+    ("sdnet", (2, 3, 64, 64)),
+    ("sdnet", (1, 3, 50, 70)),  # full-resolution maps come in any size
+    ("sdneta", (2, 3, 64, 64)),
+    ("stdnet", (2, 24, 32, 48)),
+    ("stdneta", (1, 24, 64, 32)),
+])
+def test_default_path_gives_the_eager_converted_maps(name: str, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    training = randomised(build_model(name, bn=name in VIDEO_MODELS), seed=1)
+    converted = convert_model(training).eval()
+    x = torch.randn(shape)
+    eager = utils.prepare_for_inference(converted, "cpu", eager=True)
+    fast = utils.prepare_for_inference(converted, "cpu")
+    assert eager.path == "eager+fp32"
+    assert fast.path == "channels_last+fp32"
+    expected = eager(x)
+    assert expected.shape == ((shape[0] * 8 if name in VIDEO_MODELS else shape[0]), 1, *shape[2:])
+    for _ in range(2):  # the same maps on repeated calls
+        torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=0)
+
+
+def test_prepare_for_inference_leaves_the_callers_model_alone() -> None:
+    model = build_model("sdnet", deploy=True).train()
+    runner = utils.prepare_for_inference(model, "cpu")
+    weight, fast_weight = model.init_block.weight, runner.model.init_block.weight  # (60, 3, 3, 3)
+    assert model.training and weight.requires_grad and weight.is_contiguous()
+    assert fast_weight.is_contiguous(memory_format=torch.channels_last) and not fast_weight.is_contiguous()
+    assert not runner.model.training and not any(p.requires_grad for p in runner.parameters())
+
+
+def test_half_without_cuda_warns_and_runs_float32(capsys: pytest.CaptureFixture) -> None:
+    utils.setup_logger()
+    runner = utils.prepare_for_inference(build_model("sdnet", deploy=True), "cpu", half=True)
+    assert runner.dtype == torch.float32 and runner.path == "channels_last+fp32"
+    assert "--half needs CUDA: running float32" in capsys.readouterr().err
+
+
+# (script, model, size, params, MACs per frame in G as SPEC §5 / §13 writes them)
+SPEC_COUNTS = [
+    (speed_sod, "sdnet", 320, 705_725, "1.835"),
+    (speed_sod, "sdneta", 320, 818_531, "2.001"),
+    (speed_vsod, "stdnet", 256, 874_469, "2.219"),
+    (speed_vsod, "stdneta", 256, 987_275, "2.325"),
+]
+
+
+@pytest.mark.parametrize(("script", "name", "size", "params", "gmacs"), SPEC_COUNTS)
+def test_speed_script_reports_the_spec_counts(script, name: str, size: int, params: int, gmacs: str,
+                                              tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "speed.json"
+    result = script.main(["--model", name, "--config", "baseline", "-j", "1", "--size", str(size), "-n", "1",
+                          "--warmup", "0", "--json", str(out)])
+    log = capsys.readouterr().err
+    assert json.loads(out.read_text()) == result
+    assert result["params"] == params and f"params {params:,}" in log
+    assert f"{result['macs_per_frame'] / 1e9:.3f}" == gmacs
+    video = script is speed_vsod
+    assert (f"= {gmacs} G per frame" if video else f"MACs {gmacs} G per image") in log
+    assert result["input_shape"] == [1, 24 if video else 3, size, size]
+    assert result["frames_per_pass"] == (8 if video else 1)
+    assert result["macs_per_pass"] == result["macs_per_frame"] * result["frames_per_pass"]
+    assert result["fps"] == pytest.approx(result["frames_per_pass"] / result["ms_median"] * 1e3)
+    assert result["form"] == "converted" and result["path"] == "channels_last+fp32"
+
+
+def test_training_form_and_eager_are_selectable(tmp_path: Path) -> None:
+    result = speed_sod.main(["--model", "sdnet", "--config", "sdnet", "--size", "64", "-n", "2", "--warmup", "1",
+                             "--eager"])
+    assert result["form"] == "training" and result["path"] == "eager+fp32"
+    # The training form is charged for its branches: 745,197 parameters (SPEC §13.2).
+    assert result["params"] == 745_197 and result["passes"] == 2 and result["warmup"] == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+def test_gpu_flag_without_cuda_warns_once_and_uses_the_cpu(capsys: pytest.CaptureFixture) -> None:
+    result = speed_sod.main(["--model", "sdnet", "--gpu", "0", "--size", "32", "-n", "1", "--warmup", "0"])
+    assert result["device"] == "cpu"
+    assert capsys.readouterr().err.count("CUDA is not available") == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["--model", "sdnet", "--size", "0"],
+    ["--model", "sdnet", "--size", "32", "-n", "0"],
+    ["--model", "sdnet"],  # --size is required, as in the release
+    ["--model", "stdnet", "--size", "32"],  # a video model in the image script
+])
+def test_bad_flags_exit_with_status_2(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        speed_sod.main(argv)
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", ["sdnet", "stdnet"])
+def test_cuda_graph_path_gives_the_eager_maps(name: str) -> None:
+    torch.manual_seed(0)
+    converted = convert_model(randomised(build_model(name, bn=name in VIDEO_MODELS), seed=2))
+    x = torch.randn(1, 24 if name in VIDEO_MODELS else 3, 64, 64, device="cuda")
+    expected = utils.prepare_for_inference(converted, "cuda", eager=True)(x)
+    fast = utils.prepare_for_inference(converted, "cuda")
+    for _ in range(utils.CUDA_GRAPH_AFTER + 3):  # eager passes first, then captured and replayed
+        torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=0)
+    assert len(fast._graphs) == 1
+    half = utils.prepare_for_inference(converted, "cuda", half=True)
+    assert half.path.endswith("fp16") and (half(x) - expected).abs().max().item() < 1e-2
