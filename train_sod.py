@@ -49,8 +49,7 @@ def pass_sizes(size: int, scales: list[float]) -> list[int]:
 
 def train(args: argparse.Namespace) -> None:
     """One training process (of one or several)."""
-    ctx = utils.distributed_context(args.gpu)
-    logger = utils.setup_logger(None, ctx.rank)
+    ctx, logger = utils.start_process(args.gpu)
     utils.check_training_args(args, ctx)
     utils.init_distributed(ctx)
     resume = utils.load_resume_checkpoint(args)

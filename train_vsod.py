@@ -61,8 +61,7 @@ def validation_sets(args: argparse.Namespace, list_file) -> dict[str, VSODDatase
 
 def train(args: argparse.Namespace) -> None:
     """One training process (of one or several)."""
-    ctx = utils.distributed_context(args.gpu)
-    logger = utils.setup_logger(None, ctx.rank)
+    ctx, logger = utils.start_process(args.gpu)
     utils.check_training_args(args, ctx)
     if len(args.scales) != len(args.tid):
         utils.fail(f"--scales needs one value per --tid op ({len(args.tid)}), got {len(args.scales)}")

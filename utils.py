@@ -348,6 +348,12 @@ class DistContext:
         return self.rank == 0
 
 
+def start_process(gpu: str | None) -> tuple[DistContext, logging.Logger]:
+    """Console logger (rank > 0: warnings only) and :func:`distributed_context` of a training process."""
+    logger = setup_logger(None, int(os.environ.get("RANK", "0")))
+    return distributed_context(gpu), logger
+
+
 def distributed_context(gpu: str | None) -> DistContext:
     """Rank, world size and device of this process from the torchrun / spawn variables (WORLD_SIZE, RANK,
     LOCAL_RANK) and ``--gpu``: with CUDA, process LOCAL_RANK uses the LOCAL_RANK-th listed device (or
@@ -856,9 +862,10 @@ def initialise_model(model: nn.Module, args: argparse.Namespace, resume: dict | 
     try:
         if args.finetune:
             flag = "--finetune"
-            raw = torch.load(args.finetune, map_location="cpu", weights_only=True)
-            check_checkpoint_matches(raw, args, args.finetune)
-            load_weights(model, raw)
+            load_weights(model, args.finetune)
+            # same keys can still mean another model (e.g. other STDC ops): our checkpoints say what they hold
+            check_checkpoint_matches(torch.load(args.finetune, map_location="cpu", weights_only=True), args,
+                                     args.finetune)
             logger.info("starting from the weights of %s", args.finetune)
         elif args.preload:
             flag = "--preload"
@@ -869,8 +876,6 @@ def initialise_model(model: nn.Module, args: argparse.Namespace, resume: dict | 
                                args.preload, args.bn)
     except CheckpointError as err:
         fail(f"{flag}: {err}")
-    except Exception as err:  # torch.load of a damaged or unsafe --finetune file
-        fail(f"--finetune {args.finetune}: cannot read checkpoint: {(str(err).splitlines() or [''])[0]}")
     return 0, {}
 
 
@@ -919,6 +924,7 @@ def resolve_list_file(path: str, flag: str) -> Path:
         if candidate.is_file():
             return candidate
     fail(f"{flag} {path}: no such list file (write them with: python dataset/generate_lists.py --root ROOTDIR)")
+
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Fast inference path, model cost and speed measurement (speed_*.py, generate_salmaps_*.py, predict.py, bench/)

@@ -1,0 +1,285 @@
+"""End-to-end training on a tiny synthetic data set: the loss falls, resume after SIGKILL is bitwise exact, DDP
+with 2 Gloo processes equals one process, bad input fails cleanly, and the README training commands start.
+
+Every run is tiny (64 px, 16 training images, one or a few steps per pass) and uses one thread per process, so
+runs in separate processes are comparable bit for bit and the file stays within its time budget on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_sod
+import train_vsod
+import utils
+from data.synthetic import SyntheticSizes, generate
+from models import build_model, convert_model
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference" / "checkpoints"
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, seed=0, sizes=SyntheticSizes(sod_train=16, sod_test=4, video_train=1, video_test=1,
+                                                min_frames=8, max_frames=10))
+    return root
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return env
+
+
+def _image_flags(root: Path, savedir: Path, *extra: str) -> list[str]:
+    return ["--datadir", str(root), "--train-data", "SYN-TR", "--val-data", "SYN-TE", "--size", "64",
+            "--savedir", str(savedir), "-j", "0", *extra]
+
+
+def _latest(savedir: Path) -> dict:
+    return torch.load(savedir / "save_models" / "checkpoint_latest.pth", weights_only=True)
+
+
+def _log(savedir: Path) -> list[dict]:
+    return [json.loads(line) for line in (savedir / "log.jsonl").read_text().splitlines()]
+
+
+def test_sdnet_loss_falls_on_synthetic_data(synthetic_root, tmp_path, one_thread):
+    savedir = tmp_path / "run"
+    train_sod.main(_image_flags(synthetic_root, savedir, "--epochs", "4", "--batch-size", "4", "--lr", "3e-3",
+                                "--warmup", "1", "--pass-scales", "1.0", "--seed", "1"))
+    log = _log(savedir)
+    assert [line["epoch"] for line in log] == [0, 1, 2, 3]
+    assert set(log[0]) == {"epoch", "lr", "loss", "val_mae", "images_per_s", "seconds"}
+    assert log[-1]["loss"] < 0.8 * log[0]["loss"], [line["loss"] for line in log]
+    assert log[-1]["val_mae"]["SYN-TE"] < log[0]["val_mae"]["SYN-TE"]
+    checkpoint = _latest(savedir)
+    assert checkpoint["epoch"] == 3 and checkpoint["args"]["seed"] == 1
+    assert json.loads((savedir / "args.json").read_text())["lr"] == 3e-3
+    # the branch logits were frozen in epoch 0 only: Adam moved them afterwards
+    assert not torch.equal(checkpoint["state_dict"]["block1_1.scales"], torch.tensor([0.0, 1.0, 1.0]))
+
+
+RESUME_FLAGS = ("--epochs", "3", "--batch-size", "4", "--pass-scales", "1.25", "1.0", "--seed", "5",
+                "--max-steps", "3", "--lr", "3e-3", "--warmup", "1", "--resume")
+
+
+def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "train_sod.py"), *args], env=_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def _kill_during_epoch(args: list[str], savedir: Path, epoch: int) -> None:
+    """Start a run and SIGKILL its whole process group (workers too) shortly after ``epoch`` starts."""
+    process = subprocess.Popen([sys.executable, str(REPO / "train_sod.py"), *args], env=_env(), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log_file, deadline = savedir / "log.txt", time.monotonic() + 240
+    try:
+        while f"epoch {epoch}/" not in (log_file.read_text() if log_file.exists() else ""):
+            assert process.poll() is None, "the run ended before the epoch to interrupt"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.3)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(synthetic_root, tmp_path_factory) -> Path:
+    reference = tmp_path_factory.mktemp("uninterrupted") / "run"
+    result = _run(_image_flags(synthetic_root, reference, *RESUME_FLAGS))
+    assert result.returncode == 0, result.stderr
+    return reference
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_resume_after_sigkill_is_bitwise_identical(synthetic_root, uninterrupted_run, tmp_path, workers):
+    """Killed in epoch 2 and resumed with -j 0 or -j 2; the reference ran uninterrupted with -j 0."""
+    reference = uninterrupted_run
+    resumed = tmp_path / "resumed"
+    flags = [*_image_flags(synthetic_root, resumed, *RESUME_FLAGS), "-j", workers]
+    _kill_during_epoch(flags, resumed, epoch=2)
+    assert _latest(resumed)["epoch"] == 1, "the kill should land in epoch 2"
+    result = _run(flags)
+    assert result.returncode == 0, result.stderr
+    assert "resuming after epoch 1" in result.stderr
+    expected, actual = _latest(reference), _latest(resumed)
+    assert actual["epoch"] == expected["epoch"] == 2
+    for key, value in expected["state_dict"].items():
+        assert torch.equal(actual["state_dict"][key], value), key
+    assert [line["epoch"] for line in _log(resumed)] == [0, 1, 2]
+    assert [line["loss"] for line in _log(resumed)] == [line["loss"] for line in _log(reference)]
+
+
+def test_ddp_two_gloo_processes_equal_one_process(synthetic_root, tmp_path):
+    flags = ("--epochs", "1", "--batch-size", "8", "--max-steps", "1", "--pass-scales", "1.0", "--seed", "9",
+             "--warmup", "0", "--val-data", "")
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    result = _run(_image_flags(synthetic_root, single, *flags))
+    assert result.returncode == 0, result.stderr
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             str(REPO / "train_sod.py"), *_image_flags(synthetic_root, ddp, *flags)],
+                            env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "2 process(es)" in (ddp / "log.txt").read_text()
+    one, two = _latest(single)["state_dict"], _latest(ddp)["state_dict"]
+    utils.seed_everything(9)  # the initialisation both runs started from
+    model = build_model("sdnet")
+    initial = {key: value.clone() for key, value in model.state_dict().items()}
+    # The centre tap of a cd branch never reaches the output (the branch applies W_c - sum W = -sum of the other
+    # taps), so its exact gradient is 0 and its float gradient is summation noise, which depends on how the batch
+    # is split; Adam's first step turns that noise into +-lr. Those taps are compared through the converted
+    # model, where they cancel; every other entry is compared directly.
+    cd_weights = {f"{name}.weight" for name, module in model.named_modules() if getattr(module, "op", "") == "cd"}
+    for key, value in one.items():
+        other = two[key]
+        if key in cd_weights:
+            value, other = value.clone(), other.clone()
+            value[:, :, 1, 1] = other[:, :, 1, 1] = 0
+        assert (other - value).abs().max().item() < 1e-5, key
+        assert not torch.equal(one[key], initial[key]), f"{key} took no step"
+    converted = []
+    for state_dict in (one, two):
+        model.load_state_dict(state_dict)
+        converted.append(convert_model(model).state_dict())
+    for key, value in converted[0].items():
+        assert (converted[1][key] - value).abs().max().item() < 1e-5, key
+    assert _log(ddp)[0]["loss"] == pytest.approx(_log(single)[0]["loss"], rel=1e-5)
+
+
+def _error_lines(text: str) -> list[str]:
+    assert "Traceback" not in text
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def previous_run(synthetic_root, tmp_path_factory) -> Path:
+    """A finished one-step run whose folder bad invocations must leave untouched."""
+    savedir = tmp_path_factory.mktemp("previous") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train_sod.main(_image_flags(synthetic_root, savedir, "--epochs", "1", "--batch-size", "2", "--max-steps",
+                                    "1", "--pass-scales", "1.0", "--seed", "2"))
+    finally:
+        torch.set_num_threads(threads)
+    return savedir
+
+
+def _other_model_files(folder: Path) -> tuple[Path, Path]:
+    """An SDNet-A training checkpoint of ours and an SDNet-A raw DataParallel state dict."""
+    model = build_model("sdneta", bn=True)
+    args = Namespace(model="sdneta", config="sdnet-a", bn=True, lr_type="multistep", lr=1e-3,
+                              lr_steps=(90, 150), epochs=180, seed=0)
+    optimizer = torch.optim.Adam(utils.image_param_groups(model, 1e-4))
+    ours, raw = folder / "sdneta_checkpoint.pth", folder / "sdneta_raw.pth"
+    torch.save(utils.make_checkpoint(model, args, 3, optimizer, {}), ours)
+    torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, raw)
+    return ours, raw
+
+
+@pytest.mark.parametrize("case", ["no-datadir", "empty-train-set", "no-preload-file", "resume-from-other-model",
+                                  "finetune-other-model"])
+def test_bad_input_one_line_exit_2_and_savedir_untouched(case, synthetic_root, previous_run, tmp_path, capsys):
+    before = _snapshot(previous_run)
+    (tmp_path / "sod" / "EMPTY" / "images").mkdir(parents=True)
+    (tmp_path / "sod" / "EMPTY" / "GT").mkdir()
+    base = _image_flags(synthetic_root, previous_run, "--epochs", "1")
+    if case == "no-datadir":
+        argv, named = ["--savedir", str(previous_run)], "--datadir"
+    elif case == "empty-train-set":
+        argv, named = [*base, "--datadir", str(tmp_path), "--train-data", "EMPTY"], "--train-data EMPTY"
+    elif case == "no-preload-file":
+        argv, named = [*base, "--preload", str(tmp_path / "absent.pth")], f"--preload {tmp_path / 'absent.pth'}"
+    else:
+        ours, raw = _other_model_files(tmp_path)
+        if case == "resume-from-other-model":
+            argv, named = [*base, "--resume-from", str(ours)], f"--resume-from: {ours}"
+        else:
+            argv, named = [*base, "--finetune", str(raw)], f"--finetune: {raw}"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        train_sod.main(argv)
+    assert exit_info.value.code == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "ERROR" in lines[0] and named in lines[0], lines
+    assert _snapshot(previous_run) == before
+
+
+def _backbone(name: str) -> str:
+    path = REFERENCE / name
+    if not path.is_file():
+        pytest.skip(f"reference checkpoint {path} not available")
+    return str(path)
+
+
+README_OVERRIDES = ["--size", "64", "--epochs", "1", "--max-steps", "1", "-j", "0", "--seed", "0"]
+
+
+def test_readme_image_commands_start(synthetic_root, tmp_path, one_thread, capsys):
+    extra = ["--train-data", "SYN-TR", "--val-data", "SYN-TE", "--batch-size", "2", "--pass-scales", "1.0",
+             *README_OVERRIDES]
+    commands = [
+        ("exp1", "--model sdnet --config sdnet --resume --gpu 0,1 --datadir {root}/sod --savedir {out}/exp1", None),
+        ("exp2", "--model sdneta --config sdnet-a --resume --gpu 0,1 --datadir {root}/sod --preload {preload} "
+                 "--savedir {out}/exp2", "sdneta_imagenet_pretrained_backbone.pth"),
+    ]
+    for name, command, backbone in commands:
+        preload = _backbone(backbone) if backbone else ""
+        argv = command.format(root=synthetic_root, out=tmp_path, preload=preload).split() + extra
+        capsys.readouterr()
+        train_sod.main(argv)
+        if not torch.cuda.is_available():  # --gpu 0,1 without CUDA: one warning, one process on the CPU
+            assert capsys.readouterr().err.count("CUDA is not available") == 1
+        checkpoint = _latest(tmp_path / name)
+        assert (checkpoint["model"], checkpoint["epoch"]) == (argv[argv.index("--model") + 1], 0)
+    # SDNet-A from the ImageNet backbone: no frozen logits, the full net at lr 1e-3
+    assert {g["name"]: g["lr"] for g in _latest(tmp_path / "exp2")["optimizer"]["param_groups"]} == {
+        "scales": 1e-3, "other": 1e-3}
+
+
+def test_readme_video_commands_start(synthetic_root, tmp_path, one_thread):
+    lists = synthetic_root / "lists"
+    extra = ["--train-lst", str(lists / "train_video_lst.txt"), "--val-lst", str(lists / "val_video_lst.txt"),
+             "--batch-size", "1", *README_OVERRIDES]
+    commands = [
+        ("exp3", "--model stdneta --config sdnet-a --resume --gpu 0,1 --datadir {root} --lr-reduce 0.01 "
+                 "--preload {preload} --savedir {out}/exp3", "sdneta_imagenet_pretrained_backbone.pth", 0.01),
+        ("exp5", "--model stdnet --config sdnet --resume --gpu 0,1 --datadir {root} --lr-reduce 0.1 "
+                 "--preload {preload} --savedir {out}/exp5", "sdnet_stage1_backbone.pth", 0.1),
+    ]
+    for name, command, backbone, lr_reduce in commands:
+        argv = command.format(root=synthetic_root, out=tmp_path, preload=_backbone(backbone)).split() + extra
+        train_vsod.main(argv)
+        checkpoint = _latest(tmp_path / name)
+        assert (checkpoint["epoch"], checkpoint["bn"], checkpoint["tid"], checkpoint["nframes"]) == (
+            0, True, ["cv", "cd", "ad"], 8)
+        groups = {g["name"]: g["lr"] for g in checkpoint["optimizer"]["param_groups"]}
+        assert groups == pytest.approx({"backbone": 1e-3 * lr_reduce, "norm": 1e-3, "other": 1e-3})
+        assert (tmp_path / name / "save_models" / "checkpoint_best_SYN-V-test.pth").is_file()
+        assert set(_log(tmp_path / name)[0]["val_mae"]) == {"SYN-V-test"}
