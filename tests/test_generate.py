@@ -58,6 +58,11 @@ def sod_command(root: Path, savedir: Path, checkpoint: Path, *extra: str) -> lis
             "--size", "64", *extra]
 
 
+def inference_runner(name: str, checkpoint: Path, **options) -> torch.nn.Module:
+    """The model exactly as the scripts run it (same checkpoint handling, same CPU inference path)."""
+    return utils.prepare_for_inference(utils.build_inference_model(name, checkpoint, **options), torch.device("cpu"))
+
+
 def assert_only_truncation_flips(ours: np.ndarray, reference: np.ndarray, reference_float255: np.ndarray) -> None:
     """Maps may differ by one level only where the float map sits on an integer after x255 (float rounding of the
     two computations decides on which side of the boundary the truncation falls)."""
@@ -93,7 +98,7 @@ def test_golden_photos_equal_the_authors_maps(tmp_path: Path) -> None:
 def test_baseline_and_training_form_give_the_same_maps(sod_root: Path, tmp_path: Path) -> None:
     generate_salmaps_sod.main(sod_command(sod_root, tmp_path / "base", SDNET_RELEASE))
     generate_salmaps_sod.main(sod_command(sod_root, tmp_path / "train", SDNET_RELEASE, "--inference-config", "sdnet"))
-    training = utils.build_inference_model("sdnet", SDNET_RELEASE, inference_config="sdnet")
+    training = inference_runner("sdnet", SDNET_RELEASE, inference_config="sdnet")
     names = sorted(p.name for p in (sod_root / "SET" / "images").iterdir())
     assert sorted(p.name for p in (tmp_path / "base" / "SET").iterdir()) == [n.replace(".jpg", ".png") for n in names]
     for name in names:
@@ -233,7 +238,7 @@ def test_video_maps_of_every_annotated_frame(model: str, vsod_root: Path, tmp_pa
     whose maps win; kite (3 frames): one ping-pong clip 0,1,2,1. The VOS video is not selected."""
     generate_salmaps_vsod.main(vsod_command(vsod_root, tmp_path / "res", model, video_checkpoints[model]))
     assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["DAVIS"]
-    network = utils.build_inference_model(model, video_checkpoints[model], nframes=4)
+    network = inference_runner(model, video_checkpoints[model], nframes=4)
     clip_lists = {"bear": [[0, 2, 4, 6], [1, 3, 5, 7], [2, 4, 6, 8], [3, 5, 7, 9]], "kite": [[0, 1, 2, 1]]}
     for video, clips in clip_lists.items():
         folder = vsod_root / "vsod" / "DAVIS" / video / "Imgs"

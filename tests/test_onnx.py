@@ -36,7 +36,9 @@ def test_onnx_output_equals_pytorch(name: str, channels: int, frames: int, tmp_p
     onnx.checker.check_model(graph)
     assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert [i.name for i in graph.graph.input] == ["image"] and [o.name for o in graph.graph.output] == ["saliency"]
-    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1  # the test machine's cores are shared
+    session = onnxruntime.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
     image = torch.randn(1, channels, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     (exported,) = session.run(None, {"image": image.numpy()})
     with torch.no_grad():

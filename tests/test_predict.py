@@ -75,6 +75,11 @@ def through_codec(maps: np.ndarray, fps: float, path: Path) -> np.ndarray:
     return np.stack(read_video(path)[0])
 
 
+def inference_runner(name: str, checkpoint: Path, **options) -> torch.nn.Module:
+    """The model exactly as predict.py runs it (same checkpoint handling, same CPU inference path)."""
+    return utils.prepare_for_inference(utils.build_inference_model(name, checkpoint, **options), torch.device("cpu"))
+
+
 def oracle_maps(model: torch.nn.Module, frames: list[np.ndarray], nframes: int = 1) -> np.ndarray:
     """Maps of consecutive frames computed directly: one clip per group of nframes (the group count must divide)."""
     tensors = [preprocess_test(frame, SIZE) for frame in frames]
@@ -92,7 +97,7 @@ def test_image_model_on_images_folders_and_a_video(inputs: Path, tmp_path: Path,
     expected = [f"{base}{suffix}" for base in ("album/nested/y", "album/x", "photo")
                 for suffix in (".png", "_cutout.png", "_overlay.jpg")]
     assert written == sorted(expected + ["clip.mp4"])
-    model = utils.build_inference_model("sdnet", checkpoints["sdnet"])
+    model = inference_runner("sdnet", checkpoints["sdnet"])
     for source, base in [("photo.jpg", "photo"), ("album/x.png", "album/x"), ("album/nested/y.jpg", "album/nested/y")]:
         rgb = read_rgb(inputs / source)
         saliency = cv2.imread(str(out / f"{base}.png"), cv2.IMREAD_UNCHANGED)
@@ -115,7 +120,7 @@ def test_video_model_groups_frames_into_clips(inputs: Path, tmp_path: Path, chec
     predict.main(["--model", "stdnet", "--checkpoint", str(checkpoints["stdnet"]), "--size", str(SIZE),
                   "--nframes", "4", "--tid", "cv", "cd", "ad", "-j", "0", str(inputs / "clip.mp4"),
                   str(inputs / "photo.jpg"), "--out", str(out)])
-    model = utils.build_inference_model("stdnet", checkpoints["stdnet"], nframes=4)
+    model = inference_runner("stdnet", checkpoints["stdnet"], nframes=4)
     frames, _ = read_video(inputs / "clip.mp4")
     expected = np.concatenate([oracle_maps(model, frames[:8], 4), oracle_maps(model, frames[6:], 4)[2:]])
     stream = predict.video_maps(predict.Predictor(model, torch.device("cpu"), True, 4), iter(frames), SIZE)
