@@ -55,11 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
 def collect_inputs(inputs: list[str], out: Path) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
     """(image, output base) and (video, output base) pairs; the output base has no suffix. Usage errors exit 2."""
     images, videos = [], []
+    out_resolved = out.resolve()
     for name in inputs:
         path = Path(name)
         if path.is_dir():
             base = out / path.resolve().name
-            found = [(p, base / p.relative_to(path).with_suffix("")) for p in sorted(path.rglob("*")) if p.is_file()]
+            # Skip the output folder when it lies inside an input folder (maps of an earlier run are no inputs).
+            found = [(p, base / p.relative_to(path).with_suffix("")) for p in sorted(path.rglob("*"))
+                     if p.is_file() and not p.resolve().is_relative_to(out_resolved)]
         elif path.is_file():
             found = [(path, out / path.stem)]
         else:
