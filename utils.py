@@ -97,7 +97,8 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--nframes", type=int, default=8, help="frames per clip of a video model")
     run = parser.add_argument_group("device")
     run.add_argument("--gpu", default="", help="CUDA device(s), e.g. 0 or 0,1 (first one is used); '' = CPU")
-    run.add_argument("--eager", action="store_true", help="plain eager PyTorch (no compiled fast path)")
+    run.add_argument("--eager", action="store_true",
+                     help="plain eager float32 PyTorch instead of the fast path of utils.prepare_for_inference")
     run.add_argument("--half", action="store_true", help="float16 inference on CUDA")
 
 
