@@ -1,0 +1,161 @@
+"""Evaluate saliency maps with PySODMetrics-identical metrics: ``python -m Evaluation {sod,vsod} TESTDATA EXP DIR``.
+
+    python -m Evaluation sod ECSSD+DUTS-TE myexp /data/sod              # what eval_sod.sh runs
+    python -m Evaluation vsod DAVSOD+DAVIS myexp /data --gpu 0          # what eval_vsod.sh runs
+
+Predictions are read from ``<results-dir>/<EXP>/<DATASET>/`` (``<stem>.png``; videos ``<video>/<frame>.png``);
+GT from ``DIR/<DATASET>/GT/`` (sod) or from the annotation folders of the ``--test-lst`` videos whose path contains
+``/<DATASET>`` (vsod, paths relative to DIR). Prints a table and writes ``<results-dir>/<EXP>/metrics_<task>.json``
+(merged per dataset with earlier runs), ``metrics_<task>.md`` and ``curves_<task>_<DATASET>.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import torch
+
+from Evaluation.evaluate import evaluate_dataset
+from Evaluation.inputs import DatasetPairs, EvaluationError, image_dataset_pairs, video_dataset_pairs
+from Evaluation.report import format_table, json_entry, markdown_table, merge_json, save_curves, write_atomic
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LOGGER_NAME = "sdnet"  # the project's logger (utils.setup_logger); utils itself is not imported: it imports models
+MISSING_SHOWN = 5
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m Evaluation", description=__doc__.split("\n\n")[0])
+    tasks = parser.add_subparsers(dest="task", required=True, metavar="{sod,vsod}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("testdata", help="dataset name, or several joined by '+' (e.g. ECSSD+DUTS-TE)")
+    common.add_argument("exp", help="experiment name: predictions in <results-dir>/<exp>/<DATASET>/")
+    common.add_argument("--results-dir", default=str(REPO_ROOT / "results"),
+                        help="folder holding the experiments (default: results/ of the repository)")
+    common.add_argument("--gpu", default="", help="'' for the CPU (default), '0' for cuda:0")
+    common.add_argument("--allow-missing", action="store_true",
+                        help="evaluate the maps that exist when some GT maps have no prediction (counted)")
+    common.add_argument("--batch-size", type=int, default=16, help="maps of one size per metric step")
+    common.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding the maps")
+    common.add_argument("--threads", type=int, default=1,
+                        help="CPU threads of torch/OpenCV in the main process (default 1: the metric ops are small, "
+                             "and on a shared CPU extra threads slow them down)")
+    common.add_argument("--float64", action="store_true", help="per-pixel arithmetic in float64 (default float32)")
+    sod = tasks.add_parser("sod", parents=[common], help="image datasets", description="Image SOD datasets.")
+    sod.add_argument("datadir", help="folder with <DATASET>/GT/<stem>.png (e.g. ROOTDIR/sod)")
+    sod.add_argument("--keep-excluded", action="store_true",
+                     help="keep the five PASCAL-S images the authors' evaluation drops (359, 408, 424, 460, 622)")
+    vsod = tasks.add_parser("vsod", parents=[common], help="video datasets", description="Video SOD datasets.")
+    vsod.add_argument("datadir", metavar="rootdir", help="data root; the list file's paths are relative to it")
+    vsod.add_argument("--test-lst", default=None,
+                      help="list file of the test videos (default: dataset/test_video_lst.txt of the repository)")
+    vsod.add_argument("--keep-ends", action="store_true",
+                      help="also evaluate the first and last annotated frame of each video (DAVSOD skips them)")
+    return parser
+
+
+def _setup_logger() -> logging.Logger:
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def _select_device(gpu: str, logger: logging.Logger) -> torch.device:
+    """Same rule as utils.select_device: '' -> CPU; '0' or '0,1' -> the first listed CUDA device (CPU with a
+    warning when CUDA is unavailable)."""
+    if not gpu:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        logger.warning("--gpu %s given but CUDA is not available: running on CPU", gpu)
+        return torch.device("cpu")
+    return torch.device("cuda", int(str(gpu).split(",")[0]))
+
+
+def collect(args: argparse.Namespace, logger: logging.Logger) -> list[DatasetPairs]:
+    """The pairs of every requested dataset, checked before any map is read."""
+    names = [name for name in args.testdata.split("+") if name]
+    if not names:
+        raise EvaluationError(f"no dataset name in {args.testdata!r}")
+    exp_dir = Path(args.results_dir) / args.exp
+    if not exp_dir.is_dir():
+        raise EvaluationError(f"experiment folder not found: {exp_dir} (predictions are read from "
+                              f"{exp_dir}/<DATASET>/)")
+    datadir = Path(args.datadir)
+    if not datadir.is_dir():
+        raise EvaluationError(f"data folder not found: {datadir}")
+    if args.task == "vsod":
+        list_file = Path(args.test_lst) if args.test_lst else REPO_ROOT / "dataset" / "test_video_lst.txt"
+        if not list_file.is_file():
+            raise EvaluationError(f"--test-lst: list file not found: {list_file}")
+    datasets = []
+    for name in names:
+        if args.task == "sod":
+            dataset = image_dataset_pairs(datadir, exp_dir, name, args.keep_excluded)
+        else:
+            dataset = video_dataset_pairs(datadir, list_file, exp_dir, name, args.keep_ends)
+        for note in dataset.notes:
+            logger.info("%s", note)
+        if dataset.missing:
+            total = len(dataset.missing) + len(dataset.pairs)
+            shown = ", ".join(str(path) for path in dataset.missing[:MISSING_SHOWN])
+            more = ", ..." if len(dataset.missing) > MISSING_SHOWN else ""
+            message = f"{name}: {len(dataset.missing)} of {total} GT maps have no prediction ({shown}{more})"
+            if not args.allow_missing:
+                raise EvaluationError(f"{message}; --allow-missing evaluates the others")
+            logger.warning("%s; evaluating the other %d (--allow-missing)", message, len(dataset.pairs))
+        datasets.append(dataset)
+    return datasets
+
+
+def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
+    """Evaluate, write the outputs, return the JSON records of this run's datasets."""
+    datasets = collect(args, logger)
+    device = _select_device(args.gpu, logger)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+        cv2.setNumThreads(args.threads)
+    dtype = torch.float64 if args.float64 else torch.float32
+    exp_dir = Path(args.results_dir) / args.exp
+    entries = {}
+    for dataset in datasets:
+        result = evaluate_dataset(dataset, device, dtype, args.batch_size, args.workers,
+                                  progress=sys.stderr.isatty())
+        if result["resized"]:
+            logger.warning("%s: %d predictions differ in size from their GT and were resized (bilinear)",
+                           dataset.name, result["resized"])
+        if result["sm_nan"]:
+            logger.warning("%s: S-measure is NaN for %d maps (GT centroid on the last row or column: an empty "
+                           "quadrant; PySODMetrics gives NaN too), so Sm is NaN", dataset.name, result["sm_nan"])
+        entries[dataset.name] = json_entry(result)
+        title = f"{args.exp} - {dataset.name} ({result['images']} maps" + (
+            f", {result['videos']} videos)" if "videos" in result else ")")
+        save_curves(exp_dir / f"curves_{args.task}_{dataset.name}.png", title, result["curves"])
+    merged = merge_json(exp_dir / f"metrics_{args.task}.json", entries)
+    write_atomic(exp_dir / f"metrics_{args.task}.md", markdown_table(merged).encode())
+    logger.info("wrote %s, %s and curves_%s_<DATASET>.png", exp_dir / f"metrics_{args.task}.json",
+                exp_dir / f"metrics_{args.task}.md", args.task)
+    return entries
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logger = _setup_logger()
+    try:
+        entries = run(args, logger)
+    except EvaluationError as err:
+        logger.error("%s", err)
+        raise SystemExit(2) from None
+    print(format_table(entries))
+
+
+if __name__ == "__main__":
+    main()

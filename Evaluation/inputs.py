@@ -1,0 +1,169 @@
+"""Which prediction/GT files to evaluate, and reading them.
+
+Image datasets: GT ``<datadir>/<DATASET>/GT/<stem>.<ext>``, prediction ``<preddir>/<DATASET>/<stem>.png``.
+Video datasets: the videos of a list file whose clip folder contains ``/<DATASET>`` (``data.lists``), GT = the
+annotated frames of each video, prediction ``<preddir>/<DATASET>/<video>/<frame stem>.png``; the first and last
+annotated frame of each video are skipped unless ``keep_ends`` (DAVSOD protocol).
+
+Errors are `EvaluationError` with a one-line message naming the file, folder or dataset.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from data.lists import annotated_frames, image_name, read_video_list, select_videos
+from data.readers import DataError
+
+GT_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg")
+
+# The authors' evaluation drops these five PASCAL-S images (SPEC §7.1).
+EXCLUDED = {"PASCAL-S": frozenset({"359", "408", "424", "460", "622"})}
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation input; the message is one line and names the file, folder, flag or dataset."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One prediction/GT file pair; ``group`` is the video it belongs to ('' for image datasets)."""
+
+    pred: Path
+    gt: Path
+    group: str = ""
+
+
+@dataclass
+class DatasetPairs:
+    """The pairs of one dataset (in evaluation order, videos contiguous), the GT files without a prediction, and
+    notes for the log (e.g. excluded images, videos too short to keep after dropping the ends)."""
+
+    name: str
+    pairs: list[Pair]
+    missing: list[Path]
+    notes: list[str]
+
+
+def _listdir(folder: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(folder))
+    except OSError as err:
+        raise EvaluationError(f"cannot list folder {folder}: {err.strerror or err}") from None
+
+
+def _split_missing(pairs: list[Pair]) -> tuple[list[Pair], list[Path]]:
+    existing, missing = [], []
+    for pair in pairs:
+        (existing if pair.pred.is_file() else missing).append(pair)
+    return existing, [pair.pred for pair in missing]
+
+
+def image_dataset_pairs(datadir: Path, preddir: Path, name: str, keep_excluded: bool = False) -> DatasetPairs:
+    """Pairs of the image dataset ``name``: every GT file in ``datadir/name/GT`` with ``preddir/name/<stem>.png``."""
+    gt_dir = Path(datadir) / name / "GT"
+    if not gt_dir.is_dir():
+        known = sorted(p.name for p in Path(datadir).glob("*/GT") if p.is_dir()) if Path(datadir).is_dir() else []
+        known_text = f" (datasets there: {', '.join(p.split('/')[0] for p in known)})" if known else ""
+        raise EvaluationError(f"unknown dataset {name!r}: no GT folder {gt_dir}{known_text}")
+    pred_dir = Path(preddir) / name
+    if not pred_dir.is_dir():
+        raise EvaluationError(f"no predictions for {name}: folder {pred_dir} not found")
+    gt_files = [gt_dir / f for f in _listdir(gt_dir) if f.lower().endswith(GT_EXTENSIONS)]
+    if not gt_files:
+        raise EvaluationError(f"no GT maps ({'/'.join(GT_EXTENSIONS)}) in {gt_dir}")
+    if not any(f.lower().endswith(".png") for f in _listdir(pred_dir)):
+        raise EvaluationError(f"no prediction maps (.png) in {pred_dir}")
+    notes = []
+    excluded = EXCLUDED.get(name, frozenset()) if not keep_excluded else frozenset()
+    if excluded:
+        dropped = [f for f in gt_files if f.stem in excluded]
+        gt_files = [f for f in gt_files if f.stem not in excluded]
+        if dropped:
+            notes.append(f"{name}: {len(dropped)} images excluded as in the authors' evaluation "
+                         f"({', '.join(f.stem for f in dropped)}); --keep-excluded keeps them")
+    pairs, missing = _split_missing([Pair(pred_dir / f"{f.stem}.png", f) for f in gt_files])
+    return DatasetPairs(name, pairs, missing, notes)
+
+
+def video_dataset_pairs(root: Path, list_file: Path, preddir: Path, name: str,
+                        keep_ends: bool = False) -> DatasetPairs:
+    """Pairs of the video dataset ``name``: the annotated frames of the list's videos whose clip folder contains
+    ``/name``, without the first and last frame of each video unless ``keep_ends``; videos contiguous, frames
+    sorted."""
+    try:
+        videos = select_videos(read_video_list(list_file), name)
+    except DataError as err:
+        raise EvaluationError(str(err)) from None
+    if not videos:
+        raise EvaluationError(f"unknown video dataset {name!r}: no video line of {list_file} contains '/{name}'")
+    pred_dir = Path(preddir) / name
+    if not pred_dir.is_dir():
+        raise EvaluationError(f"no predictions for {name}: folder {pred_dir} not found")
+    pairs, notes = [], []
+    for entry in videos:
+        try:
+            frames = annotated_frames(root, entry)
+        except DataError as err:
+            raise EvaluationError(str(err)) from None
+        if not keep_ends:
+            frames = frames[1:-1]
+        if not frames:
+            notes.append(f"{name}/{entry.video}: fewer than 3 annotated frames, nothing left after dropping the "
+                         "first and last (--keep-ends keeps them)")
+            continue
+        for frame in frames:
+            stem = Path(image_name(frame, entry)).stem
+            pairs.append(Pair(pred_dir / entry.video / f"{stem}.png", Path(root) / entry.anno_dir / frame,
+                              entry.video))
+    pairs, missing = _split_missing(pairs)
+    return DatasetPairs(name, pairs, missing, notes)
+
+
+def read_grey(path: Path) -> np.ndarray:
+    """Decode an image file to (H, W) uint8 grey levels (OpenCV's grey conversion, as PySODMetrics' examples read
+    maps; 16-bit files are scaled to 8 bits). Raises `EvaluationError` naming the file."""
+    try:
+        buffer = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as err:
+        raise EvaluationError(f"cannot read {path}: {err.strerror or err}") from None
+    image = cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE) if buffer.size else None
+    if image is None:
+        raise EvaluationError(f"cannot decode {path} (corrupt or not an image)")
+    return image
+
+
+def resize_bilinear(pred: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a uint8 map to (height, width) with PIL's bilinear filter (the authors' evaluation does the same)."""
+    return np.asarray(Image.fromarray(pred).resize((width, height), Image.BILINEAR))
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Reads pairs for a DataLoader: item ``i`` is ``(pred, gt, resized, error)``; ``pred``/``gt`` (H, W) uint8
+    arrays at the GT size (the prediction is resized bilinearly if its size differs, ``resized`` says so); on a
+    read failure both are None and ``error`` is the one-line message (so it survives worker processes intact)."""
+
+    def __init__(self, pairs: list[Pair]) -> None:
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray | None, np.ndarray | None, bool, str]:
+        pair = self.pairs[index]
+        try:
+            gt = read_grey(pair.gt)
+            pred = read_grey(pair.pred)
+        except EvaluationError as err:
+            return None, None, False, str(err)
+        resized = pred.shape != gt.shape
+        if resized:
+            pred = resize_bilinear(pred, *gt.shape)
+        return pred, gt, resized, ""

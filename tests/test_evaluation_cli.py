@@ -1,0 +1,232 @@
+"""eval_sod.sh / eval_vsod.sh and ``python -m Evaluation`` on small generated trees: the commands as written (run
+from Evaluation/, predictions from ../results/EXP), numbers equal to PySODMetrics (video metrics averaged over
+videos, maxF/maxE from the video-averaged curves, first and last frame skipped), outputs, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from Evaluation.__main__ import main
+
+py_sod_metrics = pytest.importorskip("py_sod_metrics")
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ("MAE", "Fmeasure", "Emeasure", "Smeasure", "WeightedFmeasure")
+
+
+def _pair(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    gt = np.zeros((height, width), np.uint8)
+    cv2.ellipse(gt, (int(rng.integers(width // 4, 3 * width // 4)), int(rng.integers(height // 4, 3 * height // 4))),
+                (int(rng.integers(3, width // 3)), int(rng.integers(3, height // 3))), float(rng.uniform(0, 180)),
+                0, 360, 255, -1)
+    pred = np.clip(cv2.GaussianBlur(gt.astype(np.float32), (0, 0), 2) + rng.normal(0, 30, gt.shape), 0, 255)
+    return pred.astype(np.uint8), gt
+
+
+def _write(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+
+
+def _reference(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Summary metrics of a list of (pred, gt) with PySODMetrics, plus the raw F/E curves."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        metrics = {name: getattr(py_sod_metrics, name)() for name in CLASSES}
+        for pred, gt in pairs:
+            for metric in metrics.values():
+                metric.step(pred, gt)
+        fm, em = metrics["Fmeasure"].get_results()["fm"], metrics["Emeasure"].get_results()["em"]
+    return {"MAE": metrics["MAE"].get_results()["mae"], "maxF": fm["curve"].max(), "meanF": fm["curve"].mean(),
+            "adpF": fm["adp"], "wF": metrics["WeightedFmeasure"].get_results()["wfm"],
+            "Sm": metrics["Smeasure"].get_results()["sm"], "maxE": em["curve"].max(), "meanE": em["curve"].mean(),
+            "adpE": em["adp"], "f_curve": fm["curve"], "e_curve": em["curve"]}
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> dict:
+    """A repository-like folder (Evaluation/, data/, .venv linked to the real ones), results/exp1 with the
+    predictions, and a data root with two image datasets and one video dataset of three videos."""
+    base = tmp_path_factory.mktemp("evaltree")
+    repo = base / "repo"
+    repo.mkdir()
+    for name in ("Evaluation", "data", ".venv"):
+        if (REPO / name).exists():
+            (repo / name).symlink_to(REPO / name)
+    rng = np.random.default_rng(7)
+    root = base / "root"
+    expected_sod, sod_pairs = {}, {}
+    for name, sizes in (("DSA", [(30, 40)] * 5 + [(25, 33)] * 2), ("DSB", [(41, 29)] * 4)):
+        pairs = []
+        for index, (h, w) in enumerate(sizes):
+            pred, gt = _pair(rng, h, w)
+            _write(root / "sod" / name / "GT" / f"im{index:02d}.png", gt)
+            written = pred
+            if name == "DSA" and index == 5:  # a prediction of another size: resized bilinearly to the GT size
+                written = cv2.resize(pred, (w + 7, h - 4), interpolation=cv2.INTER_LINEAR)
+                from Evaluation.inputs import resize_bilinear
+                pred = resize_bilinear(written, h, w)
+            _write(repo / "results" / "exp1" / name / f"im{index:02d}.png", written)
+            pairs.append((pred, gt))
+        sod_pairs[name] = pairs
+        expected_sod[name] = _reference(pairs)
+    lines, videos = [], {}
+    for video, frames in (("v1", 4), ("v2", 6), ("v3", 3)):
+        clip, anno = f"vsod/SYNV_test/{video}/Imgs", f"vsod/SYNV_test/{video}/GT_object_level"
+        lines.append(f"{clip} .png {anno} .png")
+        videos[video] = []
+        for frame in range(frames):
+            pred, gt = _pair(rng, 36, 48)
+            stem = f"{video}_{frame:05d}"
+            _write(root / clip / f"{stem}.png", np.dstack([gt] * 3))
+            _write(root / anno / f"{stem}.png", gt)
+            _write(repo / "results" / "exp1" / "SYNV" / video / f"{stem}.png", pred)
+            videos[video].append((pred, gt))
+    lines.append("vsod/OTHER/x/Imgs .png vsod/OTHER/x/GT_object_level .png")
+    list_file = base / "my_list.txt"
+    list_file.write_text("\n".join(lines) + "\n")
+    return {"repo": repo, "root": root, "list": list_file, "expected_sod": expected_sod, "videos": videos,
+            "sod_pairs": sod_pairs}
+
+
+def _check(entry: dict, expected: dict, images: int, atol: float = 1e-4) -> None:
+    for key in ("MAE", "maxF", "meanF", "adpF", "wF", "Sm", "maxE", "meanE", "adpE"):
+        assert entry[key] == pytest.approx(float(expected[key]), abs=atol), key
+    assert entry["images"] == images
+
+
+def _video_expected(videos: dict, keep_ends: bool) -> dict:
+    per_video = [_reference(frames if keep_ends else frames[1:-1]) for frames in videos.values()]
+    f_curve = np.mean([r["f_curve"] for r in per_video], axis=0)
+    e_curve = np.mean([r["e_curve"] for r in per_video], axis=0)
+    expected = {key: np.mean([r[key] for r in per_video]) for key in ("MAE", "adpF", "wF", "Sm", "adpE")}
+    expected.update(maxF=f_curve.max(), meanF=f_curve.mean(), maxE=e_curve.max(), meanE=e_curve.mean())
+    return expected
+
+
+def _run_script(tree: dict, script: str, *args: str) -> subprocess.CompletedProcess:
+    """``cd Evaluation && bash <script> <args>`` in the temporary repository (whose Evaluation/ is a link)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PWD")}
+    command = f"cd Evaluation && bash {script} {shlex.join(args)}"
+    return subprocess.run(["bash", "-c", command], cwd=tree["repo"], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_eval_sod_script_as_written(tree):
+    done = _run_script(tree, "eval_sod.sh", "DSA+DSB", "exp1", str(tree["root"] / "sod"), "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    header = done.stdout.splitlines()[0].split()
+    assert header == ["Dataset", "MAE", "maxF", "meanF", "adpF", "wF", "Sm", "maxE", "meanE", "adpE", "images"]
+    assert [line.split()[0] for line in done.stdout.splitlines()[1:]] == ["DSA", "DSB"]
+    exp = tree["repo"] / "results" / "exp1"  # ../results/exp1 seen from Evaluation/
+    results = json.loads((exp / "metrics_sod.json").read_text())
+    _check(results["DSA"], tree["expected_sod"]["DSA"], 7)
+    _check(results["DSB"], tree["expected_sod"]["DSB"], 4)
+    assert results["DSA"]["resized"] == 1 and results["DSB"]["resized"] == 0
+    assert "1 predictions differ in size" in done.stderr
+    markdown = (exp / "metrics_sod.md").read_text()
+    assert markdown.startswith("| Dataset | MAE | maxF |") and "| DSB |" in markdown
+    for name in ("DSA", "DSB"):
+        assert (exp / f"curves_sod_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_vsod_script_passes_arguments_through(tree):
+    done = _run_script(tree, "eval_vsod.sh", "SYNV", "exp1", str(tree["root"]), "--test-lst", str(tree["list"]),
+                       "--gpu", "0", "--workers", "0")
+    assert done.returncode == 0, done.stderr
+    results = json.loads((tree["repo"] / "results" / "exp1" / "metrics_vsod.json").read_text())
+    # First and last annotated frames skipped: 2 + 4 + 1 frames of 3 videos.
+    _check(results["SYNV"], _video_expected(tree["videos"], keep_ends=False), 7)
+    assert results["SYNV"]["videos"] == 3
+    assert done.stdout.splitlines()[1].split()[0] == "SYNV"
+
+
+def test_vsod_keep_ends_and_float64(tree, capsys):
+    main(["vsod", "SYNV", "exp1", str(tree["root"]), "--test-lst", str(tree["list"]), "--keep-ends",
+          "--results-dir", str(tree["repo"] / "results"), "--workers", "0", "--float64"])
+    results = json.loads((tree["repo"] / "results" / "exp1" / "metrics_vsod.json").read_text())
+    _check(results["SYNV"], _video_expected(tree["videos"], keep_ends=True), 13, atol=1e-6)
+    assert "SYNV" in capsys.readouterr().out
+
+
+def _fails(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "ERROR" in error[0]  # one line, no traceback
+    return error[0]
+
+
+@pytest.fixture
+def small(tmp_path) -> dict:
+    """A fresh image tree: 6 GT maps, predictions for all."""
+    rng = np.random.default_rng(1)
+    for index in range(6):
+        pred, gt = _pair(rng, 20, 24)
+        _write(tmp_path / "sod" / "DS" / "GT" / f"{index}.png", gt)
+        _write(tmp_path / "results" / "e" / "DS" / f"{index}.png", pred)
+    return {"base": tmp_path, "argv": ["sod", "DS", "e", str(tmp_path / "sod"), "--results-dir",
+                                       str(tmp_path / "results"), "--workers", "0"]}
+
+
+def test_missing_predictions_are_an_error_unless_allowed(small, capsys):
+    for index in (1, 4):
+        (small["base"] / "results" / "e" / "DS" / f"{index}.png").unlink()
+    error = _fails(small["argv"], capsys)
+    assert "2 of 6 GT maps have no prediction" in error and "1.png" in error and "--allow-missing" in error
+    assert not (small["base"] / "results" / "e" / "metrics_sod.json").exists()
+    main(small["argv"] + ["--allow-missing"])
+    results = json.loads((small["base"] / "results" / "e" / "metrics_sod.json").read_text())
+    assert results["DS"]["images"] == 4 and results["DS"]["missing"] == 2
+
+
+def test_unreadable_file_is_named(small, capsys):
+    (small["base"] / "results" / "e" / "DS" / "3.png").write_bytes(b"not a png")
+    assert "3.png" in _fails(small["argv"], capsys)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("unknown", "unknown dataset 'NOPE'"),
+    ("exp", "experiment folder not found"),
+    ("empty_gt", "no GT maps"),
+    ("no_preds", "no predictions for DS"),
+    ("empty_preds", "no prediction maps"),
+    ("datadir", "data folder not found"),
+])
+def test_bad_input_gives_one_line_error(small, capsys, case, message):
+    argv = list(small["argv"])
+    base = small["base"]
+    if case == "unknown":
+        argv[1] = "DS+NOPE"
+    elif case == "exp":
+        argv[2] = "missing_exp"
+    elif case == "empty_gt":
+        for path in (base / "sod" / "DS" / "GT").iterdir():
+            path.unlink()
+    elif case == "no_preds":
+        (base / "results" / "e" / "DS").rename(base / "results" / "e" / "other")
+    elif case == "empty_preds":
+        for path in (base / "results" / "e" / "DS").iterdir():
+            path.unlink()
+    elif case == "datadir":
+        argv[3] = str(base / "nowhere")
+    assert message in _fails(argv, capsys)
+
+
+def test_unknown_video_dataset_and_missing_list(tree, capsys):
+    argv = ["vsod", "DAVSOD", "exp1", str(tree["root"]), "--test-lst", str(tree["list"]), "--results-dir",
+            str(tree["repo"] / "results")]
+    assert "no video line of" in _fails(argv, capsys)
+    argv[4] = "--test-lst"
+    argv[5] = str(tree["list"]) + ".missing"
+    argv[1] = "SYNV"
+    assert "list file not found" in _fails(argv, capsys)
