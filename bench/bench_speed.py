@@ -1,0 +1,194 @@
+"""Speed ratios of inference paths, measured in one run with the variants interleaved; memory over 1,000 passes.
+
+Usage: python bench/bench_speed.py [--gpu 0] [--rounds 5] [--passes 10] [--json PATH]
+
+Rows (random weights, batch 1, input on the device, median seconds per pass, SPEC §8):
+- SDNet @320 and STDNet @256 with 8-frame clips, converted: default path (`utils.prepare_for_inference`) vs
+  ``--eager`` (plain eager NCHW float32), and the max abs difference between their maps;
+- DCR ablation: SDNet @320 converted vs its multi-branch training form, both on the default path and both eager;
+- memory: ``--memory-passes`` passes of the default-path converted SDNet @320, resident set (CPU) or allocated
+  CUDA memory after 10, 100, ... passes, and the peak.
+Each round times every variant for ``--passes`` passes, in an order that alternates between rounds, so load from
+other processes on a shared machine hits all variants alike. ``--with-compile`` adds a torch.compile (inductor,
+freezing) variant of the converted models, which the default path does not use (compile time, see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import utils  # noqa: E402
+from models import build_model, convert_model  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Interleaved speed ratios of the inference paths, and memory.")
+    parser.add_argument("--gpu", default="", help="CUDA device, e.g. 0 ('' = CPU)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per comparison")
+    parser.add_argument("--passes", type=int, default=10, help="timed passes per variant and round")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed passes per variant before the first round")
+    parser.add_argument("--memory-passes", type=int, default=1000, help="passes of the memory run (0: skip it)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["sdnet", "dcr", "stdnet", "memory"],
+                        help="comparisons to leave out")
+    parser.add_argument("--with-compile", action="store_true", help="also time torch.compile(inductor, freezing)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
+    return parser
+
+
+def compiled_runner(model: torch.nn.Module, device: torch.device, x: torch.Tensor) -> tuple[object, float]:
+    """torch.compile of the channels_last model with inductor freezing; returns it and the first-call seconds."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    runner = utils.prepare_for_inference(model, device)
+    compiled = torch.compile(runner.model, dynamic=False)
+
+    def run(inp: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return compiled(inp).float()
+
+    start = time.perf_counter()
+    run(x)
+    return run, time.perf_counter() - start
+
+
+def interleaved(variants: dict[str, object], x: torch.Tensor, args: argparse.Namespace) -> dict[str, dict]:
+    """Median and fastest seconds per pass of each variant, timed in ``args.rounds`` alternating-order rounds."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for run in variants.values():
+        utils.time_passes(run, x, passes=1, warmup=args.warmup)
+    order = list(variants)
+    for round_index in range(args.rounds):
+        for name in order if round_index % 2 == 0 else reversed(order):
+            times[name] += utils.time_passes(variants[name], x, passes=args.passes, warmup=0)
+    return {name: {"median": statistics.median(values), "min": min(values)} for name, values in times.items()}
+
+
+def speedup(seconds: dict[str, dict], slow: str, fast: str) -> dict[str, float]:
+    """Ratio of the ``slow`` variant's time to the ``fast`` one's, from the medians and from the fastest passes."""
+    return {stat: seconds[slow][stat] / seconds[fast][stat] for stat in ("median", "min")}
+
+
+def compare_paths(name: str, x: torch.Tensor, device: torch.device, args: argparse.Namespace) -> dict:
+    """Converted ``name``: default path vs eager (and compiled), timings, ratio and max abs map difference."""
+    torch.manual_seed(0)
+    model = build_model(name, deploy=True).eval()
+    variants = {"default": utils.prepare_for_inference(model, device),
+                "eager": utils.prepare_for_inference(model, device, eager=True)}
+    record = {"model": name, "input_shape": list(x.shape), "path": variants["default"].path}
+    if args.with_compile:
+        variants["compile"], record["compile_first_call_s"] = compiled_runner(model, device, x)
+    record["max_abs_diff"] = max((run(x) - variants["eager"](x)).abs().max().item() for run in variants.values())
+    record["seconds"] = interleaved(variants, x, args)
+    record["speedup_default_vs_eager"] = speedup(record["seconds"], "eager", "default")
+    return record
+
+
+def compare_dcr(x: torch.Tensor, device: torch.device, args: argparse.Namespace) -> dict:
+    """SDNet training form (multi-branch, no BN) vs its DCR conversion, each on the default and the eager path."""
+    torch.manual_seed(0)
+    training = build_model("sdnet", "sdnet").eval()
+    converted = convert_model(training).eval()
+    variants = {"converted": utils.prepare_for_inference(converted, device),
+                "training": utils.prepare_for_inference(training, device),
+                "converted_eager": utils.prepare_for_inference(converted, device, eager=True),
+                "training_eager": utils.prepare_for_inference(training, device, eager=True)}
+    record = {"model": "sdnet", "input_shape": list(x.shape),
+              "params": {"converted": utils.count_parameters(converted), "training": utils.count_parameters(training)},
+              "max_abs_diff": (variants["converted"](x) - variants["training_eager"](x)).abs().max().item()}
+    record["seconds"] = interleaved(variants, x, args)
+    record["speedup_converted_vs_training"] = speedup(record["seconds"], "training", "converted")
+    record["speedup_converted_vs_training_eager"] = speedup(record["seconds"], "training_eager", "converted_eager")
+    return record
+
+
+def resident_mb() -> float:
+    """Current resident set of this process in MiB (Linux /proc)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_run(device: torch.device, passes: int) -> dict:
+    """Memory after 10, 100, ... ``passes`` default-path passes of converted SDNet @320, and the peak."""
+    torch.manual_seed(0)
+    runner = utils.prepare_for_inference(build_model("sdnet", deploy=True), device)
+    x = torch.randn(1, 3, 320, 320, device=device)
+    cuda = device.type == "cuda"
+    checkpoints = sorted({n for n in (10, 100, 250, 500, passes) if n <= passes})
+    memory, done = {}, 0
+    for checkpoint in checkpoints:
+        utils.time_passes(runner, x, passes=checkpoint - done, warmup=0)
+        done = checkpoint
+        memory[checkpoint] = torch.cuda.memory_allocated(device) / 2**20 if cuda else resident_mb()
+    return {"passes": passes, "measure": "cuda_allocated_mb" if cuda else "rss_mb", "after_passes": memory,
+            "peak_mb": utils.peak_memory_mb(device), "growth_mb_after_100": memory[passes] - memory.get(100, 0.0)}
+
+
+def report(results: dict) -> str:
+    """Markdown lines summarising ``results``."""
+    lines = [f"device {results['device']} ({results['device_name']}), torch {results['torch']}, "
+             f"{results['threads']} threads, {results['rounds']} rounds x {results['passes']} passes per variant"]
+    for key in ("sdnet", "stdnet"):
+        if key in results:
+            r = results[key]
+            frames = r["input_shape"][1] // 3
+            times = ", ".join(f"{name} {1e3 * s['median']:.1f} ms ({frames / s['median']:.1f} frames/s, fastest "
+                              f"{1e3 * s['min']:.1f} ms)" for name, s in r["seconds"].items())
+            ratio = r["speedup_default_vs_eager"]
+            lines.append(f"{key} {'x'.join(map(str, r['input_shape']))}: {times}; default/eager speed-up "
+                         f"{ratio['median']:.2f}x (fastest passes: {ratio['min']:.2f}x), max abs diff "
+                         f"{r['max_abs_diff']:.1e}")
+    if "dcr" in results:
+        r = results["dcr"]
+        times = ", ".join(f"{name} {1e3 * s['median']:.1f} ms (fastest {1e3 * s['min']:.1f})"
+                          for name, s in r["seconds"].items())
+        default, eager = r["speedup_converted_vs_training"], r["speedup_converted_vs_training_eager"]
+        lines.append(f"DCR sdnet @320: {times}; converted/training speed-up {default['median']:.2f}x (fastest "
+                     f"passes: {default['min']:.2f}x) on the default path, {eager['median']:.2f}x ("
+                     f"{eager['min']:.2f}x) eager; max abs diff {r['max_abs_diff']:.1e}")
+    if "memory" in results:
+        r = results["memory"]
+        after = ", ".join(f"{n}: {mb:.1f}" for n, mb in r["after_passes"].items())
+        lines.append(f"memory ({r['measure']}) after passes {after}; peak {r['peak_mb']:.1f} MiB")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.passes < 1 or args.warmup < 0 or args.memory_passes < 0:
+        parser.error("--rounds and --passes must be at least 1, --warmup and --memory-passes at least 0")
+    logger = utils.setup_logger()
+    device = utils.select_device(args.gpu)
+    results = {"device": str(device), "device_name": utils.device_name(device), "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "rounds": args.rounds, "passes": args.passes,
+               "date": time.strftime("%Y-%m-%d %H:%M")}
+    image = torch.randn(1, 3, 320, 320, device=device)
+    if "sdnet" not in args.skip:
+        results["sdnet"] = compare_paths("sdnet", image, device, args)
+    if "dcr" not in args.skip:
+        results["dcr"] = compare_dcr(image, device, args)
+    if "stdnet" not in args.skip:
+        results["stdnet"] = compare_paths("stdnet", torch.randn(1, 24, 256, 256, device=device), device, args)
+    if "memory" not in args.skip and args.memory_passes:
+        results["memory"] = memory_run(device, args.memory_passes)
+    for line in report(results).splitlines():
+        logger.info(line)
+    if args.json:
+        utils.write_json_atomic(args.json, results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
