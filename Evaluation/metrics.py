@@ -436,11 +436,13 @@ class WeightedFmeasure(_Accumulator):
         joint = batch.joint_histogram().to(torch.float64)
         fg_plain_error = (joint[:, 1] * (1 - batch.values)).sum(1)
         importance = self._importance(squared_distance)
-        bg_error = (error * importance).view(size).sum(1).to(torch.float64) - fg_plain_error
+        bg_error = torch.linalg.vecdot(error.view(size), importance.view(size)).to(torch.float64) - fg_plain_error
         # Foreground: min(E, EA), EA = the Gaussian-filtered E with background pixels taking their nearest
         # foreground pixel's error (MATLAB's Et); the foreground E is unchanged by that replacement.
         blurred = gaussian_filter(replace_with_nearest_foreground_(error, fg, squared_distance))
-        fg_error = torch.minimum(error, blurred).mul_(fg).view(size).sum(1).to(torch.float64)
+        min_error = torch.minimum(error, blurred, out=blurred)
+        fg_error = torch.linalg.vecdot(min_error.view(size), fg.view(torch.uint8).to(self.dtype).view(size))
+        fg_error = fg_error.to(torch.float64)
         fg_count = batch.fg_count.to(torch.float64)
         recall = 1 - fg_error / torch.clamp(fg_count, min=1)
         true_pos = fg_count - fg_error

@@ -7,8 +7,9 @@ Maps are synthetic (blurred, noisy ellipses: realistic object sizes and boundari
 held in memory, so no file decoding is timed. The two implementations are timed on alternating chunks of maps
 (PySODMetrics: MAE, Fmeasure, Emeasure, Smeasure, WeightedFmeasure, one ``step`` each per map; ours: `SODMetrics`,
 batches of ``--batch-size``), so a machine shared with other jobs slows both alike. The two results are checked to
-agree. The streaming run then feeds ``--stream-maps`` maps generated on the fly and reports the peak resident
-memory after the first ``--maps`` and after all of them: bounded memory means the two are about equal.
+agree. The streaming run (first, so that its peak memory is not masked by the maps held for the timing) feeds
+``--stream-maps`` maps generated on the fly, ``--batch-size`` at a time, and reports the peak resident memory after
+the first ``--maps`` and after all of them: bounded memory means the two are about equal.
 """
 
 from __future__ import annotations
@@ -137,17 +138,18 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.datetime.now().isoformat(timespec="seconds"), "command": " ".join(sys.argv),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), "
                    f"device {args.device}" + (f" ({torch.cuda.get_device_name()})" if args.device != "cpu" else ""),
-        "torch": torch.__version__, "runs": [side_by_side(args, torch.float32)],
+        "torch": torch.__version__,
     }
+    if args.stream_maps:
+        report["streaming"] = streaming(args)
+        print("streaming:", json.dumps(report["streaming"]))
+    report["runs"] = [side_by_side(args, torch.float32)]
     if args.float64:
         report["runs"].append(side_by_side(args, torch.float64))
     for run in report["runs"]:
         print(f"{run['maps']} maps {run['size']} ({run['dtype']}): pysodmetrics {run['pysodmetrics_maps_per_s']:.1f} "
               f"maps/s, ours {run['ours_maps_per_s']:.1f} maps/s, speed-up {run['speedup']:.2f}x, "
               f"max |difference| {run['max_abs_difference']:.2e}")
-    if args.stream_maps:
-        report["streaming"] = streaming(args)
-        print("streaming:", json.dumps(report["streaming"]))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 
