@@ -389,8 +389,7 @@ class Smeasure(_Accumulator):
         level = pixels.argmax(2)
         value = batch.values.gather(1, level)
         flagged = constant_gt & single_level & (value != 0) & (value != 1)
-        fg_ratio = batch.fg_count / batch.numel
-        flagged &= ((fg_ratio > 0) & (fg_ratio < 1))[:, None]
+        flagged &= ((batch.fg_count > 0) & (batch.fg_count < batch.numel))[:, None]
         if not bool(flagged.any()):
             return score
         height, width = batch.pred.shape[1:]

@@ -72,24 +72,25 @@ def _squared_distance_cv2(fg: torch.Tensor) -> torch.Tensor:
 
 def _squared_distance_torch(fg: torch.Tensor, max_elements: int = 2**24) -> torch.Tensor:
     """Column pass (distance to the nearest foreground row in each column, by running max) and a brute-force row
-    pass ``min_k g(i, k)^2 + (j - k)^2`` along the shorter axis, in int64 chunks of ``max_elements``."""
+    pass ``min_k g(i, k)^2 + (j - k)^2`` along the shorter axis, in int32 chunks of ``max_elements`` (exact: every
+    sum is below (H + W)^2 + W^2 < 2^31)."""
     transpose = fg.shape[2] > fg.shape[1]
     if transpose:
         fg = fg.transpose(1, 2)
     batch, height, width = fg.shape
-    rows = torch.arange(height, device=fg.device).view(1, height, 1).expand(batch, height, width)
+    rows = torch.arange(height, device=fg.device, dtype=torch.int32).view(1, height, 1).expand(batch, height, width)
     far = height + width  # more than any real distance
     above = torch.where(fg, rows, -far).cummax(dim=1).values
     below = height - 1 - torch.where(fg, height - 1 - rows, -far).flip(1).cummax(dim=1).values.flip(1)
     vertical = torch.minimum(rows - above, below - rows).clamp(max=far)
     vertical_sq = vertical * vertical
-    cols = torch.arange(width, device=fg.device)
+    cols = torch.arange(width, device=fg.device, dtype=torch.int32)
     horizontal_sq = (cols.view(-1, 1) - cols.view(1, -1)) ** 2  # (j, k)
     out = torch.empty_like(vertical_sq)
     chunk = max(1, max_elements // max(1, batch * width * width))
     for start in range(0, height, chunk):
         out[:, start:start + chunk] = (vertical_sq[:, start:start + chunk, None, :] + horizontal_sq).amin(dim=-1)
-    out = out.masked_fill(~fg.flatten(1).any(1)[:, None, None], 0).int()
+    out = out.masked_fill(~fg.flatten(1).any(1)[:, None, None], 0)
     return out.transpose(1, 2).contiguous() if transpose else out
 
 
@@ -106,12 +107,13 @@ def _candidate_tables(width: int, device: torch.device) -> tuple[torch.Tensor, t
 
 
 def _band_pixels(fg: torch.Tensor, squared_distance: torch.Tensor) -> torch.Tensor:
-    """Flat indices (N,) int64 of the background pixels with squared distance 1..18."""
+    """Flat indices (N,) int64 of the pixels with squared distance 1..18: background pixels near the object (d2 is 0
+    on the foreground and in images without foreground)."""
     if _use_opencv(fg):
-        # One pass: d2 - 1 viewed as unsigned is below 18 exactly for 1 <= d2 <= 18 (foreground pixels have d2 = 0).
+        # One pass: d2 - 1 viewed as unsigned is below 18 exactly for 1 <= d2 <= 18.
         shifted = (squared_distance.numpy() - 1).view(np.uint32)
         return torch.from_numpy(np.flatnonzero(shifted < BAND_SQUARED_RADIUS))
-    return ((squared_distance <= BAND_SQUARED_RADIUS) & ~fg).view(-1).nonzero().squeeze(1)
+    return ((squared_distance > 0) & (squared_distance <= BAND_SQUARED_RADIUS)).view(-1).nonzero().squeeze(1)
 
 
 def replace_with_nearest_foreground_(values: torch.Tensor, fg: torch.Tensor,
