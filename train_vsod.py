@@ -65,6 +65,11 @@ def train(args: argparse.Namespace) -> None:
     utils.check_training_args(args, ctx)
     if len(args.scales) != len(args.tid):
         utils.fail(f"--scales needs one value per --tid op ({len(args.tid)}), got {len(args.scales)}")
+    if args.size % 32:  # as in the released script: clip sizes are multiples of 32
+        size = max(32, round(args.size / 32) * 32)
+        if ctx.is_main:
+            logger.warning("--size %d rounded to %d, a multiple of 32", args.size, size)
+        args.size = size
     train_lst = utils.resolve_list_file(args.train_lst, "--train-lst")
     val_lst = utils.resolve_list_file(args.val_lst, "--val-lst") if args.val_lst else None
     utils.init_distributed(ctx)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import datetime
 import io
 import itertools
 import json
@@ -381,7 +382,9 @@ def init_distributed(ctx: DistContext) -> None:
     if ctx.device.type == "cuda":
         torch.cuda.set_device(ctx.device)
     backend = "nccl" if ctx.device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, init_method="env://", rank=ctx.rank, world_size=ctx.world_size)
+    # the other ranks wait in a barrier while rank 0 validates on the (large) video validation sets
+    dist.init_process_group(backend, init_method="env://", rank=ctx.rank, world_size=ctx.world_size,
+                            timeout=datetime.timedelta(hours=2))
 
 
 def cleanup_distributed() -> None:
@@ -615,12 +618,20 @@ def append_log_line(savedir: str | os.PathLike, record: dict) -> None:
 
 
 def trim_log(savedir: str | os.PathLike, last_epoch: int) -> None:
-    """Drop ``log.jsonl`` lines of epochs after ``last_epoch`` (those a resumed run is about to redo)."""
+    """Drop ``log.jsonl`` lines of epochs after ``last_epoch`` (those a resumed run is about to redo; all of them
+    for a run starting at epoch 0), and a line cut short by a kill."""
     path = Path(savedir) / "log.jsonl"
     if not path.is_file():
         return
+
+    def epoch_of(line: str) -> float:
+        try:
+            return json.loads(line).get("epoch", math.inf)
+        except (json.JSONDecodeError, AttributeError):
+            return math.inf
+
     lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line).get("epoch", -1) <= last_epoch]
+    kept = [line for line in lines if epoch_of(line) <= last_epoch]
     if len(kept) != len(lines):
         write_bytes_atomic(path, "".join(line + "\n" for line in kept).encode())
 
@@ -833,6 +844,9 @@ def load_resume_checkpoint(args: argparse.Namespace) -> dict | None:
     None. A run without ``--seed`` takes the checkpoint's seed, so shuffling and augmentation continue exactly."""
     path = resume_checkpoint_path(args)
     if path is None:
+        if args.resume:
+            logging.getLogger(LOGGER_NAME).info("--resume: no %s in %s yet, starting from scratch", LATEST_CHECKPOINT,
+                                                checkpoint_path(args.savedir, ""))
         return None
     flag = "--resume-from" if args.resume_from else "--resume"
     try:
@@ -898,13 +912,12 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, resume: dict, args: argp
 
 
 def start_run_files(args: argparse.Namespace, ctx: DistContext, resume: dict | None) -> logging.Logger:
-    """After all checks passed: the logger (also to ``<savedir>/log.txt`` on rank 0), ``args.json``, and on
-    resume the ``log.jsonl`` lines of epochs to be redone removed. Only rank 0 writes."""
+    """After all checks passed: the logger (also to ``<savedir>/log.txt`` on rank 0), ``args.json``, and the
+    ``log.jsonl`` lines of epochs this run will (re)do removed. Only rank 0 writes."""
     logger = setup_logger(args.savedir if ctx.is_main else None, ctx.rank)
     if ctx.is_main:
         write_args_json(args.savedir, args)
-        if resume is not None:
-            trim_log(args.savedir, resume["epoch"])
+        trim_log(args.savedir, resume["epoch"] if resume is not None else -1)
     return logger
 
 

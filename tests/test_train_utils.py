@@ -187,9 +187,13 @@ def test_check_checkpoint_matches_names_the_difference(tmp_path):
 def test_trim_log_drops_epochs_to_be_redone(tmp_path):
     for epoch in range(4):
         utils.append_log_line(tmp_path, {"epoch": epoch, "loss": float(epoch)})
+    with open(tmp_path / "log.jsonl", "a") as handle:
+        handle.write('{"epoch": 4, "lo')  # a line cut short by a kill
     utils.trim_log(tmp_path, 1)
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
+    utils.trim_log(tmp_path, -1)  # a fresh run in the same folder
+    assert (tmp_path / "log.jsonl").read_text() == ""
 
 
 def test_model_choices_follow_the_kind():
