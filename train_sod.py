@@ -29,9 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     utils.add_common_args(parser, "image")
     group = parser.add_argument_group("image training")
-    group.add_argument("--train-data", default=DEFAULTS["train_data"],
+    group.add_argument("--train-data", "--traindata", default=DEFAULTS["train_data"],
                        help="training set folder under --datadir (or --datadir/sod), '+'-joined for several")
-    group.add_argument("--val-data", default=DEFAULTS["val_data"],
+    group.add_argument("--val-data", "--valdata", default=DEFAULTS["val_data"],
                        help="validation set folder under --datadir (or --datadir/sod); '' skips validation")
     group.add_argument("--bn", action="store_true", help="BatchNorm in the backbone DiffBlocks (SDNet-A: yes)")
     group.add_argument("--warmup", type=int, default=DEFAULTS["warmup"],
