@@ -28,6 +28,15 @@ LOGGER_NAME = "sdnet"  # the project's logger (utils.setup_logger); utils itself
 MISSING_SHOWN = 5
 
 
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m Evaluation", description=__doc__.split("\n\n")[0])
     tasks = parser.add_subparsers(dest="task", required=True, metavar="{sod,vsod}")
@@ -39,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--gpu", default="", help="'' for the CPU (default), '0' for cuda:0")
     common.add_argument("--allow-missing", action="store_true",
                         help="evaluate the maps that exist when some GT maps have no prediction (counted)")
-    common.add_argument("--batch-size", type=int, default=16, help="maps of one size per metric step")
-    common.add_argument("--workers", type=int, default=2, help="DataLoader processes decoding the maps")
-    common.add_argument("--threads", type=int, default=1,
+    common.add_argument("--batch-size", type=_count(1), default=16, help="maps of one size per metric step")
+    common.add_argument("--workers", type=_count(0), default=2, help="DataLoader processes decoding the maps")
+    common.add_argument("--threads", type=_count(1), default=1,
                         help="CPU threads of torch/OpenCV in the main process (default 1: the metric ops are small, "
                              "and on a shared CPU extra threads slow them down)")
     common.add_argument("--float64", action="store_true", help="per-pixel arithmetic in float64 (default float32)")

@@ -70,8 +70,8 @@ def image_dataset_pairs(datadir: Path, preddir: Path, name: str, keep_excluded: 
     """Pairs of the image dataset ``name``: every GT file in ``datadir/name/GT`` with ``preddir/name/<stem>.png``."""
     gt_dir = Path(datadir) / name / "GT"
     if not gt_dir.is_dir():
-        known = sorted(p.name for p in Path(datadir).glob("*/GT") if p.is_dir()) if Path(datadir).is_dir() else []
-        known_text = f" (datasets there: {', '.join(p.split('/')[0] for p in known)})" if known else ""
+        known = sorted(p.parent.name for p in Path(datadir).glob("*/GT") if p.is_dir())
+        known_text = f" (datasets there: {', '.join(known)})" if known else ""
         raise EvaluationError(f"unknown dataset {name!r}: no GT folder {gt_dir}{known_text}")
     pred_dir = Path(preddir) / name
     if not pred_dir.is_dir():

@@ -189,13 +189,29 @@ def test_missing_predictions_are_an_error_unless_allowed(small, capsys):
     assert results["DS"]["images"] == 4 and results["DS"]["missing"] == 2
 
 
+def test_json_keeps_other_datasets_of_earlier_runs(small, capsys):
+    exp = small["base"] / "results" / "e"
+    (exp / "metrics_sod.json").write_text(json.dumps({"OLD": {"MAE": 0.5, "images": 3}, "DS": {"MAE": 9}}))
+    main(small["argv"])
+    results = json.loads((exp / "metrics_sod.json").read_text())
+    assert results["OLD"] == {"MAE": 0.5, "images": 3} and results["DS"]["images"] == 6
+    assert "| OLD | 0.5000 |" in (exp / "metrics_sod.md").read_text()
+    assert capsys.readouterr().out.splitlines()[1].split()[0] == "DS"  # the printed table: this run only
+
+
+def test_bad_counts_are_usage_errors(small, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(small["argv"] + ["--batch-size", "0"])
+    assert exit_info.value.code == 2 and "--batch-size" in capsys.readouterr().err
+
+
 def test_unreadable_file_is_named(small, capsys):
     (small["base"] / "results" / "e" / "DS" / "3.png").write_bytes(b"not a png")
     assert "3.png" in _fails(small["argv"], capsys)
 
 
 @pytest.mark.parametrize("case, message", [
-    ("unknown", "unknown dataset 'NOPE'"),
+    ("unknown", "unknown dataset 'NOPE': no GT folder"),
     ("exp", "experiment folder not found"),
     ("empty_gt", "no GT maps"),
     ("no_preds", "no predictions for DS"),
@@ -207,6 +223,7 @@ def test_bad_input_gives_one_line_error(small, capsys, case, message):
     base = small["base"]
     if case == "unknown":
         argv[1] = "DS+NOPE"
+        message += f" {base / 'sod' / 'NOPE' / 'GT'} (datasets there: DS)"
     elif case == "exp":
         argv[2] = "missing_exp"
     elif case == "empty_gt":
