@@ -939,7 +939,6 @@ def resolve_list_file(path: str, flag: str) -> Path:
             return candidate
     fail(f"{flag} {path}: no such list file (write them with: python dataset/generate_lists.py --root ROOTDIR)")
 
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Fast inference path, model cost and speed measurement (speed_*.py, generate_salmaps_*.py, predict.py, bench/)
 
@@ -950,6 +949,12 @@ CUDA_GRAPH_AFTER = 2
 CUDA_GRAPH_SHAPES = 4
 # Not measured yet on a GPU (BENCHMARKS.md); NCHW is what cuDNN's depthwise kernels and the release use.
 CUDA_CHANNELS_LAST = False
+# On the CPU an input shape is compiled (TorchInductor, frozen weights) once its eager passes have taken this many
+# seconds, about what a cold compile costs on 2 cores (20-40 s): compiling then never costs more than the time it
+# can save, and short runs (tests, the demo, a few maps) never compile. `InferenceRunner.warm_up` compiles at once.
+# At most CPU_COMPILE_SHAPES shapes are compiled per runner; other shapes stay on the channels_last eager path.
+CPU_COMPILE_AFTER_S = 20.0
+CPU_COMPILE_SHAPES = 4
 
 
 class InferenceRunner(nn.Module):
@@ -957,44 +962,88 @@ class InferenceRunner(nn.Module):
 
     forward: the model's input ((B, 3, H, W) images or (B, 3T, H, W) clips, any float dtype, any device) -> its maps
     as float32 on ``device`` ((B, 1, H, W) or (B*T, 1, H, W)), computed under ``torch.inference_mode`` (so the
-    result is an inference tensor). ``path`` names the choice for logs and benchmark records; ``dtype`` is the
-    precision the network runs in. ``kind`` and ``nframes`` are the wrapped model's.
+    result is an inference tensor). Input shapes that repeat move to a faster steady state (a CUDA graph on a GPU, a
+    compiled graph on the CPU; see the constants above); `warm_up` gets there at once. ``path`` names the choice for
+    logs and benchmark records, ``dtype`` the precision the network runs in; ``kind`` and ``nframes`` are the
+    wrapped model's.
     """
 
     def __init__(self, model: nn.Module, device: torch.device, *, channels_last: bool, cuda_graphs: bool,
-                 dtype: torch.dtype) -> None:
+                 compile_cpu: bool, dtype: torch.dtype) -> None:
         super().__init__()
         self.model = model
         self.device, self.dtype = torch.device(device), dtype
-        self.channels_last, self.cuda_graphs = channels_last, cuda_graphs
+        self.channels_last, self.cuda_graphs, self.compile_cpu = channels_last, cuda_graphs, compile_cpu
         self.kind = getattr(model, "kind", "image")
         self.nframes = getattr(model, "nframes", 1)
         self._graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._passes_by_shape: dict[tuple, int] = {}
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._compiled_shapes: set[tuple] = set()
+        self._usage: dict[tuple, float] = {}  # per input shape: eager passes (CUDA) or eager seconds (CPU)
 
     @property
     def path(self) -> str:
+        if not (self.channels_last or self.cuda_graphs or self.compile_cpu):
+            return "eager+fp32"
         parts = ["channels_last" if self.channels_last else "nchw"]
-        if self.cuda_graphs:
-            parts += ["cudnn_benchmark", "cuda_graphs"]
-        parts.append("fp16" if self.dtype == torch.float16 else "fp32")
-        return "+".join(parts) if self.channels_last or self.cuda_graphs else "eager+" + parts[-1]
+        parts += ["cudnn_benchmark", "cuda_graphs"] if self.cuda_graphs else []
+        parts += ["inductor"] if self.compile_cpu else []
+        return "+".join(parts + ["fp16" if self.dtype == torch.float16 else "fp32"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             x = x.to(self.device, self.dtype)
-            out = self._graph_forward(x) if self.cuda_graphs else self.model(x)
+            if self.cuda_graphs:
+                out = self._graph_forward(x)
+            elif self.compile_cpu:
+                out = self._compiled_forward(x)
+            else:
+                out = self.model(x)
             return out.float()
 
+    def warm_up(self, x: torch.Tensor, passes: int = 1) -> None:
+        """Run ``passes`` untimed passes on ``x``, the first of which reaches the steady state for its shape."""
+        self._usage[self._key(x)] = math.inf
+        for _ in range(passes):
+            self(x)
+
+    def _key(self, x: torch.Tensor) -> tuple:
+        return tuple(x.shape), self.dtype
+
+    def _count(self, key: tuple, amount: float) -> float:
+        if len(self._usage) > 4096:  # many distinct sizes: forget the counts
+            self._usage.clear()
+        self._usage[key] = self._usage.get(key, 0.0) + amount
+        return self._usage[key]
+
+    def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = self._key(x)
+        if key in self._compiled_shapes:
+            return self._compiled(x)
+        if len(self._compiled_shapes) >= CPU_COMPILE_SHAPES or self._usage.get(key, 0.0) < CPU_COMPILE_AFTER_S:
+            start = time.perf_counter()
+            out = self.model(x)
+            self._count(key, time.perf_counter() - start)
+            return out
+        logger = logging.getLogger(LOGGER_NAME)
+        logger.info("compiling the network for input %s (once per input shape; slow on a few cores)",
+                    "x".join(map(str, x.shape)))
+        if self._compiled is None:
+            self._compiled = torch.compile(self.model, dynamic=False, options={"freezing": True})
+        try:
+            out = self._compiled(x)
+        except Exception as err:  # no C++ compiler, an unsupported op, ...: keep the eager path
+            logger.warning("compiling failed (%s): running channels_last eager", str(err).splitlines()[0])
+            self.compile_cpu = False
+            return self.model(x)
+        self._compiled_shapes.add(key)
+        return out
+
     def _graph_forward(self, x: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape), x.dtype)
+        key = self._key(x)
         entry = self._graphs.get(key)
         if entry is None:
-            passes = self._passes_by_shape.get(key, 0) + 1
-            if len(self._passes_by_shape) > 4096:  # many distinct sizes: forget the counts, not the graphs
-                self._passes_by_shape.clear()
-            self._passes_by_shape[key] = passes
-            if passes <= CUDA_GRAPH_AFTER:
+            if self._count(key, 1) <= CUDA_GRAPH_AFTER:
                 return self.model(x)
             try:
                 entry = self._capture(x)
@@ -1031,12 +1080,13 @@ def prepare_for_inference(model: nn.Module, device: torch.device, *, eager: bool
     """The one place choosing how a model runs at inference; returns an `InferenceRunner` (a callable module).
 
     The model is deep-copied (the caller's stays as it was), put in eval mode without gradients and moved to
-    ``device``. Default on the CPU: channels_last (NHWC) weights, so oneDNN runs every conv, max-pool and the
-    element-wise ops in NHWC, which is 2.5-3x faster than NCHW for these depthwise networks and equal to eager NCHW
-    to float rounding (about 1e-7; BENCHMARKS.md). Default on CUDA: cudnn.benchmark (a process-wide switch) and one
-    CUDA graph per repeated input shape; ``half`` runs the network in float16 there (ignored on the CPU, with a
-    warning). ``eager`` gives the plain eager NCHW float32 model (``half`` ignored) for comparison. Inputs of any
-    size and batch size work on every path. Forward: see `InferenceRunner`.
+    ``device``. Default on the CPU: channels_last (NHWC) weights, so oneDNN runs the convs, max-pools and
+    element-wise ops in NHWC (2.5-3x faster than NCHW for these depthwise networks), and input shapes that keep
+    coming back are compiled with TorchInductor (frozen weights; fuses the element-wise ops, pads and permutes).
+    Default on CUDA: cudnn.benchmark (a process-wide switch) and a CUDA graph per repeated input shape; ``half``
+    runs the network in float16 there (ignored on the CPU, with a warning). Every path gives the eager NCHW float32
+    maps to float rounding (about 1e-7; BENCHMARKS.md). ``eager`` gives that plain eager NCHW float32 model
+    (``half`` ignored) for comparison. Inputs of any size and batch size work on every path.
     """
     logger = logging.getLogger(LOGGER_NAME)
     device = torch.device(device)
@@ -1046,7 +1096,8 @@ def prepare_for_inference(model: nn.Module, device: torch.device, *, eager: bool
         half = False
     model = copy.deepcopy(model).eval().requires_grad_(False).to(device)
     if eager:
-        return InferenceRunner(model, device, channels_last=False, cuda_graphs=False, dtype=torch.float32)
+        return InferenceRunner(model, device, channels_last=False, cuda_graphs=False, compile_cpu=False,
+                               dtype=torch.float32)
     channels_last = CUDA_CHANNELS_LAST if cuda else True
     if half:
         model = model.half()
@@ -1054,7 +1105,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device, *, eager: bool
         model = model.to(memory_format=torch.channels_last)
     if cuda:
         torch.backends.cudnn.benchmark = True
-    return InferenceRunner(model, device, channels_last=channels_last, cuda_graphs=cuda,
+    return InferenceRunner(model, device, channels_last=channels_last, cuda_graphs=cuda, compile_cpu=not cuda,
                            dtype=torch.float16 if half else torch.float32)
 
 
@@ -1127,7 +1178,9 @@ def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
     parser.add_argument("-b", "--batch-size", type=int, default=1, help="images or clips per pass")
     parser.add_argument("-n", "--passes", type=int, default=None,
                         help="timed passes (default: the release's, e.g. 98 on the CPU and 899 on a GPU for images)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed passes first (default: the release's)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed passes first, the first of them compiling (CPU) or capturing (CUDA) the fast "
+                             "path for the input shape (default: the release's, e.g. 12 for images on the CPU)")
     parser.add_argument("--eager", action="store_true", help="plain eager NCHW float32 instead of the fast path")
     parser.add_argument("--half", action="store_true", help="float16 on CUDA; the max difference from float32 "
                                                               "is reported")
@@ -1165,7 +1218,11 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
     macs = count_macs(model.eval(), x[:1])
     runner = prepare_for_inference(model, device, eager=args.eager, half=args.half)
     x = x.to(device, runner.dtype)
-    times = time_passes(runner, x, passes=passes, warmup=warmup)
+    start = time.perf_counter()
+    if warmup:
+        runner.warm_up(x, warmup)
+    warmup_seconds = time.perf_counter() - start
+    times = time_passes(runner, x, passes=passes, warmup=0)
     frames = args.batch_size * (nframes if kind == "video" else 1)
     median, mean = statistics.median(times), statistics.fmean(times)
     result = {
@@ -1174,6 +1231,7 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
         "torch": torch.__version__, "threads": torch.get_num_threads(), "input_shape": list(x.shape),
         "batch_size": args.batch_size, "frames_per_pass": frames, "params": params, "macs_per_pass": macs,
         "macs_per_frame": macs // (nframes if kind == "video" else 1), "passes": passes, "warmup": warmup,
+        "warmup_s": warmup_seconds,
         "ms_median": median * 1e3, "ms_mean": mean * 1e3, "fps": frames / median, "fps_mean": frames / mean,
         "peak_memory_mb": peak_memory_mb(device),
     }
@@ -1209,9 +1267,9 @@ def log_speed(logger: logging.Logger, result: dict, nframes: int) -> None:
     logger.info("input %s, params %s, MACs %.3f G per %s%s", "x".join(map(str, result["input_shape"])),
                 f"{result['params']:,}", result["macs_per_pass"] / 1e9,
                 f"clip of {nframes} frames" if result["kind"] == "video" else "image", per_frame)
-    logger.info("FPS %.1f %s/s (median of %d passes of %.2f ms after %d warm-up; from the mean: %.1f), peak memory "
-                "%.0f MiB", result["fps"], unit, result["passes"], result["ms_median"], result["warmup"],
-                result["fps_mean"], result["peak_memory_mb"])
+    logger.info("FPS %.1f %s/s (median of %d passes of %.2f ms after %d warm-up passes in %.1f s; from the mean: "
+                "%.1f), peak memory %.0f MiB", result["fps"], unit, result["passes"], result["ms_median"],
+                result["warmup"], result["warmup_s"], result["fps_mean"], result["peak_memory_mb"])
     if "half_max_abs_diff" in result:
         logger.info("float16 vs float32 maps: max abs difference %.2e", result["half_max_abs_diff"])
 

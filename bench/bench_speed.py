@@ -3,14 +3,15 @@
 Usage: python bench/bench_speed.py [--gpu 0] [--rounds 5] [--passes 10] [--json PATH]
 
 Rows (random weights, batch 1, input on the device, median seconds per pass, SPEC §8):
-- SDNet @320 and STDNet @256 with 8-frame clips, converted: default path (`utils.prepare_for_inference`) vs
-  ``--eager`` (plain eager NCHW float32), and the max abs difference between their maps;
+- SDNet @320 and STDNet @256 with 8-frame clips, converted: default path (`utils.prepare_for_inference`, warmed up
+  to its steady state: compiled on the CPU, CUDA graph on a GPU) vs ``--eager`` (plain eager NCHW float32), and,
+  on the CPU, its channels_last eager first stage; the max abs difference between their maps;
 - DCR ablation: SDNet @320 converted vs its multi-branch training form, both on the default path and both eager;
 - memory: ``--memory-passes`` passes of the default-path converted SDNet @320, resident set (CPU) or allocated
   CUDA memory after 10, 100, ... passes, and the peak.
 Each round times every variant for ``--passes`` passes, in an order that alternates between rounds, so load from
-other processes on a shared machine hits all variants alike. ``--with-compile`` adds a torch.compile (inductor,
-freezing) variant of the converted models, which the default path does not use (compile time, see BENCHMARKS.md).
+other processes on a shared machine hits all variants alike. The compile time of the default path on the CPU (its
+first warm-up pass) is recorded too.
 """
 
 from __future__ import annotations
@@ -39,33 +40,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--memory-passes", type=int, default=1000, help="passes of the memory run (0: skip it)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["sdnet", "dcr", "stdnet", "memory"],
                         help="comparisons to leave out")
-    parser.add_argument("--with-compile", action="store_true", help="also time torch.compile(inductor, freezing)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
     return parser
 
 
-def compiled_runner(model: torch.nn.Module, device: torch.device, x: torch.Tensor) -> tuple[object, float]:
-    """torch.compile of the channels_last model with inductor freezing; returns it and the first-call seconds."""
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
+def first_stage(model: torch.nn.Module, device: torch.device) -> utils.InferenceRunner:
+    """The default path without its steady state (no compiling / graph capture): channels_last eager on the CPU."""
     runner = utils.prepare_for_inference(model, device)
-    compiled = torch.compile(runner.model, dynamic=False)
+    runner.compile_cpu = runner.cuda_graphs = False
+    return runner
 
-    def run(inp: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return compiled(inp).float()
 
-    start = time.perf_counter()
-    run(x)
-    return run, time.perf_counter() - start
+def warm_up_all(variants: dict[str, utils.InferenceRunner], x: torch.Tensor, passes: int) -> dict[str, float]:
+    """Warm every variant up (compiling / capturing the default path); seconds each took."""
+    seconds = {}
+    for name, runner in variants.items():
+        start = time.perf_counter()
+        runner.warm_up(x, max(passes, 1))
+        seconds[name] = time.perf_counter() - start
+    return seconds
 
 
 def interleaved(variants: dict[str, object], x: torch.Tensor, args: argparse.Namespace) -> dict[str, dict]:
     """Median and fastest seconds per pass of each variant, timed in ``args.rounds`` alternating-order rounds."""
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for run in variants.values():
-        utils.time_passes(run, x, passes=1, warmup=args.warmup)
     order = list(variants)
     for round_index in range(args.rounds):
         for name in order if round_index % 2 == 0 else reversed(order):
@@ -79,14 +77,15 @@ def speedup(seconds: dict[str, dict], slow: str, fast: str) -> dict[str, float]:
 
 
 def compare_paths(name: str, x: torch.Tensor, device: torch.device, args: argparse.Namespace) -> dict:
-    """Converted ``name``: default path vs eager (and compiled), timings, ratio and max abs map difference."""
+    """Converted ``name``: default path vs eager (and its first stage), timings, ratio and max abs map difference."""
     torch.manual_seed(0)
     model = build_model(name, deploy=True).eval()
     variants = {"default": utils.prepare_for_inference(model, device),
                 "eager": utils.prepare_for_inference(model, device, eager=True)}
-    record = {"model": name, "input_shape": list(x.shape), "path": variants["default"].path}
-    if args.with_compile:
-        variants["compile"], record["compile_first_call_s"] = compiled_runner(model, device, x)
+    if device.type == "cpu":
+        variants["channels_last"] = first_stage(model, device)
+    record = {"model": name, "input_shape": list(x.shape), "path": variants["default"].path,
+              "warm_up_s": warm_up_all(variants, x, args.warmup)}
     record["max_abs_diff"] = max((run(x) - variants["eager"](x)).abs().max().item() for run in variants.values())
     record["seconds"] = interleaved(variants, x, args)
     record["speedup_default_vs_eager"] = speedup(record["seconds"], "eager", "default")
@@ -102,7 +101,7 @@ def compare_dcr(x: torch.Tensor, device: torch.device, args: argparse.Namespace)
                 "training": utils.prepare_for_inference(training, device),
                 "converted_eager": utils.prepare_for_inference(converted, device, eager=True),
                 "training_eager": utils.prepare_for_inference(training, device, eager=True)}
-    record = {"model": "sdnet", "input_shape": list(x.shape),
+    record = {"model": "sdnet", "input_shape": list(x.shape), "warm_up_s": warm_up_all(variants, x, args.warmup),
               "params": {"converted": utils.count_parameters(converted), "training": utils.count_parameters(training)},
               "max_abs_diff": (variants["converted"](x) - variants["training_eager"](x)).abs().max().item()}
     record["seconds"] = interleaved(variants, x, args)
@@ -124,6 +123,7 @@ def memory_run(device: torch.device, passes: int) -> dict:
     torch.manual_seed(0)
     runner = utils.prepare_for_inference(build_model("sdnet", deploy=True), device)
     x = torch.randn(1, 3, 320, 320, device=device)
+    runner.warm_up(x)
     cuda = device.type == "cuda"
     checkpoints = sorted({n for n in (10, 100, 250, 500, passes) if n <= passes})
     memory, done = {}, 0
@@ -148,7 +148,7 @@ def report(results: dict) -> str:
             ratio = r["speedup_default_vs_eager"]
             lines.append(f"{key} {'x'.join(map(str, r['input_shape']))}: {times}; default/eager speed-up "
                          f"{ratio['median']:.2f}x (fastest passes: {ratio['min']:.2f}x), max abs diff "
-                         f"{r['max_abs_diff']:.1e}")
+                         f"{r['max_abs_diff']:.1e}; warm-up (compile) {r['warm_up_s']['default']:.1f} s")
     if "dcr" in results:
         r = results["dcr"]
         times = ", ".join(f"{name} {1e3 * s['median']:.1f} ms (fastest {1e3 * s['min']:.1f})"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -44,11 +45,56 @@ def test_default_path_gives_the_eager_converted_maps(name: str, shape: tuple[int
     eager = utils.prepare_for_inference(converted, "cpu", eager=True)
     fast = utils.prepare_for_inference(converted, "cpu")
     assert eager.path == "eager+fp32"
-    assert fast.path == "channels_last+fp32"
+    assert fast.path == "channels_last+inductor+fp32"
     expected = eager(x)
     assert expected.shape == ((shape[0] * 8 if name in VIDEO_MODELS else shape[0]), 1, *shape[2:])
     for _ in range(2):  # the same maps on repeated calls
         torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=0)
+
+
+def compiled_matches_eager(name: str, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    converted = convert_model(randomised(build_model(name, bn=name in VIDEO_MODELS), seed=3)).eval()
+    x = torch.randn(shape)
+    expected = utils.prepare_for_inference(converted, "cpu", eager=True)(x)
+    fast = utils.prepare_for_inference(converted, "cpu")
+    for _ in range(3):  # a short run stays on the channels_last eager path
+        torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=0)
+    assert not fast._compiled_shapes
+    fast.warm_up(x)
+    assert fast._compiled_shapes == {(shape, torch.float32)}
+    torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=0)
+
+
+def test_compiled_default_path_gives_the_eager_converted_maps() -> None:
+    """The steady state of the CPU path (TorchInductor, about 20 s to compile cold on 2 cores) for SDNet."""
+    compiled_matches_eager("sdnet", (2, 3, 32, 48))
+
+
+@pytest.mark.skipif(not os.environ.get("SDNET_COMPILE_TESTS"),
+                    reason="compiles a whole network (30-40 s each on 2 cores); set SDNET_COMPILE_TESTS=1")
+@pytest.mark.parametrize(("name", "shape"), [("sdneta", (1, 3, 64, 64)), ("stdnet", (1, 24, 32, 32)),
+                                             ("stdneta", (1, 24, 32, 32))])
+def test_compiled_default_path_of_the_other_models(name: str, shape: tuple[int, ...]) -> None:
+    compiled_matches_eager(name, shape)
+
+
+def test_failed_compile_falls_back_to_the_eager_path(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    def broken_compile(*args, **kwargs):
+        def run(x):
+            raise RuntimeError("no C++ compiler\nmore detail")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    utils.setup_logger()
+    model = build_model("sdnet", deploy=True)
+    x = torch.randn(1, 3, 32, 32)
+    fast = utils.prepare_for_inference(model, "cpu")
+    fast.warm_up(x, passes=2)
+    torch.testing.assert_close(fast(x), utils.prepare_for_inference(model, "cpu", eager=True)(x), atol=1e-4, rtol=0)
+    assert not fast.compile_cpu and fast.path == "channels_last+fp32"
+    assert capsys.readouterr().err.count("compiling failed (no C++ compiler): running channels_last eager") == 1
 
 
 def test_prepare_for_inference_leaves_the_callers_model_alone() -> None:
@@ -63,7 +109,7 @@ def test_prepare_for_inference_leaves_the_callers_model_alone() -> None:
 def test_half_without_cuda_warns_and_runs_float32(capsys: pytest.CaptureFixture) -> None:
     utils.setup_logger()
     runner = utils.prepare_for_inference(build_model("sdnet", deploy=True), "cpu", half=True)
-    assert runner.dtype == torch.float32 and runner.path == "channels_last+fp32"
+    assert runner.dtype == torch.float32 and runner.path == "channels_last+inductor+fp32"
     assert "--half needs CUDA: running float32" in capsys.readouterr().err
 
 
@@ -92,7 +138,7 @@ def test_speed_script_reports_the_spec_counts(script, name: str, size: int, para
     assert result["frames_per_pass"] == (8 if video else 1)
     assert result["macs_per_pass"] == result["macs_per_frame"] * result["frames_per_pass"]
     assert result["fps"] == pytest.approx(result["frames_per_pass"] / result["ms_median"] * 1e3)
-    assert result["form"] == "converted" and result["path"] == "channels_last+fp32"
+    assert result["form"] == "converted" and result["path"] == "channels_last+inductor+fp32"
 
 
 def test_training_form_and_eager_are_selectable(tmp_path: Path) -> None:
