@@ -955,6 +955,30 @@ CUDA_CHANNELS_LAST = False
 # At most CPU_COMPILE_SHAPES shapes are compiled per runner; other shapes stay on the channels_last eager path.
 CPU_COMPILE_AFTER_S = 20.0
 CPU_COMPILE_SHAPES = 4
+# glibc malloc serves blocks above a (dynamic) threshold with mmap and unmaps them when freed, so every pass pays
+# page faults to touch its activations again: ~90,000 per STDNet clip on the CPU, a third of its time. Blocks up to
+# this size are kept in the heap instead and reused (resident memory stays at the peak of a pass; BENCHMARKS.md).
+MALLOC_KEEP_BYTES = 2**30
+_malloc_tuned = False
+
+
+def _keep_freed_blocks() -> None:
+    """Raise glibc's mmap and trim thresholds to MALLOC_KEEP_BYTES once per process (no-op elsewhere)."""
+    global _malloc_tuned
+    if _malloc_tuned or not sys.platform.startswith("linux"):
+        return
+    _malloc_tuned = True
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    # Older glibc refuses mmap thresholds above 32 MiB (returns 0).
+    if not mallopt(m_mmap_threshold, MALLOC_KEEP_BYTES):
+        mallopt(m_mmap_threshold, 32 * 2**20)
+    mallopt(m_trim_threshold, 2**31 - 1)
 
 
 class InferenceRunner(nn.Module):
@@ -1082,7 +1106,8 @@ def prepare_for_inference(model: nn.Module, device: torch.device, *, eager: bool
     The model is deep-copied (the caller's stays as it was), put in eval mode without gradients and moved to
     ``device``. Default on the CPU: channels_last (NHWC) weights, so oneDNN runs the convs, max-pools and
     element-wise ops in NHWC (2.5-3x faster than NCHW for these depthwise networks), and input shapes that keep
-    coming back are compiled with TorchInductor (frozen weights; fuses the element-wise ops, pads and permutes).
+    coming back are compiled with TorchInductor (frozen weights; fuses the element-wise ops, pads and permutes);
+    glibc malloc is told to keep freed activation blocks for reuse (a process-wide setting, made once).
     Default on CUDA: cudnn.benchmark (a process-wide switch) and a CUDA graph per repeated input shape; ``half``
     runs the network in float16 there (ignored on the CPU, with a warning). Every path gives the eager NCHW float32
     maps to float rounding (about 1e-7; BENCHMARKS.md). ``eager`` gives that plain eager NCHW float32 model
@@ -1105,6 +1130,8 @@ def prepare_for_inference(model: nn.Module, device: torch.device, *, eager: bool
         model = model.to(memory_format=torch.channels_last)
     if cuda:
         torch.backends.cudnn.benchmark = True
+    else:
+        _keep_freed_blocks()
     return InferenceRunner(model, device, channels_last=channels_last, cuda_graphs=cuda, compile_cpu=not cuda,
                            dtype=torch.float16 if half else torch.float32)
 
