@@ -7,18 +7,25 @@ Rows (random weights, batch 1, input on the device, median seconds per pass, SPE
   to its steady state: compiled on the CPU, CUDA graph on a GPU) vs ``--eager`` (plain eager NCHW float32), and,
   on the CPU, its channels_last eager first stage; the max abs difference between their maps;
 - DCR ablation: SDNet @320 converted vs its multi-branch training form, both on the default path and both eager;
+- ``--script-rounds``: the speed scripts themselves, default vs ``--eager``, each in its own process (as a user runs
+  them), alternated for that many rounds: median FPS of each command;
 - memory: ``--memory-passes`` passes of the default-path converted SDNet @320, resident set (CPU) or allocated
   CUDA memory after 10, 100, ... passes, and the peak.
 Each round times every variant for ``--passes`` passes, in an order that alternates between rounds, so load from
-other processes on a shared machine hits all variants alike. The compile time of the default path on the CPU (its
+other processes on a shared machine hits all variants alike. In one process the default path's allocator setting
+(`utils.MALLOC_KEEP_BYTES`) also speeds up the eager variants, so the in-process ratios are conservative; the
+script rounds show the ratio a user sees. The compile time of the default path on the CPU (its
 first warm-up pass) is recorded too.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--passes", type=int, default=10, help="timed passes per variant and round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed passes per variant before the first round")
     parser.add_argument("--memory-passes", type=int, default=1000, help="passes of the memory run (0: skip it)")
+    parser.add_argument("--script-rounds", type=int, default=0,
+                        help="rounds of speed_sod.py / speed_vsod.py runs, default vs --eager (0: skip them)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["sdnet", "dcr", "stdnet", "memory"],
                         help="comparisons to leave out")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
@@ -110,6 +119,32 @@ def compare_dcr(x: torch.Tensor, device: torch.device, args: argparse.Namespace)
     return record
 
 
+SCRIPT_COMMANDS = {
+    "sdnet": ["speed_sod.py", "--model", "sdnet", "--config", "baseline", "-j", "1", "--size", "320"],
+    "stdnet": ["speed_vsod.py", "--model", "stdnet", "--config", "baseline", "-j", "1", "--size", "256"],
+}
+
+
+def script_rounds(gpu: str, rounds: int) -> dict:
+    """Median FPS of each speed-script command, default and --eager, run in alternating order in fresh processes."""
+    root = Path(__file__).resolve().parents[1]
+    fps: dict[str, dict[str, list[float]]] = {name: {"default": [], "eager": []} for name in SCRIPT_COMMANDS}
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "speed.json"
+        for round_index in range(rounds):
+            for name, command in SCRIPT_COMMANDS.items():
+                variants = ["default", "eager"] if round_index % 2 == 0 else ["eager", "default"]
+                for variant in variants:
+                    extra = ["--eager"] if variant == "eager" else []
+                    subprocess.run([sys.executable, *command, "--gpu", gpu, *extra, "--json", str(out)], cwd=root,
+                                   check=True, capture_output=True)
+                    fps[name][variant].append(json.loads(out.read_text())["fps"])
+    return {name: {"commands": " ".join(["python", *SCRIPT_COMMANDS[name], "--gpu", gpu or "''"]),
+                   "fps": {variant: statistics.median(values) for variant, values in runs.items()},
+                   "fps_runs": runs, "speedup": statistics.median(runs["default"]) / statistics.median(runs["eager"])}
+            for name, runs in fps.items()}
+
+
 def resident_mb() -> float:
     """Current resident set of this process in MiB (Linux /proc)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -157,6 +192,9 @@ def report(results: dict) -> str:
         lines.append(f"DCR sdnet @320: {times}; converted/training speed-up {default['median']:.2f}x (fastest "
                      f"passes: {default['min']:.2f}x) on the default path, {eager['median']:.2f}x ("
                      f"{eager['min']:.2f}x) eager; max abs diff {r['max_abs_diff']:.1e}")
+    for r in results.get("scripts", {}).values():
+        lines.append(f"{r['commands']}: {r['fps']['default']:.1f} FPS, with --eager {r['fps']['eager']:.1f} FPS "
+                     f"(medians of {len(r['fps_runs']['eager'])} runs each): {r['speedup']:.2f}x")
     if "memory" in results:
         r = results["memory"]
         after = ", ".join(f"{n}: {mb:.1f}" for n, mb in r["after_passes"].items())
@@ -167,8 +205,9 @@ def report(results: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.passes < 1 or args.warmup < 0 or args.memory_passes < 0:
-        parser.error("--rounds and --passes must be at least 1, --warmup and --memory-passes at least 0")
+    if args.rounds < 1 or args.passes < 1 or min(args.warmup, args.memory_passes, args.script_rounds) < 0:
+        parser.error("--rounds and --passes must be at least 1, --warmup, --memory-passes and --script-rounds at "
+                     "least 0")
     logger = utils.setup_logger()
     device = utils.select_device(args.gpu)
     results = {"device": str(device), "device_name": utils.device_name(device), "torch": torch.__version__,
@@ -181,6 +220,8 @@ def main(argv: list[str] | None = None) -> dict:
         results["dcr"] = compare_dcr(image, device, args)
     if "stdnet" not in args.skip:
         results["stdnet"] = compare_paths("stdnet", torch.randn(1, 24, 256, 256, device=device), device, args)
+    if args.script_rounds:
+        results["scripts"] = script_rounds(args.gpu, args.script_rounds)
     if "memory" not in args.skip and args.memory_passes:
         results["memory"] = memory_run(device, args.memory_passes)
     for line in report(results).splitlines():
