@@ -600,13 +600,6 @@ COVERED_ELSEWHERE: dict[str, tuple[str, Callable[[], None]]] = {
     "make demo": ("the demo itself (issue 9: run on a fresh clone); its steps are these scripts, run here",
                   makefile_target("demo")),
     "make test": ("runs ruff and this test suite", makefile_target("test")),
-    "python -m venv": ("the installation: `make demo` and `make test` run it (Makefile's venv target)",
-                       makefile_target("venv")),
-    "pip install": ("the installation: `make demo` and `make test` run it (Makefile's venv target)",
-                    makefile_target("venv")),
-    "python demo.py": ("`make demo` runs it", makefile_target("demo")),
-    "python -m pytest": ("`make test` runs it", makefile_target("test")),
-    "ruff check": ("`make test` runs it (Makefile's lint target)", makefile_target("lint")),
 }
 
 
