@@ -79,8 +79,8 @@ def _strip_comment(line: str) -> str:
     return line.rstrip()
 
 
-def shell_blocks(text: str) -> list[tuple[int, list[str]]]:
-    """(first line number, lines) of every fenced code block in a shell language."""
+def shell_blocks(text: str, languages: set[str] = SHELL_LANGUAGES) -> list[tuple[int, list[str]]]:
+    """(first line number, lines) of every fenced code block in one of ``languages`` (default: a shell)."""
     blocks, current, start, fence = [], None, 0, None
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
@@ -88,7 +88,7 @@ def shell_blocks(text: str) -> list[tuple[int, list[str]]]:
             match = re.match(r"^(`{3,}|~{3,})\s*([\w+-]*)", stripped)
             if match:
                 fence = match.group(1)
-                current = [] if match.group(2).lower() in SHELL_LANGUAGES else None
+                current = [] if match.group(2).lower() in languages else None
                 start = number + 1
         elif stripped.startswith(fence) and stripped.strip(fence[0]) == "":
             if current is not None:
@@ -116,14 +116,17 @@ def readme_commands(text: str) -> list[Command]:
             joined, pending = (pending + line).strip(), ""
             if joined.startswith("$ "):  # a prompt
                 joined = joined[2:].strip()
-            for part in re.split(r"\s+&&\s+", joined) if joined else []:
+            subshell = joined.startswith("(") and joined.endswith(")")  # its `cd` does not last
+            folder = cwd
+            for part in re.split(r"\s+&&\s+", joined[1:-1].strip() if subshell else joined) if joined else []:
                 words = shlex.split(part)
                 if words[0] == "cd" and len(words) == 2:
-                    cwd = _moved(cwd, words[1])
+                    folder = _moved(folder, words[1])
                 elif ASSIGNMENTS.match(part):
                     variables.update(word.split("=", 1) for word in words if "=" in word)
                 else:
-                    commands.append(Command(pending_line, part, cwd, tuple(variables.items())))
+                    commands.append(Command(pending_line, part, folder, tuple(variables.items())))
+            cwd = cwd if subshell else folder
     return commands
 
 

@@ -1,13 +1,14 @@
 """Every command of README.md's shell blocks is run here or listed as covered elsewhere, so none of them rots.
 
-Each command runs as written (``$ROOTDIR``, ``$exp``, ... substituted; `cd` lines followed) in a copy of the
-repository whose results/, checkpoints/ and dataset/ are temporary folders (tests/readme_support.py), on a tiny
-fake data root in the real layouts (SPEC §9) built from ``python -m data.synthetic`` output. Long jobs are made
-tiny by flags appended after the README's text (argparse: the last occurrence wins), e.g. one training step at
-64 px; scripts run in this process through ``main(argv)`` and shell commands in a subprocess. Released checkpoints
-are the reference files where present and otherwise random weights of the right architecture. Each command's
-outputs are checked: maps per image at the image's size, metrics equal to an independent computation, checkpoints,
-the spec's parameter and MAC counts, an ONNX graph that computes PyTorch's maps.
+Each command runs as written (``$ROOTDIR``, ``$exp``, ... substituted; `cd` lines followed, as a shell running
+the block would) in a copy of the repository whose results/, checkpoints/ and dataset/ are temporary folders
+(tests/readme_support.py), on a tiny fake data root in the real layouts (SPEC §9) built from
+``python -m data.synthetic`` output. Long jobs are made tiny by flags appended after the README's text (argparse:
+the last occurrence wins), e.g. one training step at 64 px; scripts run in this process through ``main(argv)``,
+shell commands and torchrun in subprocesses. Released checkpoints are the reference files where present and
+otherwise random weights of the right architecture. Each command's outputs are checked: maps per image at the
+image's size, metrics equal to an independent computation, checkpoints, the spec's parameter and MAC counts, an
+ONNX graph that computes PyTorch's maps. The Python blocks run too, with the inputs their comments describe.
 
 A README command that matches neither `RUNNERS` nor `COVERED_ELSEWHERE` fails `test_readme_command`.
 """
@@ -18,6 +19,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ import torch
 from readme_support import (
     REFERENCE_CHECKPOINTS,
     REPO,
+    SOD_TEST_SETS,
     Command,
     build_fake_root,
     expand,
@@ -38,6 +41,7 @@ from readme_support import (
     read_grey,
     readme_commands,
     run_synthetic,
+    shell_blocks,
     shim_bin,
     write_small_lists,
 )
@@ -95,7 +99,8 @@ class Context:
         model = re.search(r"--model[= ](\w+)", command.text)
         video = bool(model) and configs.MODELS.get(model.group(1), {}).get("kind") == "video"
         values = {"exp": EXPERIMENTS.get(model.group(1), "readme") if model else "readme",
-                  "testdata": "DAVSOD" if video or "vsod" in command.text else "ECSSD"}
+                  "testdata": "DAVSOD" if video or "vsod" in command.text else "+".join(SOD_TEST_SETS),
+                  "HOST": "127.0.0.1", "MASTER_ADDR": "127.0.0.1"}
         values.update(dict(command.variables))
         values["ROOTDIR"] = str(self.root)
         return values
@@ -114,10 +119,11 @@ class Context:
             result = main(argv)
         assert result is None or isinstance(result, dict)
 
-    def run_shell(self, command: Command, appended: list[str] = (), timeout: int = 300) -> str:
+    def run_shell(self, command: Command, appended: list[str] = (), timeout: int = 300,
+                  env: dict[str, str] | None = None) -> str:
         """The command's text (plus ``appended`` words) by bash in its folder of the repository copy, with the
         README's variables in the environment; returns stdout, fails with stderr on a non-zero status."""
-        env = dict(self.env, **self.variables(command), PWD=str(self.cwd(command)))
+        env = dict(env or self.env, **self.variables(command), PWD=str(self.cwd(command)))
         text = command.text + "".join(f" {shlex.quote(word)}" for word in appended)
         result = subprocess.run(["bash", "-c", text], cwd=self.cwd(command), env=env, capture_output=True, text=True,
                                 timeout=timeout)
@@ -498,19 +504,59 @@ def run_eval(command: Command, ctx: Context) -> None:
     assert all(dataset in (results / f"metrics_{task}.md").read_text() for dataset in expected)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _flag(words: list[str], *names: str) -> int | None:
+    """Index of the value of the first of ``names`` in ``words`` (``--name value`` or ``--name=value``)."""
+    for index, word in enumerate(words):
+        for name in names:
+            if word == name:
+                return index + 1
+            if word.startswith(f"{name}="):
+                words[index:index + 1] = [name, word.split("=", 1)[1]]
+                return index + 1
+    return None
+
+
 def run_torchrun_training(command: Command, ctx: Context) -> None:
-    """A single-machine torchrun launch as written (Gloo on the CPU), one tiny step per process."""
+    """torchrun as written, Gloo on the CPU, one tiny step per process (the static rendezvous on a free port,
+    through torchrun's PET_MASTER_PORT). A multi-node command (``--nnodes 2``) runs as its two nodes on this
+    machine at once (``$HOST`` = 127.0.0.1), with one process per node and a free rendezvous port instead of the
+    README's ``--nproc_per_node`` and port: the single-machine equivalent that 2 cores afford."""
     words = ctx.argv(command, 0)
     script = next(word for word in words if word.endswith(".py"))
+    launcher, script_args = words[:words.index(script)], words[words.index(script) + 1:]
     video = script == "train_vsod.py"
     overrides = TRAIN_VIDEO_OVERRIDES if video else TRAIN_IMAGE_OVERRIDES
     module = __import__(Path(script).stem)
-    args = module.build_parser().parse_args(words[words.index(script) + 1:] + overrides)
-    ctx.run_shell(command, overrides)
+    args = module.build_parser().parse_args(script_args + overrides)
+    nodes = _flag(launcher, "--nnodes")
+    nnodes = int(launcher[nodes].split(":")[-1]) if nodes else 1
+    env = dict(ctx.env, **ctx.variables(command), PET_MASTER_PORT=str(free_port()))
+    if nnodes == 1:
+        ctx.run_shell(command, overrides, env=env)
+        expected_processes = int(launcher[_flag(launcher, "--nproc_per_node", "--nproc-per-node")])
+    else:
+        assert nnodes == 2, f"{command}: {nnodes} nodes are more than this test starts"
+        launcher[_flag(launcher, "--nproc_per_node", "--nproc-per-node")] = "1"
+        endpoint = _flag(launcher, "--rdzv_endpoint", "--rdzv-endpoint")
+        assert endpoint, f"{command}: a multi-node launch without --rdzv_endpoint"
+        launcher[endpoint] = f"{launcher[endpoint].rsplit(':', 1)[0]}:{free_port()}"
+        text = shlex.join(launcher + [script] + script_args + overrides)
+        nodes_ = [subprocess.Popen(["bash", "-c", text], cwd=ctx.cwd(command), env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True) for _ in range(nnodes)]
+        for node in nodes_:
+            output, _ = node.communicate(timeout=300)
+            assert node.returncode == 0, f"{command}\n{output[-3000:]}"
+        expected_processes = nnodes
     savedir = ctx.cwd(command) / args.savedir
     check_training_run(savedir, args, "video" if video else "image")
     processes = re.search(r"(\d+) process\(es\)", (savedir / "log.txt").read_text())
-    assert processes and int(processes.group(1)) > 1, "torchrun started one process"
+    assert processes and int(processes.group(1)) == expected_processes, "torchrun did not start every process"
 
 
 def run_convert(command: Command, ctx: Context) -> None:
@@ -595,11 +641,25 @@ def makefile_target(target: str) -> Callable[[], None]:
     return check
 
 
+def makefile_runs(*fragments: str) -> Callable[[], None]:
+    def check() -> None:
+        text = (REPO / "Makefile").read_text()
+        assert all(fragment in text for fragment in fragments), f"Makefile no longer runs {fragments}"
+    return check
+
+
 # Commands that this file does not run, why, and a check that what covers them exists.
 COVERED_ELSEWHERE: dict[str, tuple[str, Callable[[], None]]] = {
     "make demo": ("the demo itself (issue 9: run on a fresh clone); its steps are these scripts, run here",
                   makefile_target("demo")),
     "make test": ("runs ruff and this test suite", makefile_target("test")),
+    "python -m venv": ("installation: `make demo` and `make test` create .venv the same way",
+                       makefile_runs("python3 -m venv")),
+    "source .venv/bin/activate": ("installation: activates the .venv of the line before; nothing to test",
+                                  makefile_runs("python3 -m venv")),
+    "pip install": ("installation: `make demo` and `make test` install both requirement files the same way",
+                    makefile_runs("-m pip install", "-r requirements.txt", "-r requirements-dev.txt")),
+    "python -m pytest": ("the test suite itself; `make test` runs it", makefile_runs("-m pytest -q")),
 }
 
 
@@ -615,10 +675,69 @@ def test_readme_command(command: Command, request) -> None:
     runner = RUNNERS.get(command.program)
     assert runner, (f"{command}\nis neither run by tests/test_readme.py (RUNNERS) nor listed as covered elsewhere "
                     "(COVERED_ELSEWHERE): add it to one of them")
+    folder = REPO / command.cwd
+    assert folder.is_dir(), (f"{command}\nruns in {command.cwd}/ (after the `cd` of an earlier command of its "
+                             "block, as a shell running the block would), which does not exist")
+    script = command.program.split()[-1]
+    if script.endswith((".py", ".sh")):
+        assert (folder / script).is_file(), (f"{command}\nruns in {command.cwd or '.'}/ (after the `cd` of earlier "
+                                             f"commands of its block), where there is no {script}")
     context = request.getfixturevalue("ctx")
     absent = places_in_repository(command, context)
     runner(command, context)
     assert not {place for place in absent if place.exists()}, "the command wrote into the repository"
+
+
+PYTHON_BLOCKS = shell_blocks(README.read_text(), {"python", "py"})
+
+
+def snippet_inputs() -> dict:
+    """Values for the names README snippets use without defining them (their comments say what they are)."""
+    generator = torch.Generator().manual_seed(0)
+    gts = [(torch.rand(40, 60, generator=generator) > 0.7).to(torch.uint8) * 255 for _ in range(3)]
+    return {"images": torch.randn(2, 3, 64, 64, generator=generator),
+            "clip": torch.randn(1, 24, 64, 64, generator=generator),
+            "pairs": [(fake_prediction(gt.numpy(), seed=i), gt.numpy()) for i, gt in enumerate(gts)]}
+
+
+def check_snippet_results(namespace: dict) -> None:
+    """What the snippets' comments promise about the names they define."""
+    if "saliency" in namespace:
+        assert namespace["saliency"].shape == (2, 1, 64, 64)
+    if "maps" in namespace:
+        assert namespace["maps"].shape == (8, 1, 64, 64)
+    if "deploy" in namespace and "model" in namespace:
+        with torch.no_grad():
+            torch.testing.assert_close(namespace["deploy"](namespace["images"]), namespace["model"](
+                namespace["images"]), atol=1e-5, rtol=0)
+    if "results" in namespace:
+        assert namespace["results"]["images"] == len(namespace["pairs"])
+        expected = np.mean([normalised_mae(pred, gt) for pred, gt in namespace["pairs"]])
+        assert namespace["results"]["MAE"] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[f"L{start}" for start, _ in PYTHON_BLOCKS])
+def test_readme_python_snippet(block: tuple[int, list[str]], ctx: Context) -> None:
+    """Each Python block runs in the repository copy, with the checkpoints it names and the inputs its comments
+    describe (`snippet_inputs`), and gives what its comments say."""
+    start, lines = block
+    code = "\n".join(lines)
+    provided = {}
+    for path in re.findall(r"[\"'](checkpoints/[\w.-]+\.pth)[\"']", code):
+        name = Path(path).name
+        provided[name] = provide_checkpoint(ctx.repo / path, model_for_file(name), backbone="backbone" in name,
+                                            bn=name.startswith("sdneta") or "stage1" in name)
+    namespace = snippet_inputs()
+    with ctx.monkeypatch.context() as patch:
+        patch.chdir(ctx.repo)
+        threads = torch.get_num_threads()
+        try:
+            exec(compile(code, f"README.md:{start}", "exec"), namespace)
+        finally:
+            torch.set_num_threads(threads)
+    check_snippet_results(namespace)
+    if provided.get("sdnet_stage1_backbone.pth") == "reference" and "copied" in namespace:
+        assert namespace["copied"] == 426 and not namespace["skipped"]  # the README's comment
 
 
 def test_readme_has_commands_and_no_stale_listing() -> None:
@@ -633,12 +752,16 @@ def test_readme_parsing() -> None:
     text = "\n".join(["```bash", "exp=abc  # name", "cd Evaluation", "bash eval_sod.sh X $exp \\",
                       "    ${ROOTDIR}/sod   # comment", "```", "```python", "python nothing.py", "```",
                       "```bash", "python a.py --x '#not a comment'",
-                      "python3 -m venv .venv && .venv/bin/pip3 install -r requirements.txt", "```"])
+                      "python3 -m venv .venv && .venv/bin/pip3 install -r requirements.txt",
+                      "(cd Evaluation && bash eval_vsod.sh Y e r)", "python b.py", "```"])
     commands = readme_commands(text)
     assert [(c.line, c.text, c.cwd, c.variables) for c in commands] == [
         (4, "bash eval_sod.sh X $exp ${ROOTDIR}/sod", "Evaluation", (("exp", "abc"),)),
         (11, "python a.py --x '#not a comment'", "", ()),
         (12, "python3 -m venv .venv", "", ()),
-        (12, ".venv/bin/pip3 install -r requirements.txt", "", ())]
-    assert [c.program for c in commands] == ["bash eval_sod.sh", "python a.py", "python -m venv", "pip install"]
+        (12, ".venv/bin/pip3 install -r requirements.txt", "", ()),
+        (13, "bash eval_vsod.sh Y e r", "Evaluation", ()),
+        (14, "python b.py", "", ())]
+    assert [c.program for c in commands] == ["bash eval_sod.sh", "python a.py", "python -m venv", "pip install",
+                                             "bash eval_vsod.sh", "python b.py"]
     assert expand("a ${ROOTDIR}/sod $exp", {"ROOTDIR": "/r", "exp": "e"}) == "a /r/sod e"
