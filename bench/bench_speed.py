@@ -7,8 +7,8 @@ Rows (random weights, batch 1, input on the device, median seconds per pass, SPE
   to its steady state: compiled on the CPU, CUDA graph on a GPU) vs ``--eager`` (plain eager NCHW float32), and,
   on the CPU, its channels_last eager first stage; the max abs difference between their maps;
 - DCR ablation: SDNet @320 converted vs its multi-branch training form, both on the default path and both eager;
-- ``--script-rounds``: the speed scripts themselves, default vs ``--eager``, each in its own process (as a user runs
-  them), alternated for that many rounds: median FPS of each command;
+- ``--script-rounds``: the speed scripts themselves, each command in its own process (as a user runs them), default
+  vs ``--eager`` and converted vs training form, alternated for that many rounds: median FPS of each command;
 - memory: ``--memory-passes`` passes of the default-path converted SDNet @320, resident set (CPU) or allocated
   CUDA memory after 10, 100, ... passes, and the peak.
 Each round times every variant for ``--passes`` passes, in an order that alternates between rounds, so load from
@@ -119,30 +119,34 @@ def compare_dcr(x: torch.Tensor, device: torch.device, args: argparse.Namespace)
     return record
 
 
-SCRIPT_COMMANDS = {
-    "sdnet": ["speed_sod.py", "--model", "sdnet", "--config", "baseline", "-j", "1", "--size", "320"],
-    "stdnet": ["speed_vsod.py", "--model", "stdnet", "--config", "baseline", "-j", "1", "--size", "256"],
+SOD_COMMAND = ["speed_sod.py", "--model", "sdnet", "--config", "baseline", "-j", "1", "--size", "320"]
+VSOD_COMMAND = ["speed_vsod.py", "--model", "stdnet", "--config", "baseline", "-j", "1", "--size", "256"]
+# comparison -> (fast command, slow command), each completed by --gpu and --json
+SCRIPT_PAIRS = {
+    "sdnet default vs --eager": (SOD_COMMAND, SOD_COMMAND + ["--eager"]),
+    "stdnet default vs --eager": (VSOD_COMMAND, VSOD_COMMAND + ["--eager"]),
+    "sdnet converted vs training form (--config sdnet)": (SOD_COMMAND, [*SOD_COMMAND[:4], "sdnet", *SOD_COMMAND[5:]]),
 }
 
 
 def script_rounds(gpu: str, rounds: int) -> dict:
-    """Median FPS of each speed-script command, default and --eager, run in alternating order in fresh processes."""
+    """Median FPS of the two speed-script commands of each SCRIPT_PAIRS entry, run in fresh processes, alternating."""
     root = Path(__file__).resolve().parents[1]
-    fps: dict[str, dict[str, list[float]]] = {name: {"default": [], "eager": []} for name in SCRIPT_COMMANDS}
+    fps: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in SCRIPT_PAIRS}
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "speed.json"
         for round_index in range(rounds):
-            for name, command in SCRIPT_COMMANDS.items():
-                variants = ["default", "eager"] if round_index % 2 == 0 else ["eager", "default"]
-                for variant in variants:
-                    extra = ["--eager"] if variant == "eager" else []
-                    subprocess.run([sys.executable, *command, "--gpu", gpu, *extra, "--json", str(out)], cwd=root,
+            for name, commands in SCRIPT_PAIRS.items():
+                for which in (0, 1) if round_index % 2 == 0 else (1, 0):
+                    subprocess.run([sys.executable, *commands[which], "--gpu", gpu, "--json", str(out)], cwd=root,
                                    check=True, capture_output=True)
-                    fps[name][variant].append(json.loads(out.read_text())["fps"])
-    return {name: {"commands": " ".join(["python", *SCRIPT_COMMANDS[name], "--gpu", gpu or "''"]),
-                   "fps": {variant: statistics.median(values) for variant, values in runs.items()},
-                   "fps_runs": runs, "speedup": statistics.median(runs["default"]) / statistics.median(runs["eager"])}
-            for name, runs in fps.items()}
+                    fps[name][which].append(json.loads(out.read_text())["fps"])
+    results = {}
+    for name, (fast, slow) in fps.items():
+        commands = [" ".join(["python", *command, "--gpu", gpu or "''"]) for command in SCRIPT_PAIRS[name]]
+        results[name] = {"commands": commands, "fps": [statistics.median(fast), statistics.median(slow)],
+                         "fps_runs": [fast, slow], "speedup": statistics.median(fast) / statistics.median(slow)}
+    return results
 
 
 def resident_mb() -> float:
@@ -192,9 +196,9 @@ def report(results: dict) -> str:
         lines.append(f"DCR sdnet @320: {times}; converted/training speed-up {default['median']:.2f}x (fastest "
                      f"passes: {default['min']:.2f}x) on the default path, {eager['median']:.2f}x ("
                      f"{eager['min']:.2f}x) eager; max abs diff {r['max_abs_diff']:.1e}")
-    for r in results.get("scripts", {}).values():
-        lines.append(f"{r['commands']}: {r['fps']['default']:.1f} FPS, with --eager {r['fps']['eager']:.1f} FPS "
-                     f"(medians of {len(r['fps_runs']['eager'])} runs each): {r['speedup']:.2f}x")
+    for name, r in results.get("scripts", {}).items():
+        lines.append(f"{name}: {r['speedup']:.2f}x ({r['commands'][0]}: {r['fps'][0]:.1f} FPS; {r['commands'][1]}: "
+                     f"{r['fps'][1]:.1f} FPS; medians of {len(r['fps_runs'][0])} runs each)")
     if "memory" in results:
         r = results["memory"]
         after = ", ".join(f"{n}: {mb:.1f}" for n, mb in r["after_passes"].items())
