@@ -47,8 +47,10 @@ def _size(path: Path) -> tuple[int, int] | None:
 
 
 def _pairs(root: Path, image_dir: str, label_dir: str, image_ext: str, label_ext: str,
-           problems: list[str]) -> list[tuple[str, str]] | None:
-    """(image name, label name) of every annotated file in label_dir, checked; None if the folder is unusable."""
+           problems: list[str], one_size: bool = True) -> list[tuple[str, str]] | None:
+    """(image name, label name) of every annotated file in label_dir, checked; None if the folder is unusable.
+
+    ``one_size``: all frames must share one size (videos); still-image sets such as DUTS-TR have many sizes."""
     labels_path, images_path = root / label_dir, root / image_dir
     if not labels_path.is_dir():
         problems.append(f"annotation folder not found: {labels_path}")
@@ -71,7 +73,7 @@ def _pairs(root: Path, image_dir: str, label_dir: str, image_ext: str, label_ext
         else:
             sizes.add(image_size)
         pairs.append((image, label))
-    if len(sizes) > 1:
+    if one_size and len(sizes) > 1:
         problems.append(f"frames of different sizes {sorted(sizes)} (w, h) in {images_path}")
     return pairs
 
@@ -96,7 +98,7 @@ def generate(root: Path, definitions: dict) -> tuple[dict[str, list[str]], list[
     problems: list[str] = []
     for still in definitions.get("still", []):
         pairs = _pairs(root, still["image_dir"], still["label_dir"], still["image_ext"], still["label_ext"],
-                       problems) or []
+                       problems, one_size=False) or []
         lines[still["split"]] += [f"{still['image_dir']}/{image} {still['label_dir']}/{label}"
                                   for image, label in pairs]
         LOGGER.info("%s: %d still images", still["name"], len(pairs))

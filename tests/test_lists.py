@@ -91,3 +91,30 @@ def test_generator_reports_problems_and_writes_nothing(tmp_path, caplog):
     with pytest.raises(SystemExit):
         generator.main(["--root", str(tmp_path / "nope"), "--out", str(out)])
     assert "--root: data root not found" in caplog.records[-1].getMessage()
+
+
+def test_still_images_may_differ_in_size_but_video_frames_may_not(tmp_path, caplog):
+    generator = _load_generator()
+    splits = tmp_path / "splits.json"
+    splits.write_text("""{"still": [{"name": "DUTS-TR", "split": "train", "image_dir": "sod/DUTS-TR/images",
+        "label_dir": "sod/DUTS-TR/GT", "image_ext": ".jpg", "label_ext": ".png"}],
+      "video": [{"name": "VOS", "image_dir": "vsod/VOS/JPEGImages/{video}",
+        "label_dir": "vsod/VOS/Annotations/{video}", "image_ext": ".jpg", "label_ext": ".png",
+        "splits": {"train": {"videos": [1]}}}]}""")
+    root = tmp_path / "root"
+    for folder, stem, (h, w) in (("sod/DUTS-TR", "a", (1, 1)), ("sod/DUTS-TR", "b", (2, 3)),
+                                 ("vsod/VOS", "1/00000", (1, 1))):
+        image_dir, gt_dir = ("images", "GT") if folder.startswith("sod") else ("JPEGImages", "Annotations")
+        for sub, ext in ((image_dir, ".jpg"), (gt_dir, ".png")):
+            path = root / folder / sub / f"{stem}{ext}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(_encoded(ext, h, w))
+    out = tmp_path / "out"
+    generator.main(["--root", str(root), "--out", str(out), "--splits", str(splits)])
+    assert (out / "train_video_lst.txt").read_text().splitlines()[:2] == [
+        "sod/DUTS-TR/images/a.jpg sod/DUTS-TR/GT/a.png", "sod/DUTS-TR/images/b.jpg sod/DUTS-TR/GT/b.png"]
+    (root / "vsod/VOS/JPEGImages/1/00001.jpg").write_bytes(_encoded(".jpg", 2, 3))
+    (root / "vsod/VOS/Annotations/1/00001.png").write_bytes(_encoded(".png", 2, 3))
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit):
+        generator.main(["--root", str(root), "--out", str(tmp_path / "out2"), "--splits", str(splits)])
+    assert any("frames of different sizes" in r.getMessage() for r in caplog.records)
