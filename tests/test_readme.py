@@ -603,7 +603,7 @@ def run_generate_lists(command: Command, ctx: Context) -> None:
     out = ctx.repo / "dataset"
     for split in ("train", "val", "test"):
         (out / f"{split}_video_lst.txt").unlink()
-    ctx.run_main(load_generate_lists().main, command, argv)
+    ctx.run_main(load_generate_lists(ctx.repo).main, command, argv)
     definitions = json.loads((ctx.repo / "dataset" / "splits.json").read_text())
     for split in ("train", "val", "test"):
         lines = (out / f"{split}_video_lst.txt").read_text().splitlines()
