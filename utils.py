@@ -939,6 +939,7 @@ def resolve_list_file(path: str, flag: str) -> Path:
             return candidate
     fail(f"{flag} {path}: no such list file (write them with: python dataset/generate_lists.py --root ROOTDIR)")
 
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Fast inference path, model cost and speed measurement (speed_*.py, generate_salmaps_*.py, predict.py, bench/)
 
@@ -1197,6 +1198,9 @@ def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
     parser.add_argument("-j", "--workers", type=int, default=1,
                         help="accepted for the released command line; nothing is read from disk")
     parser.add_argument("--gpu", default="", help="CUDA device, e.g. 0 ('' = CPU; without CUDA: CPU, warned)")
+    parser.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
+                        help="time these weights (training form or converted, ours or the authors') instead of "
+                             "random ones; the timing does not depend on the weights")
     if kind == "image":
         parser.add_argument("--size", type=int, required=True, help="input height and width (release: 320)")
     else:
@@ -1239,6 +1243,13 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
         model = build_model(args.model, None if converted else args.config, deploy=converted, nframes=nframes)
     except ValueError as err:
         parser.error(f"--config {args.config}: {err}")
+    if args.evaluate:
+        train_config = None if converted else args.config
+        try:
+            model = build_inference_model(args.model, args.evaluate, train_config=train_config,
+                                          inference_config="baseline" if converted else args.config, nframes=nframes)
+        except ValueError as err:  # CheckpointError included
+            fail(f"--evaluate {args.evaluate}: {err}")
     channels = 3 * nframes if kind == "video" else 3
     x = torch.randn(args.batch_size, channels, args.size, args.size)
     params = count_parameters(model)
@@ -1254,6 +1265,7 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
     median, mean = statistics.median(times), statistics.fmean(times)
     result = {
         "model": args.model, "config": args.config, "form": "converted" if converted else "training",
+        "weights": args.evaluate or "random weights",
         "kind": kind, "device": str(device), "device_name": device_name(device), "path": runner.path,
         "torch": torch.__version__, "threads": torch.get_num_threads(), "input_shape": list(x.shape),
         "batch_size": args.batch_size, "frames_per_pass": frames, "params": params, "macs_per_pass": macs,
@@ -1287,8 +1299,9 @@ def device_name(device: torch.device) -> str:
 def log_speed(logger: logging.Logger, result: dict, nframes: int) -> None:
     """Log the figures of `run_speed` in a few human-readable lines."""
     unit = "frames" if result["kind"] == "video" else "images"
-    logger.info("model %s, config %s (%s form, random weights) on %s (%s), path %s, %d threads",
-                result["model"], result["config"], result["form"], result["device"], result["device_name"],
+    logger.info("model %s, config %s (%s form, %s) on %s (%s), path %s, %d threads",
+                result["model"], result["config"], result["form"], result["weights"], result["device"],
+                result["device_name"],
                 result["path"], result["threads"])
     per_frame = f" = {result['macs_per_frame'] / 1e9:.3f} G per frame" if result["kind"] == "video" else ""
     logger.info("input %s, params %s, MACs %.3f G per %s%s", "x".join(map(str, result["input_shape"])),

@@ -40,3 +40,16 @@ def test_missing_checkpoint_is_one_line_error(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "none.pth" in lines[0]
     assert not (tmp_path / "out.pth").exists()
+
+
+def test_speed_script_times_a_converted_checkpoint(tmp_path, reference):
+    import speed_sod
+
+    out = tmp_path / "sdnet_converted.pth"
+    convert.main(["--checkpoint", str(reference("checkpoints/sdnet_from_scratch.pth")), "--out", str(out)])
+    result = speed_sod.main(["--size", "64", "--evaluate", str(out), "-n", "1", "--warmup", "0", "--eager",
+                             "--json", str(tmp_path / "speed.json")])
+    assert result["weights"] == str(out) and result["params"] == 705_725
+    with pytest.raises(SystemExit) as exit_info:
+        speed_sod.main(["--size", "64", "--evaluate", str(tmp_path / "missing.pth"), "-n", "1"])
+    assert exit_info.value.code == 2
