@@ -1147,10 +1147,16 @@ def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
 
     PyTorch's counter counts convolutions and matrix products only (not pooling, interpolation or element-wise
     ops), which is the convention of SPEC §5. It counts what the module actually executes, so a training-form
-    model is charged for each of its branches.
+    model is charged for each of its branches. The pass runs on the meta device (shapes only, no arithmetic) and
+    falls back to a real pass on ``inputs``' device if some op has no meta kernel.
     """
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(*inputs)
+    try:
+        meta_model = copy.deepcopy(model).to("meta")
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            meta_model(*(x.to("meta") for x in inputs))
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count a real pass
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(*inputs)
     return counter.get_total_flops() // 2
 
 

@@ -181,3 +181,10 @@ def test_cuda_graph_path_gives_the_eager_maps(name: str) -> None:
     assert len(fast._graphs) == 1
     half = utils.prepare_for_inference(converted, "cuda", half=True)
     assert half.path.endswith("fp16") and (half(x) - expected).abs().max().item() < 1e-2
+
+
+def test_count_macs_counts_convolution_multiply_accumulates() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                torch.nn.Conv2d(8, 4, 1, groups=2))
+    # 8*3*9 per output pixel of the 8x8 conv output, then 4*(8/2) per pixel of the 4x4 pooled map.
+    assert utils.count_macs(model, torch.randn(2, 3, 10, 10)) == 2 * (8 * 3 * 9 * 8 * 8 + 4 * 4 * 4 * 4)
