@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -71,8 +70,6 @@ def test_compiled_default_path_gives_the_eager_converted_maps() -> None:
     compiled_matches_eager("sdnet", (2, 3, 32, 48))
 
 
-@pytest.mark.skipif(not os.environ.get("SDNET_COMPILE_TESTS"),
-                    reason="compiles a whole network (30-40 s each on 2 cores); set SDNET_COMPILE_TESTS=1")
 @pytest.mark.parametrize(("name", "shape"), [("sdneta", (1, 3, 64, 64)), ("stdnet", (1, 24, 32, 32)),
                                              ("stdneta", (1, 24, 32, 32))])
 def test_compiled_default_path_of_the_other_models(name: str, shape: tuple[int, ...]) -> None:
