@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 import configs
 import utils
-from data.readers import IMAGE_EXTENSIONS
+from data.readers import list_images
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,11 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-j", "--workers", type=int, default=4, help="image reading processes")
     utils.add_inference_args(parser)
     return parser
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files of ``folder`` (by extension, case-insensitive), sorted by name."""
-    return sorted(path for path in folder.iterdir() if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file())
 
 
 def generate_dataset(model: torch.nn.Module, device: torch.device, images: list[Path], outdir: Path,
