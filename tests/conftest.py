@@ -2,10 +2,10 @@
 where it is absent)."""
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
+from reference import reference_file
 
 # The suite runs on 2 cores, often beside other processes (DataLoader workers, DDP peers, subprocesses). With more
 # than one intra-op thread per process, OpenMP's busy-waiting threads then fight for the cores and some float64
@@ -13,15 +13,8 @@ import torch
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-
 
 @pytest.fixture
 def reference():
     """``reference('golden/x.npz')`` -> path of that reference file; skips the test if it is not available."""
-    def get(relative: str) -> Path:
-        path = REFERENCE / relative
-        if not path.exists():
-            pytest.skip(f"reference file {path} not available")
-        return path
-    return get
+    return reference_file

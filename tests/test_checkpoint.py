@@ -2,21 +2,12 @@
 
 import os
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
+from reference import reference_file as _reference
 
 from models import CheckpointError, SDNetBackbone, build_model, load_state_dict_file, load_weights
-
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-
-
-def _reference(relative: str) -> Path:
-    path = REFERENCE / relative
-    if not path.is_file():
-        pytest.skip(f"reference file {path} not available")
-    return path
 
 
 def _split_elements(state_dict):

@@ -1,24 +1,14 @@
 """SDNet / SDNet-A: structure, parameter counts, branch weights and the authors' golden outputs (SPEC §5, §13)."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from reference import reference_file as _reference
 
 from configs import MODELS, OP_TABLES
 from models import SDNetBackbone, build_model, convert_model, load_weights
 from models.layers import DiffBlock, MobileViTv2Block
-
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-
-
-def _reference(relative: str) -> Path:
-    path = REFERENCE / relative
-    if not path.is_file():
-        pytest.skip(f"reference file {path} not available")
-    return path
 
 
 def _num_params(module: nn.Module) -> int:

@@ -1,22 +1,12 @@
 """STDNet / STDNet-A: DCR exactness, converted parameter counts, golden outputs and backbone preloading."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from reference import reference_file as _reference
 
 from models import CheckpointError, build_model, convert_model, is_converted, load_weights, preload_backbone
 from models.stdc import STDC
-
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
-
-
-def _reference(relative: str) -> Path:
-    path = REFERENCE / relative
-    if not path.is_file():
-        pytest.skip(f"reference file {path} not available")
-    return path
 
 
 def _randomise(model, generator):
