@@ -39,7 +39,7 @@ from tqdm import tqdm
 import configs
 from data.readers import DataError, read_rgb
 from data.transforms import preprocess_test
-from models import CheckpointError, build_model, convert_model, load_weights
+from models import CheckpointError, build_model, convert_model, load_weights, skip_zero_pre_biases
 
 LOGGER_NAME = "sdnet"
 
@@ -1054,9 +1054,14 @@ class InferenceRunner(nn.Module):
         logger.info("compiling the network for input %s (once per input shape; slow on a few cores)",
                     "x".join(map(str, x.shape)))
         if self._compiled is None:
-            self._compiled = torch.compile(self.model, dynamic=False, options={"freezing": True})
+            self._compiled = torch.compile(self.model, dynamic=False)
         try:
-            out = self._compiled(x)
+            # Freezing (weights as constants: oneDNN-prepacked convs with fused ReLU/add) must be on while dynamo
+            # traces, not only in inductor's options; later calls of the compiled shape need no patch.
+            import torch._inductor.config as inductor_config
+
+            with inductor_config.patch(freezing=True):
+                out = self._compiled(x)
         except Exception as err:  # no C++ compiler, an unsupported op, ...: keep the eager path
             logger.warning("compiling failed (%s): running channels_last eager", str(err).splitlines()[0])
             self.compile_cpu = False
@@ -1108,7 +1113,8 @@ def prepare_for_inference(model: nn.Module, device: torch.device, *, eager: bool
     ``device``. Default on the CPU: channels_last (NHWC) weights, so oneDNN runs the convs, max-pools and
     element-wise ops in NHWC (2.5-3x faster than NCHW for these depthwise networks), and input shapes that keep
     coming back are compiled with TorchInductor (frozen weights; fuses the element-wise ops, pads and permutes);
-    glibc malloc is told to keep freed activation blocks for reuse (a process-wide setting, made once).
+    glibc malloc is told to keep freed activation blocks for reuse (a process-wide setting, made once). On every
+    device but with ``eager``, DiffBlock pre-biases that are exactly zero are skipped (`skip_zero_pre_biases`).
     Default on CUDA: cudnn.benchmark (a process-wide switch) and a CUDA graph per repeated input shape; ``half``
     runs the network in float16 there (ignored on the CPU, with a warning). Every path gives the eager NCHW float32
     maps to float rounding (about 1e-7; BENCHMARKS.md). ``eager`` gives that plain eager NCHW float32 model
@@ -1124,6 +1130,7 @@ def prepare_for_inference(model: nn.Module, device: torch.device, *, eager: bool
     if eager:
         return InferenceRunner(model, device, channels_last=False, cuda_graphs=False, compile_cpu=False,
                                dtype=torch.float32)
+    skip_zero_pre_biases(model)
     channels_last = CUDA_CHANNELS_LAST if cuda else True
     if half:
         model = model.half()

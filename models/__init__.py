@@ -12,7 +12,7 @@ import torch.nn as nn
 from configs import MODELS
 
 from .checkpoint import CheckpointError, load_state_dict_file, load_weights
-from .dcr import convert_model, is_converted
+from .dcr import convert_model, is_converted, skip_zero_pre_biases
 from .sdnet import SDNet, SDNetA, SDNetBackbone
 from .stdnet import STDNet, STDNetA, preload_backbone
 
@@ -20,6 +20,7 @@ __all__ = [
     "build_model",
     "convert_model",
     "is_converted",
+    "skip_zero_pre_biases",
     "load_state_dict_file",
     "load_weights",
     "CheckpointError",

@@ -167,7 +167,7 @@ class DiffBlock(nn.Module):
         if self.stride > 1:
             x = F.max_pool2d(x, self.stride, self.stride)
         if self.deploy:
-            u = self.conv1(x + self.bias)
+            u = self.conv1(x if self.bias is None else x + self.bias)
         else:
             z = self.bn0(x) if self.bn0 is not None else x
             weights = torch.softmax(self.scales, dim=0)
@@ -189,7 +189,8 @@ class DiffBlock(nn.Module):
         block it returns the converted tensors.
         """
         if self.deploy:
-            return self.conv1.weight, self.conv1.bias, self.bias
+            pre_bias = self.bias if self.bias is not None else self.conv1.weight.new_zeros(1, self.in_channels, 1, 1)
+            return self.conv1.weight, self.conv1.bias, pre_bias
         weights = torch.softmax(self.scales, dim=0)
         kernel, bias = 0, 0
         for i, (op, conv) in enumerate(zip(self.ops, self.conv1)):
@@ -225,6 +226,16 @@ class DiffBlock(nn.Module):
         self.conv1 = conv
         self.register_buffer("bias", pre_bias.detach().clone())
         self.deploy = True
+
+    @torch.no_grad()
+    def skip_zero_pre_bias(self) -> bool:
+        """For inference copies: drop a converted block's pre-bias when it is exactly zero (always so without BN),
+        so that forward skips adding zeros to its input. Exact; the dropped buffer leaves the state dict, so save
+        weights from the converted model, not from this copy. Returns True when the pre-bias was dropped."""
+        if not self.deploy or self.bias is None or bool(self.bias.any()):
+            return False
+        self.bias = None
+        return True
 
 
 class CSAM(nn.Module):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import build_model, convert_model, is_converted, load_weights
+from models import build_model, convert_model, is_converted, load_weights, skip_zero_pre_biases
 from models.layers import DiffBlock, InitialBlock, PDCConv
 
 OPS3 = ("cv", "cd", "ad")
@@ -176,3 +176,22 @@ def test_converted_model_has_no_training_only_parts(name):
     assert converted.block1_3.conv1.weight.shape == (60, 1, 5, 5)
     assert converted.block2_1.conv1.weight.shape == (60, 1, 3, 3)
     assert converted.block1_1.bias.shape == (1, 60, 1, 1)
+
+
+def test_zero_pre_biases_are_skipped_bitwise_and_others_kept():
+    """Inference copies drop exactly-zero pre-biases (models trained without BN): same output bit for bit."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 48, 64)
+    plain = convert_model(build_model("sdnet")).eval()  # no BN: every pre-bias is 0
+    skipped = copy.deepcopy(plain)
+    assert skip_zero_pre_biases(skipped) == 15 and skip_zero_pre_biases(skipped) == 0
+    assert skipped.block1_1.bias is None and "block1_1.bias" not in skipped.state_dict()
+    with torch.no_grad():
+        assert torch.equal(skipped(x), plain(x))
+    kernel, bias, pre_bias = skipped.block1_1.equivalent_kernel_bias()
+    assert torch.equal(pre_bias, torch.zeros(1, 60, 1, 1))
+
+    with_bn = convert_model(randomize(build_model("sdnet", bn=True)).float().eval())
+    nonzero = [name for name, m in with_bn.named_modules() if isinstance(m, DiffBlock) and bool(m.bias.any())]
+    assert len(nonzero) == 15 and skip_zero_pre_biases(with_bn) == 0
+    assert skip_zero_pre_biases(build_model("sdnet", bn=True)) == 0  # training form: nothing to skip
