@@ -6,7 +6,8 @@ Rows (random weights, batch 1, input on the device, median seconds per pass, SPE
 - SDNet @320 and STDNet @256 with 8-frame clips, converted: default path (`utils.prepare_for_inference`, warmed up
   to its steady state: compiled on the CPU, CUDA graph on a GPU) vs ``--eager`` (plain eager NCHW float32), and,
   on the CPU, its channels_last eager first stage; the max abs difference between their maps;
-- DCR ablation: SDNet @320 converted vs its multi-branch training form, both on the default path and both eager;
+- DCR ablation: SDNet @320 converted vs its multi-branch training form, both on the default path, both eager and,
+  on the CPU, both on the default path's channels_last first stage;
 - ``--script-rounds``: the speed scripts themselves, each command in its own process (as a user runs them), default
   vs ``--eager`` and converted vs training form, alternated for that many rounds: median FPS of each command;
 - memory: ``--memory-passes`` passes of the default-path converted SDNet @320, resident set (CPU) or allocated
@@ -110,12 +111,18 @@ def compare_dcr(x: torch.Tensor, device: torch.device, args: argparse.Namespace)
                 "training": utils.prepare_for_inference(training, device),
                 "converted_eager": utils.prepare_for_inference(converted, device, eager=True),
                 "training_eager": utils.prepare_for_inference(training, device, eager=True)}
+    if device.type == "cpu":  # the default path's first stage, which short runs stay on
+        variants["converted_channels_last"] = first_stage(converted, device)
+        variants["training_channels_last"] = first_stage(training, device)
     record = {"model": "sdnet", "input_shape": list(x.shape), "warm_up_s": warm_up_all(variants, x, args.warmup),
               "params": {"converted": utils.count_parameters(converted), "training": utils.count_parameters(training)},
               "max_abs_diff": (variants["converted"](x) - variants["training_eager"](x)).abs().max().item()}
     record["seconds"] = interleaved(variants, x, args)
     record["speedup_converted_vs_training"] = speedup(record["seconds"], "training", "converted")
     record["speedup_converted_vs_training_eager"] = speedup(record["seconds"], "training_eager", "converted_eager")
+    if device.type == "cpu":
+        record["speedup_converted_vs_training_channels_last"] = speedup(
+            record["seconds"], "training_channels_last", "converted_channels_last")
     return record
 
 
@@ -196,6 +203,9 @@ def report(results: dict) -> str:
         lines.append(f"DCR sdnet @320: {times}; converted/training speed-up {default['median']:.2f}x (fastest "
                      f"passes: {default['min']:.2f}x) on the default path, {eager['median']:.2f}x ("
                      f"{eager['min']:.2f}x) eager; max abs diff {r['max_abs_diff']:.1e}")
+        if "speedup_converted_vs_training_channels_last" in r:
+            first = r["speedup_converted_vs_training_channels_last"]
+            lines[-1] += f"; {first['median']:.2f}x ({first['min']:.2f}x) channels_last without compiling"
     for name, r in results.get("scripts", {}).items():
         lines.append(f"{name}: {r['speedup']:.2f}x ({r['commands'][0]}: {r['fps'][0]:.1f} FPS; {r['commands'][1]}: "
                      f"{r['fps'][1]:.1f} FPS; medians of {len(r['fps_runs'][0])} runs each)")
