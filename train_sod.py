@@ -87,10 +87,7 @@ def train(args: argparse.Namespace) -> None:
         best_files={name: "checkpoint_best.pth" for name in val_sets},
         warmup=0 if (args.preload or args.finetune) else args.warmup,
         start_epoch=start_epoch, best=best, scaler=scaler)
-    try:
-        utils.fit(job, ctx, logger)
-    finally:
-        utils.cleanup_distributed()
+    utils.fit(job, ctx, logger)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -110,10 +110,7 @@ def train(args: argparse.Namespace) -> None:
         pass_sizes=[args.size], val_sets=val_sets,
         best_files={name: f"checkpoint_best_{name}.pth" for name in val_sets},
         drop_last=True, start_epoch=start_epoch, best=best, frames_per_sample=args.nframes, scaler=scaler)
-    try:
-        utils.fit(job, ctx, logger)
-    finally:
-        utils.cleanup_distributed()
+    utils.fit(job, ctx, logger)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -415,14 +415,22 @@ def spawn_workers(worker: Callable, nprocs: int, *args: object) -> None:
         raise SystemExit(err.exit_code if err.exit_code and err.exit_code > 0 else 1) from None
 
 
+def _run_and_leave_group(worker: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
+    try:
+        worker(args)
+    finally:
+        cleanup_distributed()
+
+
 def launch(worker: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
     """Run a training ``worker(args)``: once per listed GPU with DDP when ``--gpu`` lists several CUDA devices,
-    otherwise once in this process (also under torchrun, which has already started one process per rank)."""
+    otherwise once in this process (also under torchrun, which has already started one process per rank). Each
+    process leaves the process group the worker joined, whether it returns or raises."""
     gpus = parse_gpu_list(args.gpu)
     if "WORLD_SIZE" in os.environ or len(gpus) < 2 or not torch.cuda.is_available():
-        worker(args)
+        _run_and_leave_group(worker, args)
     else:
-        spawn_workers(worker, len(gpus), args)
+        spawn_workers(_run_and_leave_group, len(gpus), worker, args)
 
 
 # --- optimizer and schedule ------------------------------------------------------------------------------------------
