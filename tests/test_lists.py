@@ -1,6 +1,7 @@
 """dataset/generate_lists.py reproduces the reference list files and reports inconsistent data."""
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 
@@ -62,15 +63,21 @@ def test_generator_reproduces_reference_lists(tmp_path):
     assert [sum(f"/{n}" in line for line in train) for n in ("DAVSOD", "VOS", "DAVIS")] == [61, 119, 22]
 
 
+def _write_splits(tmp_path, videos: list[int]):
+    """A splits.json with DUTS-TR (still) and VOS videos ``videos`` as the training split; returns its path."""
+    splits = tmp_path / "splits.json"
+    splits.write_text(json.dumps({
+        "still": [{"name": "DUTS-TR", "split": "train", "image_dir": "sod/DUTS-TR/images",
+                   "label_dir": "sod/DUTS-TR/GT", "image_ext": ".jpg", "label_ext": ".png"}],
+        "video": [{"name": "VOS", "image_dir": "vsod/VOS/JPEGImages/{video}",
+                   "label_dir": "vsod/VOS/Annotations/{video}", "image_ext": ".jpg", "label_ext": ".png",
+                   "splits": {"train": {"videos": videos}}}]}))
+    return splits
+
 
 def test_generator_reports_problems_and_writes_nothing(tmp_path, caplog):
     generator = _load_generator()
-    splits = tmp_path / "splits.json"
-    splits.write_text("""{"still": [{"name": "DUTS-TR", "split": "train", "image_dir": "sod/DUTS-TR/images",
-        "label_dir": "sod/DUTS-TR/GT", "image_ext": ".jpg", "label_ext": ".png"}],
-      "video": [{"name": "VOS", "image_dir": "vsod/VOS/JPEGImages/{video}",
-        "label_dir": "vsod/VOS/Annotations/{video}", "image_ext": ".jpg", "label_ext": ".png",
-        "splits": {"train": {"videos": [1, 2, 3]}}}]}""")
+    splits = _write_splits(tmp_path, [1, 2, 3])
     root = tmp_path / "root"
     _build_tree(root, {"sod/DUTS-TR/images/a.jpg sod/DUTS-TR/GT/a.png",
                        "vsod/VOS/JPEGImages/1 .jpg vsod/VOS/Annotations/1 .png",
@@ -95,12 +102,7 @@ def test_generator_reports_problems_and_writes_nothing(tmp_path, caplog):
 
 def test_still_images_may_differ_in_size_but_video_frames_may_not(tmp_path, caplog):
     generator = _load_generator()
-    splits = tmp_path / "splits.json"
-    splits.write_text("""{"still": [{"name": "DUTS-TR", "split": "train", "image_dir": "sod/DUTS-TR/images",
-        "label_dir": "sod/DUTS-TR/GT", "image_ext": ".jpg", "label_ext": ".png"}],
-      "video": [{"name": "VOS", "image_dir": "vsod/VOS/JPEGImages/{video}",
-        "label_dir": "vsod/VOS/Annotations/{video}", "image_ext": ".jpg", "label_ext": ".png",
-        "splits": {"train": {"videos": [1]}}}]}""")
+    splits = _write_splits(tmp_path, [1])
     root = tmp_path / "root"
     for folder, stem, (h, w) in (("sod/DUTS-TR", "a", (1, 1)), ("sod/DUTS-TR", "b", (2, 3)),
                                  ("vsod/VOS", "1/00000", (1, 1))):
