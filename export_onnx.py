@@ -11,7 +11,6 @@ and return (T, 1, size, size). Pre- and post-processing are as in predict.py (re
 from __future__ import annotations
 
 import argparse
-import os
 import warnings
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 
 import configs
 import utils
+from data.atomic import atomic_path
 
 MIN_OPSET = 17
 
@@ -38,21 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def export(model: torch.nn.Module, example: torch.Tensor, out: Path, opset: int) -> None:
     """Trace ``model`` on ``example`` into ``out`` (written to a temporary file first, then renamed)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with warnings.catch_warnings():
-            # The TorchScript-based exporter is the one that needs no extra package (onnxscript); the graph is traced
-            # for one fixed input shape on purpose, so the tracer's notes about shape-dependent Python code and
-            # constant folding do not apply.
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
-            torch.onnx.export(model, (example,), str(temporary), input_names=["image"], output_names=["saliency"],
-                              opset_version=opset, dynamo=False)
-        os.replace(temporary, out)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_path(out) as temporary, warnings.catch_warnings():
+        # The TorchScript-based exporter is the one that needs no extra package (onnxscript); the graph is traced
+        # for one fixed input shape on purpose, so the tracer's notes about shape-dependent Python code and
+        # constant folding do not apply.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        torch.onnx.export(model, (example,), str(temporary), input_names=["image"], output_names=["saliency"],
+                          opset_version=opset, dynamo=False)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 import configs
 import utils
+from data.atomic import atomic_path
 from data.lists import ping_pong
 from data.readers import IMAGE_EXTENSIONS
 from data.transforms import preprocess_test
@@ -194,28 +195,26 @@ def video_maps(predictor: Predictor, frames: Iterator[np.ndarray], size: int) ->
 def predict_video(predictor: Predictor, path: Path, target: Path, size: int, bar: tqdm) -> int:
     """Stream ``path`` into an .mp4 of maps at ``target``; returns the number of frames."""
     capture, fps, _ = open_video(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.stem}.{os.getpid()}.tmp.mp4")
     writer, frames = None, 0
     try:
-        for saliency in video_maps(predictor, read_frames(capture), size):
+        # OpenCV picks the container by the extension, so the temporary file ends in .mp4 too.
+        with atomic_path(target, suffix=".mp4") as temporary:
+            for saliency in video_maps(predictor, read_frames(capture), size):
+                if writer is None:
+                    height, width = saliency.shape
+                    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+                    if not writer.isOpened():
+                        utils.fail(f"cannot write video {target} (no mp4v encoder in this OpenCV build)")
+                writer.write(cv2.cvtColor(saliency, cv2.COLOR_GRAY2BGR))
+                frames += 1
+                bar.update()
             if writer is None:
-                height, width = saliency.shape
-                writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-                if not writer.isOpened():
-                    utils.fail(f"cannot write video {target} (no mp4v encoder in this OpenCV build)")
-            writer.write(cv2.cvtColor(saliency, cv2.COLOR_GRAY2BGR))
-            frames += 1
-            bar.update()
-        if writer is None:
-            utils.fail(f"cannot read video {path}: no frame could be decoded")
-        writer.release()
-        os.replace(temporary, target)
+                utils.fail(f"cannot read video {path}: no frame could be decoded")
+            writer.release()
     finally:
         capture.release()
         if writer is not None:
             writer.release()
-        temporary.unlink(missing_ok=True)
     return frames
 
 

@@ -37,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 import configs
+from data.atomic import write_bytes_atomic, write_json_atomic
 from data.readers import DataError, read_rgb
 from data.transforms import preprocess_test
 from models import CheckpointError, build_model, convert_model, load_weights, skip_zero_pre_biases
@@ -159,19 +160,12 @@ def write_image_atomic(path: str | os.PathLike, image: np.ndarray) -> None:
     """Encode ``image`` by the file suffix (.png, .jpg) and write it so that ``path`` is never half-written.
 
     ``image``: (H, W) grey, (H, W, 3) BGR or (H, W, 4) BGRA, uint8 (OpenCV channel order). Parent folders are
-    created; the bytes go to a hidden temporary file in the same folder, then ``os.replace`` renames it.
+    created (`data.atomic.write_bytes_atomic`).
     """
-    path = Path(path)
-    ok, encoded = cv2.imencode(path.suffix, image)
+    ok, encoded = cv2.imencode(Path(path).suffix, image)
     if not ok:
         raise OSError(f"cannot encode {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_bytes(encoded.tobytes())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_bytes_atomic(path, encoded.tobytes())
 
 
 def fail(message: str, status: int = 2) -> NoReturn:
@@ -497,28 +491,12 @@ def checkpoint_path(savedir: str | os.PathLike, name: str) -> Path:
     return Path(savedir) / CHECKPOINT_DIR / name
 
 
-def write_bytes_atomic(path: str | os.PathLike, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file beside ``path``, fsync it, then rename it over ``path``: a reader (or
-    a kill at any moment) sees the old file or the complete new one, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 def save_atomic(obj: object, *paths: str | os.PathLike) -> None:
-    """``torch.save(obj)`` once and write the bytes atomically to every path in ``paths``."""
+    """``torch.save(obj)`` once and write the bytes atomically, flushed to the disk, to every path in ``paths``."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     for path in paths:
-        write_bytes_atomic(path, buffer.getvalue())
+        write_bytes_atomic(path, buffer.getvalue(), fsync=True)
 
 
 def args_to_dict(args: argparse.Namespace) -> dict:
@@ -616,7 +594,7 @@ def resume_checkpoint_path(args: argparse.Namespace) -> Path | None:
 
 def write_args_json(savedir: str | os.PathLike, args: argparse.Namespace) -> None:
     """``<savedir>/args.json``: the resolved flags of this run (rewritten atomically on resume)."""
-    write_bytes_atomic(Path(savedir) / "args.json", (json.dumps(args_to_dict(args), indent=2) + "\n").encode())
+    write_json_atomic(Path(savedir) / "args.json", args_to_dict(args))
 
 
 def append_log_line(savedir: str | os.PathLike, record: dict) -> None:
@@ -1333,15 +1311,3 @@ def log_speed(logger: logging.Logger, result: dict, nframes: int) -> None:
                 result["warmup"], result["warmup_s"], result["fps_mean"], result["peak_memory_mb"])
     if "half_max_abs_diff" in result:
         logger.info("float16 vs float32 maps: max abs difference %.2e", result["half_max_abs_diff"])
-
-
-def write_json_atomic(path: str | os.PathLike, data: dict) -> None:
-    """Write ``data`` as indented JSON to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        temporary.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

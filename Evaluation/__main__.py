@@ -19,9 +19,10 @@ from pathlib import Path
 import cv2
 import torch
 
+from data.atomic import write_bytes_atomic
 from Evaluation.evaluate import evaluate_dataset
 from Evaluation.inputs import DatasetPairs, EvaluationError, image_dataset_pairs, video_dataset_pairs
-from Evaluation.report import format_table, json_entry, markdown_table, merge_json, save_curves, write_atomic
+from Evaluation.report import format_table, json_entry, markdown_table, merge_json, save_curves
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOGGER_NAME = "sdnet"  # the project's logger (utils.setup_logger); utils itself is not imported: it imports models
@@ -149,7 +150,7 @@ def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
             f", {result['videos']} videos)" if "videos" in result else ")")
         save_curves(exp_dir / f"curves_{args.task}_{dataset.name}.png", title, result["curves"])
     merged = merge_json(exp_dir / f"metrics_{args.task}.json", entries)
-    write_atomic(exp_dir / f"metrics_{args.task}.md", markdown_table(merged).encode())
+    write_bytes_atomic(exp_dir / f"metrics_{args.task}.md", markdown_table(merged).encode())
     logger.info("wrote %s, %s and curves_%s_<DATASET>.png", exp_dir / f"metrics_{args.task}.json",
                 exp_dir / f"metrics_{args.task}.md", args.task)
     return entries

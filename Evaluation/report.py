@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from data.atomic import atomic_path, write_json_atomic
 from Evaluation.metrics import SUMMARY_KEYS
 
 COLUMNS = (*SUMMARY_KEYS, "images")
@@ -51,19 +50,6 @@ def markdown_table(entries: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def merge_json(path: Path, entries: dict[str, dict]) -> dict[str, dict]:
     """Replace the given datasets' records in the JSON file at ``path`` (keeping other datasets from earlier runs;
     an unreadable old file is replaced) and return the merged records."""
@@ -75,7 +61,7 @@ def merge_json(path: Path, entries: dict[str, dict]) -> dict[str, dict]:
     except (OSError, ValueError):
         pass
     merged.update(entries)
-    write_atomic(path, (json.dumps(merged, indent=2) + "\n").encode())
+    write_json_atomic(path, merged)
     return merged
 
 
@@ -101,11 +87,5 @@ def save_curves(path: Path, title: str, curves: dict) -> None:
     for axes in (pr_axes, f_axes):
         axes.grid(alpha=0.3)
     figure.suptitle(title)
-    handle, temporary = tempfile.mkstemp(dir=Path(path).parent, prefix=f".{Path(path).name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=100)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -1,5 +1,6 @@
 """Data loading: list files and clips (`data.lists`), transforms (`data.transforms`), decoding
-(`data.readers`), datasets (`data.datasets`) and the synthetic data generator (`python -m data.synthetic`).
+(`data.readers`), datasets (`data.datasets`), atomic file writing (`data.atomic`, used by every writer in the
+project) and the synthetic data generator (`python -m data.synthetic`).
 
 This package imports nothing from `models/`.
 """

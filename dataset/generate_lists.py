@@ -19,10 +19,14 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data.atomic import write_bytes_atomic  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 HERE = Path(__file__).resolve().parent
@@ -116,13 +120,6 @@ def generate(root: Path, definitions: dict) -> tuple[dict[str, list[str]], list[
     return lines, problems
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if not LOGGER.handlers:
@@ -149,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     out.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
-        _write_atomic(out / f"{split}_video_lst.txt", "".join(line + "\n" for line in lines[split]))
+        write_bytes_atomic(out / f"{split}_video_lst.txt", "".join(line + "\n" for line in lines[split]).encode())
         LOGGER.info("wrote %s (%d lines)", out / f"{split}_video_lst.txt", len(lines[split]))
 
 

@@ -111,6 +111,20 @@ def test_write_bytes_atomic_keeps_old_file_when_interrupted(tmp_path, monkeypatc
     assert sorted(p.name for p in target.parent.iterdir()) == ["checkpoint_latest.pth"]
 
 
+
+def test_atomic_path_renames_on_success_and_removes_the_temporary_on_error(tmp_path):
+    from data.atomic import atomic_path
+
+    target = tmp_path / "out" / "curves.png"
+    with atomic_path(target) as temporary:
+        assert temporary.parent == target.parent and temporary.name.startswith(".curves.png.")
+        temporary.write_bytes(b"first")
+    with pytest.raises(RuntimeError), atomic_path(target, suffix=".mp4") as temporary:
+        assert temporary.suffix == ".mp4"
+        temporary.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert target.read_bytes() == b"first" and [p.name for p in target.parent.iterdir()] == ["curves.png"]
+
 def _draws() -> tuple:
     return random.random(), np.random.rand(3).tolist(), np.random.randn(), torch.rand(3).tolist()
 
