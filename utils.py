@@ -40,7 +40,14 @@ import configs
 from data.atomic import write_bytes_atomic, write_json_atomic
 from data.readers import DataError, read_rgb
 from data.transforms import preprocess_test
-from models import CheckpointError, build_model, convert_model, load_weights, skip_zero_pre_biases
+from models import (
+    CheckpointError,
+    build_model,
+    convert_model,
+    load_weights,
+    read_checkpoint,
+    skip_zero_pre_biases,
+)
 
 LOGGER_NAME = "sdnet"
 
@@ -552,14 +559,7 @@ TRAINING_CHECKPOINT_KEYS = ("model", "epoch", "optimizer", "state_dict")
 def load_training_checkpoint(path: str | os.PathLike) -> dict:
     """Read one of our training checkpoints (``weights_only=True``). Raises ``models.CheckpointError`` (one line
     naming the file) if it is missing, unreadable or not a training checkpoint (e.g. released weights only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # damaged, truncated or unsafe files raise various types
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CheckpointError(f"{path}: cannot read checkpoint: {first_line}") from None
+    checkpoint = read_checkpoint(path)
     if not isinstance(checkpoint, dict) or not all(key in checkpoint for key in TRAINING_CHECKPOINT_KEYS):
         raise CheckpointError(f"{path}: not a training checkpoint of these scripts (needs the entries "
                               f"{', '.join(TRAINING_CHECKPOINT_KEYS)}); to start from weights only use --finetune")

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from configs import MODELS
 
-from .checkpoint import CheckpointError, load_state_dict_file, load_weights
+from .checkpoint import CheckpointError, load_state_dict_file, load_weights, read_checkpoint
 from .dcr import convert_model, is_converted, skip_zero_pre_biases
 from .sdnet import SDNet, SDNetA, SDNetBackbone
 from .stdnet import STDNet, STDNetA, preload_backbone
@@ -23,6 +23,7 @@ __all__ = [
     "skip_zero_pre_biases",
     "load_state_dict_file",
     "load_weights",
+    "read_checkpoint",
     "CheckpointError",
     "SDNetBackbone",
     "SDNet",

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from .dcr import is_converted
 
-__all__ = ["CheckpointError", "load_state_dict_file", "load_weights"]
+__all__ = ["CheckpointError", "load_state_dict_file", "load_weights", "read_checkpoint"]
 
 _PREFIX = "module."
 
@@ -28,8 +28,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message is one line naming the file."""
 
 
-def _read(path: str | os.PathLike) -> object:
-    """torch.load with weights_only=True, every failure turned into a one-line CheckpointError."""
+def read_checkpoint(path: str | os.PathLike) -> object:
+    """The object in a checkpoint file, read on the CPU with ``torch.load(weights_only=True)`` (tensors and plain
+    containers only); every failure (missing, damaged, unsafe) becomes a one-line ``CheckpointError`` naming the
+    file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -68,7 +70,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Accepts raw state dicts and dicts with a ``'state_dict'`` entry; raises ``CheckpointError`` (one line, naming
     the file) for a missing, damaged or unsafe file or one that holds no state dict.
     """
-    return _extract_state_dict(_read(path), str(path))
+    return _extract_state_dict(read_checkpoint(path), str(path))
 
 
 def _short(keys: list[str], limit: int = 6) -> str:
@@ -88,7 +90,7 @@ def load_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mappi
         source, raw = "state dict", path_or_state_dict
     else:
         source = str(path_or_state_dict)
-        raw = _read(path_or_state_dict)
+        raw = read_checkpoint(path_or_state_dict)
     state_dict = _extract_state_dict(raw, source)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
