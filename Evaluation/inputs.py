@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from data.lists import annotated_frames, image_name, read_video_list, select_videos
-from data.readers import DataError
+from data.readers import DataError, decode_image
 
 GT_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg")
 
@@ -131,13 +131,9 @@ def read_grey(path: Path) -> np.ndarray:
     """Decode an image file to (H, W) uint8 grey levels (OpenCV's grey conversion, as PySODMetrics' examples read
     maps; 16-bit files are scaled to 8 bits). Raises `EvaluationError` naming the file."""
     try:
-        buffer = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as err:
-        raise EvaluationError(f"cannot read {path}: {err.strerror or err}") from None
-    image = cv2.imdecode(buffer, cv2.IMREAD_GRAYSCALE) if buffer.size else None
-    if image is None:
-        raise EvaluationError(f"cannot decode {path} (corrupt or not an image)")
-    return image
+        return decode_image(path, cv2.IMREAD_GRAYSCALE)
+    except DataError as err:
+        raise EvaluationError(str(err)) from None
 
 
 def resize_bilinear(pred: np.ndarray, height: int, width: int) -> np.ndarray:

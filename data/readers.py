@@ -23,13 +23,15 @@ class DataError(ValueError):
     """Bad or missing input data; the message is one line and names the file, pair or folder."""
 
 
-def _decode(path: str | os.PathLike) -> np.ndarray:
-    """Raw decoded array (H, W) or (H, W, C) in OpenCV channel order, uint8 or uint16."""
+def decode_image(path: str | os.PathLike, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+    """Decode an image file with OpenCV ``flags``: (H, W) or (H, W, C) in OpenCV channel order, uint8 or uint16
+    (``cv2.IMREAD_GRAYSCALE`` gives (H, W) uint8). Raises `DataError` naming the file if it cannot be read or
+    decoded."""
     try:
         buffer = np.fromfile(str(path), dtype=np.uint8)
     except OSError as err:
         raise DataError(f"cannot read file {path}: {err.strerror or err}") from None
-    array = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if buffer.size else None
+    array = cv2.imdecode(buffer, flags) if buffer.size else None
     if array is None:
         raise DataError(f"cannot decode image file {path} (corrupt or not an image)")
     if array.dtype not in (np.uint8, np.uint16):
@@ -46,7 +48,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
 
     Grey images are replicated to three channels; alpha channels are dropped (as a plain RGB read does).
     """
-    array = _decode(path)
+    array = decode_image(path)
     if array.ndim == 2:
         return np.repeat(array[:, :, None], 3, axis=2)
     channels = array.shape[2]
@@ -74,7 +76,7 @@ def read_gt(path: str | os.PathLike, dtype: type = np.float32) -> np.ndarray:
     are equal use one channel; otherwise the luminance with skimage's rgb2gray weights is used, as the authors'
     grey-level GT reading did. Alpha is ignored.
     """
-    array = _decode(path)
+    array = decode_image(path)
     scale = _max_value(array)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
