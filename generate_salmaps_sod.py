@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 import configs
@@ -36,21 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def generate_dataset(model: torch.nn.Module, device: torch.device, images: list[Path], outdir: Path,
-                     args: argparse.Namespace, logger) -> int:
+def generate_dataset(model: utils.InferenceRunner, images: list[Path], outdir: Path, args: argparse.Namespace,
+                     logger) -> int:
     """Predict and write the maps of ``images`` into ``outdir``; returns the number of unreadable images."""
-    dtype = next(model.parameters()).dtype
     failures = 0
     loader = utils.inference_loader(utils.ImageFiles(images, args.size), args.workers)
-    with torch.inference_mode():
-        for item in tqdm(loader, total=len(images), desc=outdir.name, unit="img", leave=False):
-            if item["error"]:
-                logger.error(item["error"])
-                failures += 1
-                continue
-            saliency = model(item["image"].to(device, dtype))
-            utils.write_image_atomic(outdir / f"{item['path'].stem}.png", utils.saliency_to_uint8(saliency,
-                                                                                                 item["size"])[0])
+    for item in tqdm(loader, total=len(images), desc=outdir.name, unit="img", leave=False):
+        if item["error"]:
+            logger.error(item["error"])
+            failures += 1
+            continue
+        saliency = utils.saliency_to_uint8(model(item["image"]), item["size"])[0]
+        utils.write_image_atomic(outdir / f"{item['path'].stem}.png", saliency)
     return failures
 
 
@@ -66,12 +62,11 @@ def main(argv: list[str] | None = None) -> None:
         if not (datadir / name / "images").is_dir():
             utils.fail(f"--testdata {name}: no folder {datadir / name / 'images'}")
     model = utils.load_inference_model(args, args.evaluate)
-    device = utils.select_device(args.gpu)
-    model = utils.prepare_for_inference(model, device, eager=args.eager, half=args.half)
+    model = utils.prepare_for_inference(model, utils.select_device(args.gpu), eager=args.eager, half=args.half)
     failures = 0
     for name in datasets:
         images = list_images(datadir / name / "images")
-        unreadable = generate_dataset(model, device, images, Path(args.savedir) / name, args, logger)
+        unreadable = generate_dataset(model, images, Path(args.savedir) / name, args, logger)
         logger.info("%s: %d maps written to %s", name, len(images) - unreadable, Path(args.savedir) / name)
         failures += unreadable
     if failures:

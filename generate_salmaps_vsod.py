@@ -102,18 +102,15 @@ def main(argv: list[str] | None = None) -> None:
     except DataError as err:
         utils.fail(str(err))
     model = utils.load_inference_model(args, args.evaluate)
-    device = utils.select_device(args.gpu)
-    model = utils.prepare_for_inference(model, device, eager=args.eager, half=args.half)
-    dtype = next(model.parameters()).dtype
+    model = utils.prepare_for_inference(model, utils.select_device(args.gpu), eager=args.eager, half=args.half)
     failures = 0
-    with torch.inference_mode():
-        loader = utils.inference_loader(ClipFiles(root, clips, args.size), args.workers)
-        for item in tqdm(loader, total=len(clips), desc="clips", unit="clip"):
-            if item["error"]:
-                logger.error(item["error"])
-                failures += 1
-                continue
-            write_clip_maps(model(item["image"].to(device, dtype)), item, Path(args.savedir))
+    loader = utils.inference_loader(ClipFiles(root, clips, args.size), args.workers)
+    for item in tqdm(loader, total=len(clips), desc="clips", unit="clip"):
+        if item["error"]:
+            logger.error(item["error"])
+            failures += 1
+            continue
+        write_clip_maps(model(item["image"]), item, Path(args.savedir))
     logger.info("%d clips predicted, maps in %s", len(clips) - failures, args.savedir)
     if failures:
         utils.fail(f"{failures} clip(s) had unreadable frames (listed above); their maps are missing", status=1)

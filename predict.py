@@ -102,23 +102,20 @@ def open_video(path: Path) -> tuple[cv2.VideoCapture, float, int]:
 
 
 class Predictor:
-    """The model on its device; turns preprocessed frames into 8-bit maps at a given size."""
+    """The inference runner (which moves inputs to its device and precision); turns preprocessed frames into 8-bit
+    maps at a given size."""
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, video: bool, nframes: int) -> None:
-        self.model, self.device, self.video, self.nframes = model, device, video, nframes
-        self.dtype = next(model.parameters()).dtype
+    def __init__(self, model: utils.InferenceRunner, video: bool, nframes: int) -> None:
+        self.model, self.video, self.nframes = model, video, nframes
 
     def image(self, image: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         """(1, 3, S, S) -> (H, W) uint8; a video model sees the image as a still clip of nframes copies."""
-        batch = image.to(self.device, self.dtype)
-        if self.video:
-            batch = batch.repeat(1, self.nframes, 1, 1)
+        batch = image.repeat(1, self.nframes, 1, 1) if self.video else image
         return utils.saliency_to_uint8(self.model(batch)[-1:], size)[0]
 
     def clip(self, frames: list[torch.Tensor], size: tuple[int, int]) -> np.ndarray:
         """T frames (3, S, S) -> (T, H, W) uint8, predicted as one clip."""
-        batch = torch.cat(frames).to(self.device, self.dtype)[None]
-        return utils.saliency_to_uint8(self.model(batch), size)
+        return utils.saliency_to_uint8(self.model(torch.cat(frames)[None]), size)
 
 
 def overlay(rgb: np.ndarray, saliency: np.ndarray) -> np.ndarray:
@@ -233,9 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     model = utils.load_inference_model(args, args.checkpoint)
     device = utils.select_device(args.gpu)
     model = utils.prepare_for_inference(model, device, eager=args.eager, half=args.half)
-    predictor = Predictor(model, device, spec["kind"] == "video", args.nframes)
+    predictor = Predictor(model, spec["kind"] == "video", args.nframes)
     start = time.perf_counter()
-    with torch.inference_mode(), tqdm(total=len(images) + sum(frame_counts), unit="img") as bar:
+    with tqdm(total=len(images) + sum(frame_counts), unit="img") as bar:
         failures = predict_images(predictor, images, args, bar, logger) if images else 0
         frames = sum(predict_video(predictor, path, target.with_suffix(".mp4"), args.size, bar)
                      for path, target in videos)

@@ -123,7 +123,7 @@ def test_video_model_groups_frames_into_clips(inputs: Path, tmp_path: Path, chec
     model = inference_runner("stdnet", checkpoints["stdnet"], nframes=4)
     frames, _ = read_video(inputs / "clip.mp4")
     expected = np.concatenate([oracle_maps(model, frames[:8], 4), oracle_maps(model, frames[6:], 4)[2:]])
-    stream = predict.video_maps(predict.Predictor(model, torch.device("cpu"), True, 4), iter(frames), SIZE)
+    stream = predict.video_maps(predict.Predictor(model, True, 4), iter(frames), SIZE)
     np.testing.assert_array_equal(np.stack(list(stream)), expected)
     maps, fps = read_video(out / "clip.mp4")
     np.testing.assert_array_equal(np.stack(maps), through_codec(expected, fps, tmp_path / "x.mp4"))
