@@ -1,0 +1,102 @@
+"""Where an inference pass spends its time: torch.profiler over passes of one inference path, grouped by op.
+
+Usage: python bench/profile_inference.py [--model sdnet] [--config baseline] [--path default] [--size 320]
+       [--passes 20] [--top 12]
+
+Random weights as the speed scripts (SPEC §8), batch 1; ``--config baseline`` is the DCR-converted network, a
+training op table (``sdnet``) its multi-branch training form. ``--path``: ``default`` (`utils.prepare_for_inference`
+warmed up to its steady state: compiled on the CPU), ``channels_last`` (its first stage, not compiled) or ``eager``.
+Prints the median wall time per pass without the profiler, then, per pass under the profiler: the self time of
+the ops taking most of it (by op and input shapes), the convolutions' share of all op time, and the MAC rate of
+each 1x1 convolution shape (stride 1, so its MACs are exact: N H W C_out C_in / groups). The profiler perturbs
+what it measures: its total exceeds the plain pass time, and the first op of a pass also carries the worker
+threads' start (the input convolution times there several times its time in isolation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+from torch.profiler import profile  # noqa: E402
+
+import configs  # noqa: E402
+import utils  # noqa: E402
+from models import build_model  # noqa: E402
+
+CONVOLUTION_OPS = ("convolution", "conv2d")
+# The ops that do a convolution's arithmetic (not the dispatching wrappers around them), for the MAC rates.
+CONVOLUTION_KERNELS = ("mkldnn", "cudnn", "slow_conv", "thnn_conv")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Profile of one inference path, grouped by op.")
+    parser.add_argument("--model", default="sdnet", choices=sorted(configs.MODELS))
+    parser.add_argument("--config", default="baseline", choices=sorted(configs.OP_TABLES),
+                        help="'baseline': the converted network; a training op table: the training form")
+    parser.add_argument("--path", default="default", choices=["default", "channels_last", "eager"])
+    parser.add_argument("--size", type=int, default=None, help="input size (default: 320 images, 256 videos)")
+    parser.add_argument("--passes", type=int, default=20, help="timed and profiled passes")
+    parser.add_argument("--top", type=int, default=12, help="ops listed")
+    parser.add_argument("--gpu", default="", help="CUDA device, e.g. 0 ('' = CPU)")
+    return parser
+
+
+def one_by_one_macs(shapes: list) -> int | None:
+    """MACs of a stride-1 1x1 convolution from its profiled input shapes (the weight (C_out, C_in/groups, 1, 1)
+    right after the activation (N, C_in, H, W); fused-add variants list the other summand first), else None."""
+    for i in range(1, len(shapes)):
+        weight, activation = shapes[i], shapes[i - 1]
+        if len(weight) == 4 and len(activation) == 4 and tuple(weight[2:]) == (1, 1):
+            (n, _, h, w), (c_out, c_in_per_group) = activation, weight[:2]
+            return n * h * w * c_out * c_in_per_group
+    return None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    logger = utils.setup_logger()
+    device = utils.select_device(args.gpu)
+    spec = configs.MODELS[args.model]
+    video = spec["kind"] == "video"
+    size = args.size or (256 if video else 320)
+    torch.manual_seed(0)
+    converted = args.config == "baseline"
+    model = build_model(args.model, None if converted else args.config, deploy=converted)
+    runner = utils.prepare_for_inference(model, device, eager=args.path == "eager")
+    if args.path == "channels_last":
+        runner.compile_cpu = runner.cuda_graphs = False
+    x = torch.randn(1, 3 * (8 if video else 1), size, size, device=device)
+    runner.warm_up(x, 3)
+    wall = statistics.median(utils.time_passes(runner, x, passes=args.passes, warmup=0))
+    with profile(record_shapes=True) as prof:
+        utils.time_passes(runner, x, passes=args.passes, warmup=0)
+    rows = [event for event in prof.key_averages(group_by_input_shape=True) if event.self_cpu_time_total > 0]
+    total = sum(event.self_cpu_time_total for event in rows) / args.passes / 1e3
+    conv = sum(event.self_cpu_time_total for event in rows
+               if any(name in event.key for name in CONVOLUTION_OPS)) / args.passes / 1e3
+    logger.info("%s, config %s, path %s, input %s: %.2f ms per pass without the profiler; under it %.2f ms of op "
+                "self time per pass, %.2f ms (%.0f %%) of it convolutions", args.model, args.config, runner.path,
+                "x".join(map(str, x.shape)), wall * 1e3, total, conv, 100 * conv / total)
+    for event in sorted(rows, key=lambda e: -e.self_cpu_time_total)[:args.top]:
+        logger.info("%8.2f ms/pass %4d calls/pass  %-34s %s", event.self_cpu_time_total / args.passes / 1e3,
+                    event.count // args.passes, event.key[:34], str(event.input_shapes)[:90])
+    rates = []
+    for event in rows:
+        macs = one_by_one_macs(event.input_shapes) if any(n in event.key for n in CONVOLUTION_KERNELS) else None
+        if macs and event.self_cpu_time_total > 0:
+            rates.append(macs * event.count / (event.self_cpu_time_total * 1e-6) / 1e9)
+    if rates:
+        logger.info("1x1 convolutions: %d shapes at %.0f-%.0f GMAC/s (median %.0f)", len(rates), min(rates),
+                    max(rates), statistics.median(rates))
+    return {"wall_ms": wall * 1e3, "op_ms": total, "conv_ms": conv, "one_by_one_gmacs": rates}
+
+
+if __name__ == "__main__":
+    main()
