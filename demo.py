@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 
 import utils
+from data.atomic import write_image_atomic, write_json_atomic
+from engine.checkpoints import LATEST_CHECKPOINT, checkpoint_path
 
 REPO = Path(__file__).resolve().parent
 
@@ -78,7 +80,7 @@ def train_image_model(pipe: Pipeline, args, data: Path, results: Path) -> Path:
         "--datadir", str(data / "sod"), "--train-data", "SYN-TR", "--val-data", "SYN-TE", "--savedir", str(savedir),
         "--epochs", str(args.image_epochs), "--batch-size", "8", "--size", str(args.image_size), "--warmup", "1",
         "--seed", "0", "-j", str(args.workers)))
-    return utils.checkpoint_path(savedir, utils.LATEST_CHECKPOINT)
+    return checkpoint_path(savedir, LATEST_CHECKPOINT)
 
 
 def image_steps(pipe: Pipeline, args, data: Path, results: Path) -> dict:
@@ -114,7 +116,7 @@ def video_steps(pipe: Pipeline, args, data: Path, results: Path, image_checkpoin
         "--val-lst", str(lists / "val_video_lst.txt"), "--lr-reduce", "0.1", "--preload", str(image_checkpoint),
         "--savedir", str(savedir), "--epochs", "1", "--batch-size", "2", "--max-steps", str(args.video_steps),
         "--size", str(args.video_size), "--seed", "0", "-j", str(args.workers)))
-    checkpoint = utils.checkpoint_path(savedir, utils.LATEST_CHECKPOINT)
+    checkpoint = checkpoint_path(savedir, LATEST_CHECKPOINT)
     pipe.run("maps SYN-V-test", python(
         "generate_salmaps_vsod.py", "--model", "stdnet", "--inference-config", "baseline", "--train-config", "sdnet",
         "-j", str(args.workers), "--gpu", args.gpu, "--datadir", str(data), "--testdata", "SYN-V-test",
@@ -143,7 +145,7 @@ def draw_figure(pipe: Pipeline, args, data: Path, results: Path, converted: Path
     figure = np.concatenate([np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255)
                              for r in rows])
     path = results / "demo_figure.png"
-    utils.write_image_atomic(path, figure)
+    write_image_atomic(path, figure)
     return path
 
 
@@ -170,7 +172,7 @@ def summarise(logger: logging.Logger, pipe: Pipeline, results: Path, artefacts: 
     logger.info("demo finished\n%s", "\n".join(lines))
     summary = {"timings": dict(pipe.timings), "sdnet": sod, "stdnet": vsod, "speed": {"default": default,
                "eager": eager}, "artefacts": {k: str(v) for k, v in artefacts.items()}}
-    utils.write_json_atomic(results / "demo_summary.json", summary)
+    write_json_atomic(results / "demo_summary.json", summary)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,11 +1,11 @@
 """Export the DCR-converted model of a checkpoint to ONNX (input ``image``, output ``saliency``).
 
-    python export_onnx.py --model sdnet --train-config sdnet --evaluate sdnet_from_scratch.pth --size 320 \
-        --out sdnet.onnx
+    python export_onnx.py --checkpoint checkpoints/sdnet_from_scratch.pth --size 320 --out sdnet.onnx
 
 The graph has a fixed input shape: image models take (1, 3, size, size) ImageNet-normalised images and return
 (1, 1, size, size) sigmoid maps; video models take one clip (1, 3T, size, size), frame t in channels 3t..3t+2,
 and return (T, 1, size, size). Pre- and post-processing are as in predict.py (resize, normalise; upsample the map).
+The model is what the checkpoint holds; the model flags may be given and must then agree with it.
 """
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ import torch
 import configs
 import utils
 from data.atomic import atomic_path
+from engine.inference import model_from_flags
 
 MIN_OPSET = 17
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="sdnet", choices=sorted(configs.MODELS))
-    parser.add_argument("--evaluate", required=True, metavar="CHECKPOINT",
-                        help="checkpoint: the authors' release (module. keys) or ours, training form or converted")
-    parser.add_argument("--size", type=int, default=None,
+    parser.add_argument("--checkpoint", required=True,
+                        help="the authors' release (module. keys) or ours, training form or converted")
+    parser.add_argument("--size", type=utils.positive_int, default=None,
                         help="square input size (default: sdnet 320, sdneta 384, video models 256)")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
@@ -57,14 +57,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.inference_config != "baseline":
         parser.error("--inference-config: only the converted model ('baseline') is exported")
     logger = utils.setup_logger()
-    spec = configs.MODELS[args.model]
-    video = spec["kind"] == "video"
-    size = args.size or spec["size"]
-    model = utils.load_inference_model(args, args.evaluate)
-    channels = 3 * args.nframes if video else 3
+    model, description = model_from_flags(args, args.checkpoint)
+    video = description.kind == "video"
+    size = args.size or configs.MODELS[description.model]["size"]
+    channels = 3 * description.nframes if video else 3
     example = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))
     export(model, example, Path(args.out), args.opset)
-    maps = args.nframes if video else 1
+    maps = description.nframes if video else 1
     logger.info("wrote %s: input 'image' %s, output 'saliency' %s", args.out, tuple(example.shape),
                 (maps, 1, size, size))
 

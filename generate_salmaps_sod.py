@@ -4,8 +4,9 @@
         --datadir ROOT/sod --testdata ECSSD+DUTS-TE --savedir results/EXP --evaluate checkpoints/EXP.pth --size 320
 
 Each image of ``<datadir>/<DATASET>/images/`` is resized to size x size, normalised and predicted (batch 1); the map
-is upsampled bilinearly to the original size and written to ``<savedir>/<DATASET>/<stem>.png``. Images that cannot
-be decoded are reported by path and skipped; the exit status is then 1.
+is upsampled bilinearly to the original size and written to ``<savedir>/<DATASET>/<stem>.png``. The model is what
+the checkpoint holds; ``--model``, ``--bn`` and ``--train-config`` may be given and must then agree with it. Images
+that cannot be decoded are reported by path and skipped; the exit status is then 1.
 """
 
 from __future__ import annotations
@@ -15,60 +16,57 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import configs
 import utils
-from data.readers import list_images
+from data import DataError
+from data.atomic import write_image_atomic
+from data.datasets import SODDataset, test_loader
+from data.transforms import saliency_to_uint8
+from engine.inference import model_from_flags, prepare_for_inference
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    image_models = sorted(name for name, spec in configs.MODELS.items() if spec["kind"] == "image")
-    parser.add_argument("--model", default="sdnet", choices=image_models)
     parser.add_argument("--evaluate", required=True, metavar="CHECKPOINT",
                         help="checkpoint: the authors' release (module. keys) or ours, training form or converted")
     parser.add_argument("--datadir", required=True, help="folder holding <DATASET>/images/")
     parser.add_argument("--testdata", default="ECSSD", help="'+'-joined dataset folder names under --datadir")
     parser.add_argument("--savedir", default="results/savedir", help="maps go to <savedir>/<DATASET>/<stem>.png")
-    parser.add_argument("--size", type=int, default=None, help="square network input size (default: no resize)")
+    parser.add_argument("--size", type=utils.positive_int, default=None,
+                        help="square network input size (default: no resize)")
     parser.add_argument("-j", "--workers", type=int, default=4, help="image reading processes")
-    utils.add_inference_args(parser)
+    utils.add_inference_args(parser, "image")
     return parser
 
 
-def generate_dataset(model: utils.InferenceRunner, images: list[Path], outdir: Path, args: argparse.Namespace,
-                     logger) -> int:
-    """Predict and write the maps of ``images`` into ``outdir``; returns the number of unreadable images."""
-    failures = 0
-    loader = utils.inference_loader(utils.ImageFiles(images, args.size), args.workers)
-    for item in tqdm(loader, total=len(images), desc=outdir.name, unit="img", leave=False):
-        if item["error"]:
-            logger.error(item["error"])
-            failures += 1
-            continue
-        saliency = utils.saliency_to_uint8(model(item["image"]), item["size"])[0]
-        utils.write_image_atomic(outdir / f"{item['path'].stem}.png", saliency)
-    return failures
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logger = utils.setup_logger()
     datadir = Path(args.datadir)
     if not datadir.is_dir():
         utils.fail(f"--datadir {datadir}: no such folder")
-    datasets = [name for name in args.testdata.split("+") if name]
-    for name in datasets:
+    datasets = {}
+    for name in (name for name in args.testdata.split("+") if name):
         if not (datadir / name / "images").is_dir():
             utils.fail(f"--testdata {name}: no folder {datadir / name / 'images'}")
-    model = utils.load_inference_model(args, args.evaluate)
-    model = utils.prepare_for_inference(model, utils.select_device(args.gpu), eager=args.eager, half=args.half)
+        try:
+            datasets[name] = SODDataset(datadir, name, mode="test", size=args.size)
+        except DataError as err:
+            utils.fail(f"--testdata {name}: {err}")
+    model, _ = model_from_flags(args, args.evaluate, kind="image")
+    runner = prepare_for_inference(model, utils.select_device(args.gpu), eager=args.eager, half=args.half)
     failures = 0
-    for name in datasets:
-        images = list_images(datadir / name / "images")
-        unreadable = generate_dataset(model, images, Path(args.savedir) / name, args, logger)
-        logger.info("%s: %d maps written to %s", name, len(images) - unreadable, Path(args.savedir) / name)
-        failures += unreadable
+    for name, dataset in datasets.items():
+        outdir = Path(args.savedir) / name
+        written = 0
+        for item in tqdm(test_loader(dataset, args.workers), total=len(dataset), desc=name, unit="img", leave=False):
+            if item["error"]:
+                logger.error(item["error"])
+                failures += 1
+                continue
+            write_image_atomic(outdir / f"{item['name']}.png", saliency_to_uint8(runner(item["image"][None]),
+                                                                                 item["size"])[0])
+            written += 1
+        logger.info("%s: %d maps written to %s", name, written, outdir)
     if failures:
         utils.fail(f"{failures} image(s) could not be read (listed above); their maps are missing", status=1)
 

@@ -5,7 +5,7 @@
 Prints the model, device, input shape, parameters, MACs (FLOPs / 2 by torch.utils.flop_counter) and FPS: batch 1
 (``-b``), input already on the device, the median over ``-n`` timed passes after a warm-up, each pass synchronised
 on a GPU. ``--config baseline`` times the DCR-converted network, ``--config sdnet`` / ``sdnet-a`` the multi-branch
-training form. The inference path is `utils.prepare_for_inference` (``--eager`` for plain eager PyTorch).
+training form. The inference path is `engine.inference.prepare_for_inference` (``--eager`` for plain eager PyTorch).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 import utils
+from engine.speed import run_speed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     utils.setup_logger()
-    return utils.run_speed(args, parser, "image")
+    return run_speed(args, parser, "image")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ One pass runs one clip of ``--nframes`` (8) frames, (1, 3*8, 256, 256); FPS coun
 over ``-n`` timed passes after a warm-up, input already on the device, each pass synchronised on a GPU. Also prints
 the device, parameters and MACs per clip and per frame (FLOPs / 2 by torch.utils.flop_counter). ``--config
 baseline`` times the DCR-converted network, a training op table the multi-branch training form. The inference path
-is `utils.prepare_for_inference` (``--eager`` for plain eager PyTorch).
+is `engine.inference.prepare_for_inference` (``--eager`` for plain eager PyTorch).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 import utils
+from engine.speed import run_speed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
     utils.setup_logger()
-    return utils.run_speed(args, parser, "video")
+    return run_speed(args, parser, "video")
 
 
 if __name__ == "__main__":

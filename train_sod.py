@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import functools
 
-import torch
-
 import configs
 import utils
 from data import DataError
 from data.datasets import SODDataset
-from models import build_model
+from engine import train
 from models.losses import weighted_bce_loss
 
 DEFAULTS = configs.TRAIN_DEFAULTS["image"]
@@ -27,13 +25,16 @@ DEFAULTS = configs.TRAIN_DEFAULTS["image"]
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags: the shared training flags plus the image-specific ones."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    utils.add_common_args(parser, "image")
+    utils.add_training_args(parser, "image")
     group = parser.add_argument_group("image training")
     group.add_argument("--train-data", "--traindata", default=DEFAULTS["train_data"],
                        help="training set folder under --datadir (or --datadir/sod), '+'-joined for several")
     group.add_argument("--val-data", "--valdata", default=DEFAULTS["val_data"],
                        help="validation set folder under --datadir (or --datadir/sod); '' skips validation")
-    group.add_argument("--bn", action="store_true", help="BatchNorm in the backbone DiffBlocks (SDNet-A: yes)")
+    bn = group.add_mutually_exclusive_group()
+    bn.add_argument("--bn", action="store_true", default=DEFAULTS["bn"],
+                    help="BatchNorm in the backbone DiffBlocks (SDNet-A: yes)")
+    bn.add_argument("--nobn", dest="bn", action="store_false", help="no BatchNorm in the backbone (the default)")
     group.add_argument("--warmup", type=int, default=DEFAULTS["warmup"],
                        help="epochs of frozen branch logits from scratch (none with --preload/--finetune)")
     group.add_argument("--beta", type=float, default=DEFAULTS["beta"], help="weight factor of background pixels")
@@ -42,57 +43,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def pass_sizes(size: int, scales: list[float]) -> list[int]:
-    """Input size of each pass of an epoch: round(s * size / 16) * 16 (Python rounding, half to even)."""
-    return [round(scale * size / 16) * 16 for scale in scales]
+class ImageTask(train.TrainingTask):
+    """SDNet / SDNet-A on still images: multi-scale passes, weighted BCE, one validation set."""
 
+    kind = "image"
 
-def train(args: argparse.Namespace) -> None:
-    """One training process (of one or several)."""
-    ctx, logger = utils.start_process(args.gpu)
-    utils.check_training_args(args, ctx)
-    utils.init_distributed(ctx)
-    resume = utils.load_resume_checkpoint(args)
-    utils.seed_everything(utils.resolve_seed(args, ctx))
-    try:
-        train_set = SODDataset(args.datadir, args.train_data, mode="train", size=args.size, seed=args.seed)
-    except DataError as err:
-        utils.fail(f"--train-data {args.train_data}: {err}")
-    val_sets = {}
-    if args.val_data:
+    def datasets(self, args):
         try:
-            val_sets[args.val_data] = SODDataset(args.datadir, args.val_data, mode="test", size=args.size,
-                                                 with_gt=True)
+            train_set = SODDataset(args.datadir, args.train_data, mode="train", size=args.size, seed=args.seed)
+        except DataError as err:
+            utils.fail(f"--train-data {args.train_data}: {err}")
+        if not args.val_data:
+            return train_set, {}
+        try:
+            val_set = SODDataset(args.datadir, args.val_data, mode="test", size=args.size, with_gt=True)
         except DataError as err:
             utils.fail(f"--val-data {args.val_data}: {err}")
+        return train_set, {args.val_data: val_set}
 
-    model = build_model(args.model, args.config, bn=args.bn)
-    start_epoch, best = utils.initialise_model(model, args, resume, logger)
-    model.to(ctx.device)
-    optimizer = torch.optim.Adam(utils.image_param_groups(model, args.wd), lr=args.lr, betas=DEFAULTS["betas"])
-    scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
-    if resume is not None:
-        utils.restore_optimizer(optimizer, resume, args)
-        if args.amp and "scaler" in resume:
-            scaler.load_state_dict(resume["scaler"])
+    def param_groups(self, model, args):
+        return train.image_param_groups(model, args.wd)
 
-    logger = utils.start_run_files(args, ctx, resume)
-    logger.info("training %s (config %s, bn %s) on %s: %d images, %d process(es), seed %d", args.model, args.config,
-                args.bn, ctx.device, len(train_set), ctx.world_size, args.seed)
-    job = utils.TrainJob(
-        args=args, model=model, optimizer=optimizer, train_set=train_set,
+    def loss(self, args, batch):
         # the nominal per-process batch divides every batch's summed loss (also the smaller last one)
-        loss_fn=functools.partial(weighted_bce_loss, beta=args.beta, divisor=args.batch_size // ctx.world_size),
-        pass_sizes=pass_sizes(args.size, args.pass_scales), val_sets=val_sets,
-        best_files={name: "checkpoint_best.pth" for name in val_sets},
-        warmup=0 if (args.preload or args.finetune) else args.warmup,
-        start_epoch=start_epoch, best=best, scaler=scaler)
-    utils.fit(job, ctx, logger)
+        return functools.partial(weighted_bce_loss, beta=args.beta, divisor=batch)
+
+    def pass_sizes(self, args):
+        """round(s * size / 16) * 16 per scale (Python rounding, half to even)."""
+        return [round(scale * args.size / 16) * 16 for scale in args.pass_scales]
+
+    def warmup(self, args):
+        return 0 if (args.preload or args.finetune) else args.warmup
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    utils.launch(train, args)
+    train.run(ImageTask(), build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ Example: python train_vsod.py --model stdnet --resume --gpu 0,1 --datadir ROOTDI
 from __future__ import annotations
 
 import argparse
-
-import torch
+import logging
 
 import configs
 import utils
-from data import DataError, read_video_list, select_videos
+from data import DataError
 from data.datasets import VSODDataset
+from data.lists import dataset_names, read_video_list
+from engine import train
 from models import build_model
 from models.losses import bce_ssim_iou_loss
 
@@ -28,7 +29,7 @@ DEFAULTS = configs.TRAIN_DEFAULTS["video"]
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags: the shared training flags plus the video-specific ones."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    utils.add_common_args(parser, "video")
+    utils.add_training_args(parser, "video")
     group = parser.add_argument_group("video training")
     group.add_argument("--train-lst", default=DEFAULTS["train_lst"], help="training list file (paths under --datadir)")
     group.add_argument("--val-lst", default=DEFAULTS["val_lst"],
@@ -37,85 +38,93 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fraction of the sorted annotated frames kept per DAVSOD validation video (>= 1: all)")
     group.add_argument("--framegap", type=float, default=DEFAULTS["framegap"],
                        help="gap target of VOS training clips and of validation clips")
-    group.add_argument("--nframes", type=int, default=DEFAULTS["nframes"], help="frames per clip")
-    group.add_argument("--tid", nargs="+", default=list(DEFAULTS["tid"]), choices=["cv", "cd", "ad"],
+    group.add_argument("--nframes", type=utils.positive_int, default=DEFAULTS["nframes"], help="frames per clip")
+    group.add_argument("--tid", nargs="+", default=list(DEFAULTS["tid"]), choices=configs.TEMPORAL_OPS,
                        help="branch ops of the temporal difference convolutions (STDC)")
     group.add_argument("--scales", type=float, nargs="+", default=list(DEFAULTS["scales"]),
                        help="initial STDC branch logits, one per --tid op")
     group.add_argument("--lr-reduce", type=float, default=DEFAULTS["lr_reduce"],
                        help="lr factor of the preloaded backbone (names containing 'block')")
-    group.add_argument("--nobn", dest="bn", action="store_false",
-                       help="no BatchNorm in the backbone DiffBlocks and STDC branches (decoder BN stays)")
+    bn = group.add_mutually_exclusive_group()
+    bn.add_argument("--bn", dest="bn", action="store_true", default=DEFAULTS["bn"],
+                    help="BatchNorm in the backbone DiffBlocks and STDC branches (the default)")
+    bn.add_argument("--nobn", dest="bn", action="store_false",
+                    help="no BatchNorm in the backbone DiffBlocks and STDC branches (decoder BN stays)")
     return parser
 
 
-def validation_sets(args: argparse.Namespace, list_file) -> dict[str, VSODDataset]:
-    """One validation dataset per dataset name in the list (DAVSOD, VOS, DAVIS, ...), in list order; only DAVSOD
-    is cut to its first ``--val-cut`` of annotated frames (SPEC §6.3)."""
-    names = list(dict.fromkeys(entry.dataset for entry in select_videos(read_video_list(list_file))))
-    cut = args.val_cut if args.val_cut < 1 else 1.0
-    return {name: VSODDataset(args.datadir, list_file, mode="val", nframes=args.nframes, size=args.size,
-                              framegap=args.framegap, cut=cut if name == "DAVSOD" else 1.0, dataset=name)
-            for name in names}
+class VideoTask(train.TrainingTask):
+    """STDNet / STDNet-A on clips: one pass per epoch, BCE + SSIM + IoU, one validation set per dataset."""
+
+    kind = "video"
+    drop_last = True
+
+    def resolve(self, args, ctx):
+        if len(args.scales) != len(args.tid):
+            utils.fail(f"--scales needs one value per --tid op ({len(args.tid)}), got {len(args.scales)}")
+        size = args.size
+        if size % 32:  # as in the released script: clip sizes are multiples of 32
+            size = max(32, round(size / 32) * 32)
+            if ctx.is_main:
+                logging.getLogger(utils.LOGGER_NAME).warning("--size %d rounded to %d, a multiple of 32",
+                                                             args.size, size)
+        if not args.preload and ctx.is_main:
+            logging.getLogger(utils.LOGGER_NAME).warning(
+                "no --preload: the backbone is trained from scratch at the full lr (the paper's recipe starts from "
+                "a pretrained backbone)")
+        train_lst = train.resolve_list_file(args.train_lst, "--train-lst")
+        val_lst = train.resolve_list_file(args.val_lst, "--val-lst") if args.val_lst else None
+        return argparse.Namespace(**{**vars(args), "size": size, "train_lst": str(train_lst),
+                                     "val_lst": str(val_lst) if val_lst else ""})
+
+    def datasets(self, args):
+        try:
+            train_set = VSODDataset(args.datadir, args.train_lst, mode="train", nframes=args.nframes, size=args.size,
+                                    framegap=args.framegap, seed=args.seed)
+        except DataError as err:
+            utils.fail(f"--train-lst {args.train_lst}: {err}")
+        try:
+            return train_set, self.validation_sets(args) if args.val_lst else {}
+        except DataError as err:
+            utils.fail(f"--val-lst {args.val_lst}: {err}")
+
+    @staticmethod
+    def validation_sets(args) -> dict[str, VSODDataset]:
+        """One validation dataset per dataset name in the list (DAVSOD, VOS, DAVIS, ...), in list order; only
+        DAVSOD is cut to its first ``--val-cut`` of annotated frames (SPEC §6.3)."""
+        cut = args.val_cut if args.val_cut < 1 else 1.0
+        return {name: VSODDataset(args.datadir, args.val_lst, mode="val", nframes=args.nframes, size=args.size,
+                                  framegap=args.framegap, cut=cut if name == "DAVSOD" else 1.0, dataset=name)
+                for name in dataset_names(read_video_list(args.val_lst))}
+
+    def build(self, args):
+        return build_model(args.model, args.config, bn=args.bn, tid=args.tid, scales=args.scales,
+                           nframes=args.nframes)
+
+    def param_groups(self, model, args):
+        return train.video_param_groups(model, args.wd, args.lr_reduce, preloaded=bool(args.preload))
+
+    def loss(self, args, batch):
+        return video_loss
+
+    def best_file(self, val_set):
+        return f"checkpoint_best_{val_set}.pth"
+
+    def frames_per_sample(self, args):
+        return args.nframes
+
+    def summary(self, args):
+        return f"bn {args.bn}, tid {' '.join(args.tid)}"
 
 
-def train(args: argparse.Namespace) -> None:
-    """One training process (of one or several)."""
-    ctx, logger = utils.start_process(args.gpu)
-    utils.check_training_args(args, ctx)
-    if len(args.scales) != len(args.tid):
-        utils.fail(f"--scales needs one value per --tid op ({len(args.tid)}), got {len(args.scales)}")
-    if args.size % 32:  # as in the released script: clip sizes are multiples of 32
-        size = max(32, round(args.size / 32) * 32)
-        if ctx.is_main:
-            logger.warning("--size %d rounded to %d, a multiple of 32", args.size, size)
-        args.size = size
-    train_lst = utils.resolve_list_file(args.train_lst, "--train-lst")
-    val_lst = utils.resolve_list_file(args.val_lst, "--val-lst") if args.val_lst else None
-    utils.init_distributed(ctx)
-    resume = utils.load_resume_checkpoint(args)
-    utils.seed_everything(utils.resolve_seed(args, ctx))
-    try:
-        train_set = VSODDataset(args.datadir, train_lst, mode="train", nframes=args.nframes, size=args.size,
-                                framegap=args.framegap, seed=args.seed)
-    except DataError as err:
-        utils.fail(f"--train-lst {args.train_lst}: {err}")
-    try:
-        val_sets = validation_sets(args, val_lst) if val_lst else {}
-    except DataError as err:
-        utils.fail(f"--val-lst {args.val_lst}: {err}")
-
-    model = build_model(args.model, args.config, bn=args.bn, tid=args.tid, scales=args.scales, nframes=args.nframes)
-    start_epoch, best = utils.initialise_model(model, args, resume, logger)
-    if not args.preload and ctx.is_main:
-        logger.warning("no --preload: the backbone is trained from scratch at the full lr (the paper's recipe "
-                       "starts from a pretrained backbone)")
-    model.to(ctx.device)
-    groups = utils.video_param_groups(model, args.wd, args.lr_reduce, preloaded=bool(args.preload))
-    optimizer = torch.optim.Adam(groups, lr=args.lr, betas=DEFAULTS["betas"])
-    scaler = torch.amp.GradScaler("cuda", enabled=args.amp)
-    if resume is not None:
-        utils.restore_optimizer(optimizer, resume, args)
-        if args.amp and "scaler" in resume:
-            scaler.load_state_dict(resume["scaler"])
-
-    logger = utils.start_run_files(args, ctx, resume)
-    logger.info("training %s (config %s, bn %s, tid %s) on %s: %d clips, validation on %s, %d process(es), "
-                "seed %d", args.model, args.config, args.bn, " ".join(args.tid), ctx.device, len(train_set),
-                ", ".join(val_sets) or "nothing", ctx.world_size, args.seed)
-    job = utils.TrainJob(
-        args=args, model=model, optimizer=optimizer, train_set=train_set,
-        # (B, T, 1, S, S) targets against the (B*T, 1, S, S) maps, frame t of clip b at row b*T + t
-        loss_fn=lambda pred, target: bce_ssim_iou_loss(pred, target.reshape(pred.shape)),
-        pass_sizes=[args.size], val_sets=val_sets,
-        best_files={name: f"checkpoint_best_{name}.pth" for name in val_sets},
-        drop_last=True, start_epoch=start_epoch, best=best, frames_per_sample=args.nframes, scaler=scaler)
-    utils.fit(job, ctx, logger)
+def video_loss(pred, target):
+    """BCE + (1 - SSIM) + IoU of (B*T, 1, S, S) maps against (B, T, 1, S, S) targets (frame t of clip b at row
+    b*T + t)."""
+    return bce_ssim_iou_loss(pred, target.reshape(pred.shape))
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    utils.launch(train, args)
+    train.run(VideoTask(), build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

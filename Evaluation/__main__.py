@@ -23,9 +23,9 @@ from data.atomic import write_bytes_atomic
 from Evaluation.evaluate import evaluate_dataset
 from Evaluation.inputs import DatasetPairs, EvaluationError, image_dataset_pairs, video_dataset_pairs
 from Evaluation.report import format_table, json_entry, markdown_table, merge_json, save_curves
+from utils import select_device, setup_logger
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-LOGGER_NAME = "sdnet"  # the project's logger (utils.setup_logger); utils itself is not imported: it imports models
 MISSING_SHOWN = 5
 
 
@@ -68,28 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logger() -> logging.Logger:
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(logging.INFO)
-    return logger
-
-
-def _select_device(gpu: str, logger: logging.Logger) -> torch.device:
-    """Same rule as utils.select_device: '' -> CPU; '0' or '0,1' -> the first listed CUDA device (CPU with a
-    warning when CUDA is unavailable)."""
-    if not gpu:
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        logger.warning("--gpu %s given but CUDA is not available: running on CPU", gpu)
-        return torch.device("cpu")
-    return torch.device("cuda", int(str(gpu).split(",")[0]))
-
-
 def collect(args: argparse.Namespace, logger: logging.Logger) -> list[DatasetPairs]:
     """The pairs of every requested dataset, checked before any map is read."""
     names = [name for name in args.testdata.split("+") if name]
@@ -129,7 +107,7 @@ def collect(args: argparse.Namespace, logger: logging.Logger) -> list[DatasetPai
 def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
     """Evaluate, write the outputs, return the JSON records of this run's datasets."""
     datasets = collect(args, logger)
-    device = _select_device(args.gpu, logger)
+    device = select_device(args.gpu)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
         cv2.setNumThreads(args.threads)
@@ -158,7 +136,7 @@ def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logger = _setup_logger()
+    logger = setup_logger()
     try:
         entries = run(args, logger)
     except EvaluationError as err:

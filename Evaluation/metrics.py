@@ -24,7 +24,7 @@ import torch
 from Evaluation.spatial import gaussian_filter, replace_with_nearest_foreground_, squared_distance_to_foreground
 
 __all__ = [
-    "EPS", "PreparedBatch", "prepare_batch", "MAE", "Fmeasure", "Emeasure", "Smeasure", "WeightedFmeasure",
+    "PreparedBatch", "prepare_batch", "MAE", "Fmeasure", "Emeasure", "Smeasure", "WeightedFmeasure",
     "SODMetrics", "average_over_videos", "SUMMARY_KEYS",
 ]
 

@@ -3,7 +3,7 @@
 Usage: python bench/bench_speed.py [--gpu 0] [--rounds 5] [--passes 10] [--json PATH]
 
 Rows (random weights, batch 1, input on the device, median seconds per pass, SPEC §8):
-- SDNet @320 and STDNet @256 with 8-frame clips, converted: default path (`utils.prepare_for_inference`, warmed up
+- SDNet @320 and STDNet @256 with 8-frame clips, converted: default path (`inference.prepare_for_inference`, warmed up
   to its steady state: compiled on the CPU, CUDA graph on a GPU) vs ``--eager`` (plain eager NCHW float32), and,
   on the CPU, its channels_last eager first stage; the max abs difference between their maps;
 - DCR ablation: SDNet @320 converted vs its multi-branch training form, both on the default path, both eager and,
@@ -36,6 +36,8 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 import torch  # noqa: E402
 
 import utils  # noqa: E402
+from data.atomic import write_json_atomic  # noqa: E402
+from engine import inference, speed  # noqa: E402
 from models import build_model, convert_model  # noqa: E402
 
 
@@ -54,14 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def first_stage(model: torch.nn.Module, device: torch.device) -> utils.InferenceRunner:
+def first_stage(model: torch.nn.Module, device: torch.device) -> inference.InferenceRunner:
     """The default path without its steady state (no compiling / graph capture): channels_last eager on the CPU."""
-    runner = utils.prepare_for_inference(model, device)
+    runner = inference.prepare_for_inference(model, device)
     runner.compile_cpu = runner.cuda_graphs = False
     return runner
 
 
-def warm_up_all(variants: dict[str, utils.InferenceRunner], x: torch.Tensor, passes: int) -> dict[str, float]:
+def warm_up_all(variants: dict[str, inference.InferenceRunner], x: torch.Tensor, passes: int) -> dict[str, float]:
     """Warm every variant up (compiling / capturing the default path); seconds each took."""
     seconds = {}
     for name, runner in variants.items():
@@ -77,7 +79,7 @@ def interleaved(variants: dict[str, object], x: torch.Tensor, args: argparse.Nam
     order = list(variants)
     for round_index in range(args.rounds):
         for name in order if round_index % 2 == 0 else reversed(order):
-            times[name] += utils.time_passes(variants[name], x, passes=args.passes, warmup=0)
+            times[name] += speed.time_passes(variants[name], x, passes=args.passes, warmup=0)
     return {name: {"median": statistics.median(values), "min": min(values)} for name, values in times.items()}
 
 
@@ -90,8 +92,8 @@ def compare_paths(name: str, x: torch.Tensor, device: torch.device, args: argpar
     """Converted ``name``: default path vs eager (and its first stage), timings, ratio and max abs map difference."""
     torch.manual_seed(0)
     model = build_model(name, deploy=True).eval()
-    variants = {"default": utils.prepare_for_inference(model, device),
-                "eager": utils.prepare_for_inference(model, device, eager=True)}
+    variants = {"default": inference.prepare_for_inference(model, device),
+                "eager": inference.prepare_for_inference(model, device, eager=True)}
     if device.type == "cpu":
         variants["channels_last"] = first_stage(model, device)
     record = {"model": name, "input_shape": list(x.shape), "path": variants["default"].path,
@@ -107,15 +109,15 @@ def compare_dcr(x: torch.Tensor, device: torch.device, args: argparse.Namespace)
     torch.manual_seed(0)
     training = build_model("sdnet", "sdnet").eval()
     converted = convert_model(training).eval()
-    variants = {"converted": utils.prepare_for_inference(converted, device),
-                "training": utils.prepare_for_inference(training, device),
-                "converted_eager": utils.prepare_for_inference(converted, device, eager=True),
-                "training_eager": utils.prepare_for_inference(training, device, eager=True)}
+    variants = {"converted": inference.prepare_for_inference(converted, device),
+                "training": inference.prepare_for_inference(training, device),
+                "converted_eager": inference.prepare_for_inference(converted, device, eager=True),
+                "training_eager": inference.prepare_for_inference(training, device, eager=True)}
     if device.type == "cpu":  # the default path's first stage, which short runs stay on
         variants["converted_channels_last"] = first_stage(converted, device)
         variants["training_channels_last"] = first_stage(training, device)
     record = {"model": "sdnet", "input_shape": list(x.shape), "warm_up_s": warm_up_all(variants, x, args.warmup),
-              "params": {"converted": utils.count_parameters(converted), "training": utils.count_parameters(training)},
+              "params": {"converted": speed.count_parameters(converted), "training": speed.count_parameters(training)},
               "max_abs_diff": (variants["converted"](x) - variants["training_eager"](x)).abs().max().item()}
     record["seconds"] = interleaved(variants, x, args)
     record["speedup_converted_vs_training"] = speedup(record["seconds"], "training", "converted")
@@ -167,18 +169,18 @@ def resident_mb() -> float:
 def memory_run(device: torch.device, passes: int) -> dict:
     """Memory after 10, 100, ... ``passes`` default-path passes of converted SDNet @320, and the peak."""
     torch.manual_seed(0)
-    runner = utils.prepare_for_inference(build_model("sdnet", deploy=True), device)
+    runner = inference.prepare_for_inference(build_model("sdnet", deploy=True), device)
     x = torch.randn(1, 3, 320, 320, device=device)
     runner.warm_up(x)
     cuda = device.type == "cuda"
     checkpoints = sorted({n for n in (10, 100, 250, 500, passes) if n <= passes})
     memory, done = {}, 0
     for checkpoint in checkpoints:
-        utils.time_passes(runner, x, passes=checkpoint - done, warmup=0)
+        speed.time_passes(runner, x, passes=checkpoint - done, warmup=0)
         done = checkpoint
         memory[checkpoint] = torch.cuda.memory_allocated(device) / 2**20 if cuda else resident_mb()
     return {"passes": passes, "measure": "cuda_allocated_mb" if cuda else "rss_mb", "after_passes": memory,
-            "peak_mb": utils.peak_memory_mb(device), "growth_mb_after_100": memory[passes] - memory.get(100, 0.0)}
+            "peak_mb": speed.peak_memory_mb(device), "growth_mb_after_100": memory[passes] - memory.get(100, 0.0)}
 
 
 def report(results: dict) -> str:
@@ -224,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "least 0")
     logger = utils.setup_logger()
     device = utils.select_device(args.gpu)
-    results = {"device": str(device), "device_name": utils.device_name(device), "torch": torch.__version__,
+    results = {"device": str(device), "device_name": speed.device_name(device), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "rounds": args.rounds, "passes": args.passes,
                "date": time.strftime("%Y-%m-%d %H:%M")}
     image = torch.randn(1, 3, 320, 320, device=device)
@@ -241,7 +243,7 @@ def main(argv: list[str] | None = None) -> dict:
     for line in report(results).splitlines():
         logger.info(line)
     if args.json:
-        utils.write_json_atomic(args.json, results)
+        write_json_atomic(args.json, results)
     return results
 
 

@@ -5,7 +5,7 @@ Usage: python bench/bench_train.py [--gpu 0] [--threads N] [--rounds 5] [--steps
 Rows: SDNet @320 with batch 8 (weighted BCE, image parameter groups) and STDNet @256 with one 8-frame clip
 (BCE + SSIM + IoU, video parameter groups with lr_reduce 0.05), both in training form, random weights, on a fixed
 random batch with a random binary GT already on the device. A step is forward, loss, backward and Adam step,
-as in ``utils.train_one_epoch``. Each round times ``--steps`` steps; the median over rounds is reported, plus the
+as in ``engine.train.train_one_pass``. Each round times ``--steps`` steps; the median over rounds is reported, plus the
 process CPU seconds per image (less sensitive to other load on a shared machine than wall time).
 """
 
@@ -25,6 +25,8 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 import torch  # noqa: E402
 
 import utils  # noqa: E402
+from data.atomic import write_json_atomic  # noqa: E402
+from engine import speed, train  # noqa: E402
 from models import build_model  # noqa: E402
 from models.losses import bce_ssim_iou_loss, weighted_bce_loss  # noqa: E402
 
@@ -53,10 +55,10 @@ def make_step(name: str, device: torch.device):
     torch.manual_seed(0)
     model = build_model(model_name).to(device).train()
     if frames == 1:
-        groups = utils.image_param_groups(model, 1e-4)
+        groups = train.image_param_groups(model, 1e-4)
         loss_fn = functools.partial(weighted_bce_loss, divisor=batch)
     else:
-        groups = utils.video_param_groups(model, 1e-4, 0.05, preloaded=True)
+        groups = train.video_param_groups(model, 1e-4, 0.05, preloaded=True)
         loss_fn = bce_ssim_iou_loss
     optimizer = torch.optim.Adam(groups, lr=1e-3, betas=(0.9, 0.99))
     inputs = torch.randn(batch, 3 * frames, size, size, device=device)
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     device = utils.select_device(args.gpu)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = {"device": utils.device_name(device), "threads": torch.get_num_threads(), "rows": []}
+    results = {"device": speed.device_name(device), "threads": torch.get_num_threads(), "rows": []}
     for name in args.cases:
         row = measure(name, device, args.rounds, args.steps, args.warmup)
         results["rows"].append(row)
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("%s, %d threads, load average %s", results["device"], results["threads"],
                 " ".join(f"{v:.1f}" for v in results["load_average_after"]))
     if args.json:
-        utils.write_json_atomic(args.json, results)
+        write_json_atomic(args.json, results)
 
 
 if __name__ == "__main__":

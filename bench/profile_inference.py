@@ -4,8 +4,9 @@ Usage: python bench/profile_inference.py [--model sdnet] [--config baseline] [--
        [--passes 20] [--top 12]
 
 Random weights as the speed scripts (SPEC §8), batch 1; ``--config baseline`` is the DCR-converted network, a
-training op table (``sdnet``) its multi-branch training form. ``--path``: ``default`` (`utils.prepare_for_inference`
-warmed up to its steady state: compiled on the CPU), ``channels_last`` (its first stage, not compiled) or ``eager``.
+training op table (``sdnet``) its multi-branch training form. ``--path``: ``default``
+(`engine.inference.prepare_for_inference` warmed up to its steady state: compiled on the CPU), ``channels_last``
+(its first stage, not compiled) or ``eager``.
 Prints the median wall time per pass without the profiler, then, per pass under the profiler: the self time of
 the ops taking most of it (by op and input shapes), the convolutions' share of all op time, and the MAC rate of
 each 1x1 convolution shape (stride 1, so its MACs are exact: N H W C_out C_in / groups). The profiler perturbs
@@ -28,6 +29,7 @@ from torch.profiler import profile  # noqa: E402
 
 import configs  # noqa: E402
 import utils  # noqa: E402
+from engine import inference, speed  # noqa: E402
 from models import build_model  # noqa: E402
 
 CONVOLUTION_OPS = ("convolution", "conv2d")
@@ -69,14 +71,14 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     converted = args.config == "baseline"
     model = build_model(args.model, None if converted else args.config, deploy=converted)
-    runner = utils.prepare_for_inference(model, device, eager=args.path == "eager")
+    runner = inference.prepare_for_inference(model, device, eager=args.path == "eager")
     if args.path == "channels_last":
         runner.compile_cpu = runner.cuda_graphs = False
     x = torch.randn(1, 3 * (8 if video else 1), size, size, device=device)
     runner.warm_up(x, 3)
-    wall = statistics.median(utils.time_passes(runner, x, passes=args.passes, warmup=0))
+    wall = statistics.median(speed.time_passes(runner, x, passes=args.passes, warmup=0))
     with profile(record_shapes=True) as prof:
-        utils.time_passes(runner, x, passes=args.passes, warmup=0)
+        speed.time_passes(runner, x, passes=args.passes, warmup=0)
     rows = [event for event in prof.key_averages(group_by_input_shape=True) if event.self_cpu_time_total > 0]
     total = sum(event.self_cpu_time_total for event in rows) / args.passes / 1e3
     conv = sum(event.self_cpu_time_total for event in rows

@@ -2,7 +2,7 @@
 
 A file is written under a hidden temporary name in its target folder, then renamed over the target
 (``os.replace`` is atomic on one file system), so a reader, or a kill at any moment, sees the old file or the
-complete new one. This module imports nothing of the project; ``Evaluation`` and ``utils`` both use it.
+complete new one. This module imports nothing of the project; every package that writes files uses it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_json_atomic"]
+import cv2
+import numpy as np
+
+__all__ = ["atomic_path", "write_bytes_atomic", "write_json_atomic", "write_image_atomic"]
 
 
 @contextlib.contextmanager
@@ -44,3 +47,14 @@ def write_bytes_atomic(path: str | os.PathLike, payload: bytes, *, fsync: bool =
 def write_json_atomic(path: str | os.PathLike, data: object) -> None:
     """Write ``data`` as indented JSON (with a final newline) to ``path`` atomically."""
     write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def write_image_atomic(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Encode ``image`` by the file suffix (.png, .jpg) and write it to ``path`` atomically (parents created).
+
+    ``image``: (H, W) grey, (H, W, 3) BGR or (H, W, 4) BGRA, uint8 (OpenCV channel order).
+    """
+    ok, encoded = cv2.imencode(Path(path).suffix, image)
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    write_bytes_atomic(path, encoded.tobytes())

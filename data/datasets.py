@@ -1,13 +1,14 @@
-"""Image SOD and video SOD datasets (SPEC §6.1, §6.3, §7.2, §9).
+"""Image SOD and video SOD datasets (SPEC §6.1, §6.3, §7.2, §9): the one reading path of each kind of data, for
+training, validation and inference.
 
 Randomness: a training item's augmentation comes only from ``np.random.default_rng([seed, epoch, size, index])``,
 so a batch is bitwise identical for any number of workers, in any process and after a resume. Call
 ``set_epoch(epoch)`` (and, for multi-scale image training, ``set_size(size)``) before creating each epoch's
 DataLoader iterator (do not use ``persistent_workers``: workers hold a copy of the dataset).
 
-Test-time items (``mode='test'`` / ``'val'``) are dicts meant for ``DataLoader(..., batch_size=None)``; an
-unreadable file does not raise but gives an item whose ``'error'`` is a one-line message naming the file, so the
-caller logs it, skips the item and counts it.
+Test-time items (``mode='test'`` / ``'val'``, and `SODDataset.files` for any image files) are dicts meant for
+`test_loader`; an unreadable file does not raise but gives an item whose ``'error'`` is a one-line message naming
+the file, so the caller logs it, skips the item and counts it.
 """
 
 from __future__ import annotations
@@ -18,13 +19,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from data.lists import StillEntry, VideoEntry, annotated_frames, build_clips, image_name, read_video_list
 from data.readers import DataError, list_images, read_gt, read_rgb
 from data.transforms import Augmentation, preprocess_test, resize_test_gt, train_gt, train_image
 
+__all__ = ["SODDataset", "VSODDataset", "test_loader"]
+
 TRAIN_GAP_TARGETS = (1, 4, 8)
+
+
+def _keep(item: dict) -> dict:
+    return item
+
+
+def test_loader(dataset: Dataset, workers: int) -> DataLoader:
+    """Ordered, unbatched loader over a dataset's test-time items, ``workers`` processes reading ahead (bounded
+    memory); items arrive as the dataset made them (numpy arrays stay arrays)."""
+    return DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, collate_fn=_keep)
 
 
 def _split_names(names: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -78,20 +91,25 @@ class SODDataset(_Seeded, Dataset):
     - ``mode='train'``: every image needs a GT (checked at construction; a missing GT raises `DataError` naming
       the pair). ``ds[i]`` -> ``(image, gt)``: float32 tensors (3, S, S) ImageNet-normalised and (1, S, S) in
       [0, 1], S = ``size``, after the random crop/flip of (seed, epoch, size, i).
-    - ``mode='test'``: images without GT are allowed. ``ds[i]`` -> dict with ``image`` (3, S, S) float32 by the
-      authors' test preprocessing (full resolution if ``size`` is None), ``gt`` (1, H, W) float32 at the
-      original size or None (loaded only with ``with_gt=True``), ``name`` (file stem), ``dataset`` (its name),
-      ``path`` (image path), ``size`` ((H, W) of the image) and ``error`` (None, or a one-line message; then
-      ``image`` and ``gt`` are None).
+    - ``mode='test'``: images without GT are allowed. ``ds[i]`` -> dict with ``index`` (i), ``image`` (3, S, S)
+      float32 by the authors' test preprocessing (full resolution if ``size`` is None), ``gt`` (1, H, W) float32
+      at the original size or None (loaded only with ``with_gt=True``), ``name`` (file stem), ``dataset`` (its
+      name), ``path`` (image path), ``size`` ((H, W) of the image), ``rgb`` ((H, W, 3) uint8, only with
+      ``keep_rgb``, e.g. for overlays) and ``error`` (None, or a one-line message; then ``image``, ``gt`` and
+      ``rgb`` are None).
+
+    `SODDataset.files` gives the same test items for any list of image files.
     """
 
-    def __init__(self, root: str | os.PathLike, names: str | list[str], *, mode: str = "train",
-                 size: int | None = 320, seed: int = 0, with_gt: bool = False) -> None:
+    def __init__(self, root: str | os.PathLike | None, names: str | list[str], *, mode: str = "train",
+                 size: int | None = 320, seed: int = 0, with_gt: bool = False, keep_rgb: bool = False) -> None:
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', not {mode!r}")
         self.mode, self.size, self.seed, self.epoch = mode, size, int(seed), 0
-        self.with_gt = with_gt or mode == "train"
+        self.with_gt, self.keep_rgb = with_gt or mode == "train", keep_rgb
         self.samples: list[tuple[str, Path, Path | None]] = []  # (dataset name, image path, GT path or None)
+        if root is None:  # `files`
+            return
         for name in _split_names(names):
             folder = find_sod_folder(root, name)
             images = list_images(folder / "images")
@@ -107,6 +125,13 @@ class SODDataset(_Seeded, Dataset):
                     raise DataError(f"missing GT for training image {image}: expected {gt_dir / gt_name}")
                 self.samples.append((name, image, gt_dir / gt_name if gt_name in gts else None))
 
+    @classmethod
+    def files(cls, paths: list[Path], size: int | None, keep_rgb: bool = False) -> SODDataset:
+        """Test items (no GT, ``dataset`` '') of any image files, in the given order."""
+        dataset = cls(None, "", mode="test", size=size, keep_rgb=keep_rgb)
+        dataset.samples = [("", Path(path), None) for path in paths]
+        return dataset
+
     def __len__(self) -> int:
         return len(self.samples)
 
@@ -117,8 +142,8 @@ class SODDataset(_Seeded, Dataset):
             _check_pair(image, gt, image_path, gt_path)
             augmentation = Augmentation.draw(self._rng(index))
             return train_image(image, augmentation, self.size), train_gt(gt, augmentation, self.size)
-        item = {"image": None, "gt": None, "name": image_path.stem, "dataset": name, "path": str(image_path),
-                "size": None, "error": None}
+        item = {"index": index, "image": None, "gt": None, "name": image_path.stem, "dataset": name,
+                "path": image_path, "size": None, "error": None}
         try:
             image = read_rgb(image_path)
             item["size"] = image.shape[:2]
@@ -127,8 +152,10 @@ class SODDataset(_Seeded, Dataset):
                 _check_pair(image, gt, image_path, gt_path)
                 item["gt"] = torch.from_numpy(gt)[None]
             item["image"] = preprocess_test(image, self.size)
+            if self.keep_rgb:
+                item["rgb"] = image if image.dtype == np.uint8 else (image // 257).astype(np.uint8)
         except DataError as err:
-            item.update(image=None, gt=None, error=str(err))
+            item.update(image=None, gt=None, rgb=None, error=str(err))
         return item
 
 
@@ -146,9 +173,10 @@ class VSODDataset(_Seeded, Dataset):
       the DAVSOD val set only). ``ds[i]`` -> dict with ``clip`` (3T, S, S) float32 by the authors' test
       preprocessing, ``gt`` ('val' only: (T, 1, H, W) float32 at the original size, or (T, 1, S, S) resized like
       the images when ``resize_gt``; its default None resizes only VOS GT, as the authors' validation did),
-      ``frames`` (annotation file names), ``names`` (output PNG names: image names with .jpg -> .png),
-      ``video``, ``dataset`` (`VideoEntry.video` / `.dataset`), ``size`` ((H, W) of the clip's last frame) and
-      ``error`` (None, or a one-line message naming the unreadable file; then ``clip``/``gt`` are None).
+      ``frames`` (annotation file names), ``names`` (output PNG names: the image name's stem + .png, where the
+      evaluation looks for the maps), ``video`` (`VideoEntry.video`), ``dataset`` (the selected ``dataset``
+      name, else `VideoEntry.dataset`), ``size`` ((H, W) of the clip's last frame) and ``error`` (None, or a
+      one-line message naming the unreadable file; then ``clip``/``gt`` are None).
     """
 
     def __init__(self, root: str | os.PathLike, list_file: str | os.PathLike, *, mode: str = "train",
@@ -157,7 +185,7 @@ class VSODDataset(_Seeded, Dataset):
         if mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be 'train', 'val' or 'test', not {mode!r}")
         self.root, self.mode, self.nframes, self.size = Path(root), mode, int(nframes), size
-        self.seed, self.epoch, self.resize_gt = int(seed), 0, resize_gt
+        self.seed, self.epoch, self.resize_gt, self.dataset = int(seed), 0, resize_gt, dataset
         entries = read_video_list(list_file)
         if dataset is not None:
             entries = [e for e in entries if isinstance(e, VideoEntry) and e.belongs_to(dataset)]
@@ -226,9 +254,9 @@ class VSODDataset(_Seeded, Dataset):
 
     def _test_item(self, index: int) -> dict[str, Any]:
         entry, clip = self.samples[index]
-        names = [image_name(frame, entry).replace(".jpg", ".png") for frame in clip]
+        names = [Path(image_name(frame, entry)).stem + ".png" for frame in clip]
         item = {"clip": None, "gt": None, "frames": list(clip), "names": names, "video": entry.video,
-                "dataset": entry.dataset, "size": None, "error": None}
+                "dataset": self.dataset or entry.dataset, "size": None, "error": None}
         resize_gt = entry.dataset == "VOS" if self.resize_gt is None else self.resize_gt
         try:
             frames, gts = [], []

@@ -63,12 +63,6 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     raise DataError(f"unsupported channel count {channels} in {path}")
 
 
-def read_image_float(path: str | os.PathLike, dtype: type = np.float64) -> np.ndarray:
-    """RGB image in [0, 1] as float ``dtype``, (H, W, 3): uint8 / 255, uint16 / 65535."""
-    rgb = read_rgb(path)
-    return rgb.astype(dtype) / dtype(_max_value(rgb))
-
-
 def read_gt(path: str | os.PathLike, dtype: type = np.float32) -> np.ndarray:
     """Ground-truth map in [0, 1], (H, W) float ``dtype``, from a file of any mode.
 

@@ -32,6 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils import setup_logger
+
 PARTS = {"sod-train": 1, "sod-test": 2, "video-train": 3, "video-test": 4}
 
 
@@ -393,8 +395,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.seed < 0:
         parser.error(f"--seed must be >= 0, got {args.seed}")
-    from utils import setup_logger  # scripts-only dependency, imported here so `data` never needs `utils`
-
     logger = setup_logger()
     start = time.perf_counter()
     generate(args.root, args.seed, workers=max(1, args.workers))

@@ -1,4 +1,5 @@
-"""Test-time preprocessing (exactly the authors', SPEC §7.2) and the training augmentation (SPEC §6.1, §6.3).
+"""Test-time preprocessing and map output (exactly the authors', SPEC §7.2) and the training augmentation (SPEC
+§6.1, §6.3).
 
 Test time: float64 in [0, 1], scikit-image ``resize(order=1, mode='reflect', anti_aliasing=False)`` semantics
 (re-implemented here: bilinear with half-pixel centres, mirror padding x[-1] = x[1], x[n] = x[n-2] for samples
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
@@ -84,11 +86,27 @@ def preprocess_test(image: np.ndarray, size: int | None) -> torch.Tensor:
     return _normalise_chw(image)
 
 
-def preprocess_test_clip(frames: list[np.ndarray], size: int | None) -> torch.Tensor:
-    """`preprocess_test` for a clip of T RGB frames: -> float32 tensor (3T, size, size), frame t in channels
-    3t..3t+2. Frames of different sizes are resized separately (same result as resizing all channels at once).
+def saliency_to_uint8(saliency: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Sigmoid maps (N, 1, h, w) -> 8-bit maps (N, H, W) at ``size`` = (H, W), as the authors wrote them (SPEC §7.2).
+
+    Bilinear upsampling (align_corners=False) in float32, times 255 in float32, cast to uint8 by truncation
+    (no rounding, 1.0 -> 255). Runs on the maps' device; only the uint8 result is copied to the host.
     """
-    return torch.cat([preprocess_test(frame, size) for frame in frames], dim=0)
+    maps = saliency.float()
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+    return (maps[:, 0] * 255).to(torch.uint8).cpu().numpy()
+
+
+def overlay(rgb: np.ndarray, saliency: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB and (H, W) map -> BGR image: the map as a JET heat map blended half-and-half over the photo."""
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    return cv2.addWeighted(bgr, 0.5, cv2.applyColorMap(saliency, cv2.COLORMAP_JET), 0.5, 0)
+
+
+def cutout(rgb: np.ndarray, saliency: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB and (H, W) map -> (H, W, 4) BGRA with the map as alpha."""
+    return np.dstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), saliency])
 
 
 def resize_test_gt(gt: np.ndarray, size: int) -> np.ndarray:

@@ -9,7 +9,7 @@ label_ext replaced by image_ext) and every video must have a single frame size; 
 as one line, nothing is written and the exit status is 2. Order within a dataset: still images and folder-listed
 videos sorted by name, listed videos in definition order.
 
-Self-contained (standard library and Pillow) so it runs without the rest of the package.
+Needs only the standard library, Pillow and the project's `data.atomic` and `utils` (no torch model code).
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.atomic import write_bytes_atomic  # noqa: E402
+from utils import LOGGER_NAME, fail, setup_logger  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 HERE = Path(__file__).resolve().parent
-LOGGER = logging.getLogger("sdnet.generate_lists")
+LOGGER = logging.getLogger(f"{LOGGER_NAME}.generate_lists")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,28 +123,21 @@ def generate(root: Path, definitions: dict) -> tuple[dict[str, list[str]], list[
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    if not LOGGER.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-        LOGGER.addHandler(handler)
-        LOGGER.setLevel(logging.INFO)
+    setup_logger()
     root, out = Path(args.root), Path(args.out)
     if not root.is_dir():
-        LOGGER.error("--root: data root not found: %s", root)
-        raise SystemExit(2)
+        fail(f"--root: data root not found: {root}")
     try:
         definitions = json.loads(Path(args.splits).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        LOGGER.error("--splits: cannot read split definitions %s: %s", args.splits, err)
-        raise SystemExit(2) from None
+        fail(f"--splits: cannot read split definitions {args.splits}: {err}")
     lines, problems = generate(root, definitions)
     if problems:
         for problem in problems[:50]:
             LOGGER.error("%s", problem)
         if len(problems) > 50:
             LOGGER.error("... and %d more problems", len(problems) - 50)
-        LOGGER.error("%d problems in %s: no list file written", len(problems), root)
-        raise SystemExit(2)
+        fail(f"{len(problems)} problems in {root}: no list file written")
     out.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         write_bytes_atomic(out / f"{split}_video_lst.txt", "".join(line + "\n" for line in lines[split]).encode())

@@ -11,7 +11,16 @@ import torch.nn as nn
 
 from configs import MODELS
 
-from .checkpoint import CheckpointError, load_state_dict_file, load_weights, read_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    LoadedCheckpoint,
+    ModelDescription,
+    describe_state_dict,
+    load_checkpoint,
+    load_state_dict_file,
+    load_weights,
+    read_checkpoint,
+)
 from .dcr import convert_model, is_converted, skip_zero_pre_biases
 from .sdnet import SDNet, SDNetA, SDNetBackbone
 from .stdnet import STDNet, STDNetA, preload_backbone
@@ -21,10 +30,14 @@ __all__ = [
     "convert_model",
     "is_converted",
     "skip_zero_pre_biases",
+    "load_checkpoint",
     "load_state_dict_file",
     "load_weights",
     "read_checkpoint",
+    "describe_state_dict",
     "CheckpointError",
+    "LoadedCheckpoint",
+    "ModelDescription",
     "SDNetBackbone",
     "SDNet",
     "SDNetA",

@@ -1,9 +1,14 @@
-"""Safe loading of model weights: the authors' released state dicts and our own checkpoints.
+"""Safe reading of model weights, the authors' released state dicts and our own checkpoints, and what they hold.
 
 Files are always read with ``torch.load(..., weights_only=True)``, so a file that would need arbitrary pickled
 objects (and could run code) is refused before anything in it runs. Accepted layouts: a flat state dict (keys
 may carry the DataParallel prefix ``module.``), or any dict holding one under ``'state_dict'`` (the authors'
 wrappers and our own checkpoints).
+
+Our checkpoints are dicts with the fields of `ModelDescription` beside ``state_dict`` (and, for training
+checkpoints, the training state; ``engine.checkpoints.save_checkpoint`` is their one writer). `load_checkpoint`
+returns the weights with a `ModelDescription`: read from those fields for our files, inferred from the keys and
+shapes for the authors' raw state dicts.
 """
 
 from __future__ import annotations
@@ -12,14 +17,19 @@ import os
 import pickle
 import re
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 
+from configs import BACKBONE_STAGES, MODELS, OP_TABLES, TEMPORAL_OPS
+
 from .dcr import is_converted
 
-__all__ = ["CheckpointError", "load_state_dict_file", "load_weights", "read_checkpoint"]
+__all__ = ["CheckpointError", "ModelDescription", "LoadedCheckpoint", "describe_state_dict", "load_checkpoint",
+           "load_state_dict_file", "load_weights", "read_checkpoint"]
 
 _PREFIX = "module."
 
@@ -78,16 +88,17 @@ def _short(keys: list[str], limit: int = 6) -> str:
     return f"{shown}, ... ({len(keys)} in all)" if len(keys) > limit else shown
 
 
-def load_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor]) -> nn.Module:
+def load_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping[str, torch.Tensor],
+                 source: str | os.PathLike | None = None) -> nn.Module:
     """Load weights strictly into ``model`` (in place) and return it.
 
     ``path_or_state_dict``: a checkpoint path (read as in ``load_state_dict_file``) or an in-memory state dict /
-    checkpoint dict. Every model entry must be present with the same shape and nothing extra may be left over;
-    otherwise ``CheckpointError`` names the missing, unexpected and mis-shaped keys in one line, with a hint when
-    the checkpoint's converted/BN form differs from the model's.
+    checkpoint dict (``source`` names its file in messages). Every model entry must be present with the same shape
+    and nothing extra may be left over; otherwise ``CheckpointError`` names the missing, unexpected and mis-shaped
+    keys in one line, with a hint when the checkpoint's converted/BN form differs from the model's.
     """
     if isinstance(path_or_state_dict, Mapping):
-        source, raw = "state dict", path_or_state_dict
+        source, raw = str(source or "state dict"), path_or_state_dict
     else:
         source = str(path_or_state_dict)
         raw = read_checkpoint(path_or_state_dict)
@@ -114,3 +125,122 @@ def load_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mappi
         raise CheckpointError(f"{source}: checkpoint does not match the model: {'; '.join(problems)}{hint}")
     model.load_state_dict(state_dict, strict=True)
     return model
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """What a checkpoint holds; ``None`` where it cannot say (the caller's flag or default decides).
+
+    ``model``: a ``configs.MODELS`` name (None for a backbone-only file); ``config``: the training op table (an
+    ``OP_TABLES`` name); ``bn``: BatchNorm in the backbone blocks (and STDC branches of video models) during
+    training; ``tid``: the STDC branch ops and ``nframes``: the clip length (video models only); ``deploy``: the
+    weights are DCR-converted (single-branch) rather than the multi-branch training form.
+    """
+
+    model: str | None
+    config: str | None
+    bn: bool | None
+    tid: tuple[str, ...] | None
+    nframes: int | None
+    deploy: bool
+
+    @property
+    def kind(self) -> str | None:
+        """'image', 'video', or None when the model is unknown."""
+        return MODELS[self.model]["kind"] if self.model in MODELS else None
+
+    def as_dict(self) -> dict:
+        """The fields as plain values (``tid`` a list), as our checkpoints store them."""
+        fields = asdict(self)
+        fields["tid"] = list(self.tid) if self.tid is not None else None
+        return fields
+
+
+class LoadedCheckpoint(NamedTuple):
+    """A checkpoint read from disk: its unprefixed ``state_dict``, its `ModelDescription` and the whole object
+    (``contents``: our training state such as ``optimizer`` and ``epoch``, when it is one of our files)."""
+
+    state_dict: dict[str, torch.Tensor]
+    description: ModelDescription
+    contents: object
+
+
+def _backbone_layers(variant: str) -> list[str]:
+    """Names of the InitialBlock and the DiffBlocks of a backbone variant, in op-table order."""
+    names = ["init_block"]
+    for stage, (_, blocks, _) in enumerate(BACKBONE_STAGES[variant], start=1):
+        names += [f"block{stage}_{j}" for j in range(1, blocks + 1)]
+    return names
+
+
+def _fitting_op_tables(state_dict: Mapping[str, torch.Tensor], variant: str, deploy: bool) -> list[str]:
+    """The ``OP_TABLES`` names whose layers fit the checkpoint: the branch count of each layer (training form), or
+    the kernel size, 5 exactly where the table has ``rd`` (converted form)."""
+    layers = _backbone_layers(variant)
+    if deploy:
+        keys = ["init_block.weight"] + [f"{name}.conv1.weight" for name in layers[1:]]
+        found = [state_dict[key].shape[-1] if key in state_dict else None for key in keys]
+        wanted = [lambda ops: 5 if "rd" in ops else 3] * len(keys)
+    else:
+        found = [state_dict[f"{name}.scales"].numel() if f"{name}.scales" in state_dict else None for name in layers]
+        wanted = [len] * len(layers)
+    return [name for name, table in OP_TABLES.items()
+            if len(table) >= len(layers) and all(f(ops) == size for f, ops, size in zip(wanted, table, found))]
+
+
+def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> ModelDescription:
+    """Infer the description of an unprefixed state dict from its keys and shapes (the authors' raw files).
+
+    Video models have a temporal decoder (``global_temporal``), image models ``conv_reduces``; SDNet-A backbones
+    have MobileViT blocks (``conv_pre``); converted weights have ``init_block.weight`` where the training form has
+    branch logits ``init_block.scales``; BN shows as ``bn0`` in the blocks. The op table is the one ``OP_TABLES``
+    entry whose branch counts (or 5x5 kernels) fit, None if several do. A 3-branch STDC is the release's tid
+    ``cv cd ad``; other branch counts leave ``tid`` None, as they do ``nframes`` (no weight depends on it).
+    """
+    keys = list(state_dict)
+    video = any(key.startswith("global_temporal.") for key in keys)
+    image = any(key.startswith("conv_reduces.") for key in keys)
+    variant = "sdnet-a" if any(".conv_pre." in key for key in keys) else "sdnet"
+    deploy = "init_block.weight" in state_dict
+    model = None
+    if video or image:
+        kind = "video" if video else "image"
+        model = next(name for name, spec in MODELS.items() if spec["kind"] == kind and spec["backbone"] == variant)
+    tables = _fitting_op_tables(state_dict, variant, deploy)
+    bn = None if deploy else any(".bn0." in key for key in keys)
+    tid = None
+    if video:
+        branches = sum(1 for key in keys if re.fullmatch(r"global_temporal\.0\.tdc1\.convs\.\d+\.weight", key))
+        if deploy:
+            tid = ("cv",)
+        elif branches == len(TEMPORAL_OPS):
+            tid = TEMPORAL_OPS
+    return ModelDescription(model=model, config=tables[0] if len(tables) == 1 else None, bn=bn, tid=tid,
+                            nframes=None, deploy=deploy)
+
+
+def _from_metadata(contents: Mapping, source: str) -> ModelDescription:
+    """The description stored in one of our checkpoints (fields it lacks are None)."""
+    model = contents.get("model")
+    if model not in MODELS:
+        raise CheckpointError(f"{source}: unknown model {model!r} in the checkpoint; known: {sorted(MODELS)}")
+    tid = contents.get("tid")
+    return ModelDescription(model=model, config=contents.get("config"), bn=contents.get("bn"),
+                            tid=tuple(tid) if tid is not None else None, nframes=contents.get("nframes"),
+                            deploy=bool(contents.get("deploy", False)))
+
+
+def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:
+    """Read a checkpoint file (see `read_checkpoint`) into its state dict and its `ModelDescription`.
+
+    Our files (dicts with a ``model`` entry) describe themselves; anything else is described by
+    `describe_state_dict`. Raises ``CheckpointError`` (one line naming the file) for unreadable files and for
+    files that hold no state dict.
+    """
+    contents = read_checkpoint(path)
+    state_dict = _extract_state_dict(contents, str(path))
+    if isinstance(contents, Mapping) and "model" in contents and "state_dict" in contents:
+        description = _from_metadata(contents, str(path))
+    else:
+        description = describe_state_dict(state_dict)
+    return LoadedCheckpoint(state_dict, description, contents)

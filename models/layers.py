@@ -19,19 +19,7 @@ import torch.nn.functional as F
 
 from .pdc import PDC_OPS, pdc_kernel
 
-__all__ = [
-    "init_branch_logits",
-    "bn_scale_shift",
-    "PDCConv",
-    "InitialBlock",
-    "DiffBlock",
-    "CSAM",
-    "CDCM",
-    "FuseConv",
-    "LinearSelfAttention",
-    "LinearTransformerBlock",
-    "MobileViTv2Block",
-]
+__all__ = ["bn_scale_shift", "PDCConv", "InitialBlock", "DiffBlock", "CSAM", "CDCM", "FuseConv", "MobileViTv2Block"]
 
 
 def init_branch_logits(num_branches: int) -> torch.Tensor:

@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "POSITIVE_THRESHOLD",
-    "NEGATIVE_THRESHOLD",
     "bce_weights",
     "weighted_bce_loss",
     "gaussian_window",

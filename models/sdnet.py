@@ -2,7 +2,7 @@
 
 ``SDNetBackbone`` is shared with the video models. Blocks are direct attributes named like the authors' keys
 (``init_block``, ``block1_1`` ... ``block4_4``) so state-dict keys stay flat and the released checkpoints load as
-they are; they are built in a loop from ``BACKBONE_STAGES`` and the per-layer op table (``configs.OP_TABLES``).
+they are; they are built in a loop from ``configs.BACKBONE_STAGES`` and the per-layer op table (``configs.OP_TABLES``).
 """
 
 from __future__ import annotations
@@ -13,20 +13,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from configs import OP_TABLES
+from configs import BACKBONE_STAGES, INIT_CHANNELS, OP_TABLES
 
 from .layers import CDCM, CSAM, DiffBlock, FuseConv, InitialBlock, MobileViTv2Block
 from .pdc import PDC_OPS
 
-__all__ = ["BACKBONE_STAGES", "CDCM_DILATIONS", "resolve_op_table", "SDNetBackbone", "SDNet", "SDNetA"]
+__all__ = ["SDNetBackbone", "SDNet", "SDNetA"]
 
-INIT_CHANNELS = 60
-# Per stage: (output channels, number of DiffBlocks, MobileViTv2 patch size or None). The first DiffBlock of
-# every stage has stride 2; a MobileViTv2 block (depth 2) follows the DiffBlocks where a patch size is given.
-BACKBONE_STAGES: dict[str, tuple[tuple[int, int, int | None], ...]] = {
-    "sdnet": ((60, 3, None), (120, 4, None), (240, 4, None), (240, 4, None)),
-    "sdnet-a": ((60, 3, None), (120, 2, 2), (240, 2, 2), (240, 2, 1)),
-}
 # CDCM dilation lists of decoder levels 1..4 (dilation 1 = identity branch).
 CDCM_DILATIONS = ((1, 3), (1, 3, 5), (3, 5, 7, 9), (5, 7, 9, 11))
 

@@ -14,12 +14,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.pdc import pdc_kernel
+from configs import TEMPORAL_OPS
 
-__all__ = ["TEMPORAL_OPS", "ProjectLayer", "STDC", "STDM"]
+from .layers import bn_scale_shift
+from .pdc import pdc_kernel
 
-# rd reaches two taps away, which a 3x3 plane conv with one frame of temporal padding cannot express.
-TEMPORAL_OPS = ("cv", "cd", "ad")
+__all__ = ["ProjectLayer", "STDC", "STDM"]
 
 
 class ProjectLayer(nn.Module):
@@ -125,10 +125,9 @@ class STDC(nn.Module):
             if self.norms is None:
                 kernel = kernel + weights[i] * branch_kernel
                 continue
-            norm = self.norms[i]
-            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            scale, shift = bn_scale_shift(self.norms[i])
             kernel = kernel + weights[i] * scale[:, None, None, None] * branch_kernel
-            bias = bias + weights[i] * (norm.bias - norm.running_mean * scale)
+            bias = bias + weights[i] * shift
         if self.norms is None:
             bias = kernel.new_zeros(kernel.shape[0])
         return kernel, bias

@@ -20,7 +20,7 @@ from .layers import CSAM
 from .sdnet import SDNetBackbone
 from .stdc import STDM, ProjectLayer
 
-__all__ = ["ProjectLayer", "VideoCDCM", "STDNet", "STDNetA", "preload_backbone"]
+__all__ = ["STDNet", "STDNetA", "preload_backbone"]
 
 VIDEO_CDCM_DILATIONS = (1, 3, 5)
 

@@ -7,7 +7,17 @@ import pytest
 import torch
 from reference import reference_file as _reference
 
-from models import CheckpointError, SDNetBackbone, build_model, load_state_dict_file, load_weights
+from models import (
+    CheckpointError,
+    ModelDescription,
+    SDNetBackbone,
+    build_model,
+    convert_model,
+    describe_state_dict,
+    load_checkpoint,
+    load_state_dict_file,
+    load_weights,
+)
 
 
 def _split_elements(state_dict):
@@ -145,3 +155,41 @@ def test_missing_damaged_and_non_tensor_files(tmp_path):
     torch.save([torch.zeros(1)], listed)
     with pytest.raises(CheckpointError, match="expected a state dict"):
         load_state_dict_file(listed)
+
+
+# ------------------------------------------------------------------------------------------- what a checkpoint holds
+
+@pytest.mark.parametrize("file,description", [
+    ("checkpoints/sdnet_from_scratch.pth", ModelDescription("sdnet", "sdnet", False, None, None, False)),
+    ("checkpoints/sdneta_from_pretrained.pth", ModelDescription("sdneta", "sdnet-a", True, None, None, False)),
+    ("checkpoints/sdnet_stage1_backbone.pth", ModelDescription(None, "sdnet", True, None, None, False)),
+    ("checkpoints/sdneta_imagenet_pretrained_backbone.pth",
+     ModelDescription(None, "sdnet-a", True, None, None, False)),
+    ("golden/stdnet_golden_weights.pth", ModelDescription("stdnet", "sdnet", True, ("cv", "cd", "ad"), None, False)),
+    ("golden/stdneta_golden_weights.pth",
+     ModelDescription("stdneta", "sdnet-a", True, ("cv", "cd", "ad"), None, False)),
+])
+def test_released_files_are_described_from_their_keys(file, description):
+    assert load_checkpoint(_reference(file)).description == description
+
+
+@pytest.mark.parametrize("name", ["sdnet", "sdneta", "stdnet", "stdneta"])
+@pytest.mark.parametrize("bn", [False, True])
+def test_raw_state_dicts_of_every_form_are_described(name, bn):
+    """Training form (with and without BN) and converted form of every model, in the authors' raw layout."""
+    video = name.startswith("st")
+    model = build_model(name, bn=bn)
+    config = "sdnet-a" if name.endswith("a") else "sdnet"
+    tid = ("cv", "cd", "ad") if video else None
+    assert describe_state_dict(model.state_dict()) == ModelDescription(name, config, bn, tid, None, False)
+    converted = convert_model(model).state_dict()
+    assert describe_state_dict(converted) == ModelDescription(name, config, None, ("cv",) if video else None, None,
+                                                              True)
+    assert describe_state_dict(build_model(name, "baseline").state_dict()).config == "baseline"
+
+
+def test_video_branch_counts_the_keys_cannot_name_are_left_open():
+    two = build_model("stdnet", tid=("cv", "cd"), scales=(0, 1)).state_dict()
+    assert describe_state_dict(two).tid is None  # cv cd, cv ad or cd ad: the flag must say
+    one = build_model("stdnet", tid=("cd",), scales=(1,), bn=False).state_dict()
+    assert describe_state_dict(one).tid is None

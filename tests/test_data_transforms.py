@@ -11,7 +11,6 @@ from data.transforms import (
     IMAGENET_STD,
     Augmentation,
     preprocess_test,
-    preprocess_test_clip,
     resize_bilinear_reflect,
     train_gt,
     train_image,
@@ -54,11 +53,11 @@ def test_preprocess_test_grey_uint16_full_resolution_and_clip():
     np.testing.assert_allclose(out[1].numpy(), expected.astype(np.float32), rtol=0, atol=0)
     deep = grey.astype(np.uint16) * 257  # same values in 16 bits
     np.testing.assert_array_equal(preprocess_test(deep, 5).numpy(), preprocess_test(grey, 5).numpy())
+    # A clip's 3T channels resized at once (as the authors did) equal its frames resized one by one.
     frames = [np.random.default_rng(i).integers(0, 256, (9, 7, 3), dtype=np.uint8) for i in range(3)]
-    clip = preprocess_test_clip(frames, 6)
-    assert clip.shape == (9, 6, 6)
+    together = resize_bilinear_reflect(np.concatenate(frames, axis=2) / 255.0, 6, 6)
     for t, frame in enumerate(frames):
-        np.testing.assert_array_equal(clip[3 * t: 3 * t + 3].numpy(), preprocess_test(frame, 6).numpy())
+        np.testing.assert_array_equal(together[:, :, 3 * t: 3 * t + 3], resize_bilinear_reflect(frame / 255.0, 6, 6))
 
 
 def _known_pair(height=60, width=80):

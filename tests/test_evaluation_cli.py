@@ -53,12 +53,13 @@ def _reference(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> dict:
-    """A repository-like folder (Evaluation/, data/, .venv linked to the real ones), results/exp1 with the
-    predictions, and a data root with two image datasets and one video dataset of three videos."""
+    """A repository-like folder (Evaluation/, data/, utils.py, configs.py, .venv linked to the real ones),
+    results/exp1 with the predictions, and a data root with two image datasets and one video dataset of three
+    videos."""
     base = tmp_path_factory.mktemp("evaltree")
     repo = base / "repo"
     repo.mkdir()
-    for name in ("Evaluation", "data", ".venv"):
+    for name in ("Evaluation", "data", "utils.py", "configs.py", ".venv"):
         if (REPO / name).exists():
             (repo / name).symlink_to(REPO / name)
     rng = np.random.default_rng(7)

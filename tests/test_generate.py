@@ -13,9 +13,10 @@ import torch.nn.functional as F
 
 import generate_salmaps_sod
 import generate_salmaps_vsod
-import utils
+from data.datasets import SODDataset
 from data.readers import read_rgb
-from data.transforms import preprocess_test_clip
+from data.transforms import preprocess_test, saliency_to_uint8
+from engine.inference import load_model, prepare_for_inference
 from models import build_model
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
@@ -58,9 +59,9 @@ def sod_command(root: Path, savedir: Path, checkpoint: Path, *extra: str) -> lis
             "--size", "64", *extra]
 
 
-def inference_runner(name: str, checkpoint: Path, **options) -> torch.nn.Module:
+def inference_runner(checkpoint: Path, **options) -> torch.nn.Module:
     """The model exactly as the scripts run it (same checkpoint handling, same CPU inference path)."""
-    return utils.prepare_for_inference(utils.build_inference_model(name, checkpoint, **options), torch.device("cpu"))
+    return prepare_for_inference(load_model(checkpoint, **options)[0], torch.device("cpu"))
 
 
 def assert_only_truncation_flips(ours: np.ndarray, reference: np.ndarray, reference_float255: np.ndarray) -> None:
@@ -98,15 +99,15 @@ def test_golden_photos_equal_the_authors_maps(tmp_path: Path) -> None:
 def test_baseline_and_training_form_give_the_same_maps(sod_root: Path, tmp_path: Path) -> None:
     generate_salmaps_sod.main(sod_command(sod_root, tmp_path / "base", SDNET_RELEASE))
     generate_salmaps_sod.main(sod_command(sod_root, tmp_path / "train", SDNET_RELEASE, "--inference-config", "sdnet"))
-    training = inference_runner("sdnet", SDNET_RELEASE, inference_config="sdnet")
+    training = inference_runner(SDNET_RELEASE, inference_config="sdnet")
     names = sorted(p.name for p in (sod_root / "SET" / "images").iterdir())
     assert sorted(p.name for p in (tmp_path / "base" / "SET").iterdir()) == [n.replace(".jpg", ".png") for n in names]
     for name in names:
         base = read_map(tmp_path / "base" / "SET" / name.replace(".jpg", ".png"))
         train = read_map(tmp_path / "train" / "SET" / name.replace(".jpg", ".png"))
-        item = utils.ImageFiles([sod_root / "SET" / "images" / name], 64)[0]
+        item = SODDataset.files([sod_root / "SET" / "images" / name], 64)[0]
         with torch.no_grad():
-            float255 = F.interpolate(training(item["image"]), size=item["size"], mode="bilinear",
+            float255 = F.interpolate(training(item["image"][None]), size=item["size"], mode="bilinear",
                                      align_corners=False)[0, 0].numpy() * 255
         assert train.shape == item["size"]
         np.testing.assert_array_equal(train, float255.astype(np.uint8))
@@ -116,7 +117,7 @@ def test_baseline_and_training_form_give_the_same_maps(sod_root: Path, tmp_path:
 @needs_release
 def test_our_converted_checkpoint_gives_the_same_maps(sod_root: Path, tmp_path: Path) -> None:
     """A checkpoint of ours (wrapper dict, converted weights, deploy=True) loads straight into the inference model."""
-    converted = utils.build_inference_model("sdnet", SDNET_RELEASE)
+    converted = load_model(SDNET_RELEASE)[0]
     ours = tmp_path / "ours.pth"
     torch.save({"model": "sdnet", "config": "sdnet", "bn": False, "deploy": True, "epoch": 0,
                 "state_dict": converted.state_dict()}, ours)
@@ -155,9 +156,19 @@ def test_missing_datadir_is_a_one_line_error(tmp_path: Path, capsys) -> None:
 
 
 @needs_release
-def test_checkpoint_that_does_not_fit_names_the_keys(sod_root: Path, tmp_path: Path, capsys) -> None:
+def test_flag_contradicting_the_checkpoint_names_both(sod_root: Path, tmp_path: Path, capsys) -> None:
     err = run_failing(sod_command(sod_root, tmp_path / "res", SDNET_RELEASE, "--bn"), capsys)
-    assert "missing keys" in err and "bn0" in err
+    assert f"--bn contradicts {SDNET_RELEASE}, which has bn False" in err
+    assert not (tmp_path / "res").exists()
+
+
+def test_checkpoint_that_does_not_fit_names_the_keys(sod_root: Path, tmp_path: Path, capsys) -> None:
+    weights = build_model("sdnet").state_dict()
+    del weights["block2_2.conv2.bias"]
+    damaged = tmp_path / "damaged.pth"
+    torch.save({f"module.{key}": value for key, value in weights.items()}, damaged)
+    err = run_failing(sod_command(sod_root, tmp_path / "res", damaged), capsys)
+    assert str(damaged) in err and "missing keys: block2_2.conv2.bias" in err
     assert not (tmp_path / "res").exists()
 
 
@@ -238,7 +249,7 @@ def test_video_maps_of_every_annotated_frame(model: str, vsod_root: Path, tmp_pa
     whose maps win; kite (3 frames): one ping-pong clip 0,1,2,1. The VOS video is not selected."""
     generate_salmaps_vsod.main(vsod_command(vsod_root, tmp_path / "res", model, video_checkpoints[model]))
     assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["DAVIS"]
-    network = inference_runner(model, video_checkpoints[model], nframes=4)
+    network = inference_runner(video_checkpoints[model], nframes=4)
     clip_lists = {"bear": [[0, 2, 4, 6], [1, 3, 5, 7], [2, 4, 6, 8], [3, 5, 7, 9]], "kite": [[0, 1, 2, 1]]}
     for video, clips in clip_lists.items():
         folder = vsod_root / "vsod" / "DAVIS" / video / "Imgs"
@@ -246,7 +257,8 @@ def test_video_maps_of_every_annotated_frame(model: str, vsod_root: Path, tmp_pa
         for clip in clips:
             frames = [read_rgb(folder / f"{t:05d}.jpg") for t in clip]
             with torch.no_grad():
-                maps = utils.saliency_to_uint8(network(preprocess_test_clip(frames, 64)[None]), frames[0].shape[:2])
+                clip_tensor = torch.cat([preprocess_test(frame, 64) for frame in frames])[None]
+                maps = saliency_to_uint8(network(clip_tensor), frames[0].shape[:2])
             expected.update({f"{t:05d}.png": saliency for t, saliency in zip(clip, maps, strict=True)})
         written = sorted(p.name for p in (tmp_path / "res" / "DAVIS" / video).iterdir())
         assert written == sorted(expected)
@@ -270,3 +282,20 @@ def test_video_generator_bad_input(vsod_root: Path, tmp_path: Path, video_checkp
     assert exit_info.value.code == 1 and str(broken) in capsys.readouterr().err
     assert len(list((tmp_path / "res" / "DAVIS" / "bear").iterdir())) == 10
     assert not (tmp_path / "res" / "DAVIS" / "kite").exists()
+
+
+SDNETA_RELEASE = REFERENCE / "checkpoints" / "sdneta_from_pretrained.pth"
+
+
+@pytest.mark.skipif(not SDNETA_RELEASE.is_file(), reason=f"reference checkpoint absent: {SDNETA_RELEASE}")
+def test_paper_command_works_with_or_without_bn(sod_root: Path, tmp_path: Path) -> None:
+    """The README's SDNet-A command passes --bn; the checkpoint says BN anyway, so both give the same maps."""
+    command = ["--model", "sdneta", "--inference-config", "baseline", "--train-config", "sdnet-a", "-j", "0",
+               "--datadir", str(sod_root), "--testdata", "SET", "--evaluate", str(SDNETA_RELEASE), "--size", "64"]
+    generate_salmaps_sod.main([*command, "--bn", "--savedir", str(tmp_path / "bn")])
+    generate_salmaps_sod.main([*command, "--savedir", str(tmp_path / "plain")])
+    names = sorted(p.name for p in (tmp_path / "bn" / "SET").iterdir())
+    assert len(names) == 3 and names == sorted(p.name for p in (tmp_path / "plain" / "SET").iterdir())
+    for name in names:
+        np.testing.assert_array_equal(read_map(tmp_path / "bn" / "SET" / name), read_map(tmp_path / "plain" / "SET" /
+                                                                                           name))

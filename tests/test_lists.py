@@ -2,7 +2,6 @@
 
 import importlib.util
 import json
-import logging
 from pathlib import Path
 
 import cv2
@@ -75,7 +74,7 @@ def _write_splits(tmp_path, videos: list[int]):
     return splits
 
 
-def test_generator_reports_problems_and_writes_nothing(tmp_path, caplog):
+def test_generator_reports_problems_and_writes_nothing(tmp_path, capsys):
     generator = _load_generator()
     splits = _write_splits(tmp_path, [1, 2, 3])
     root = tmp_path / "root"
@@ -86,10 +85,10 @@ def test_generator_reports_problems_and_writes_nothing(tmp_path, caplog):
     (root / "vsod/VOS/Annotations/2/00000.png").write_bytes(_encoded(".png", 2, 3))  # size mismatch
     out = tmp_path / "out"
     args = ["--root", str(root), "--out", str(out), "--splits", str(splits)]
-    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(SystemExit) as exit_info:
         generator.main(args)
     assert exit_info.value.code == 2 and not out.exists()
-    messages = [r.getMessage() for r in caplog.records]
+    messages = [line.split(" ERROR ", 1)[1] for line in capsys.readouterr().err.splitlines() if " ERROR " in line]
     assert any(m.startswith("missing or unreadable image") and "images/b.jpg" in m for m in messages)
     assert any(m.startswith("size mismatch: image") and "JPEGImages/2/00000.jpg is 1x1" in m
                and "is 2x3" in m for m in messages)
@@ -97,10 +96,10 @@ def test_generator_reports_problems_and_writes_nothing(tmp_path, caplog):
     assert messages[-1].startswith("3 problems in")
     with pytest.raises(SystemExit):
         generator.main(["--root", str(tmp_path / "nope"), "--out", str(out)])
-    assert "--root: data root not found" in caplog.records[-1].getMessage()
+    assert "--root: data root not found" in capsys.readouterr().err
 
 
-def test_still_images_may_differ_in_size_but_video_frames_may_not(tmp_path, caplog):
+def test_still_images_may_differ_in_size_but_video_frames_may_not(tmp_path, capsys):
     generator = _load_generator()
     splits = _write_splits(tmp_path, [1])
     root = tmp_path / "root"
@@ -117,6 +116,7 @@ def test_still_images_may_differ_in_size_but_video_frames_may_not(tmp_path, capl
         "sod/DUTS-TR/images/a.jpg sod/DUTS-TR/GT/a.png", "sod/DUTS-TR/images/b.jpg sod/DUTS-TR/GT/b.png"]
     (root / "vsod/VOS/JPEGImages/1/00001.jpg").write_bytes(_encoded(".jpg", 2, 3))
     (root / "vsod/VOS/Annotations/1/00001.png").write_bytes(_encoded(".png", 2, 3))
-    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit):
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
         generator.main(["--root", str(root), "--out", str(tmp_path / "out2"), "--splits", str(splits)])
-    assert any("frames of different sizes" in r.getMessage() for r in caplog.records)
+    assert "ERROR frames of different sizes" in capsys.readouterr().err

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import export_onnx
-import utils
+from engine.inference import load_model
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -31,8 +31,7 @@ def test_onnx_output_equals_pytorch(name: str, tmp_path: Path) -> None:
     if not checkpoint.is_file() or not golden.is_file():
         pytest.skip(f"reference data absent: {checkpoint}, {golden}")
     out = tmp_path / f"{name}.onnx"
-    export_onnx.main(["--model", name, "--train-config", "sdnet", "--evaluate", str(checkpoint), "--size", str(SIZE),
-                      "--out", str(out)])
+    export_onnx.main(["--checkpoint", str(checkpoint), "--size", str(SIZE), "--out", str(out)])
     graph = onnx.load(str(out))
     onnx.checker.check_model(graph)
     assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
@@ -45,8 +44,8 @@ def test_onnx_output_equals_pytorch(name: str, tmp_path: Path) -> None:
     session = onnxruntime.InferenceSession(str(out), options, providers=["CPUExecutionProvider"])
     (exported,) = session.run(None, {"image": image.numpy()})
     with torch.no_grad():
-        converted = utils.build_inference_model(name, checkpoint)(image)
-        training = utils.build_inference_model(name, checkpoint, inference_config="sdnet")(image)
+        converted = load_model(checkpoint)[0](image)
+        training = load_model(checkpoint, inference_config="sdnet")[0](image)
     assert exported.shape == (1 if name == "sdnet" else 8, 1, SIZE, SIZE)
     assert exported.max() - exported.min() > 0.5
     np.testing.assert_allclose(exported, converted.numpy(), rtol=0, atol=1e-4)
@@ -55,5 +54,5 @@ def test_onnx_output_equals_pytorch(name: str, tmp_path: Path) -> None:
 
 def test_export_refuses_old_opsets(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        export_onnx.main(["--evaluate", str(tmp_path / "x.pth"), "--out", str(tmp_path / "x.onnx"), "--opset", "13"])
+        export_onnx.main(["--checkpoint", str(tmp_path / "x.pth"), "--out", str(tmp_path / "x.onnx"), "--opset", "13"])
     assert exit_info.value.code == 2

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import predict
-import utils
 from data.readers import read_rgb
-from data.transforms import preprocess_test
+from data.transforms import preprocess_test, saliency_to_uint8
+from data.video import clip_groups, read_frames
+from engine.inference import Predictor, load_model, prepare_for_inference, video_maps
 from models import build_model
 
 SIZE = 64
@@ -48,7 +49,7 @@ def read_video(path: Path) -> tuple[list[np.ndarray], float]:
     """All frames (RGB uint8) and the frame rate of a video file."""
     capture = cv2.VideoCapture(str(path))
     fps = capture.get(cv2.CAP_PROP_FPS)
-    frames = list(predict.read_frames(capture))
+    frames = list(read_frames(capture))
     capture.release()
     return frames, fps
 
@@ -75,9 +76,9 @@ def through_codec(maps: np.ndarray, fps: float, path: Path) -> np.ndarray:
     return np.stack(read_video(path)[0])
 
 
-def inference_runner(name: str, checkpoint: Path, **options) -> torch.nn.Module:
+def inference_runner(checkpoint: Path, **options) -> torch.nn.Module:
     """The model exactly as predict.py runs it (same checkpoint handling, same CPU inference path)."""
-    return utils.prepare_for_inference(utils.build_inference_model(name, checkpoint, **options), torch.device("cpu"))
+    return prepare_for_inference(load_model(checkpoint, **options)[0], torch.device("cpu"))
 
 
 def oracle_maps(model: torch.nn.Module, frames: list[np.ndarray], nframes: int = 1) -> np.ndarray:
@@ -85,7 +86,7 @@ def oracle_maps(model: torch.nn.Module, frames: list[np.ndarray], nframes: int =
     tensors = [preprocess_test(frame, SIZE) for frame in frames]
     with torch.no_grad():
         groups = [torch.cat(tensors[i: i + nframes])[None] for i in range(0, len(tensors), nframes)]
-        return np.concatenate([utils.saliency_to_uint8(model(batch), frames[0].shape[:2]) for batch in groups])
+        return np.concatenate([saliency_to_uint8(model(batch), frames[0].shape[:2]) for batch in groups])
 
 
 def test_image_model_on_images_folders_and_a_video(inputs: Path, tmp_path: Path, checkpoints, capsys) -> None:
@@ -97,7 +98,7 @@ def test_image_model_on_images_folders_and_a_video(inputs: Path, tmp_path: Path,
     expected = [f"{base}{suffix}" for base in ("album/nested/y", "album/x", "photo")
                 for suffix in (".png", "_cutout.png", "_overlay.jpg")]
     assert written == sorted(expected + ["clip.mp4"])
-    model = inference_runner("sdnet", checkpoints["sdnet"])
+    model = inference_runner(checkpoints["sdnet"])
     for source, base in [("photo.jpg", "photo"), ("album/x.png", "album/x"), ("album/nested/y.jpg", "album/nested/y")]:
         rgb = read_rgb(inputs / source)
         saliency = cv2.imread(str(out / f"{base}.png"), cv2.IMREAD_UNCHANGED)
@@ -120,10 +121,10 @@ def test_video_model_groups_frames_into_clips(inputs: Path, tmp_path: Path, chec
     predict.main(["--model", "stdnet", "--checkpoint", str(checkpoints["stdnet"]), "--size", str(SIZE),
                   "--nframes", "4", "--tid", "cv", "cd", "ad", "-j", "0", str(inputs / "clip.mp4"),
                   str(inputs / "photo.jpg"), "--out", str(out)])
-    model = inference_runner("stdnet", checkpoints["stdnet"], nframes=4)
+    model = inference_runner(checkpoints["stdnet"], nframes=4)
     frames, _ = read_video(inputs / "clip.mp4")
     expected = np.concatenate([oracle_maps(model, frames[:8], 4), oracle_maps(model, frames[6:], 4)[2:]])
-    stream = predict.video_maps(predict.Predictor(model, True, 4), iter(frames), SIZE)
+    stream = video_maps(Predictor(model, True, 4), iter(frames), SIZE)
     np.testing.assert_array_equal(np.stack(list(stream)), expected)
     maps, fps = read_video(out / "clip.mp4")
     np.testing.assert_array_equal(np.stack(maps), through_codec(expected, fps, tmp_path / "x.mp4"))
@@ -132,31 +133,19 @@ def test_video_model_groups_frames_into_clips(inputs: Path, tmp_path: Path, chec
                                   oracle_maps(model, [photo] * 4, 4)[-1])
 
 
-class RecordingPredictor(predict.Predictor):
-    """Stands in for a video model: records the clips it is given (frame numbers) and returns them as maps."""
-
-    def __init__(self, nframes: int) -> None:
-        self.video, self.nframes, self.clips = True, nframes, []
-
-    def clip(self, frames: list[torch.Tensor], size: tuple[int, int]) -> np.ndarray:
-        numbers = [int(round(frame[0, 0, 0].item())) for frame in frames]
-        self.clips.append(numbers)
-        return np.array(numbers, dtype=np.uint8)
-
-
 @pytest.mark.parametrize(("count", "clips"), [
-    (8, [[0, 1, 2, 3], [4, 5, 6, 7]]),
-    (6, [[0, 1, 2, 3], [2, 3, 4, 5]]),
-    (3, [[0, 1, 2, 1]]),
-    (1, [[0, 0, 0, 0]]),
+    (8, [([0, 1, 2, 3], [0, 1, 2, 3]), ([4, 5, 6, 7], [0, 1, 2, 3])]),
+    (6, [([0, 1, 2, 3], [0, 1, 2, 3]), ([2, 3, 4, 5], [2, 3])]),
+    (3, [([0, 1, 2, 1], [0, 3, 2])]),
+    (1, [([0, 0, 0, 0], [3])]),
 ])
-def test_stream_clips_and_tail(count: int, clips: list[list[int]], monkeypatch) -> None:
-    """Every frame gets exactly one map, in order, from the clips SPEC §6.3 would build for a stream (rate 1)."""
-    monkeypatch.setattr(predict, "preprocess_test", lambda rgb, size: torch.full((3, 1, 1), float(rgb[0, 0, 0])))
-    recorder = RecordingPredictor(4)
-    frames = [np.full((2, 2, 3), t, dtype=np.uint8) for t in range(count)]
-    assert [int(m) for m in predict.video_maps(recorder, iter(frames), SIZE)] == list(range(count))
-    assert recorder.clips == clips
+def test_stream_clips_and_tail(count: int, clips: list) -> None:
+    """Every frame gets exactly one map, in order, from the clips SPEC §6.3 would build for a stream (rate 1): the
+    kept positions of the clips, in order, name each frame once."""
+    groups = list(clip_groups(iter(range(count)), 4))
+    assert groups == clips
+    assert [clip[position] for clip, keep in groups for position in keep] == list(range(count))
+    assert [list(map(int, clip)) for clip, _ in clip_groups(iter(range(count)), 1)] == [[t] for t in range(count)]
 
 
 def run_failing(argv: list[str], capsys, status: int = 2) -> str:
@@ -195,5 +184,50 @@ def test_missing_input_and_wrong_checkpoint_are_one_line_errors(inputs: Path, tm
     assert "nope.jpg" in err
     err = run_failing(["--model", "sdnet", "--checkpoint", str(checkpoints["stdnet"]), str(inputs / "photo.jpg"),
                        "--out", str(tmp_path / "out")], capsys)
-    assert "does not match" in err and "unexpected keys" in err
+    assert f"--model sdnet contradicts {checkpoints['stdnet']}, which has model stdnet" in err
+    assert not (tmp_path / "out").exists()
+
+
+SDNETA_RELEASE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "checkpoints" / \
+    "sdneta_from_pretrained.pth"
+
+
+@pytest.mark.skipif(not SDNETA_RELEASE.is_file(), reason=f"reference checkpoint absent: {SDNETA_RELEASE}")
+def test_released_sdneta_needs_no_model_flags(inputs: Path, tmp_path: Path) -> None:
+    """The issue's command: --checkpoint, inputs, --out; model, BN and op table come from the file and give the
+    maps the explicit flags give."""
+    photo = str(inputs / "photo.jpg")
+    predict.main(["--checkpoint", str(SDNETA_RELEASE), photo, "--out", str(tmp_path / "bare"), "--size", "64"])
+    predict.main(["--checkpoint", str(SDNETA_RELEASE), photo, "--out", str(tmp_path / "flags"), "--size", "64",
+                  "--model", "sdneta", "--bn", "--train-config", "sdnet-a"])
+    bare, flagged = (cv2.imread(str(tmp_path / name / "photo.png"), -1) for name in ("bare", "flags"))
+    assert bare.shape == (40, 56) and bare.max() > bare.min()
+    np.testing.assert_array_equal(bare, flagged)
+
+
+@pytest.fixture(scope="module")
+def converted_stdnet(checkpoints, tmp_path_factory) -> Path:
+    """Our converted STDNet (convert.py, 8 frames) of the random raw checkpoint."""
+    import convert
+
+    out = tmp_path_factory.mktemp("converted") / "stdnet_converted.pth"
+    convert.main(["--checkpoint", str(checkpoints["stdnet"]), "--out", str(out)])
+    return out
+
+
+@pytest.mark.parametrize(("which", "flags", "message"), [
+    ("sdnet", ["--model", "sdneta"], "--model sdneta contradicts {}, which has model sdnet"),
+    ("sdnet", ["--bn"], "--bn contradicts {}, which has bn False"),
+    ("sdnet", ["--train-config", "sdnet-a"], "--train-config sdnet-a contradicts {}, which has config sdnet"),
+    ("stdnet", ["--tid", "cv"], "--tid cv contradicts {}, which has tid cv cd ad"),
+    ("stdnet", ["--nobn"], "--nobn contradicts {}, which has bn True"),
+    ("converted", ["--nframes", "4"], "--nframes 4 contradicts {}, which has nframes 8"),
+    ("converted", ["--inference-config", "sdnet"], "--inference-config sdnet contradicts {}, which is already"),
+])
+def test_a_flag_contradicting_the_checkpoint_is_a_one_line_error(which, flags, message, inputs, tmp_path, checkpoints,
+                                                                 converted_stdnet, capsys) -> None:
+    checkpoint = converted_stdnet if which == "converted" else checkpoints[which]
+    err = run_failing(["--checkpoint", str(checkpoint), str(inputs / "photo.jpg"), "--out", str(tmp_path / "out"),
+                       *flags], capsys)
+    assert message.format(checkpoint) in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()

@@ -11,6 +11,7 @@ import torch
 import speed_sod
 import speed_vsod
 import utils
+from engine import inference, speed
 from models import build_model, convert_model
 
 VIDEO_MODELS = ("stdnet", "stdneta")
@@ -41,8 +42,8 @@ def test_default_path_gives_the_eager_converted_maps(name: str, shape: tuple[int
     training = randomised(build_model(name, bn=name in VIDEO_MODELS), seed=1)
     converted = convert_model(training).eval()
     x = torch.randn(shape)
-    eager = utils.prepare_for_inference(converted, "cpu", eager=True)
-    fast = utils.prepare_for_inference(converted, "cpu")
+    eager = inference.prepare_for_inference(converted, "cpu", eager=True)
+    fast = inference.prepare_for_inference(converted, "cpu")
     assert eager.path == "eager+fp32"
     assert fast.path == "channels_last+inductor+fp32"
     expected = eager(x)
@@ -55,8 +56,8 @@ def compiled_matches_eager(name: str, shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
     converted = convert_model(randomised(build_model(name, bn=name in VIDEO_MODELS), seed=3)).eval()
     x = torch.randn(shape)
-    expected = utils.prepare_for_inference(converted, "cpu", eager=True)(x)
-    fast = utils.prepare_for_inference(converted, "cpu")
+    expected = inference.prepare_for_inference(converted, "cpu", eager=True)(x)
+    fast = inference.prepare_for_inference(converted, "cpu")
     for _ in range(3):  # a short run stays on the channels_last eager path
         torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=0)
     assert not fast._compiled_shapes
@@ -99,16 +100,17 @@ def test_failed_compile_falls_back_to_the_eager_path(monkeypatch: pytest.MonkeyP
     utils.setup_logger()
     model = build_model("sdnet", deploy=True)
     x = torch.randn(1, 3, 32, 32)
-    fast = utils.prepare_for_inference(model, "cpu")
+    fast = inference.prepare_for_inference(model, "cpu")
     fast.warm_up(x, passes=2)
-    torch.testing.assert_close(fast(x), utils.prepare_for_inference(model, "cpu", eager=True)(x), atol=1e-4, rtol=0)
+    expected = inference.prepare_for_inference(model, "cpu", eager=True)(x)
+    torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=0)
     assert not fast.compile_cpu and fast.path == "channels_last+fp32"
     assert capsys.readouterr().err.count("compiling failed (no C++ compiler): running channels_last eager") == 1
 
 
 def test_prepare_for_inference_leaves_the_callers_model_alone() -> None:
     model = build_model("sdnet", deploy=True).train()
-    runner = utils.prepare_for_inference(model, "cpu")
+    runner = inference.prepare_for_inference(model, "cpu")
     weight, fast_weight = model.init_block.weight, runner.model.init_block.weight  # (60, 3, 3, 3)
     assert model.training and weight.requires_grad and weight.is_contiguous()
     assert fast_weight.is_contiguous(memory_format=torch.channels_last) and not fast_weight.is_contiguous()
@@ -117,7 +119,7 @@ def test_prepare_for_inference_leaves_the_callers_model_alone() -> None:
 
 def test_half_without_cuda_warns_and_runs_float32(capsys: pytest.CaptureFixture) -> None:
     utils.setup_logger()
-    runner = utils.prepare_for_inference(build_model("sdnet", deploy=True), "cpu", half=True)
+    runner = inference.prepare_for_inference(build_model("sdnet", deploy=True), "cpu", half=True)
     assert runner.dtype == torch.float32 and runner.path == "channels_last+inductor+fp32"
     assert "--half needs CUDA: running float32" in capsys.readouterr().err
 
@@ -183,12 +185,12 @@ def test_cuda_graph_path_gives_the_eager_maps(name: str) -> None:
     torch.manual_seed(0)
     converted = convert_model(randomised(build_model(name, bn=name in VIDEO_MODELS), seed=2))
     x = torch.randn(1, 24 if name in VIDEO_MODELS else 3, 64, 64, device="cuda")
-    expected = utils.prepare_for_inference(converted, "cuda", eager=True)(x)
-    fast = utils.prepare_for_inference(converted, "cuda")
-    for _ in range(utils.CUDA_GRAPH_AFTER + 3):  # eager passes first, then captured and replayed
+    expected = inference.prepare_for_inference(converted, "cuda", eager=True)(x)
+    fast = inference.prepare_for_inference(converted, "cuda")
+    for _ in range(inference.CUDA_GRAPH_AFTER + 3):  # eager passes first, then captured and replayed
         torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=0)
     assert len(fast._graphs) == 1
-    half = utils.prepare_for_inference(converted, "cuda", half=True)
+    half = inference.prepare_for_inference(converted, "cuda", half=True)
     assert half.path.endswith("fp16") and (half(x) - expected).abs().max().item() < 1e-2
 
 
@@ -196,4 +198,4 @@ def test_count_macs_counts_convolution_multiply_accumulates() -> None:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
                                 torch.nn.Conv2d(8, 4, 1, groups=2))
     # 8*3*9 per output pixel of the 8x8 conv output, then 4*(8/2) per pixel of the 4x4 pooled map.
-    assert utils.count_macs(model, torch.randn(2, 3, 10, 10)) == 2 * (8 * 3 * 9 * 8 * 8 + 4 * 4 * 4 * 4)
+    assert speed.count_macs(model, torch.randn(2, 3, 10, 10)) == 2 * (8 * 3 * 9 * 8 * 8 + 4 * 4 * 4 * 4)

@@ -23,6 +23,7 @@ import train_sod
 import train_vsod
 import utils
 from data.synthetic import SyntheticSizes, generate
+from engine import checkpoints, train
 from models import build_model, convert_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,10 +196,10 @@ def _other_model_files(folder: Path) -> tuple[Path, Path]:
     """An SDNet-A training checkpoint of ours and an SDNet-A raw DataParallel state dict."""
     model = build_model("sdneta", bn=True)
     args = Namespace(model="sdneta", config="sdnet-a", bn=True, lr_type="multistep", lr=1e-3,
-                              lr_steps=(90, 150), epochs=180, seed=0)
-    optimizer = torch.optim.Adam(utils.image_param_groups(model, 1e-4))
-    ours, raw = folder / "sdneta_checkpoint.pth", folder / "sdneta_raw.pth"
-    torch.save(utils.make_checkpoint(model, args, 3, optimizer, {}), ours)
+                     lr_steps=(90, 150), epochs=180, seed=0, savedir=str(folder), save_freq=0)
+    optimizer = torch.optim.Adam(train.image_param_groups(model, 1e-4))
+    ours, raw = folder / "save_models" / "checkpoint_latest.pth", folder / "sdneta_raw.pth"
+    checkpoints.save_training_checkpoint(model, args, 3, optimizer, {})
     torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, raw)
     return ours, raw
 
@@ -219,9 +220,9 @@ def test_bad_input_one_line_exit_2_and_savedir_untouched(case, synthetic_root, p
     else:
         ours, raw = _other_model_files(tmp_path)
         if case == "resume-from-other-model":
-            argv, named = [*base, "--resume-from", str(ours)], f"--resume-from: {ours}"
+            argv, named = [*base, "--resume-from", str(ours)], f"--resume-from: --model sdnet contradicts {ours}"
         else:
-            argv, named = [*base, "--finetune", str(raw)], f"--finetune: {raw}"
+            argv, named = [*base, "--finetune", str(raw)], f"--finetune: --model sdnet contradicts {raw}"
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         train_sod.main(argv)

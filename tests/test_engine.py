@@ -1,4 +1,4 @@
-"""Training machinery in utils.py: schedule, parameter groups, RNG state, checkpoints, process spawning."""
+"""The training machinery of engine/: schedule, parameter groups, RNG state, checkpoints, process spawning."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from torch import nn
 
 import configs
 import utils
-from models import build_model, load_weights
+from data import atomic
+from engine import checkpoints, distributed, train
+from models import CheckpointError, ModelDescription, build_model, load_checkpoint, load_weights
 
 
 def test_parse_lr_steps():
@@ -30,12 +32,12 @@ def test_parse_lr_steps():
 
 def test_lr_schedule_multistep_and_cosine():
     steps = {"lr": 1e-3, "lr_type": "multistep", "lr_steps": (90, 150), "epochs": 180}
-    values = {epoch: utils.lr_at_epoch(epoch, **steps) for epoch in (0, 89, 90, 149, 150, 179)}
+    values = {epoch: train.lr_at_epoch(epoch, **steps) for epoch in (0, 89, 90, 149, 150, 179)}
     assert values == pytest.approx({0: 1e-3, 89: 1e-3, 90: 1e-4, 149: 1e-4, 150: 1e-5, 179: 1e-5}, rel=1e-12)
     cosine = {"lr": 1e-3, "lr_type": "cosine", "lr_steps": (), "epochs": 60}
-    assert utils.lr_at_epoch(0, **cosine) == pytest.approx(1e-3)
-    assert utils.lr_at_epoch(30, **cosine) == pytest.approx(0.5e-3)
-    assert utils.lr_at_epoch(45, **cosine) == pytest.approx(0.5e-3 * (1 + np.cos(np.pi * 0.75)))
+    assert train.lr_at_epoch(0, **cosine) == pytest.approx(1e-3)
+    assert train.lr_at_epoch(30, **cosine) == pytest.approx(0.5e-3)
+    assert train.lr_at_epoch(45, **cosine) == pytest.approx(0.5e-3 * (1 + np.cos(np.pi * 0.75)))
 
 
 def _group_of(groups: list[dict]) -> dict[int, dict]:
@@ -49,7 +51,7 @@ def _group_of(groups: list[dict]) -> dict[int, dict]:
 
 def test_image_param_groups_by_name_and_alpha_freeze():
     model = build_model("sdnet", bn=True)
-    groups = utils.image_param_groups(model, wd=1e-4)
+    groups = train.image_param_groups(model, wd=1e-4)
     owner = _group_of(groups)
     assert len(owner) == sum(1 for _ in model.parameters())
     for name, param in model.named_parameters():
@@ -58,9 +60,9 @@ def test_image_param_groups_by_name_and_alpha_freeze():
     # init block + 15 DiffBlocks carry branch logits
     assert len(next(g for g in groups if g["name"] == "scales")["params"]) == 16
     optimizer = torch.optim.Adam(groups, lr=1.0)
-    utils.set_epoch_lr(optimizer, 1e-3, freeze_scales=True)
+    train.set_epoch_lr(optimizer, 1e-3, freeze_scales=True)
     assert {g["name"]: g["lr"] for g in optimizer.param_groups} == {"scales": 0.0, "bn": 1e-3, "other": 1e-3}
-    utils.set_epoch_lr(optimizer, 1e-4, freeze_scales=False)
+    train.set_epoch_lr(optimizer, 1e-4, freeze_scales=False)
     assert {g["name"]: g["lr"] for g in optimizer.param_groups} == {"scales": 1e-4, "bn": 1e-4, "other": 1e-4}
 
 
@@ -80,7 +82,7 @@ class _VideoLike(nn.Module):
 
 def test_video_param_groups_preloaded_and_from_scratch():
     model = _VideoLike()
-    owner = _group_of(utils.video_param_groups(model, wd=1e-4, lr_reduce=0.05, preloaded=True))
+    owner = _group_of(train.video_param_groups(model, wd=1e-4, lr_reduce=0.05, preloaded=True))
     for name, param in model.named_parameters():
         group = owner[id(param)]
         if "block" in name:
@@ -90,7 +92,7 @@ def test_video_param_groups_preloaded_and_from_scratch():
         else:  # decoder convs, the STDC logits, and a 'bn' outside the backbone
             expected = ("other", 1e-4, 1.0)
         assert (group["name"], group["weight_decay"], group["lr_scale"]) == pytest.approx(expected), name
-    owner = _group_of(utils.video_param_groups(model, wd=1e-4, lr_reduce=0.05, preloaded=False))
+    owner = _group_of(train.video_param_groups(model, wd=1e-4, lr_reduce=0.05, preloaded=False))
     for name, param in model.named_parameters():
         expected = ("norm", 1e-5) if ("norm" in name or "bn" in name) else ("other", 1e-4)
         assert (owner[id(param)]["name"], owner[id(param)]["weight_decay"]) == pytest.approx(expected), name
@@ -99,14 +101,14 @@ def test_video_param_groups_preloaded_and_from_scratch():
 
 def test_write_bytes_atomic_keeps_old_file_when_interrupted(tmp_path, monkeypatch):
     target = tmp_path / "save_models" / "checkpoint_latest.pth"
-    utils.write_bytes_atomic(target, b"old")
+    atomic.write_bytes_atomic(target, b"old")
 
     def crash(*_):
         raise KeyboardInterrupt  # a kill between writing the temporary file and renaming it
 
-    monkeypatch.setattr(utils.os, "replace", crash)
+    monkeypatch.setattr(atomic.os, "replace", crash)
     with pytest.raises(KeyboardInterrupt):
-        utils.write_bytes_atomic(target, b"new")
+        atomic.write_bytes_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in target.parent.iterdir()) == ["checkpoint_latest.pth"]
 
@@ -133,17 +135,17 @@ def test_rng_state_roundtrip_through_weights_only_file():
     utils.seed_everything(123)
     np.random.randn()  # leaves a cached gaussian in numpy's state
     buffer = io.BytesIO()
-    torch.save(utils.capture_rng_state(), buffer)
+    torch.save(checkpoints.capture_rng_state(), buffer)
     expected = _draws()
     utils.seed_everything(7)
     buffer.seek(0)
-    utils.restore_rng_state(torch.load(buffer, weights_only=True))
+    checkpoints.restore_rng_state(torch.load(buffer, weights_only=True))
     assert _draws() == expected
 
 
 def _image_args(tmp_path: Path, **overrides) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    utils.add_common_args(parser, "image")
+    utils.add_training_args(parser, "image")
     args = parser.parse_args(["--savedir", str(tmp_path), "--seed", "3"])
     args.config, args.bn = "sdnet", False
     vars(args).update(overrides)
@@ -156,20 +158,19 @@ CONTRACT_KEYS = {"model", "config", "bn", "tid", "scales", "nframes", "deploy", 
 
 def test_checkpoint_is_self_describing_and_saved_at_the_right_epochs(tmp_path):
     model = build_model("sdnet")
-    optimizer = torch.optim.Adam(utils.image_param_groups(model, 1e-4), lr=1e-3)
+    optimizer = torch.optim.Adam(train.image_param_groups(model, 1e-4), lr=1e-3)
     args = _image_args(tmp_path, save_freq=10)
     for epoch in (8, 9):
-        checkpoint = utils.make_checkpoint(model, args, epoch, optimizer, {"SOD": 0.25})
         best = ["checkpoint_best.pth"] if epoch == 8 else []
-        utils.save_epoch_checkpoints(checkpoint, tmp_path, save_freq=args.save_freq, best_files=best)
+        checkpoints.save_training_checkpoint(model, args, epoch, optimizer, {"SOD": 0.25}, best_files=best)
     names = sorted(p.name for p in (tmp_path / "save_models").iterdir())
     assert names == ["checkpoint_009.pth", "checkpoint_best.pth", "checkpoint_latest.pth"]
-    loaded = utils.load_training_checkpoint(tmp_path / "save_models" / "checkpoint_latest.pth")
-    assert set(loaded) == CONTRACT_KEYS
-    assert (loaded["model"], loaded["config"], loaded["bn"], loaded["deploy"], loaded["epoch"]) == (
-        "sdnet", "sdnet", False, False, 9)
-    assert loaded["args"]["seed"] == 3 and loaded["best"] == {"SOD": 0.25}
-    assert not any(key.startswith("module.") for key in loaded["state_dict"])
+    loaded = checkpoints.load_training_checkpoint(tmp_path / "save_models" / "checkpoint_latest.pth")
+    assert set(loaded.contents) == CONTRACT_KEYS
+    assert loaded.description == ModelDescription("sdnet", "sdnet", False, None, None, False)
+    assert loaded.contents["epoch"] == 9
+    assert loaded.contents["args"]["seed"] == 3 and loaded.contents["best"] == {"SOD": 0.25}
+    assert not any(key.startswith("module.") for key in loaded.state_dict)
     assert torch.load(tmp_path / "save_models" / "checkpoint_best.pth", weights_only=True)["epoch"] == 8
     fresh = build_model("sdnet")
     load_weights(fresh, tmp_path / "save_models" / "checkpoint_latest.pth")
@@ -177,43 +178,57 @@ def test_checkpoint_is_self_describing_and_saved_at_the_right_epochs(tmp_path):
         assert torch.equal(fresh.state_dict()[key], value)
 
 
-def test_load_training_checkpoint_rejects_weights_only_files(tmp_path):
-    from models import CheckpointError
+def test_one_writer_for_training_and_converted_checkpoints(tmp_path):
+    """`save_checkpoint` writes the description beside the weights; `load_checkpoint` reads it back as it was."""
+    description = ModelDescription("stdnet", "sdnet", True, ("cv", "cd", "ad"), 4, True)
+    weights = build_model("stdnet", deploy=True, nframes=4).state_dict()
+    checkpoints.save_checkpoint([tmp_path / "a.pth", tmp_path / "b.pth"], weights, description)
+    for name in ("a.pth", "b.pth"):
+        loaded = load_checkpoint(tmp_path / name)
+        assert loaded.description == description
+        assert set(loaded.contents) == {"model", "config", "bn", "tid", "nframes", "deploy", "state_dict"}
+        assert all(torch.equal(loaded.state_dict[key], value) for key, value in weights.items())
 
+
+def test_load_training_checkpoint_rejects_weights_only_files(tmp_path):
     path = tmp_path / "weights.pth"
     torch.save({"module.x": torch.zeros(1)}, path)
     with pytest.raises(CheckpointError, match="not a training checkpoint.*--finetune"):
-        utils.load_training_checkpoint(path)
+        checkpoints.load_training_checkpoint(path)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
-        utils.load_training_checkpoint(tmp_path / "absent.pth")
+        checkpoints.load_training_checkpoint(tmp_path / "absent.pth")
 
 
-def test_check_checkpoint_matches_names_the_difference(tmp_path):
-    from models import CheckpointError
-
-    args = _image_args(tmp_path)
-    utils.check_checkpoint_matches({"model": "sdnet", "config": "sdnet", "bn": False}, args, "ck.pth")
-    utils.check_checkpoint_matches({"module.x": torch.zeros(1)}, args, "raw.pth")  # not ours: keys decide
-    with pytest.raises(CheckpointError, match=r"ck.pth: checkpoint has model='sdneta'"):
-        utils.check_checkpoint_matches({"model": "sdneta", "config": "sdnet-a", "bn": True}, args, "ck.pth")
+def test_check_description_names_the_flag_and_the_file():
+    found = ModelDescription("sdneta", "sdnet-a", True, None, None, False)
+    checkpoints.check_description(found, "ck.pth", model="sdneta", config="sdnet-a", bn=True, tid=None)
+    checkpoints.check_description(found, "ck.pth", model=None, bn=None)  # not given: nothing to contradict
+    with pytest.raises(CheckpointError, match=r"^--model sdnet contradicts ck.pth, which has model sdneta$"):
+        checkpoints.check_description(found, "ck.pth", model="sdnet")
+    with pytest.raises(CheckpointError, match=r"^--nobn contradicts ck.pth, which has bn True$"):
+        checkpoints.check_description(found, "ck.pth", bn=False)
+    with pytest.raises(CheckpointError, match=r"^--train-config sdnet contradicts ck.pth, which has config sdnet-a$"):
+        checkpoints.check_description(found, "ck.pth", flags={"config": "--train-config"}, config="sdnet")
+    unknown = ModelDescription("stdnet", None, None, None, None, False)  # a raw file says nothing of these
+    checkpoints.check_description(unknown, "raw.pth", config="sdnet", bn=False, tid=("cv",), nframes=4)
 
 
 def test_trim_log_drops_epochs_to_be_redone(tmp_path):
     for epoch in range(4):
-        utils.append_log_line(tmp_path, {"epoch": epoch, "loss": float(epoch)})
+        checkpoints.append_log_line(tmp_path, {"epoch": epoch, "loss": float(epoch)})
     with open(tmp_path / "log.jsonl", "a") as handle:
         handle.write('{"epoch": 4, "lo')  # a line cut short by a kill
-    utils.trim_log(tmp_path, 1)
+    checkpoints.trim_log(tmp_path, 1)
     lines = (tmp_path / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1]
-    utils.trim_log(tmp_path, -1)  # a fresh run in the same folder
+    checkpoints.trim_log(tmp_path, -1)  # a fresh run in the same folder
     assert (tmp_path / "log.jsonl").read_text() == ""
 
 
 def test_model_choices_follow_the_kind():
     for kind in ("image", "video"):
         parser = argparse.ArgumentParser()
-        utils.add_common_args(parser, kind)
+        utils.add_training_args(parser, kind)
         names = {name for name, spec in configs.MODELS.items() if spec["kind"] == kind}
         assert set(next(a for a in parser._actions if a.dest == "model").choices) == names
         other = next(name for name, spec in configs.MODELS.items() if spec["kind"] != kind)
@@ -223,18 +238,18 @@ def test_model_choices_follow_the_kind():
 
 
 def _all_reduce_worker(out_dir: str) -> None:
-    ctx = utils.distributed_context("")
-    utils.init_distributed(ctx)
+    ctx = distributed.distributed_context("")
+    distributed.init_distributed(ctx)
     value = torch.tensor([float(ctx.rank + 1)])
     dist.all_reduce(value)
     Path(out_dir, f"rank{ctx.rank}.txt").write_text(f"{ctx.world_size} {ctx.device} {value.item()}")
-    utils.cleanup_distributed()
+    distributed.cleanup_distributed()
 
 
 def test_spawn_workers_runs_a_gloo_process_group_on_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
-    utils.spawn_workers(_all_reduce_worker, 2, str(tmp_path))
+    distributed.spawn_workers(_all_reduce_worker, 2, str(tmp_path))
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == ["2 cpu 3.0"] * 2
     assert "WORLD_SIZE" not in os.environ

@@ -1,0 +1,101 @@
+"""Videos at test time: decoding a stream of frames, grouping it into clips for video models, and writing a video
+of saliency maps.
+
+OpenCV's FFmpeg backend reads and writes the files (.mp4, .avi, .mov read; .mp4 with the mp4v codec written).
+Failures raise `DataError` with a one-line message naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+import cv2
+import numpy as np
+
+from data.atomic import atomic_path
+from data.lists import ping_pong
+from data.readers import DataError
+
+__all__ = ["VIDEO_EXTENSIONS", "silence_decoder_logs", "open_video", "read_frames", "clip_groups",
+           "write_map_video"]
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov")
+Frame = TypeVar("Frame")
+
+
+def silence_decoder_logs() -> None:
+    """Process-wide: stop OpenCV and FFmpeg from printing their own messages about damaged files (a script that
+    reports its own one-line errors calls this once)."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def open_video(path: str | os.PathLike) -> tuple[cv2.VideoCapture, float, int]:
+    """An open capture at the first frame, the frame rate (25 if the file has none) and the frame count (0 if
+    unknown). Raises `DataError` if the file cannot be decoded."""
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)  # not the image-sequence backend, which logs errors
+    if not capture.isOpened() or not capture.grab():
+        capture.release()
+        raise DataError(f"cannot read video {path} (corrupt, empty or unsupported format)")
+    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    return capture, fps if fps > 0 else 25.0, max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+
+
+def read_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    """The frames of a capture as RGB (H, W, 3) uint8 arrays, one at a time."""
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            return
+        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def clip_groups(frames: Iterable[Frame], length: int) -> Iterator[tuple[list[Frame], list[int]]]:
+    """Group a stream into clips of ``length`` frames, holding at most one clip: yields ``(clip, keep)``, where
+    ``keep`` lists the clip positions whose maps belong to frames not yet covered, in frame order.
+
+    Consecutive groups of ``length``; a leftover tail is the clip of the last ``length`` frames (only its new
+    frames kept); a stream shorter than one clip is one ping-pong padded clip (a frame's last occurrence kept),
+    as SPEC §6.3 builds test clips at frame rate 1.
+    """
+    recent: list[Frame] = []
+    pending = count = 0
+    for frame in frames:
+        recent = (recent + [frame])[-length:]
+        pending, count = pending + 1, count + 1
+        if pending == length:
+            yield list(recent), list(range(length))
+            pending = 0
+    if pending and count >= length:
+        yield list(recent), list(range(length - pending, length))
+    elif pending:
+        order = ping_pong(list(range(count)), length)
+        last = {frame: position for position, frame in enumerate(order)}
+        yield [recent[i] for i in order], [last[frame] for frame in range(count)]
+
+
+def write_map_video(path: str | os.PathLike, maps: Iterable[np.ndarray], fps: float) -> int:
+    """Write (H, W) uint8 maps as the frames of an .mp4 (mp4v) at ``fps``, atomically; returns the frame count.
+    Raises `DataError` if there is no map or no mp4v encoder."""
+    writer, frames = None, 0
+    try:
+        # OpenCV picks the container by the extension, so the temporary file ends in .mp4 too.
+        with atomic_path(path, suffix=".mp4") as temporary:
+            for saliency in maps:
+                if writer is None:
+                    height, width = saliency.shape
+                    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+                    if not writer.isOpened():
+                        raise DataError(f"cannot write video {path} (no mp4v encoder in this OpenCV build)")
+                writer.write(cv2.cvtColor(saliency, cv2.COLOR_GRAY2BGR))
+                frames += 1
+            if writer is None:
+                raise DataError(f"cannot write {path}: no frame to write")
+            writer.release()
+    finally:
+        if writer is not None:
+            writer.release()
+    return frames

@@ -1,0 +1,115 @@
+"""Distributed training: this process's place in a run, the process group, and one process per listed GPU.
+
+A run is one process (CPU, one GPU), one process per GPU started here (``--gpu 0,1``), or one process per rank
+started by torchrun, on one or several nodes. Ranks and the rendezvous come from the variables torchrun sets
+(WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); `spawn_workers` sets the same ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from utils import LOGGER_NAME, parse_gpu_list, select_device
+
+__all__ = ["DistContext", "distributed_context", "init_distributed", "cleanup_distributed", "spawn_workers",
+           "launch"]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a (possibly single-process) training run and the device it trains on."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed_context(gpu: str | None) -> DistContext:
+    """Rank, world size and device of this process from the torchrun / spawn variables (WORLD_SIZE, RANK,
+    LOCAL_RANK) and ``--gpu``: with CUDA, process LOCAL_RANK uses the LOCAL_RANK-th listed device (or
+    cuda:LOCAL_RANK when the list is shorter); without CUDA every process runs on the CPU (one warning)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext(0, 1, 0, select_device(gpu))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    gpus = parse_gpu_list(gpu)
+    if gpus and torch.cuda.is_available():
+        device = torch.device("cuda", gpus[local_rank] if local_rank < len(gpus) else local_rank)
+    else:
+        if gpus and rank == 0:
+            logging.getLogger(LOGGER_NAME).warning("--gpu %s given but CUDA is not available: running on CPU", gpu)
+        device = torch.device("cpu")
+    return DistContext(rank, world_size, local_rank, device)
+
+
+def init_distributed(ctx: DistContext) -> None:
+    """Join the process group of a multi-process run (NCCL on CUDA, Gloo on CPU; rendezvous from MASTER_ADDR /
+    MASTER_PORT as set by torchrun or `spawn_workers`). No-op for a single process."""
+    if ctx.world_size <= 1 or dist.is_initialized():
+        return
+    if ctx.device.type == "cuda":
+        torch.cuda.set_device(ctx.device)
+    backend = "nccl" if ctx.device.type == "cuda" else "gloo"
+    # the other ranks wait in a barrier while rank 0 validates on the (large) video validation sets
+    dist.init_process_group(backend, init_method="env://", rank=ctx.rank, world_size=ctx.world_size,
+                            timeout=datetime.timedelta(hours=2))
+
+
+def cleanup_distributed() -> None:
+    """Leave the process group, if one was joined."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _spawned_entry(index: int, nprocs: int, port: int, worker: Callable, args: tuple) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(index), LOCAL_RANK=str(index),
+                      WORLD_SIZE=str(nprocs), LOCAL_WORLD_SIZE=str(nprocs))
+    worker(*args)
+
+
+def spawn_workers(worker: Callable, nprocs: int, *args: object) -> None:
+    """Run ``worker(*args)`` in ``nprocs`` new processes on this machine, each with the variables torchrun would
+    set (RANK = LOCAL_RANK = index, WORLD_SIZE, MASTER_ADDR/PORT). A worker that exits with a status (e.g. 2 for
+    bad input) makes this raise SystemExit with that status."""
+    try:
+        torch.multiprocessing.spawn(_spawned_entry, args=(nprocs, _free_port(), worker, args), nprocs=nprocs)
+    except torch.multiprocessing.ProcessExitedException as err:
+        raise SystemExit(err.exit_code if err.exit_code and err.exit_code > 0 else 1) from None
+
+
+def _run_and_leave_group(worker: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
+    try:
+        worker(args)
+    finally:
+        cleanup_distributed()
+
+
+def launch(worker: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
+    """Run a training ``worker(args)``: once per listed GPU with DDP when ``--gpu`` lists several CUDA devices,
+    otherwise once in this process (also under torchrun, which has already started one process per rank). Each
+    process leaves the process group the worker joined, whether it returns or raises."""
+    gpus = parse_gpu_list(args.gpu)
+    if "WORLD_SIZE" in os.environ or len(gpus) < 2 or not torch.cuda.is_available():
+        _run_and_leave_group(worker, args)
+    else:
+        spawn_workers(_run_and_leave_group, len(gpus), worker, args)

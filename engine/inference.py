@@ -1,0 +1,339 @@
+"""Inference: a model from a checkpoint and the flags, the inference runner, and predicting 8-bit maps.
+
+`load_model` reads a checkpoint, takes from its description (`models.ModelDescription`) everything it says, asks
+the flags only for the rest, and refuses a flag that contradicts it. `prepare_for_inference` is the one place
+choosing how a model runs. `Predictor` turns preprocessed images and clips into 8-bit maps; `video_maps` streams
+the maps of a video's frames, grouped into clips for video models.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+import configs
+from data.transforms import preprocess_test, saliency_to_uint8
+from data.video import clip_groups
+from engine.checkpoints import check_description
+from models import (
+    CheckpointError,
+    ModelDescription,
+    build_model,
+    convert_model,
+    load_checkpoint,
+    load_weights,
+    skip_zero_pre_biases,
+)
+from utils import LOGGER_NAME, fail
+
+__all__ = ["load_model", "model_from_flags", "InferenceRunner", "prepare_for_inference", "Predictor", "video_maps"]
+
+DEFAULT_NFRAMES = configs.TRAIN_DEFAULTS["video"]["nframes"]
+
+
+def load_model(checkpoint: str | os.PathLike, *, kind: str | None = None, model: str | None = None,
+               train_config: str | None = None, inference_config: str = "baseline", bn: bool | None = None,
+               tid: tuple[str, ...] | None = None, nframes: int | None = None) -> tuple[nn.Module, ModelDescription]:
+    """The model of ``checkpoint`` in eval mode on the CPU, ready for `prepare_for_inference`, and its description.
+
+    What the checkpoint says (ours: its metadata; the authors' raw state dicts: inferred from keys and shapes)
+    decides; the arguments (the scripts' flags, None = not given) fill in only what it cannot say, and one that
+    contradicts it raises ``CheckpointError`` naming the flag and the file. ``kind`` ('image' / 'video') is the
+    script's. ``inference_config='baseline'`` gives the DCR-converted single-branch model (a training-form
+    checkpoint is converted, a converted one loaded as it is); the training config gives the training form.
+    Defaults for what nobody says: the model's own op table, BN for video models only, tid cv cd ad, 8 frames.
+    Raises ``CheckpointError`` (a ValueError, one line) when the file is unreadable or the weights do not fit.
+    Forward: image models (B, 3, H, W) -> (B, 1, H, W); video models (B, 3T, H, W) -> (B*T, 1, H, W).
+    """
+    loaded = load_checkpoint(checkpoint)
+    found = loaded.description
+    check_description(found, checkpoint, flags={"config": "--train-config"}, model=model, config=train_config, bn=bn,
+                      tid=tid, nframes=nframes)
+    if found.model is None:
+        raise CheckpointError(f"{checkpoint}: holds only a backbone (no saliency decoder), e.g. for --preload; it "
+                              "cannot make maps")
+    name = found.model
+    spec = configs.MODELS[name]
+    if kind is not None and spec["kind"] != kind:
+        raise CheckpointError(f"{checkpoint} holds the {spec['kind']} model {name}; this script runs {kind} models")
+    video = spec["kind"] == "video"
+    config = found.config or train_config or spec["config"]
+    if inference_config not in ("baseline", config):
+        raise CheckpointError(f"--inference-config {inference_config}: use 'baseline' (converted) or the training "
+                              f"config {config!r}")
+    if video and not found.deploy and found.tid is None and tid is None:
+        raise CheckpointError(f"{checkpoint}: the STDC branch ops cannot be read off its weights: give --tid")
+    if found.deploy and inference_config != "baseline":
+        raise CheckpointError(f"--inference-config {inference_config} contradicts {checkpoint}, which is already "
+                              "converted (DCR): only 'baseline' runs it")
+    description = ModelDescription(
+        model=name, config=config, bn=next(value for value in (found.bn, bn, video) if value is not None),
+        tid=tuple(found.tid or tid or configs.TEMPORAL_OPS) if video else None,
+        nframes=(found.nframes or nframes or DEFAULT_NFRAMES) if video else None,
+        deploy=inference_config == "baseline")
+    shape = {"bn": description.bn, "tid": description.tid or ("cv", "cd", "ad"),
+             "nframes": description.nframes or DEFAULT_NFRAMES}
+    network = build_model(name, config, deploy=found.deploy, **shape)
+    load_weights(network, loaded.state_dict, source=checkpoint)
+    if description.deploy and not found.deploy:
+        deploy = build_model(name, config, deploy=True, **shape)
+        network = load_weights(deploy, convert_model(network.eval()).state_dict())
+    return network.eval(), description
+
+
+def model_from_flags(args, checkpoint: str | os.PathLike, kind: str | None = None) -> tuple[nn.Module,
+                                                                                            ModelDescription]:
+    """`load_model` with the flags of `utils.add_inference_args`; a checkpoint that cannot be read, does not fit or
+    contradicts a flag ends the script with one error line and exit status 2."""
+    try:
+        return load_model(checkpoint, kind=kind, model=args.model, train_config=args.train_config,
+                          inference_config=args.inference_config, bn=args.bn,
+                          tid=tuple(args.tid) if args.tid else None, nframes=args.nframes)
+    except CheckpointError as err:
+        fail(str(err))
+
+
+# A CUDA graph is captured for an input shape on its third pass: shapes met once or twice (full-resolution maps of
+# varied sizes) never pay for a capture, and the eager passes before it let cudnn.benchmark pick its kernels. At most
+# CUDA_GRAPH_SHAPES graphs are kept (least recently used dropped), bounding their memory.
+CUDA_GRAPH_AFTER = 2
+CUDA_GRAPH_SHAPES = 4
+# Not measured yet on a GPU (BENCHMARKS.md); NCHW is what cuDNN's depthwise kernels and the release use.
+CUDA_CHANNELS_LAST = False
+# On the CPU an input shape is compiled (TorchInductor, frozen weights) once its eager passes have taken this many
+# seconds, about what a cold compile costs on 2 cores (20-40 s): compiling then never costs more than the time it
+# can save, and short runs (tests, the demo, a few maps) never compile. `InferenceRunner.warm_up` compiles at once.
+# At most CPU_COMPILE_SHAPES shapes are compiled per runner; other shapes stay on the channels_last eager path.
+CPU_COMPILE_AFTER_S = 20.0
+CPU_COMPILE_SHAPES = 4
+# glibc malloc serves blocks above a (dynamic) threshold with mmap and unmaps them when freed, so every pass pays
+# page faults to touch its activations again: ~90,000 per STDNet clip on the CPU, a third of its time. Blocks up to
+# this size are kept in the heap instead and reused (resident memory stays at the peak of a pass; BENCHMARKS.md).
+MALLOC_KEEP_BYTES = 2**30
+_malloc_tuned = False
+
+
+def _keep_freed_blocks() -> None:
+    """Raise glibc's mmap and trim thresholds to MALLOC_KEEP_BYTES once per process (no-op elsewhere)."""
+    global _malloc_tuned
+    if _malloc_tuned or not sys.platform.startswith("linux"):
+        return
+    _malloc_tuned = True
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    # Older glibc refuses mmap thresholds above 32 MiB (returns 0).
+    if not mallopt(m_mmap_threshold, MALLOC_KEEP_BYTES):
+        mallopt(m_mmap_threshold, 32 * 2**20)
+    mallopt(m_trim_threshold, 2**31 - 1)
+
+
+class InferenceRunner(nn.Module):
+    """A private copy of ``model`` in eval mode on ``device``, run the way `prepare_for_inference` chose.
+
+    forward: the model's input ((B, 3, H, W) images or (B, 3T, H, W) clips, any float dtype, any device) -> its maps
+    as float32 on ``device`` ((B, 1, H, W) or (B*T, 1, H, W)), computed under ``torch.inference_mode`` (so the
+    result is an inference tensor). Input shapes that repeat move to a faster steady state (a CUDA graph on a GPU, a
+    compiled graph on the CPU; see the constants above); `warm_up` gets there at once. ``path`` names the choice for
+    logs and benchmark records, ``dtype`` the precision the network runs in; ``kind`` and ``nframes`` are the
+    wrapped model's.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, *, channels_last: bool, cuda_graphs: bool,
+                 compile_cpu: bool, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model
+        self.device, self.dtype = torch.device(device), dtype
+        self.channels_last, self.cuda_graphs, self.compile_cpu = channels_last, cuda_graphs, compile_cpu
+        self.kind = getattr(model, "kind", "image")
+        self.nframes = getattr(model, "nframes", 1)
+        self._graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._compiled_shapes: set[tuple] = set()
+        self._usage: dict[tuple, float] = {}  # per input shape: eager passes (CUDA) or eager seconds (CPU)
+
+    @property
+    def path(self) -> str:
+        if not (self.channels_last or self.cuda_graphs or self.compile_cpu):
+            return "eager+fp32"
+        parts = ["channels_last" if self.channels_last else "nchw"]
+        parts += ["cudnn_benchmark", "cuda_graphs"] if self.cuda_graphs else []
+        parts += ["inductor"] if self.compile_cpu else []
+        return "+".join(parts + ["fp16" if self.dtype == torch.float16 else "fp32"])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            x = x.to(self.device, self.dtype)
+            if self.cuda_graphs:
+                out = self._graph_forward(x)
+            elif self.compile_cpu:
+                out = self._compiled_forward(x)
+            else:
+                out = self.model(x)
+            return out.float()
+
+    def warm_up(self, x: torch.Tensor, passes: int = 1) -> None:
+        """Run ``passes`` untimed passes on ``x``, the first of which reaches the steady state for its shape."""
+        self._usage[self._key(x)] = math.inf
+        for _ in range(passes):
+            self(x)
+
+    def _key(self, x: torch.Tensor) -> tuple:
+        return tuple(x.shape), self.dtype
+
+    def _count(self, key: tuple, amount: float) -> float:
+        if len(self._usage) > 4096:  # many distinct sizes: forget the counts
+            self._usage.clear()
+        self._usage[key] = self._usage.get(key, 0.0) + amount
+        return self._usage[key]
+
+    def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = self._key(x)
+        if key in self._compiled_shapes:
+            return self._compiled(x)
+        if len(self._compiled_shapes) >= CPU_COMPILE_SHAPES or self._usage.get(key, 0.0) < CPU_COMPILE_AFTER_S:
+            start = time.perf_counter()
+            out = self.model(x)
+            self._count(key, time.perf_counter() - start)
+            return out
+        logger = logging.getLogger(LOGGER_NAME)
+        logger.info("compiling the network for input %s (once per input shape; slow on a few cores)",
+                    "x".join(map(str, x.shape)))
+        if self._compiled is None:
+            self._compiled = torch.compile(self.model, dynamic=False)
+        try:
+            # Freezing (weights as constants: oneDNN-prepacked convs with fused ReLU/add) must be on while dynamo
+            # traces, not only in inductor's options; later calls of the compiled shape need no patch.
+            import torch._inductor.config as inductor_config
+
+            with inductor_config.patch(freezing=True):
+                out = self._compiled(x)
+        except Exception as err:  # no C++ compiler, an unsupported op, ...: keep the eager path
+            logger.warning("compiling failed (%s): running channels_last eager", str(err).splitlines()[0])
+            self.compile_cpu = False
+            return self.model(x)
+        self._compiled_shapes.add(key)
+        return out
+
+    def _graph_forward(self, x: torch.Tensor) -> torch.Tensor:
+        key = self._key(x)
+        entry = self._graphs.get(key)
+        if entry is None:
+            if self._count(key, 1) <= CUDA_GRAPH_AFTER:
+                return self.model(x)
+            try:
+                entry = self._capture(x)
+            except RuntimeError as err:
+                logging.getLogger(LOGGER_NAME).warning("CUDA graph capture failed (%s): running eagerly", err)
+                self.cuda_graphs = False
+                return self.model(x)
+            self._graphs[key] = entry
+            if len(self._graphs) > CUDA_GRAPH_SHAPES:
+                self._graphs.popitem(last=False)
+        self._graphs.move_to_end(key)
+        graph, static_input, static_output = entry
+        static_input.copy_(x)
+        graph.replay()
+        # The graph overwrites static_output on its next replay: hand out a copy.
+        return static_output.clone()
+
+    def _capture(self, x: torch.Tensor) -> tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]:
+        static_input = x.clone()
+        # Capture needs one pass on a side stream first (lazy allocations, cuDNN workspace).
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            self.model(static_input)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_output = self.model(static_input)
+        return graph, static_input, static_output
+
+
+def prepare_for_inference(model: nn.Module, device: torch.device, *, eager: bool = False,
+                          half: bool = False) -> InferenceRunner:
+    """The one place choosing how a model runs at inference; returns an `InferenceRunner` (a callable module).
+
+    The model is deep-copied (the caller's stays as it was), put in eval mode without gradients and moved to
+    ``device``. Default on the CPU: channels_last (NHWC) weights, so oneDNN runs the convs, max-pools and
+    element-wise ops in NHWC (2.5-3x faster than NCHW for these depthwise networks), and input shapes that keep
+    coming back are compiled with TorchInductor (frozen weights; fuses the element-wise ops, pads and permutes);
+    glibc malloc is told to keep freed activation blocks for reuse (a process-wide setting, made once). On every
+    device but with ``eager``, DiffBlock pre-biases that are exactly zero are skipped (`skip_zero_pre_biases`).
+    Default on CUDA: cudnn.benchmark (a process-wide switch) and a CUDA graph per repeated input shape; ``half``
+    runs the network in float16 there (ignored on the CPU, with a warning). Every path gives the eager NCHW float32
+    maps to float rounding (about 1e-7; BENCHMARKS.md). ``eager`` gives that plain eager NCHW float32 model
+    (``half`` ignored) for comparison. Inputs of any size and batch size work on every path.
+    """
+    logger = logging.getLogger(LOGGER_NAME)
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    if half and (eager or not cuda):
+        logger.warning("--half %s: running float32", "is ignored with --eager" if eager else "needs CUDA")
+        half = False
+    model = copy.deepcopy(model).eval().requires_grad_(False).to(device)
+    if eager:
+        return InferenceRunner(model, device, channels_last=False, cuda_graphs=False, compile_cpu=False,
+                               dtype=torch.float32)
+    skip_zero_pre_biases(model)
+    channels_last = CUDA_CHANNELS_LAST if cuda else True
+    if half:
+        model = model.half()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    else:
+        _keep_freed_blocks()
+    return InferenceRunner(model, device, channels_last=channels_last, cuda_graphs=cuda, compile_cpu=not cuda,
+                           dtype=torch.float16 if half else torch.float32)
+
+
+class Predictor:
+    """A runner (`prepare_for_inference`) turning preprocessed images and clips into 8-bit maps at a given size."""
+
+    def __init__(self, runner: nn.Module, video: bool, nframes: int) -> None:
+        self.runner, self.video, self.nframes = runner, video, nframes
+
+    def image(self, image: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        """(1, 3, S, S) -> (H, W) uint8; a video model sees the image as a still clip of nframes copies."""
+        batch = image.repeat(1, self.nframes, 1, 1) if self.video else image
+        return saliency_to_uint8(self.runner(batch)[-1:], size)[0]
+
+    def clip(self, frames: list[torch.Tensor], size: tuple[int, int]) -> np.ndarray:
+        """T frames (3, S, S) -> (T, H, W) uint8, predicted as one clip."""
+        return saliency_to_uint8(self.runner(torch.cat(frames)[None]), size)
+
+
+def video_maps(predictor: Predictor, frames: Iterator[np.ndarray], size: int | None) -> Iterator[np.ndarray]:
+    """One (H, W) uint8 map per RGB frame of a stream, in order, holding at most one clip of frames in memory.
+
+    An image model sees one frame at a time; a video model clips of ``nframes`` consecutive frames, grouped by
+    `data.video.clip_groups` (the tail and short videos as the test clips of SPEC §6.3 are built).
+    """
+    shape: tuple[int, int] | None = None
+
+    def preprocessed() -> Iterator[torch.Tensor]:
+        nonlocal shape
+        for rgb in frames:
+            shape = rgb.shape[:2]
+            yield preprocess_test(rgb, size)
+
+    for clip, keep in clip_groups(preprocessed(), predictor.nframes if predictor.video else 1):
+        maps = predictor.clip(clip, shape) if predictor.video else predictor.image(clip[0][None], shape)[None]
+        yield from (maps[position] for position in keep)

@@ -1,0 +1,186 @@
+"""Model cost and the timing protocol of ``speed_sod.py`` / ``speed_vsod.py`` (SPEC §8).
+
+Parameters and MACs (convolution multiply-accumulates, SPEC §5), and FPS: batch 1 by default, a random input already
+on the device, the median over timed passes after a warm-up, each pass synchronised on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from data.atomic import write_json_atomic
+from engine.inference import DEFAULT_NFRAMES, load_model, prepare_for_inference
+from models import CheckpointError, build_model
+from utils import LOGGER_NAME, fail, model_names, select_device
+
+__all__ = ["count_parameters", "count_macs", "time_passes", "peak_memory_mb", "run_speed", "device_name"]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameter elements (buffers such as BN running statistics and pre-biases excluded, SPEC §5)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass of ``model`` on ``inputs`` = FLOPs / 2 by FlopCounterMode.
+
+    PyTorch's counter counts convolutions and matrix products only (not pooling, interpolation or element-wise
+    ops), which is the convention of SPEC §5. It counts what the module actually executes, so a training-form
+    model is charged for each of its branches. The pass runs on the meta device (shapes only, no arithmetic) and
+    falls back to a real pass on ``inputs``' device if some op has no meta kernel.
+    """
+    try:
+        meta_model = copy.deepcopy(model).to("meta")
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            meta_model(*(x.to("meta") for x in inputs))
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count a real pass
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(*inputs)
+    return counter.get_total_flops() // 2
+
+
+def time_passes(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, passes: int,
+                warmup: int) -> list[float]:
+    """Seconds of each of ``passes`` timed calls ``run(x)`` after ``warmup`` untimed ones.
+
+    Each timed pass is wall clock from before the call to after ``torch.cuda.synchronize`` (on a CUDA input), so
+    asynchronous GPU work is included; ``x`` is expected on the device already (no transfer is timed).
+    """
+    cuda = x.device.type == "cuda"
+    times = []
+    for i in range(warmup + passes):
+        start = time.perf_counter()
+        run(x)
+        if cuda:
+            torch.cuda.synchronize(x.device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far in MiB: allocated CUDA memory on a GPU, else the process's peak resident set (VmHWM)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+# Released protocol (SPEC §8) as (timed passes, warm-up passes) per model kind and device type.
+SPEED_PASSES = {("image", "cuda"): (899, 101), ("image", "cpu"): (98, 12),
+                ("video", "cuda"): (89, 11), ("video", "cpu"): (9, 2)}
+
+
+def _speed_model(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str) -> tuple[nn.Module, str, int]:
+    """The model to time, its name and frames per clip: random weights (as the release) of the converted
+    architecture (``--config baseline``) or of the training form, or the weights of ``--evaluate``."""
+    converted = args.config == "baseline"
+    nframes = getattr(args, "nframes", None)
+    if args.evaluate:
+        try:
+            model, description = load_model(args.evaluate, kind=kind, model=args.model,
+                                             train_config=None if converted else args.config,
+                                             inference_config="baseline" if converted else args.config,
+                                             nframes=nframes)
+        except CheckpointError as err:
+            fail(f"--evaluate {args.evaluate}: {err}")
+        return model, description.model, description.nframes or 1
+    name = args.model or model_names(kind)[0]
+    nframes = (nframes or DEFAULT_NFRAMES) if kind == "video" else 1
+    torch.manual_seed(0)
+    try:
+        # baseline = the converted (deploy) architecture of the model's own table
+        model = build_model(name, None if converted else args.config, deploy=converted, nframes=nframes)
+    except ValueError as err:
+        parser.error(f"--config {args.config}: {err}")
+    return model, name, nframes
+
+
+def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str) -> dict:
+    """Build the model of ``args``, count its cost, time it as SPEC §8 and log/return the figures."""
+    logger = logging.getLogger(LOGGER_NAME)
+    if args.warmup is not None and args.warmup < 0:
+        parser.error(f"--warmup must be at least 0, got {args.warmup}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = select_device(args.gpu)
+    passes, warmup = SPEED_PASSES[(kind, "cuda" if device.type == "cuda" else "cpu")]
+    passes = args.passes if args.passes is not None else passes
+    warmup = args.warmup if args.warmup is not None else warmup
+    model, name, nframes = _speed_model(args, parser, kind)
+    converted = args.config == "baseline"
+    channels = 3 * nframes if kind == "video" else 3
+    x = torch.randn(args.batch_size, channels, args.size, args.size)
+    params = count_parameters(model)
+    macs = count_macs(model.eval(), x[:1])
+    runner = prepare_for_inference(model, device, eager=args.eager, half=args.half)
+    x = x.to(device, runner.dtype)
+    start = time.perf_counter()
+    if warmup:
+        runner.warm_up(x, warmup)
+    warmup_seconds = time.perf_counter() - start
+    times = time_passes(runner, x, passes=passes, warmup=0)
+    frames = args.batch_size * (nframes if kind == "video" else 1)
+    median, mean = statistics.median(times), statistics.fmean(times)
+    result = {
+        "model": name, "config": args.config, "form": "converted" if converted else "training",
+        "weights": args.evaluate or "random weights",
+        "kind": kind, "device": str(device), "device_name": device_name(device), "path": runner.path,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "input_shape": list(x.shape),
+        "batch_size": args.batch_size, "frames_per_pass": frames, "params": params, "macs_per_pass": macs,
+        "macs_per_frame": macs // (nframes if kind == "video" else 1), "passes": passes, "warmup": warmup,
+        "warmup_s": warmup_seconds,
+        "ms_median": median * 1e3, "ms_mean": mean * 1e3, "fps": frames / median, "fps_mean": frames / mean,
+        "peak_memory_mb": peak_memory_mb(device),
+    }
+    if runner.dtype == torch.float16:
+        reference = prepare_for_inference(model, device)
+        result["half_max_abs_diff"] = (runner(x) - reference(x.float())).abs().max().item()
+    log_speed(logger, result, nframes)
+    if args.json:
+        write_json_atomic(args.json, result)
+    return result
+
+
+def device_name(device: torch.device) -> str:
+    """Human-readable name of ``device`` (the GPU model, or the CPU model from /proc/cpuinfo when available)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def log_speed(logger: logging.Logger, result: dict, nframes: int) -> None:
+    """Log the figures of `run_speed` in a few human-readable lines."""
+    unit = "frames" if result["kind"] == "video" else "images"
+    logger.info("model %s, config %s (%s form, %s) on %s (%s), path %s, %d threads",
+                result["model"], result["config"], result["form"], result["weights"], result["device"],
+                result["device_name"],
+                result["path"], result["threads"])
+    per_frame = f" = {result['macs_per_frame'] / 1e9:.3f} G per frame" if result["kind"] == "video" else ""
+    logger.info("input %s, params %s, MACs %.3f G per %s%s", "x".join(map(str, result["input_shape"])),
+                f"{result['params']:,}", result["macs_per_pass"] / 1e9,
+                f"clip of {nframes} frames" if result["kind"] == "video" else "image", per_frame)
+    logger.info("FPS %.1f %s/s (median of %d passes of %.2f ms after %d warm-up passes in %.1f s; from the mean: "
+                "%.1f), peak memory %.0f MiB", result["fps"], unit, result["passes"], result["ms_median"],
+                result["warmup"], result["warmup_s"], result["fps_mean"], result["peak_memory_mb"])
+    if "half_max_abs_diff" in result:
+        logger.info("float16 vs float32 maps: max abs difference %.2e", result["half_max_abs_diff"])
