@@ -1,11 +1,12 @@
 """`make demo`: the whole pipeline end to end on the bundled synthetic data, on a CPU, in under a quarter of an hour.
 
 Steps: generate the synthetic dataset; train SDNet from scratch on SYN-TR; convert it with DCR; write its saliency
-maps for SYN-TE; evaluate them; time the converted model with the default and the eager inference path; train STDNet
-briefly on the synthetic videos (backbone preloaded from the demo SDNet); write and evaluate its video maps; run the
-authors' released SDNet through predict.py if ``checkpoints/sdnet_from_scratch.pth`` is present; draw a figure;
-print a summary. Every step runs one of the project's own commands (the same ones the README shows) in a
-subprocess. A second run reuses the data and the finished trainings.
+maps for SYN-TE; evaluate them; compare them with a centre prior (tables and curves of both methods); time the
+converted model with the default and the eager inference path; train STDNet briefly on the synthetic videos
+(backbone preloaded from the demo SDNet); write and evaluate its video maps; run the authors' released SDNet through
+predict.py if ``checkpoints/sdnet_from_scratch.pth`` is present; draw a figure; print a summary. Every step runs
+one of the project's own commands (the same ones the README shows) in a subprocess. A second run reuses the data
+and the finished trainings.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 import utils
 from data.atomic import write_image_atomic, write_json_atomic
+from data.synthetic import centre_prior
 from engine.checkpoints import LATEST_CHECKPOINT, checkpoint_path
 
 REPO = Path(__file__).resolve().parent
@@ -95,6 +97,11 @@ def image_steps(pipe: Pipeline, args, data: Path, results: Path) -> dict:
         "--savedir", str(results / "demo_sdnet"), "--evaluate", str(converted), "--size", str(args.image_size)))
     pipe.run("evaluate SYN-TE", ["bash", "eval_sod.sh", "SYN-TE", "demo_sdnet", str(data / "sod")],
              cwd=REPO / "Evaluation")
+    for gt in sorted((data / "sod" / "SYN-TE" / "GT").glob("*.png")):  # a second method: the centre prior
+        write_image_atomic(results / "demo_centre" / "SYN-TE" / gt.name, centre_prior(*cv2.imread(str(gt), 0).shape))
+    pipe.run("compare with the centre prior", python(
+        "-m", "Evaluation", "compare", "demo_sdnet", "demo_centre", "--testdata", "SYN-TE", "--datadir",
+        str(data / "sod"), "--results-dir", str(results)))
     speed = {}
     for path in ("default", "eager"):
         speed[path] = results / "demo_sdnet" / f"speed_{path}.json"
@@ -103,7 +110,7 @@ def image_steps(pipe: Pipeline, args, data: Path, results: Path) -> dict:
             "speed_sod.py", "--model", "sdnet", "--config", "baseline", "-j", "1", "--gpu", args.gpu, "--size",
             "320", "--evaluate", str(converted), "-n", "20", "--warmup", "3", "--json", str(speed[path]), *eager),
             threads=None)
-    return {"checkpoint": checkpoint, "converted": converted, "speed": speed}
+    return {"checkpoint": checkpoint, "converted": converted, "speed": speed, "compare": results / "compare"}
 
 
 def video_steps(pipe: Pipeline, args, data: Path, results: Path, image_checkpoint: Path) -> Path:
@@ -189,7 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     artefacts = {
         "synthetic data": data, "SDNet checkpoint": image["checkpoint"], "SDNet converted": image["converted"],
         "SDNet maps": results / "demo_sdnet" / "SYN-TE", "SDNet metrics": results / "demo_sdnet" / "metrics_sod.json",
-        "speed figures": image["speed"]["default"].parent, "STDNet checkpoint": video_checkpoint,
+        "speed figures": image["speed"]["default"].parent, "comparison with a centre prior": image["compare"],
+        "STDNet checkpoint": video_checkpoint,
         "STDNet maps": results / "demo_stdnet" / "SYN-V-test",
         "STDNet metrics": results / "demo_stdnet" / "metrics_vsod.json",
     }

@@ -1,17 +1,22 @@
-"""Evaluate saliency maps with PySODMetrics-identical metrics: ``python -m Evaluation {sod,vsod} TESTDATA EXP DIR``.
+"""Evaluate saliency maps (PySODMetrics' protocol and the paper's), and compare methods.
 
     python -m Evaluation sod ECSSD+DUTS-TE myexp /data/sod              # what eval_sod.sh runs
     python -m Evaluation vsod DAVSOD+DAVIS myexp /data --gpu 0          # what eval_vsod.sh runs
+    python -m Evaluation compare myexp other --testdata ECSSD+DUTS-TE --datadir /data/sod
 
 Predictions are read from ``<results-dir>/<EXP>/<DATASET>/`` (``<stem>.png``; videos ``<video>/<frame>.png``);
 GT from ``DIR/<DATASET>/GT/`` (sod) or from the annotation folders of the ``--test-lst`` videos whose path contains
 ``/<DATASET>`` (vsod, paths relative to DIR). Prints a table and writes ``<results-dir>/<EXP>/metrics_<task>.json``
-(merged per dataset with earlier runs), ``metrics_<task>.md`` and ``curves_<task>_<DATASET>.png``.
+(merged per dataset with earlier runs), ``metrics_<task>.md`` and ``curves_<task>_<DATASET>.png``. ``compare``
+reads the experiments' ``metrics_<task>.json`` (evaluating first where a dataset is missing and ``--datadir`` is
+given) and writes ``<out>/compare_<task>.md``, ``compare_<task>_{pysodmetrics,paper}.{csv,tex}`` and one figure of
+all methods' curves per dataset, ``compare_<task>_<DATASET>.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -20,6 +25,7 @@ import cv2
 import torch
 
 from data.atomic import write_bytes_atomic
+from Evaluation.compare import comparison_tables, draw_comparison, write_comparison
 from Evaluation.evaluate import evaluate_dataset
 from Evaluation.inputs import DatasetPairs, EvaluationError, image_dataset_pairs, video_dataset_pairs
 from Evaluation.report import format_table, json_entry, markdown_table, merge_json, save_curves
@@ -40,7 +46,7 @@ def _count(minimum: int):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m Evaluation", description=__doc__.split("\n\n")[0])
-    tasks = parser.add_subparsers(dest="task", required=True, metavar="{sod,vsod}")
+    tasks = parser.add_subparsers(dest="command", required=True, metavar="{sod,vsod,compare}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("testdata", help="dataset name, or several joined by '+' (e.g. ECSSD+DUTS-TE)")
     common.add_argument("exp", help="experiment name: predictions in <results-dir>/<exp>/<DATASET>/")
@@ -56,15 +62,31 @@ def build_parser() -> argparse.ArgumentParser:
                              "and on a shared CPU extra threads slow them down)")
     common.add_argument("--float64", action="store_true", help="per-pixel arithmetic in float64 (default float32)")
     sod = tasks.add_parser("sod", parents=[common], help="image datasets", description="Image SOD datasets.")
+    sod.set_defaults(task="sod")
     sod.add_argument("datadir", help="folder with <DATASET>/GT/<stem>.png (e.g. ROOTDIR/sod)")
     sod.add_argument("--keep-excluded", action="store_true",
                      help="keep the five PASCAL-S images the authors' evaluation drops (359, 408, 424, 460, 622)")
     vsod = tasks.add_parser("vsod", parents=[common], help="video datasets", description="Video SOD datasets.")
+    vsod.set_defaults(task="vsod")
     vsod.add_argument("datadir", metavar="rootdir", help="data root; the list file's paths are relative to it")
     vsod.add_argument("--test-lst", default=None,
                       help="list file of the test videos (default: dataset/test_video_lst.txt of the repository)")
     vsod.add_argument("--keep-ends", action="store_true",
                       help="also evaluate the first and last annotated frame of each video (DAVSOD skips them)")
+    compare = tasks.add_parser("compare", help="compare methods", description="Compare experiments: tables with the "
+                               "best and second-best values marked, and the curves of all methods per dataset.")
+    compare.add_argument("exps", nargs="+", metavar="EXP", help="experiments (folders under --results-dir)")
+    compare.add_argument("--testdata", required=True, help="'+'-joined dataset names")
+    compare.add_argument("--task", choices=["sod", "vsod"], default="sod", help="image (default) or video datasets")
+    compare.add_argument("--results-dir", default=str(REPO_ROOT / "results"),
+                         help="folder holding the experiments (default: results/ of the repository)")
+    compare.add_argument("--datadir", default=None,
+                         help="GT folder (sod) or data root (vsod): evaluate an experiment's maps where its metrics "
+                              "lack a dataset")
+    compare.add_argument("--test-lst", default=None, help="list file of the test videos (vsod)")
+    compare.add_argument("--out", default=None, help="folder of the tables and figures (<results-dir>/compare)")
+    compare.add_argument("--workers", type=_count(0), default=2, help="DataLoader processes decoding the maps")
+    compare.add_argument("--gpu", default="", help="'' for the CPU (default), '0' for cuda:0")
     return parser
 
 
@@ -134,10 +156,48 @@ def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
     return entries
 
 
+def _read_metrics(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def compare(args: argparse.Namespace, logger: logging.Logger) -> str:
+    """Read (or first compute) every experiment's metrics of the datasets, write the tables and figures; returns the
+    Markdown tables."""
+    datasets = [name for name in args.testdata.split("+") if name]
+    results = Path(args.results_dir)
+    metrics = {}
+    for exp in args.exps:
+        path = results / exp / f"metrics_{args.task}.json"
+        missing = [name for name in datasets if not {"release", "curves"} <= set(_read_metrics(path).get(name, {}))]
+        if missing and not args.datadir:
+            raise EvaluationError(f"{results / exp}: no {args.task} metrics of {exp} for {'+'.join(missing)} in "
+                                  f"{path.name}; give --datadir to evaluate its maps")
+        if missing:
+            logger.info("evaluating %s on %s first", exp, "+".join(missing))
+            extra = ["--test-lst", args.test_lst] if args.test_lst and args.task == "vsod" else []
+            run(build_parser().parse_args([args.task, "+".join(missing), exp, args.datadir, "--results-dir",
+                                           str(results), "--workers", str(args.workers), "--gpu", args.gpu, *extra]),
+                logger)
+        entries = _read_metrics(path)
+        metrics[exp] = {name: entries[name] for name in datasets}
+    out = Path(args.out) if args.out else results / "compare"
+    paths = write_comparison(comparison_tables(metrics, datasets), out, args.task)
+    for name in datasets:
+        draw_comparison(metrics, name, out / f"compare_{args.task}_{name}.png")
+    logger.info("wrote %s and compare_%s_<DATASET>.png", ", ".join(str(p) for p in paths), args.task)
+    return paths[0].read_text()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logger = setup_logger()
     try:
+        if args.command == "compare":
+            print(compare(args, logger))
+            return
         entries = run(args, logger)
     except EvaluationError as err:
         logger.error("%s", err)

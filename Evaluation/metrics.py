@@ -51,13 +51,14 @@ def _as_batch(array: ArrayLike, name: str, device: torch.device) -> torch.Tensor
 class PreparedBatch:
     """A batch of prediction/GT pairs with the per-image tables that all metrics share.
 
-    ``pred`` (B, H, W) uint8 raw grey levels; ``fg`` (B, H, W) bool GT (``gt > 128``); ``values`` (B, 256) float64:
-    the normalised prediction value of each grey level (PySODMetrics' ``mapminmax(pred / 255)``); ``bins`` (B, 256)
-    int64: the uint8 bin of each grey level after normalisation (``(pred * 255).astype(uint8)``, truncation);
-    ``fg_count`` (B,) int64. Histograms are computed on first use and cached.
+    ``pred`` and ``gt`` (B, H, W) uint8 raw grey levels; ``fg`` (B, H, W) bool GT (``gt > 128``); ``values``
+    (B, 256) float64: the normalised prediction value of each grey level (PySODMetrics' ``mapminmax(pred / 255)``);
+    ``bins`` (B, 256) int64: the uint8 bin of each grey level after normalisation (``(pred * 255).astype(uint8)``,
+    truncation); ``fg_count`` (B,) int64. Histograms are computed on first use and cached.
     """
 
     pred: torch.Tensor
+    gt: torch.Tensor
     fg: torch.Tensor
     values: torch.Tensor
     bins: torch.Tensor
@@ -69,6 +70,11 @@ class PreparedBatch:
     @property
     def numel(self) -> int:
         return self.pred.shape[1] * self.pred.shape[2]
+
+    @property
+    def cells(self) -> int:
+        """Histogram cells per image of the current `pixel_index` (quadrants x GT classes x grey levels)."""
+        return (8 if self._quadrants is not None else 2) * LEVELS
 
     def pixel_index(self, quadrants: bool = False) -> torch.Tensor:
         """(B, H, W) int32 flat index of each pixel's histogram cell: ((image * Q + quadrant) * 2 + GT class) * 256 +
@@ -172,7 +178,7 @@ def prepare_batch(pred: ArrayLike, gt: ArrayLike, device: torch.device | str | N
     values = torch.where(high != low, (grey - low) / (high - low), grey)
     bins = (values * 255).to(torch.uint8).long()
     fg_count = fg.view(torch.uint8).sum(2, dtype=torch.int32).sum(1, dtype=torch.int64)
-    return PreparedBatch(pred_t, fg, values, bins, fg_count)
+    return PreparedBatch(pred_t, gt_t, fg, values, bins, fg_count)
 
 
 class _Accumulator:
@@ -483,7 +489,10 @@ class SODMetrics:
 
     def step(self, pred: ArrayLike, gt: ArrayLike) -> None:
         """Add one pair (H, W) or a batch (B, H, W) of uint8 prediction / GT maps."""
-        batch = prepare_batch(pred, gt, self.device)
+        self.update(prepare_batch(pred, gt, self.device))
+
+    def update(self, batch: PreparedBatch) -> None:
+        """Add a `PreparedBatch` (which other accumulators, such as `Evaluation.release.ReleaseMetrics`, share)."""
         batch.quadrant_histogram()  # one pixel index and one bincount serve every metric
         for metric in (self.mae, self.fm, self.em, self.sm, self.wfm):
             metric.update(batch)

@@ -1,6 +1,7 @@
-"""Outputs of an evaluation: the printed table, ``metrics_<task>.json`` (merged with earlier runs, per dataset), a
-Markdown table, and one PNG per dataset with the precision-recall curve and the F-measure-over-threshold curve.
-Every file is written to a temporary name first and then renamed, so nothing is left half-written."""
+"""Outputs of an evaluation: the printed tables, ``metrics_<task>.json`` (merged with earlier runs, per dataset), a
+Markdown file, and one PNG per dataset with the precision-recall curve and the F-measure-over-threshold curve.
+Each output has two groups of figures: PySODMetrics' protocol, and the paper's (the authors' scripts, under
+``"release"``). Every file is written to a temporary name first and then renamed, so nothing is left half-written."""
 
 from __future__ import annotations
 
@@ -15,15 +16,25 @@ from Evaluation.metrics import SUMMARY_KEYS
 
 COLUMNS = (*SUMMARY_KEYS, "images")
 JSON_KEYS = (*SUMMARY_KEYS, "images", "videos", "resized", "missing", "sm_nan")
+RELEASE_TITLE = "Paper's protocol (the authors' evaluation scripts, SPEC §7.3)"
+OURS_TITLE = "PySODMetrics protocol"
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)
 
 
 def json_entry(result: dict) -> dict:
-    """The JSON record of a dataset result: metrics (NaN as null), counts; curves are left out."""
+    """The JSON record of a dataset result: metrics (NaN as null), counts, the paper's protocol under ``release``,
+    and the precision, recall and F-measure curves (256 thresholds, index 0 = 255) for comparison figures."""
     entry = {}
     for key in JSON_KEYS:
         if key in result:
             value = result[key]
-            entry[key] = int(value) if key not in SUMMARY_KEYS else (None if math.isnan(value) else float(value))
+            entry[key] = int(value) if key not in SUMMARY_KEYS else _number(value)
+    entry["release"] = {key: _number(value) for key, value in result["release"].items()}
+    curves = result["curves"]
+    entry["curves"] = {key: [float(v) for v in curves[key]] for key in ("precision", "recall", "fmeasure")}
     return entry
 
 
@@ -33,21 +44,32 @@ def _cell(value: float | int | None, key: str) -> str:
     return "nan" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
+def _groups(entries: dict[str, dict]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of the two protocols: ours (`COLUMNS`) and the paper's (the ``release`` keys)."""
+    release = list(next(iter(entries.values())).get("release", {})) if entries else []
+    groups = [(OURS_TITLE, COLUMNS, lambda entry: entry), (RELEASE_TITLE, release, lambda e: e.get("release", {}))]
+    return [(title, ["Dataset", *keys], [[name, *(_cell(pick(entry).get(key), key) for key in keys)]
+                                         for name, entry in entries.items()]) for title, keys, pick in groups if keys]
+
+
 def format_table(entries: dict[str, dict]) -> str:
-    """Plain-text table, one row per dataset, columns `COLUMNS`."""
-    rows = [["Dataset", *COLUMNS]]
-    rows += [[name, *(_cell(entry.get(key), key) for key in COLUMNS)] for name, entry in entries.items()]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
-                               enumerate(zip(row, widths, strict=True))) for row in rows)
+    """Plain-text tables, one row per dataset: PySODMetrics' protocol (`COLUMNS`), then the paper's."""
+    blocks = []
+    for title, header, rows in _groups(entries):
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in
+                           enumerate(zip(row, widths, strict=True))) for row in [header, *rows]]
+        blocks.append("\n".join([title, *lines]))
+    return "\n\n".join(blocks)
 
 
 def markdown_table(entries: dict[str, dict]) -> str:
-    """Markdown table, one row per dataset, columns `COLUMNS`."""
-    lines = ["| Dataset | " + " | ".join(COLUMNS) + " |", "|---" + "|---:" * len(COLUMNS) + "|"]
-    lines += ["| " + " | ".join([name, *(_cell(entry.get(key), key) for key in COLUMNS)]) + " |"
-              for name, entry in entries.items()]
-    return "\n".join(lines) + "\n"
+    """Markdown tables, one row per dataset: PySODMetrics' protocol (`COLUMNS`), then the paper's."""
+    blocks = []
+    for title, header, rows in _groups(entries):
+        lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+        blocks.append("\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]))
+    return "\n\n".join(blocks) + "\n"
 
 
 def merge_json(path: Path, entries: dict[str, dict]) -> dict[str, dict]:

@@ -380,6 +380,14 @@ def _write_lists(folder: Path, stills: list[str], train_videos: list[str], test_
     (folder / "test_video_lst.txt").write_text("".join(test))
 
 
+def centre_prior(height: int, width: int) -> np.ndarray:
+    """A centre-prior saliency map (H, W) uint8: a centred Gaussian blob, sigma a quarter of each side (the baseline
+    the synthetic data is made to defeat)."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    dx, dy = (xs - (width - 1) / 2) / (0.25 * width), (ys - (height - 1) / 2) / (0.25 * height)
+    return np.round(np.exp(-(dx**2 + dy**2) / 2) * 255).astype(np.uint8)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data.synthetic",
                                      description="Write the bundled synthetic SOD/VSOD datasets and list files.")

@@ -1,5 +1,4 @@
-"""Support of tests/test_readme.py: the README's shell commands, a fake data root in the real layouts, a repository
-copy whose output folders are temporary, and checkpoints for the commands that read one."""
+"""tests/test_readme.py's help: README commands, a fake data root, a repository copy, and checkpoints to read."""
 
 from __future__ import annotations
 
@@ -28,8 +27,7 @@ OUTPUT_FOLDERS, UNLINKED = ("results", "checkpoints", "dataset"), (".git", "__py
 
 
 class Command(NamedTuple):
-    """One command of a README shell block, as shell words; ``cwd`` and ``variables`` come from earlier lines of
-    its block (``cd DIR``, ``NAME=value``)."""
+    """One command of a README shell block, as words, with the folder and variables its block's earlier lines set."""
 
     line: int
     words: tuple[str, ...]
@@ -61,8 +59,7 @@ def shell_blocks(text: str, languages: tuple[str, ...] = ("bash",)) -> list[tupl
 
 
 def readme_commands(text: str) -> list[Command]:
-    """The commands of the README's shell blocks: continuation lines joined, comments dropped, ``a && b`` split,
-    ``cd DIR`` and ``NAME=value`` carried to the later commands of the block (not a ``( ... )`` subshell's cd)."""
+    """The commands of the shell blocks: lines joined, comments dropped, ``&&`` split, ``cd``/``X=y`` carried on."""
     commands = []
     for start, lines in shell_blocks(text):
         cwd, variables, pending, first = "", {}, "", 0
@@ -99,8 +96,7 @@ def _link(path: Path, target: Path) -> None:
 
 
 def build_fake_root(root: Path, lists: Path) -> None:
-    """ROOTDIR of SPEC §9 made of links to the synthetic data: sod/DUTS-TR and the six test sets, the renamed
-    DAVSOD folders, and every DAVIS and VOS video of dataset/splits.json (all one .jpg video); its small lists."""
+    """ROOTDIR (SPEC §9) as links to synthetic data, with every DAVIS/VOS video of splits.json; its small lists."""
     synthetic.generate(root, seed=0, sizes=synthetic.SyntheticSizes(**TINY), workers=1)
     sod, vsod, jpg = root / "sod", root / "vsod", root / "vsod" / "jpg-video"
     for image in sorted((sod / "SYN-TR" / "images").glob("*.jpg")):
@@ -139,8 +135,7 @@ def write_small_lists(root: Path, out: Path) -> None:
 
 
 def make_repo_copy(base: Path, lists: Path) -> Path:
-    """A folder standing for the repository: links to its files and folders, but empty results/ and checkpoints/,
-    and dataset/ with copies of its files and the small lists (eval_*.sh find ../results through the link)."""
+    """The repository as links, but with empty results/ and checkpoints/, and dataset/ holding the small lists."""
     repo = base / "repo"
     for entry in sorted(REPO.iterdir()):
         skip = entry.name in OUTPUT_FOLDERS + UNLINKED or (entry.name.startswith(".") and entry.name != ".venv")
@@ -155,8 +150,7 @@ def make_repo_copy(base: Path, lists: Path) -> Path:
 
 
 def provide_checkpoint(path: Path) -> None:
-    """Make a checkpoint the README names exist: a link to the reference file of that name, else random weights
-    (seeded) in the authors' layout of the model its name starts with (only the backbone for '*backbone*')."""
+    """A checkpoint the README names: the reference file, else random weights of the model its name starts with."""
     if path.exists():
         return
     path.parent.mkdir(parents=True, exist_ok=True)

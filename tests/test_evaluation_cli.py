@@ -124,9 +124,13 @@ def _run_script(tree: dict, script: str, *args: str) -> subprocess.CompletedProc
 def test_eval_sod_script_as_written(tree):
     done = _run_script(tree, "eval_sod.sh", "DSA+DSB", "exp1", str(tree["root"] / "sod"), "--workers", "1")
     assert done.returncode == 0, done.stderr
-    header = done.stdout.splitlines()[0].split()
-    assert header == ["Dataset", "MAE", "maxF", "meanF", "adpF", "wF", "Sm", "maxE", "meanE", "adpE", "images"]
-    assert [line.split()[0] for line in done.stdout.splitlines()[1:]] == ["DSA", "DSB"]
+    lines = done.stdout.splitlines()
+    assert lines[0] == "PySODMetrics protocol"
+    assert lines[1].split() == ["Dataset", "MAE", "maxF", "meanF", "adpF", "wF", "Sm", "maxE", "meanE", "adpE",
+                                "images"]
+    assert [line.split()[0] for line in lines[2:4]] == ["DSA", "DSB"] and lines[4] == ""
+    assert lines[5].startswith("Paper's protocol") and lines[6].split() == ["Dataset", "MAE", "maxF", "meanF", "AP"]
+    assert [line.split()[0] for line in lines[7:]] == ["DSA", "DSB"]
     exp = tree["repo"] / "results" / "exp1"  # ../results/exp1 seen from Evaluation/
     results = json.loads((exp / "metrics_sod.json").read_text())
     _check(results["DSA"], tree["expected_sod"]["DSA"], 7)
@@ -134,7 +138,9 @@ def test_eval_sod_script_as_written(tree):
     assert results["DSA"]["resized"] == 1 and results["DSB"]["resized"] == 0
     assert "1 predictions differ in size" in done.stderr
     markdown = (exp / "metrics_sod.md").read_text()
-    assert markdown.startswith("| Dataset | MAE | maxF |") and "| DSB |" in markdown
+    assert markdown.startswith("**PySODMetrics protocol**\n\n| Dataset | MAE | maxF |") and "| DSB |" in markdown
+    assert "scripts, SPEC §7.3)**\n\n| Dataset | MAE | maxF | meanF | AP |" in markdown
+    assert set(results["DSA"]["release"]) == {"MAE", "maxF", "meanF", "AP"}
     for name in ("DSA", "DSB"):
         assert (exp / f"curves_sod_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -147,7 +153,8 @@ def test_eval_vsod_script_passes_arguments_through(tree):
     # First and last annotated frames skipped: 2 + 4 + 1 frames of 3 videos.
     _check(results["SYNV"], _video_expected(tree["videos"], keep_ends=False), 7)
     assert results["SYNV"]["videos"] == 3
-    assert done.stdout.splitlines()[1].split()[0] == "SYNV"
+    assert done.stdout.splitlines()[2].split()[0] == "SYNV"
+    assert set(results["SYNV"]["release"]) == {"MAE", "Sm", "maxF"}
 
 
 def test_vsod_keep_ends_and_float64(tree, capsys):
@@ -197,7 +204,7 @@ def test_json_keeps_other_datasets_of_earlier_runs(small, capsys):
     results = json.loads((exp / "metrics_sod.json").read_text())
     assert results["OLD"] == {"MAE": 0.5, "images": 3} and results["DS"]["images"] == 6
     assert "| OLD | 0.5000 |" in (exp / "metrics_sod.md").read_text()
-    assert capsys.readouterr().out.splitlines()[1].split()[0] == "DS"  # the printed table: this run only
+    assert capsys.readouterr().out.splitlines()[2].split()[0] == "DS"  # the printed table: this run only
 
 
 def test_bad_counts_are_usage_errors(small, capsys):

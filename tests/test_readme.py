@@ -46,7 +46,9 @@ IN_PROCESS = {
     "python speed_sod.py": ("speed_sod", ["-n", "1", "--warmup", "0"]),
     "python speed_vsod.py": ("speed_vsod", ["-n", "1", "--warmup", "0"]),
     "python -m data.synthetic": ("data.synthetic", []),
+    "python -m Evaluation": ("Evaluation.__main__", []),  # its default results/ is the repository's: replaced
 }
+SUBPROCESS = ("bash eval_sod.sh", "bash eval_vsod.sh", "python dataset/generate_lists.py", "torchrun")
 # Installation and the suite itself: `make demo` / `make test` (run on a fresh clone) do the same.
 COVERED_ELSEWHERE = {"make demo", "make test", "python -m venv", "source .venv/bin/activate", "pip install",
                      "python -m pytest"}
@@ -112,24 +114,29 @@ def media_inputs(ctx: Context, names: list[str], out: Path, overlay: bool, cutou
 
 def evaluation_inputs(ctx: Context) -> list[Path]:
     """Write the maps an evaluation command reads (copies of the GT); returns the files it must write."""
-    words = ctx.words  # bash eval_TASK.sh TESTDATA EXP DIR [flags]
-    task, (testdata, exp, datadir) = words[1][5:-3], [word for word in words[2:] if not word.startswith("-")][:3]
-    results, list_file = ctx.repo / "results" / exp, ctx.repo / "dataset" / "test_video_lst.txt"
-    if "--test-lst" in words:  # a list of the user's (Evaluation/ is linked): a copy of the default one, in the copy
-        index = words.index("--test-lst") + 1
-        words[index] = str(shutil.copy(list_file, ctx.repo / words[index]))
-    for dataset in testdata.split("+"):
-        pairs = video_maps(Path(datadir), list_file, dataset, results / dataset) if task == "vsod" else [
-            (results / dataset / gt.name, gt) for gt in (Path(datadir) / dataset / "GT").glob("*.png")]
+    words, results, lst = ctx.words, ctx.repo / "results", ctx.repo / "dataset" / "test_video_lst.txt"
+    flags = {word: i + 1 for i, word in enumerate(words[:-1]) if word.startswith("--")}
+    if "compare" in words:  # python -m Evaluation compare EXP... --testdata T --datadir D
+        task, testdata, datadir = "sod", words[flags["--testdata"]], words[flags["--datadir"]]
+        exps = words[4:min(flags.values()) - 1]
+    else:  # bash eval_TASK.sh TESTDATA EXP DIR [flags]
+        task, (testdata, exp, datadir), exps = words[1][5:-3], words[2:5], words[3:4]
+    if "--test-lst" in flags:  # a list of the user's (Evaluation/ is linked): a copy of the default one, in the copy
+        words[flags["--test-lst"]] = str(shutil.copy(lst, ctx.repo / words[flags["--test-lst"]]))
+    for exp, dataset in ((exp, dataset) for exp in exps for dataset in testdata.split("+")):
+        pairs = video_maps(Path(datadir), lst, dataset, results / exp / dataset) if task == "vsod" else [
+            (results / exp / dataset / gt.name, gt) for gt in (Path(datadir) / dataset / "GT").glob("*.png")]
         for prediction, gt in pairs:
             prediction.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(gt, prediction)
-    return [results / f"metrics_{task}.json", results / f"metrics_{task}.md"]
+    if "compare" in words:
+        return [results / "compare" / f"compare_{task}{suffix}" for suffix in (".md", "_paper.csv", "_paper.tex")]
+    return [results / exps[0] / f"metrics_{task}.json", results / exps[0] / f"metrics_{task}.md"]
 
 
 def expected_outputs(ctx: Context, program: str, argv: list[str]) -> list[Path]:
     """Make the inputs the command reads (checkpoints, media, maps) and return the files it must write."""
-    if program in ("bash eval_sod.sh", "bash eval_vsod.sh"):
+    if program in ("bash eval_sod.sh", "bash eval_vsod.sh", "python -m Evaluation"):
         return evaluation_inputs(ctx)
     if program == "python -m data.synthetic":
         return [ctx.cwd / argv[argv.index("--root") + 1] / "lists" / f"{s}_video_lst.txt" for s in ("train", "test")]
@@ -161,8 +168,7 @@ def free_port() -> int:
 
 
 def run_torchrun(ctx: Context) -> list[Path]:
-    """torchrun as written (Gloo on the CPU), on a free rendezvous port; a 2-node command runs as its two nodes on
-    this machine at once, one process each. Every process must have joined (the run's log says how many)."""
+    """torchrun as written (Gloo, a free port); 2 nodes run here at once, one process each; all must join."""
     script = next(i for i, word in enumerate(ctx.words) if word.endswith(".py"))
     launcher, program = ctx.words[:script], f"python {ctx.words[script]}"
     argv = ctx.words[script + 1:] + IN_PROCESS[program][1]
@@ -183,19 +189,19 @@ def test_readme_command(command: rs.Command, readme_data, tmp_path, monkeypatch)
     program = command.program
     if program in COVERED_ELSEWHERE:
         return
-    assert program in IN_PROCESS or program in ("torchrun", "bash eval_sod.sh", "bash eval_vsod.sh",
-                                                "python dataset/generate_lists.py"), (
-        f"README.md:{command.line}: {shlex.join(command.words)}\nis neither run here nor in COVERED_ELSEWHERE: add it")
+    assert program in IN_PROCESS or program in SUBPROCESS, f"README.md:{command.line}: {shlex.join(command.words)}\n" \
+        "is neither run here nor in COVERED_ELSEWHERE: add it"
     ctx = Context(command, readme_data, tmp_path)
     if program == "torchrun":
         outputs = run_torchrun(ctx)
-    elif program.startswith("bash") or program == "python dataset/generate_lists.py":
+    elif program in SUBPROCESS:
         outputs = expected_outputs(ctx, program, ctx.words)
         ctx.run(ctx.words)
     else:
         module, tiny = IN_PROCESS[program]
         argv = ctx.words[3 if program.startswith("python -m") else 2:] + tiny
         argv += ["--json", str(tmp_path / "speed.json")] if program.startswith("python speed") else []
+        argv += ["--results-dir", str(ctx.repo / "results")] if module == "Evaluation.__main__" else []
         outputs = expected_outputs(ctx, program, argv)
         monkeypatch.chdir(ctx.cwd)
         if program == "python -m data.synthetic":  # the bundled sizes take 20 s
