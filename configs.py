@@ -58,6 +58,7 @@ TRAIN_DEFAULTS: dict[str, dict] = {
     "video": {
         "model": "stdnet", "train_lst": "dataset/train_video_lst.txt", "val_lst": "dataset/val_video_lst.txt",
         "val_cut": 0.25, "framegap": 4, "nframes": 8, "tid": ("cv", "cd", "ad"), "scales": (0.0, 1.0, 1.0),
+        "nstdc": 1,
         "size": 256, "epochs": 60, "batch_size": 8, "lr": 1e-3, "wd": 1e-4, "betas": (0.9, 0.99),
         "lr_type": "multistep", "lr_steps": (30, 50), "lr_reduce": 0.05, "bn": True,
         "wd_factors": {"backbone": 0.5, "norm": 0.1, "other": 1.0},

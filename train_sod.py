@@ -65,8 +65,8 @@ class ImageTask(train.TrainingTask):
         return train.image_param_groups(model, args.wd)
 
     def loss(self, args, batch):
-        # the nominal per-process batch divides every batch's summed loss (also the smaller last one)
-        return functools.partial(weighted_bce_loss, beta=args.beta, divisor=batch)
+        # iter-size x the nominal per-process batch divides every batch's summed loss (also the smaller last one)
+        return functools.partial(weighted_bce_loss, beta=args.beta, divisor=batch * args.iter_size)
 
     def pass_sizes(self, args):
         """round(s * size / 16) * 16 per scale (Python rounding, half to even)."""

@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="branch ops of the temporal difference convolutions (STDC)")
     group.add_argument("--scales", type=float, nargs="+", default=list(DEFAULTS["scales"]),
                        help="initial STDC branch logits, one per --tid op")
+    group.add_argument("--nstdc", type=utils.positive_int, default=DEFAULTS["nstdc"],
+                       help="STDC pairs (T-W then T-H) in each temporal module (the released models: 1)")
+    group.add_argument("--warmup", type=int, default=0,
+                       help="accepted as in the release, where it has no effect: video training never freezes the "
+                            "branch logits (SPEC §6.3)")
     group.add_argument("--lr-reduce", type=float, default=DEFAULTS["lr_reduce"],
                        help="lr factor of the preloaded backbone (names containing 'block')")
     bn = group.add_mutually_exclusive_group()
@@ -99,7 +104,7 @@ class VideoTask(train.TrainingTask):
 
     def build(self, args):
         return build_model(args.model, args.config, bn=args.bn, tid=args.tid, scales=args.scales,
-                           nframes=args.nframes)
+                           nframes=args.nframes, nstdc=args.nstdc, deploy=getattr(args, "deploy", False))
 
     def param_groups(self, model, args):
         return train.video_param_groups(model, args.wd, args.lr_reduce, preloaded=bool(args.preload))
@@ -114,7 +119,7 @@ class VideoTask(train.TrainingTask):
         return args.nframes
 
     def summary(self, args):
-        return f"bn {args.bn}, tid {' '.join(args.tid)}"
+        return f"bn {args.bn}, tid {' '.join(args.tid)}, nstdc {args.nstdc}"
 
 
 def video_loss(pred, target):

@@ -160,9 +160,14 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
                        help="seed of initialisation, shuffling and augmentation (default: the time; a resumed run "
                        "keeps its checkpoint's seed)")
     group.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast; CUDA only)")
+    group.add_argument("--iter-size", type=positive_int, default=1,
+                       help="batches accumulated into one optimizer step (the loss is divided by iter-size x "
+                       "batch-size, as in the release)")
     group.add_argument("--max-steps", type=int, default=0,
                        help="stop each pass over the training set after this many steps (0: full passes; for smoke "
                        "tests and benchmarks)")
+    group.add_argument("--print-freq", type=int, default=10,
+                       help="log the running loss and images/s every this many steps of a pass (0: never)")
     group = parser.add_argument_group("initialisation and resuming")
     group.add_argument("--preload", default=None,
                        help="backbone weights to start from (every entry whose name contains 'block')")
@@ -174,6 +179,10 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
     group.add_argument("--resume-from", default=None, help="continue from this training checkpoint")
     group.add_argument("--save-freq", type=int, default=10,
                        help="also keep save_models/checkpoint_%%03d.pth every this many epochs (0: never)")
+    group.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
+                       help="validate these weights ('best': <savedir>/save_models/checkpoint_best.pth) on the "
+                       "validation sets and exit; nothing is written")
+    group.add_argument("--checkinfo", action="store_true", help="log the model's parameter count and exit")
     group = parser.add_argument_group("devices")
     group.add_argument("--gpu", default="",
                        help="CUDA devices, e.g. 0 or 0,1 (one DDP process per device); '' = CPU. Under torchrun "

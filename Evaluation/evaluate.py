@@ -1,49 +1,76 @@
-"""Streaming evaluation of a dataset's pairs: maps are decoded by DataLoader workers, grouped into batches of equal
-size and fed to `SODMetrics` (PySODMetrics' protocol) and `ReleaseMetrics` (the authors' scripts, SPEC §7.3); only
-running sums are kept, so memory does not grow with the number of maps.
+"""Evaluation of a dataset's pairs in fixed chunks: each chunk's maps are decoded, grouped into batches of equal size
+and fed to `SODMetrics` (PySODMetrics' protocol) and `ReleaseMetrics` (the authors' scripts, SPEC §7.3); the chunks'
+running sums are merged in order, so memory does not grow with the number of maps.
 
-Image datasets give one result of each; video datasets one per video, averaged over videos (`average_over_videos`,
-`average_release_over_videos`).
+On the CPU the chunks run in ``workers`` processes (decoding and metrics together: both cores busy), elsewhere in
+this process; the chunks and their merge order are the same either way, so the figures do not depend on the
+number of workers. Image datasets give one result of each protocol; video datasets one per video (a chunk is whole
+videos), averaged over videos (`average_over_videos`, `average_release_over_videos`).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+
+import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from Evaluation.inputs import DatasetPairs, EvaluationError, PairDataset
+from Evaluation.inputs import DatasetPairs, EvaluationError, Pair, PairDataset
 from Evaluation.metrics import SODMetrics, average_over_videos, prepare_batch
 from Evaluation.release import ReleaseMetrics, average_release_over_videos
 
-
-def _keep_sample(sample: tuple) -> tuple:
-    return sample
+CHUNK_MAPS = 64  # maps per chunk (image datasets): the unit of work and of merging
 
 
-class _BatchFeeder:
-    """Collects consecutive maps of one size into batches of at most ``batch_size`` for the accumulators."""
+def _chunks(pairs: list[Pair], is_video: bool) -> list[list[Pair]]:
+    """Consecutive pairs, CHUNK_MAPS at a time; for videos whole videos, as many as fit in CHUNK_MAPS maps."""
+    chunks: list[list[Pair]] = []
+    for pair in pairs:
+        full = bool(chunks) and len(chunks[-1]) >= CHUNK_MAPS
+        if not chunks or (full and (not is_video or pair.group != chunks[-1][-1].group)):
+            chunks.append([])
+        chunks[-1].append(pair)
+    return chunks
 
-    def __init__(self, metrics: list[SODMetrics | ReleaseMetrics], batch_size: int) -> None:
-        self.metrics = metrics
-        self.batch_size = batch_size
-        self.preds: list[np.ndarray] = []
-        self.gts: list[np.ndarray] = []
 
-    def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        if self.preds and (pred.shape != self.preds[0].shape or len(self.preds) == self.batch_size):
-            self.flush()
-        self.preds.append(pred)
-        self.gts.append(gt)
+def _evaluate_chunk(task: tuple) -> tuple[list[tuple[SODMetrics, ReleaseMetrics]], int]:
+    """Decode and evaluate one chunk: accumulators per video (one for an image chunk), and the number of
+    predictions resized to their GT. Raises `EvaluationError` naming an unreadable file."""
+    pairs, device, dtype, batch_size, is_video = task
+    reader = PairDataset(pairs)
+    groups: list[tuple[SODMetrics, ReleaseMetrics]] = []
+    preds, gts, group, resized = [], [], None, 0
 
-    def flush(self) -> None:
-        if self.preds:
-            # one pixel index and histogram serve both protocols
-            batch = prepare_batch(np.stack(self.preds), np.stack(self.gts), self.metrics[0].device)
-            for metrics in self.metrics:
+    def flush() -> None:
+        if preds:
+            batch = prepare_batch(np.stack(preds), np.stack(gts), device)  # one histogram serves both protocols
+            for metrics in groups[-1]:
                 metrics.update(batch)
-            self.preds, self.gts = [], []
+            preds.clear()
+            gts.clear()
+
+    for index, pair in enumerate(pairs):
+        pred, gt, was_resized, error = reader[index]
+        if error:
+            raise EvaluationError(error)
+        if not groups or pair.group != group:
+            flush()
+            groups.append((SODMetrics(device, dtype), ReleaseMetrics(device, smeasure=is_video)))
+            group = pair.group
+        if preds and (pred.shape != preds[0].shape or len(preds) == batch_size):
+            flush()
+        preds.append(pred)
+        gts.append(gt)
+        resized += bool(was_resized)
+    flush()
+    return groups, resized
+
+
+def _start_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
 
 
 def evaluate_dataset(dataset: DatasetPairs, device: torch.device, dtype: torch.dtype = torch.float32,
@@ -55,28 +82,34 @@ def evaluate_dataset(dataset: DatasetPairs, device: torch.device, dtype: torch.d
     """
     if not dataset.pairs:
         raise EvaluationError(f"{dataset.name}: no prediction/GT pair to evaluate")
-    loader = DataLoader(PairDataset(dataset.pairs), batch_size=None, shuffle=False, num_workers=workers,
-                        collate_fn=_keep_sample)
     is_video = bool(dataset.pairs[0].group)
-    per_group: list[tuple[dict, dict]] = []
-    feeder, group, resized = None, None, 0
-    samples = tqdm(loader, total=len(dataset.pairs), desc=dataset.name, unit="map", disable=not progress)
-    for pair, (pred, gt, was_resized, error) in zip(dataset.pairs, samples, strict=True):
-        if error:
-            raise EvaluationError(error)
-        if feeder is None or pair.group != group:
-            if feeder is not None:
-                feeder.flush()
-                per_group.append(tuple(metrics.get_results() for metrics in feeder.metrics))
-            metrics = [SODMetrics(device, dtype), ReleaseMetrics(device, smeasure=is_video)]
-            feeder, group = _BatchFeeder(metrics, batch_size), pair.group
-        feeder.add(pred, gt)
-        resized += bool(was_resized)
-    feeder.flush()
-    per_group.append(tuple(metrics.get_results() for metrics in feeder.metrics))
-    ours, release = zip(*per_group, strict=True)
-    result = average_over_videos(list(ours)) if is_video else ours[0]
-    release = average_release_over_videos(list(release)) if is_video else release[0]
+    chunks = _chunks(dataset.pairs, is_video)
+    tasks = [(chunk, device, dtype, batch_size, is_video) for chunk in chunks]
+    bar = tqdm(total=len(dataset.pairs), desc=dataset.name, unit="map", disable=not progress)
+    per_group: list[tuple[SODMetrics, ReleaseMetrics]] = []
+    resized = 0
+    pool = None
+    if workers > 0 and device.type == "cpu" and len(chunks) > 1:
+        # fork: the workers start at once with the modules already imported; one thread each
+        pool = multiprocessing.get_context("fork").Pool(min(workers, len(chunks)), _start_worker, (1,))
+    try:
+        results = pool.imap(_evaluate_chunk, tasks) if pool else map(_evaluate_chunk, tasks)
+        for chunk, (groups, chunk_resized) in zip(chunks, results, strict=True):
+            if not is_video and per_group:
+                for mine, theirs in zip(per_group[0], groups[0], strict=True):
+                    mine.merge(theirs)
+            else:
+                per_group += groups
+            resized += chunk_resized
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+    ours = [metrics.get_results() for metrics, _ in per_group]
+    release = [metrics.get_results() for _, metrics in per_group]
+    result = average_over_videos(ours) if is_video else ours[0]
+    release = average_release_over_videos(release) if is_video else release[0]
     keys = ("MAE", "Sm", "maxF") if is_video else ("MAE", "maxF", "meanF", "AP")
     result.update(resized=resized, missing=len(dataset.missing), release={key: release[key] for key in keys},
                   release_curves=release["curves"])

@@ -203,6 +203,12 @@ class _Accumulator:
         total = per_image.to(torch.float64).sum(0)
         self._sums[name] = self._sums[name] + total if name in self._sums else total
 
+    def merge(self, other: _Accumulator) -> None:
+        """Add the maps of ``other`` (the same metric, e.g. from another process) to this accumulator."""
+        for name, total in other._sums.items():
+            self._add(name, total.to(self.device)[None])
+        self.count += other.count
+
     def _mean(self, name: str) -> np.ndarray | float:
         if self.count == 0 or name not in self._sums:
             return float("nan")
@@ -408,6 +414,10 @@ class Smeasure(_Accumulator):
             score[b, q] = 1.0 if exact else 0.0
         return score
 
+    def merge(self, other: Smeasure) -> None:
+        super().merge(other)
+        self.nan_count += other.nan_count
+
     def get_results(self) -> dict:
         """``{'sm': float}``."""
         return {"sm": self._mean("sm")}
@@ -490,6 +500,12 @@ class SODMetrics:
     def step(self, pred: ArrayLike, gt: ArrayLike) -> None:
         """Add one pair (H, W) or a batch (B, H, W) of uint8 prediction / GT maps."""
         self.update(prepare_batch(pred, gt, self.device))
+
+    def merge(self, other: SODMetrics) -> None:
+        """Add the maps of ``other`` (e.g. evaluated in another process) to these accumulators."""
+        for mine, theirs in zip((self.mae, self.fm, self.em, self.sm, self.wfm),
+                                (other.mae, other.fm, other.em, other.sm, other.wfm), strict=True):
+            mine.merge(theirs)
 
     def update(self, batch: PreparedBatch) -> None:
         """Add a `PreparedBatch` (which other accumulators, such as `Evaluation.release.ReleaseMetrics`, share)."""

@@ -159,6 +159,12 @@ class ReleaseMetrics:
         weights = torch.stack([w1, w2, w3, 1 - w1 - w2 - w3], 1).double()
         return (score * weights).sum(1), hist
 
+    def merge(self, other: ReleaseMetrics) -> None:
+        """Add the maps of ``other`` (e.g. evaluated in another process) to this accumulator."""
+        for name, total in other.sums.items():
+            self._add(name, total.to(self.device)[None])
+        self.count += other.count
+
     def curves(self) -> dict[str, np.ndarray]:
         """The dataset-averaged precision, recall and F curves, (255,) float64, index k = threshold k."""
         return {name: (self.sums[name] / self.count).cpu().numpy() for name in ("precision", "recall", "fmeasure")}

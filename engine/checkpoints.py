@@ -32,7 +32,7 @@ CHECKPOINT_DIR = "save_models"
 LATEST_CHECKPOINT = "checkpoint_latest.pth"
 TRAINING_KEYS = ("epoch", "optimizer", "rng", "args")
 # How a field of the description is named on the command line, for error messages.
-FIELD_FLAGS = {"model": "--model", "config": "--config", "tid": "--tid", "nframes": "--nframes"}
+FIELD_FLAGS = {"model": "--model", "config": "--config", "tid": "--tid", "nframes": "--nframes", "nstdc": "--nstdc"}
 
 
 def save_checkpoint(paths: str | os.PathLike | Iterable[str | os.PathLike], state_dict: Mapping[str, torch.Tensor],
@@ -97,7 +97,7 @@ def training_description(args: argparse.Namespace) -> ModelDescription:
     video = configs.MODELS[args.model]["kind"] == "video"
     return ModelDescription(model=args.model, config=args.config, bn=bool(args.bn),
                             tid=tuple(args.tid) if video else None, nframes=int(args.nframes) if video else None,
-                            deploy=False)
+                            deploy=False, nstdc=int(args.nstdc) if video else None)
 
 
 def save_training_checkpoint(model: torch.nn.Module, args: argparse.Namespace, epoch: int,

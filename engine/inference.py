@@ -80,9 +80,9 @@ def load_model(checkpoint: str | os.PathLike, *, kind: str | None = None, model:
         model=name, config=config, bn=next(value for value in (found.bn, bn, video) if value is not None),
         tid=tuple(found.tid or tid or configs.TEMPORAL_OPS) if video else None,
         nframes=(found.nframes or nframes or DEFAULT_NFRAMES) if video else None,
-        deploy=inference_config == "baseline")
+        deploy=inference_config == "baseline", nstdc=(found.nstdc or 1) if video else None)
     shape = {"bn": description.bn, "tid": description.tid or ("cv", "cd", "ad"),
-             "nframes": description.nframes or DEFAULT_NFRAMES}
+             "nframes": description.nframes or DEFAULT_NFRAMES, "nstdc": description.nstdc or 1}
     network = build_model(name, config, deploy=found.deploy, **shape)
     load_weights(network, loaded.state_dict, source=checkpoint)
     if description.deploy and not found.deploy:

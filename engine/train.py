@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 import configs
+from data.datasets import test_loader
 from engine.checkpoints import (
     LATEST_CHECKPOINT,
     append_log_line,
@@ -40,6 +41,7 @@ from engine.checkpoints import (
     write_args_json,
 )
 from engine.distributed import DistContext, distributed_context, init_distributed, launch
+from engine.speed import count_parameters
 from models import CheckpointError, build_model, load_checkpoint, load_weights, preload_backbone
 from utils import LOGGER_NAME, fail, seed_everything, setup_logger
 
@@ -117,42 +119,54 @@ class LoopConfig:
     world_size: int = 1
     amp: bool = False
     scaler: torch.amp.GradScaler | None = None
-    max_steps: int = 0  # steps per pass; 0 = the whole loader
+    max_steps: int = 0  # optimizer steps per pass; 0 = the whole loader
     frames_per_sample: int = 1  # images in one dataset item (T for clips), for images/s
+    iter_size: int = 1  # loader batches (micro-batches) accumulated into one optimizer step
+    print_freq: int = 0  # log the running loss every this many steps (0: never)
 
 
 def train_one_pass(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
                    cfg: LoopConfig, desc: str = "") -> dict:
-    """One pass over ``loader`` of (input, target) batches: forward (float16 autocast with ``cfg.amp``), loss in
-    float32, backward, optimizer step. Returns ``{'loss', 'steps', 'images', 'seconds', 'images_per_s'}`` with
-    loss, steps and images summed over all processes (loss = mean per step). A tqdm bar on rank 0 shows the
-    running loss and images/s."""
+    """One pass over ``loader`` of (input, target[, weight]) batches: forward (float16 autocast with ``cfg.amp``),
+    loss in float32, backward; one optimizer step per ``cfg.iter_size`` batches (gradients accumulated; a pass
+    ending mid-way steps with what it has). Returns ``{'loss', 'steps', 'images', 'seconds', 'images_per_s'}``
+    with loss, steps and images summed over all processes (loss = mean per step of the summed micro-batch
+    losses). On rank 0 a tqdm bar, and every ``cfg.print_freq`` steps a log line, show the running loss and
+    images/s."""
     model.train()
-    total = min(len(loader), cfg.max_steps) if cfg.max_steps else len(loader)
-    batches = itertools.islice(loader, total)
-    bar = tqdm(batches, total=total, desc=desc, leave=False, dynamic_ncols=True, disable=cfg.rank != 0 or None)
-    loss_sum, steps, images = 0.0, 0, 0
+    logger = logging.getLogger(LOGGER_NAME)
+    total = min(len(loader), cfg.max_steps * cfg.iter_size) if cfg.max_steps else len(loader)
+    bar = tqdm(itertools.islice(loader, total), total=total, desc=desc, leave=False, dynamic_ncols=True,
+               disable=cfg.rank != 0 or None)
+    scaled = cfg.scaler is not None and cfg.scaler.is_enabled()
+    loss_sum, steps, images, pending = 0.0, 0, 0, 0
     start = time.perf_counter()
-    for inputs, target in bar:
+    optimizer.zero_grad(set_to_none=True)
+    for index, (inputs, target, *weight) in enumerate(bar):
         inputs = inputs.to(cfg.device, non_blocking=True)
         target = target.to(cfg.device, non_blocking=True)
         with torch.autocast(cfg.device.type, dtype=torch.float16, enabled=cfg.amp):
             pred = model(inputs)
         # BCE is not autocast-safe: the loss always runs in float32.
-        loss = loss_fn(pred.float(), target)
-        optimizer.zero_grad(set_to_none=True)
-        if cfg.scaler is not None and cfg.scaler.is_enabled():
-            cfg.scaler.scale(loss).backward()
+        loss = loss_fn(pred.float(), target, *(w.to(cfg.device) for w in weight))
+        (cfg.scaler.scale(loss) if scaled else loss).backward()
+        loss_sum += loss.item()
+        images += inputs.shape[0] * cfg.frames_per_sample
+        pending += 1
+        if pending < cfg.iter_size and index + 1 < total:
+            continue
+        if scaled:
             cfg.scaler.step(optimizer)
             cfg.scaler.update()
         else:
-            loss.backward()
             optimizer.step()
-        loss_sum += loss.item()
-        steps += 1
-        images += inputs.shape[0] * cfg.frames_per_sample
+        optimizer.zero_grad(set_to_none=True)
+        steps, pending = steps + 1, 0
         rate = images * cfg.world_size / max(time.perf_counter() - start, 1e-9)
-        bar.set_postfix(loss=f"{loss_sum / steps:.4f}", img_s=f"{rate:.1f}")
+        if cfg.print_freq and steps % cfg.print_freq == 0 and cfg.rank == 0:
+            bar.set_postfix(loss=f"{loss_sum / steps:.4f}", img_s=f"{rate:.1f}")
+            logger.info("%s: step %d/%d, loss %.4f, %.1f images/s", desc, steps, -(-total // cfg.iter_size),
+                        loss_sum / steps, rate)
     seconds = time.perf_counter() - start
     totals = torch.tensor([loss_sum, steps, images], dtype=torch.float64)
     if cfg.world_size > 1:
@@ -235,7 +249,7 @@ def fit(job: TrainJob, ctx: DistContext, logger: logging.Logger) -> dict[str, fl
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(job.model, device_ids=device_ids)
     cfg = LoopConfig(ctx.device, ctx.rank, ctx.world_size, args.amp, job.scaler, args.max_steps,
-                     job.frames_per_sample)
+                     job.frames_per_sample, args.iter_size, args.print_freq)
     for epoch in range(job.start_epoch, args.epochs):
         epoch_start = time.perf_counter()
         lr = lr_at_epoch(epoch, lr=args.lr, lr_type=args.lr_type, lr_steps=args.lr_steps, epochs=args.epochs)
@@ -265,8 +279,7 @@ def _finish_epoch(job: TrainJob, epoch: int, lr: float, loss: float, rate: float
     args = job.args
     val_mae = {}
     for name, dataset in job.val_sets.items():
-        loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=args.workers)
-        result = validate(job.model, loader, cfg)
+        result = validate(job.model, test_loader(dataset, args.workers), cfg)
         if result["skipped"]:
             logger.warning("validation on %s: %d unreadable items skipped", name, result["skipped"])
         val_mae[name] = result["mae"]
@@ -300,8 +313,8 @@ class TrainingTask:
         raise NotImplementedError
 
     def build(self, args: argparse.Namespace) -> nn.Module:
-        """The training-form model of the flags."""
-        return build_model(args.model, args.config, bn=args.bn)
+        """The model of the flags: training form, or converted with ``args.deploy`` (``--evaluate`` only)."""
+        return build_model(args.model, args.config, bn=args.bn, deploy=getattr(args, "deploy", False))
 
     def param_groups(self, model: nn.Module, args: argparse.Namespace) -> list[dict]:
         raise NotImplementedError
@@ -363,7 +376,8 @@ def _check_against_run(description, source: str, args: argparse.Namespace) -> No
     """CheckpointError when a checkpoint of ours describes another model than the run's flags."""
     video = configs.MODELS[args.model]["kind"] == "video"
     check_description(description, source, model=args.model, config=args.config, bn=bool(args.bn),
-                      tid=tuple(args.tid) if video else None, nframes=int(args.nframes) if video else None)
+                      tid=tuple(args.tid) if video else None, nframes=int(args.nframes) if video else None,
+                      nstdc=int(args.nstdc) if video else None)
 
 
 def _resume_checkpoint(args: argparse.Namespace):
@@ -454,11 +468,42 @@ def resolve_list_file(path: str, flag: str) -> Path:
     fail(f"{flag} {path}: no such list file (write them with: python dataset/generate_lists.py --root ROOTDIR)")
 
 
+def _evaluate_only(task: TrainingTask, args: argparse.Namespace, ctx: DistContext, val_sets: dict,
+                   logger: logging.Logger) -> None:
+    """``--evaluate``: the validation MAE of a checkpoint's weights (ours or the authors', training form or
+    converted) on every validation set, logged on rank 0; nothing is written."""
+    path = checkpoint_path(args.savedir, "checkpoint_best.pth") if args.evaluate == "best" else Path(args.evaluate)
+    try:
+        checkpoint = load_checkpoint(path)
+        _check_against_run(checkpoint.description, str(path), args)
+        model = task.build(argparse.Namespace(**{**vars(args), "deploy": checkpoint.description.deploy}))
+        load_weights(model, checkpoint.state_dict, source=path)
+    except CheckpointError as err:
+        fail(f"--evaluate: {err}")
+    if not val_sets:
+        fail("--evaluate: no validation set (see --val-data / --val-lst)")
+    cfg = LoopConfig(ctx.device, amp=args.amp)
+    for name, dataset in val_sets.items():
+        result = validate(model.to(ctx.device), test_loader(dataset, args.workers), cfg)
+        logger.info("%s on %s: MAE %.4f over %d items (%d unreadable skipped)", path, name, result["mae"],
+                    result["count"], result["skipped"])
+
+
 def _train_process(task: TrainingTask, args: argparse.Namespace) -> None:
     """One training process (of one or several): the start-up sequence, then `fit`."""
     logger = setup_logger(None, int(os.environ.get("RANK", "0")))
+    if args.checkinfo:  # needs no data
+        args = _replace(args, config=args.config or configs.MODELS[args.model]["config"])
+        parameters = count_parameters(task.build(args))
+        logger.info("%s (config %s, %s): %d parameters (%.3f M)", args.model, args.config, task.summary(args),
+                    parameters, parameters / 1e6)
+        return
     ctx = distributed_context(args.gpu)
     args = task.resolve(resolve_training_args(args, ctx), ctx)
+    if args.evaluate:
+        if ctx.is_main:
+            _evaluate_only(task, args, ctx, task.datasets(_replace(args, seed=args.seed or 0))[1], logger)
+        return
     init_distributed(ctx)
     resume = _resume_checkpoint(args)
     args = _replace(args, seed=_seed(args, ctx, resume))

@@ -49,14 +49,15 @@ __all__ = [
 
 def build_model(name: str, config: str | Sequence[Sequence[str]] | None = None, *, bn: bool = False,
                 deploy: bool = False, tid: Sequence[str] = ("cv", "cd", "ad"), scales: Sequence[float] = (0, 1, 1),
-                nframes: int = 8) -> nn.Module:
+                nframes: int = 8, nstdc: int = 1) -> nn.Module:
     """Build model ``name`` (a key of ``configs.MODELS``) in training form, or in converted form if ``deploy``.
 
     ``config``: training op table (an ``OP_TABLES`` name or a table of op lists; default: the model's own).
     ``bn``: BN0/BN1_i in the backbone DiffBlocks (training form only). ``deploy=True`` builds the inference
     architecture (single depthwise conv with bias and pre-bias per block, 5x5 where ``config`` has ``rd``, no BN or
     branch logits) into which ``convert_model`` output of the same name/config loads strictly. ``tid``,
-    ``scales`` and ``nframes`` configure the video models only. Image models map (B, 3, H, W) -> (B, 1, H, W).
+    ``scales``, ``nframes`` and ``nstdc`` (STDC pairs per temporal module) configure the video models only. Image
+    models map (B, 3, H, W) -> (B, 1, H, W).
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(MODELS)}")
@@ -65,5 +66,6 @@ def build_model(name: str, config: str | Sequence[Sequence[str]] | None = None, 
     if spec["kind"] == "image":
         return SDNet(spec["backbone"], config, bn=bn, deploy=deploy)
     if spec["kind"] == "video":
-        return STDNet(spec["backbone"], config, bn=bn, deploy=deploy, tid=tid, scales=scales, nframes=nframes)
+        return STDNet(spec["backbone"], config, bn=bn, deploy=deploy, tid=tid, scales=scales, nframes=nframes,
+                      nstdc=nstdc)
     raise ValueError(f"model {name!r} has unknown kind {spec['kind']!r}")

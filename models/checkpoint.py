@@ -133,8 +133,9 @@ class ModelDescription:
 
     ``model``: a ``configs.MODELS`` name (None for a backbone-only file); ``config``: the training op table (an
     ``OP_TABLES`` name); ``bn``: BatchNorm in the backbone blocks (and STDC branches of video models) during
-    training; ``tid``: the STDC branch ops and ``nframes``: the clip length (video models only); ``deploy``: the
-    weights are DCR-converted (single-branch) rather than the multi-branch training form.
+    training; ``tid``: the STDC branch ops, ``nframes``: the clip length and ``nstdc``: the STDC pairs per temporal
+    module (video models only); ``deploy``: the weights are DCR-converted (single-branch) rather than the
+    multi-branch training form.
     """
 
     model: str | None
@@ -143,6 +144,7 @@ class ModelDescription:
     tid: tuple[str, ...] | None
     nframes: int | None
     deploy: bool
+    nstdc: int | None = None
 
     @property
     def kind(self) -> str | None:
@@ -208,15 +210,16 @@ def describe_state_dict(state_dict: Mapping[str, torch.Tensor]) -> ModelDescript
         model = next(name for name, spec in MODELS.items() if spec["kind"] == kind and spec["backbone"] == variant)
     tables = _fitting_op_tables(state_dict, variant, deploy)
     bn = None if deploy else any(".bn0." in key for key in keys)
-    tid = None
+    tid, nstdc = None, None
     if video:
+        nstdc = len({key.split(".")[2] for key in keys if re.match(r"global_temporal\.0\.tdc\d+\.", key)}) // 2
         branches = sum(1 for key in keys if re.fullmatch(r"global_temporal\.0\.tdc1\.convs\.\d+\.weight", key))
         if deploy:
             tid = ("cv",)
         elif branches == len(TEMPORAL_OPS):
             tid = TEMPORAL_OPS
     return ModelDescription(model=model, config=tables[0] if len(tables) == 1 else None, bn=bn, tid=tid,
-                            nframes=None, deploy=deploy)
+                            nframes=None, deploy=deploy, nstdc=nstdc)
 
 
 def _from_metadata(contents: Mapping, source: str) -> ModelDescription:
@@ -224,10 +227,11 @@ def _from_metadata(contents: Mapping, source: str) -> ModelDescription:
     model = contents.get("model")
     if model not in MODELS:
         raise CheckpointError(f"{source}: unknown model {model!r} in the checkpoint; known: {sorted(MODELS)}")
-    tid = contents.get("tid")
+    tid, video = contents.get("tid"), MODELS[model]["kind"] == "video"
     return ModelDescription(model=model, config=contents.get("config"), bn=contents.get("bn"),
                             tid=tuple(tid) if tid is not None else None, nframes=contents.get("nframes"),
-                            deploy=bool(contents.get("deploy", False)))
+                            deploy=bool(contents.get("deploy", False)),
+                            nstdc=contents.get("nstdc", 1) if video else None)
 
 
 def load_checkpoint(path: str | os.PathLike) -> LoadedCheckpoint:

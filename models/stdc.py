@@ -153,9 +153,10 @@ class STDC(nn.Module):
 class STDM(nn.Module):
     """Spatio-temporal difference module: (B*T, C, H, W) -> (B*T, C_out, H, W) for clips of ``nframes`` frames.
 
-    x <- x + ReLU(STDC_1(x)) on the T-W plane (module ``tdc1``), then x <- x + ReLU(STDC_2(x)) on the T-H plane
-    (``tdc2``), then ``project2`` = ProjectLayer(C -> C_out, BN, ReLU). Frames of one clip are consecutive in the
-    batch dimension. ``tid``/``scales``/``bn``/``deploy`` configure both STDCs as in ``STDC``.
+    ``nstdc`` times: x <- x + ReLU(STDC(x)) on the T-W plane, then x <- x + ReLU(STDC(x)) on the T-H plane (modules
+    ``tdc1``, ``tdc2``, then ``tdc3``, ``tdc4``, ...; the released models have ``nstdc`` = 1); then ``project2`` =
+    ProjectLayer(C -> C_out, BN, ReLU). Frames of one clip are consecutive in the batch dimension.
+    ``tid``/``scales``/``bn``/``deploy`` configure every STDC as in ``STDC``.
     """
 
     def __init__(
@@ -166,20 +167,26 @@ class STDM(nn.Module):
         scales: Sequence[float] = (0.0, 1.0, 1.0),
         bn: bool = True,
         deploy: bool = False,
+        nstdc: int = 1,
     ) -> None:
         super().__init__()
-        self.tdc1 = STDC(channels, tid, scales, bn, deploy)
-        self.tdc2 = STDC(channels, tid, scales, bn, deploy)
+        if nstdc < 1:
+            raise ValueError(f"nstdc must be >= 1, got {nstdc}")
+        self.nstdc = nstdc
+        for index in range(1, 2 * nstdc + 1):
+            self.add_module(f"tdc{index}", STDC(channels, tid, scales, bn, deploy))
         self.project2 = ProjectLayer(channels, out_channels, bn=True, relu=True)
 
     def forward(self, x: torch.Tensor, nframes: int) -> torch.Tensor:
         bt, c, h, w = x.shape
         b = bt // nframes
-        # (B*T, C, H, W) -> (B*H, C, T, W): one T-W plane per image row.
-        x = x.reshape(b, nframes, c, h, w).permute(0, 3, 2, 1, 4).reshape(b * h, c, nframes, w)
-        x = x + F.relu(self.tdc1(x))
-        # (B*H, C, T, W) -> (B*W, C, T, H): one T-H plane per image column.
-        x = x.reshape(b, h, c, nframes, w).permute(0, 4, 2, 3, 1).reshape(b * w, c, nframes, h)
-        x = x + F.relu(self.tdc2(x))
-        x = x.reshape(b, w, c, nframes, h).permute(0, 3, 2, 4, 1).reshape(bt, c, h, w)
-        return self.project2(x)
+        x = x.reshape(b, nframes, c, h, w)  # (B, T, C, H, W)
+        for step in range(self.nstdc):
+            # one T-W plane per image row, then one T-H plane per image column
+            plane = x.permute(0, 3, 2, 1, 4).reshape(b * h, c, nframes, w)
+            plane = plane + F.relu(getattr(self, f"tdc{2 * step + 1}")(plane))
+            x = plane.reshape(b, h, c, nframes, w).permute(0, 3, 2, 1, 4)
+            plane = x.permute(0, 4, 2, 1, 3).reshape(b * w, c, nframes, h)
+            plane = plane + F.relu(getattr(self, f"tdc{2 * step + 2}")(plane))
+            x = plane.reshape(b, w, c, nframes, h).permute(0, 3, 2, 4, 1)
+        return self.project2(x.reshape(bt, c, h, w))

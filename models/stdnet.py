@@ -57,14 +57,15 @@ class STDNet(SDNetBackbone):
     ``global_temporal[i-1]``(.) (STDM; t_i = s_i when T = 1); prev = ``attention[i-1]``(``project2[i-1]``(cat[s_i,
     t_i])). ``project_final`` (1x1, 24 -> 1, bias) at 1/2 resolution, bilinear upsampling, sigmoid.
     ``config``/``bn``/``deploy`` configure the backbone as in ``SDNetBackbone``; ``tid``/``scales`` (and ``bn``,
-    ``deploy``) the STDCs as in ``models.stdc.STDC``; decoder ProjectLayers always have BN.
+    ``deploy``) the STDCs as in ``models.stdc.STDC``, ``nstdc`` the STDC pairs per STDM; decoder ProjectLayers
+    always have BN.
     """
 
     kind = "video"
 
     def __init__(self, variant: str = "sdnet", config: str | Sequence[Sequence[str]] | None = None, *,
                  bn: bool = True, deploy: bool = False, tid: Sequence[str] = ("cv", "cd", "ad"),
-                 scales: Sequence[float] = (0.0, 1.0, 1.0), nframes: int = 8, dil: int = 24) -> None:
+                 scales: Sequence[float] = (0.0, 1.0, 1.0), nframes: int = 8, dil: int = 24, nstdc: int = 1) -> None:
         super().__init__(variant, config, bn=bn, deploy=deploy)
         if nframes < 1:
             raise ValueError(f"nframes must be >= 1, got {nframes}")
@@ -74,7 +75,7 @@ class STDNet(SDNetBackbone):
         self.project1 = nn.ModuleList(ProjectLayer(c, w) for c, w in zip(self.out_channels, widths))
         self.global_spatial = nn.ModuleList(VideoCDCM(2 * dil, dil) for _ in range(levels))
         self.global_temporal = nn.ModuleList(
-            STDM(2 * dil, dil, tid, scales, bn=bn, deploy=deploy) for _ in range(levels)
+            STDM(2 * dil, dil, tid, scales, bn=bn, deploy=deploy, nstdc=nstdc) for _ in range(levels)
         )
         self.project2 = nn.ModuleList(ProjectLayer(2 * dil, dil, relu=False) for _ in range(levels))
         self.attention = nn.ModuleList(CSAM(dil) for _ in range(levels))

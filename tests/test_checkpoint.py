@@ -165,9 +165,10 @@ def test_missing_damaged_and_non_tensor_files(tmp_path):
     ("checkpoints/sdnet_stage1_backbone.pth", ModelDescription(None, "sdnet", True, None, None, False)),
     ("checkpoints/sdneta_imagenet_pretrained_backbone.pth",
      ModelDescription(None, "sdnet-a", True, None, None, False)),
-    ("golden/stdnet_golden_weights.pth", ModelDescription("stdnet", "sdnet", True, ("cv", "cd", "ad"), None, False)),
+    ("golden/stdnet_golden_weights.pth",
+     ModelDescription("stdnet", "sdnet", True, ("cv", "cd", "ad"), None, False, nstdc=1)),
     ("golden/stdneta_golden_weights.pth",
-     ModelDescription("stdneta", "sdnet-a", True, ("cv", "cd", "ad"), None, False)),
+     ModelDescription("stdneta", "sdnet-a", True, ("cv", "cd", "ad"), None, False, nstdc=1)),
 ])
 def test_released_files_are_described_from_their_keys(file, description):
     assert load_checkpoint(_reference(file)).description == description
@@ -180,11 +181,11 @@ def test_raw_state_dicts_of_every_form_are_described(name, bn):
     video = name.startswith("st")
     model = build_model(name, bn=bn)
     config = "sdnet-a" if name.endswith("a") else "sdnet"
-    tid = ("cv", "cd", "ad") if video else None
-    assert describe_state_dict(model.state_dict()) == ModelDescription(name, config, bn, tid, None, False)
+    tid, nstdc = (("cv", "cd", "ad"), 1) if video else (None, None)
+    assert describe_state_dict(model.state_dict()) == ModelDescription(name, config, bn, tid, None, False, nstdc)
     converted = convert_model(model).state_dict()
     assert describe_state_dict(converted) == ModelDescription(name, config, None, ("cv",) if video else None, None,
-                                                              True)
+                                                              True, nstdc)
     assert describe_state_dict(build_model(name, "baseline").state_dict()).config == "baseline"
 
 
@@ -193,3 +194,25 @@ def test_video_branch_counts_the_keys_cannot_name_are_left_open():
     assert describe_state_dict(two).tid is None  # cv cd, cv ad or cd ad: the flag must say
     one = build_model("stdnet", tid=("cd",), scales=(1,), bn=False).state_dict()
     assert describe_state_dict(one).tid is None
+
+
+@pytest.mark.parametrize("nstdc", [1, 2, 3])
+def test_stacked_stdc_is_described_and_converts_exactly(nstdc):
+    """--nstdc N: N STDC pairs per temporal module; the count is read off the keys, and DCR stays exact."""
+    torch.manual_seed(nstdc)
+    model = build_model("stdnet", nstdc=nstdc).double()
+    with torch.no_grad():
+        for name, tensor in model.named_buffers():
+            if name.endswith("running_var"):
+                tensor.uniform_(0.5, 2.0)
+            elif name.endswith("running_mean"):
+                tensor.normal_(0, 0.5)
+    model.eval()
+    assert describe_state_dict(model.state_dict()).nstdc == nstdc
+    assert sum(name.endswith("tdc1") or ".tdc" in name for name, _ in model.named_modules() if
+               name.startswith("global_temporal.0.tdc") and name.count(".") == 2) == 2 * nstdc
+    deploy = load_weights(build_model("stdnet", deploy=True, nstdc=nstdc).double(),
+                          convert_model(model).state_dict()).eval()
+    clip = torch.randn(1, 12, 32, 48, dtype=torch.float64)
+    with torch.no_grad():
+        assert (deploy(clip) - model(clip)).abs().max().item() < 1e-10

@@ -152,7 +152,7 @@ def _image_args(tmp_path: Path, **overrides) -> argparse.Namespace:
     return args
 
 
-CONTRACT_KEYS = {"model", "config", "bn", "tid", "scales", "nframes", "deploy", "epoch", "args", "optimizer",
+CONTRACT_KEYS = {"model", "config", "bn", "tid", "scales", "nframes", "nstdc", "deploy", "epoch", "args", "optimizer",
                  "scheduler", "rng", "best", "state_dict"}
 
 
@@ -186,7 +186,7 @@ def test_one_writer_for_training_and_converted_checkpoints(tmp_path):
     for name in ("a.pth", "b.pth"):
         loaded = load_checkpoint(tmp_path / name)
         assert loaded.description == description
-        assert set(loaded.contents) == {"model", "config", "bn", "tid", "nframes", "deploy", "state_dict"}
+        assert set(loaded.contents) == {"model", "config", "bn", "tid", "nframes", "deploy", "nstdc", "state_dict"}
         assert all(torch.equal(loaded.state_dict[key], value) for key, value in weights.items())
 
 

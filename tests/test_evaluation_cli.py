@@ -255,3 +255,22 @@ def test_unknown_video_dataset_and_missing_list(tree, capsys):
     argv[5] = str(tree["list"]) + ".missing"
     argv[1] = "SYNV"
     assert "list file not found" in _fails(argv, capsys)
+
+
+def test_figures_do_not_depend_on_the_number_of_workers(tree, monkeypatch, tmp_path):
+    """Chunks of 2 maps: in-process (0 workers) and in 1 or 3 processes give the same bytes."""
+    import shutil
+
+    from Evaluation import evaluate
+
+    monkeypatch.setattr(evaluate, "CHUNK_MAPS", 2)
+    outputs = []
+    for workers in ("0", "1", "3"):
+        results = tmp_path / f"w{workers}"
+        shutil.copytree(tree["repo"] / "results" / "exp1", results / "exp1", ignore=shutil.ignore_patterns("metric*"))
+        main(["sod", "DSA+DSB", "exp1", str(tree["root"] / "sod"), "--results-dir", str(results), "--workers",
+              workers])
+        main(["vsod", "SYNV", "exp1", str(tree["root"]), "--test-lst", str(tree["list"]), "--results-dir",
+              str(results), "--workers", workers])
+        outputs.append([(results / "exp1" / f"metrics_{task}.json").read_bytes() for task in ("sod", "vsod")])
+    assert outputs[0] == outputs[1] == outputs[2]

@@ -133,19 +133,10 @@ def test_resume_after_sigkill_is_bitwise_identical(synthetic_root, uninterrupted
     assert [line["loss"] for line in _log(resumed)] == [line["loss"] for line in _log(reference)]
 
 
-def test_ddp_two_gloo_processes_equal_one_process(synthetic_root, tmp_path):
-    flags = ("--epochs", "1", "--batch-size", "8", "--max-steps", "1", "--pass-scales", "1.0", "--seed", "9",
-             "--warmup", "0", "--val-data", "")
-    single, ddp = tmp_path / "single", tmp_path / "ddp"
-    result = _run(_image_flags(synthetic_root, single, *flags))
-    assert result.returncode == 0, result.stderr
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                             str(REPO / "train_sod.py"), *_image_flags(synthetic_root, ddp, *flags)],
-                            env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "2 process(es)" in (ddp / "log.txt").read_text()
-    one, two = _latest(single)["state_dict"], _latest(ddp)["state_dict"]
-    utils.seed_everything(9)  # the initialisation both runs started from
+def assert_same_step(one: dict, two: dict, seed: int) -> None:
+    """Two runs' SDNet weights after the same optimizer step(s) from the initialisation of ``seed`` agree within
+    float rounding, and every entry moved."""
+    utils.seed_everything(seed)  # the initialisation both runs started from
     model = build_model("sdnet")
     initial = {key: value.clone() for key, value in model.state_dict().items()}
     # The centre tap of a cd branch never reaches the output (the branch applies W_c - sum W = -sum of the other
@@ -166,6 +157,20 @@ def test_ddp_two_gloo_processes_equal_one_process(synthetic_root, tmp_path):
         converted.append(convert_model(model).state_dict())
     for key, value in converted[0].items():
         assert (converted[1][key] - value).abs().max().item() < 1e-5, key
+
+
+def test_ddp_two_gloo_processes_equal_one_process(synthetic_root, tmp_path):
+    flags = ("--epochs", "1", "--batch-size", "8", "--max-steps", "1", "--pass-scales", "1.0", "--seed", "9",
+             "--warmup", "0", "--val-data", "")
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    result = _run(_image_flags(synthetic_root, single, *flags))
+    assert result.returncode == 0, result.stderr
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             str(REPO / "train_sod.py"), *_image_flags(synthetic_root, ddp, *flags)],
+                            env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "2 process(es)" in (ddp / "log.txt").read_text()
+    assert_same_step(_latest(single)["state_dict"], _latest(ddp)["state_dict"], seed=9)
     assert _log(ddp)[0]["loss"] == pytest.approx(_log(single)[0]["loss"], rel=1e-5)
 
 
@@ -284,3 +289,37 @@ def test_readme_video_commands_start(synthetic_root, tmp_path, one_thread):
         assert groups == pytest.approx({"backbone": 1e-3 * lr_reduce, "norm": 1e-3, "other": 1e-3})
         assert (tmp_path / name / "save_models" / "checkpoint_best_SYN-V-test.pth").is_file()
         assert set(_log(tmp_path / name)[0]["val_mae"]) == {"SYN-V-test"}
+
+
+def test_iter_size_accumulates_like_a_bigger_batch(synthetic_root, tmp_path, one_thread):
+    """--batch-size 8 and --batch-size 4 --iter-size 2 (the loss divided by 8 in both) reach the same weights."""
+    flags = ("--epochs", "1", "--max-steps", "1", "--pass-scales", "1.0", "--seed", "4", "--warmup", "0",
+             "--val-data", "", "--print-freq", "1")
+    train_sod.main(_image_flags(synthetic_root, tmp_path / "eight", "--batch-size", "8", *flags))
+    train_sod.main(_image_flags(synthetic_root, tmp_path / "accumulated", "--batch-size", "4", "--iter-size", "2",
+                                *flags))
+    assert_same_step(_latest(tmp_path / "eight")["state_dict"], _latest(tmp_path / "accumulated")["state_dict"],
+                     seed=4)
+    assert _log(tmp_path / "accumulated")[0]["loss"] == pytest.approx(_log(tmp_path / "eight")[0]["loss"], rel=1e-5)
+    # --print-freq 1: one line per optimizer step, in log.txt (the progress bar shows the same)
+    assert "epoch 0 @64: step 1/1, loss" in (tmp_path / "accumulated" / "log.txt").read_text()
+
+
+def test_checkinfo_and_evaluate_write_nothing(synthetic_root, previous_run, tmp_path, capsys):
+    before = _snapshot(previous_run)
+    train_sod.main(_image_flags(synthetic_root, tmp_path / "info", "--checkinfo"))
+    assert "sdnet (config sdnet, bn False): 745197 parameters (0.745 M)" in capsys.readouterr().err
+    counts = []
+    for nstdc in ("1", "2"):  # no data needed; video --warmup is accepted (and has no effect, as in the release)
+        train_vsod.main(["--savedir", str(tmp_path / "info"), "--checkinfo", "--nstdc", nstdc, "--warmup", "3"])
+        counts.append(int(capsys.readouterr().err.split(f"nstdc {nstdc}): ")[1].split()[0]))
+    # each extra STDC pair: 2 STDCs per level x 4 levels, each 3 branches of 48x48x3x3 + 3 logits + 3 BNs of 48
+    assert counts[1] - counts[0] == 8 * (3 * 48 * 48 * 9 + 3 + 3 * 2 * 48)
+    assert not (tmp_path / "info").exists()
+    latest = str(previous_run / "save_models" / "checkpoint_latest.pth")
+    for weights in (latest, "best"):
+        train_sod.main(_image_flags(synthetic_root, previous_run, "--evaluate", weights))
+        logged = capsys.readouterr().err
+        expected = previous_run / "save_models" / "checkpoint_best.pth" if weights == "best" else latest
+        assert f"{expected} on SYN-TE: MAE {_log(previous_run)[0]['val_mae']['SYN-TE']:.4f} over 4 items" in logged
+    assert _snapshot(previous_run) == before
