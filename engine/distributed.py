@@ -1,8 +1,9 @@
 """Distributed training: this process's place in a run, the process group, and one process per listed GPU.
 
-A run is one process (CPU, one GPU), one process per GPU started here (``--gpu 0,1``), or one process per rank
-started by torchrun, on one or several nodes. Ranks and the rendezvous come from the variables torchrun sets
-(WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); `spawn_workers` sets the same ones.
+A run is one process (CPU, one GPU), one process per GPU started here (``--gpu 0,1``), one process per rank started
+by torchrun, or one SLURM task per GPU started by ``srun``, on one or several nodes. Ranks and the rendezvous come
+from the variables torchrun sets (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT; `spawn_workers` sets the
+same ones) or, without them, from SLURM's (`slurm_environment`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import argparse
 import datetime
 import logging
 import os
+import re
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +23,9 @@ import torch.distributed as dist
 from utils import LOGGER_NAME, parse_gpu_list, select_device
 
 __all__ = ["DistContext", "distributed_context", "init_distributed", "cleanup_distributed", "spawn_workers",
-           "launch"]
+           "launch", "slurm_environment"]
+
+SLURM_PORT_BASE = 29500  # MASTER_PORT of a SLURM job without one: this + job id mod 1000, the same on every node
 
 
 @dataclass(frozen=True)
@@ -32,20 +36,45 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
+    rendezvous: str = "env://"  # init_method of the process group
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
 
-def distributed_context(gpu: str | None) -> DistContext:
+def _first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: 'node[03-05,9],gpu1' -> 'node03'."""
+    first = re.match(r"[^,\[]*(\[[^\]]*\])?", nodelist).group(0)
+    prefix, _, ranges = first.partition("[")
+    return prefix + re.split(r"[-,\]]", ranges)[0] if ranges else prefix
+
+
+def slurm_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """torchrun's variables for a task of a SLURM job started with ``srun`` (one task per GPU), from SLURM_PROCID,
+    SLURM_LOCALID, SLURM_NTASKS and the job's node list (the first node is the rendezvous; MASTER_PORT if set,
+    else `SLURM_PORT_BASE` + job id mod 1000). Empty when torchrun's variables are set or the job has one task."""
+    if "WORLD_SIZE" in env or "SLURM_PROCID" not in env or int(env.get("SLURM_NTASKS", "1")) <= 1:
+        return {}
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
+    port = env.get("MASTER_PORT") or str(SLURM_PORT_BASE + int(env.get("SLURM_JOB_ID", "0")) % 1000)
+    return {"RANK": env["SLURM_PROCID"], "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+            "WORLD_SIZE": env["SLURM_NTASKS"], "MASTER_ADDR": env.get("MASTER_ADDR") or _first_host(nodelist),
+            "MASTER_PORT": port}
+
+
+def distributed_context(gpu: str | None, env: Mapping[str, str] = os.environ) -> DistContext:
     """Rank, world size and device of this process from the torchrun / spawn variables (WORLD_SIZE, RANK,
-    LOCAL_RANK) and ``--gpu``: with CUDA, process LOCAL_RANK uses the LOCAL_RANK-th listed device (or
-    cuda:LOCAL_RANK when the list is shorter); without CUDA every process runs on the CPU (one warning)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    LOCAL_RANK) or SLURM's (`slurm_environment`) and ``--gpu``: with CUDA, process LOCAL_RANK uses the
+    LOCAL_RANK-th listed device (or cuda:LOCAL_RANK when the list is shorter); without CUDA every process runs on
+    the CPU (one warning)."""
+    slurm = slurm_environment(env)
+    env = {**env, **slurm}
+    world_size = int(env.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext(0, 1, 0, select_device(gpu))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0"))
+    rendezvous = f"tcp://{env['MASTER_ADDR']}:{env['MASTER_PORT']}" if slurm else "env://"
     gpus = parse_gpu_list(gpu)
     if gpus and torch.cuda.is_available():
         device = torch.device("cuda", gpus[local_rank] if local_rank < len(gpus) else local_rank)
@@ -53,7 +82,7 @@ def distributed_context(gpu: str | None) -> DistContext:
         if gpus and rank == 0:
             logging.getLogger(LOGGER_NAME).warning("--gpu %s given but CUDA is not available: running on CPU", gpu)
         device = torch.device("cpu")
-    return DistContext(rank, world_size, local_rank, device)
+    return DistContext(rank, world_size, local_rank, device, rendezvous)
 
 
 def init_distributed(ctx: DistContext) -> None:
@@ -65,7 +94,7 @@ def init_distributed(ctx: DistContext) -> None:
         torch.cuda.set_device(ctx.device)
     backend = "nccl" if ctx.device.type == "cuda" else "gloo"
     # the other ranks wait in a barrier while rank 0 validates on the (large) video validation sets
-    dist.init_process_group(backend, init_method="env://", rank=ctx.rank, world_size=ctx.world_size,
+    dist.init_process_group(backend, init_method=ctx.rendezvous, rank=ctx.rank, world_size=ctx.world_size,
                             timeout=datetime.timedelta(hours=2))
 
 
@@ -106,10 +135,11 @@ def _run_and_leave_group(worker: Callable[[argparse.Namespace], object], args: a
 
 def launch(worker: Callable[[argparse.Namespace], object], args: argparse.Namespace) -> None:
     """Run a training ``worker(args)``: once per listed GPU with DDP when ``--gpu`` lists several CUDA devices,
-    otherwise once in this process (also under torchrun, which has already started one process per rank). Each
-    process leaves the process group the worker joined, whether it returns or raises."""
+    otherwise once in this process (also under torchrun or srun, which have already started one process per rank).
+    Each process leaves the process group the worker joined, whether it returns or raises."""
     gpus = parse_gpu_list(args.gpu)
-    if "WORLD_SIZE" in os.environ or len(gpus) < 2 or not torch.cuda.is_available():
+    started = "WORLD_SIZE" in os.environ or slurm_environment(os.environ)
+    if started or len(gpus) < 2 or not torch.cuda.is_available():
         _run_and_leave_group(worker, args)
     else:
         spawn_workers(_run_and_leave_group, len(gpus), worker, args)

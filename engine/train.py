@@ -40,7 +40,7 @@ from engine.checkpoints import (
     trim_log,
     write_args_json,
 )
-from engine.distributed import DistContext, distributed_context, init_distributed, launch
+from engine.distributed import DistContext, distributed_context, init_distributed, launch, slurm_environment
 from engine.speed import count_parameters
 from models import CheckpointError, build_model, load_checkpoint, load_weights, preload_backbone
 from utils import LOGGER_NAME, fail, seed_everything, setup_logger
@@ -491,7 +491,7 @@ def _evaluate_only(task: TrainingTask, args: argparse.Namespace, ctx: DistContex
 
 def _train_process(task: TrainingTask, args: argparse.Namespace) -> None:
     """One training process (of one or several): the start-up sequence, then `fit`."""
-    logger = setup_logger(None, int(os.environ.get("RANK", "0")))
+    logger = setup_logger(None, int(slurm_environment(os.environ).get("RANK", os.environ.get("RANK", "0"))))
     if args.checkinfo:  # needs no data
         args = _replace(args, config=args.config or configs.MODELS[args.model]["config"])
         parameters = count_parameters(task.build(args))

@@ -253,3 +253,16 @@ def test_spawn_workers_runs_a_gloo_process_group_on_cpu(tmp_path, monkeypatch):
     distributed.spawn_workers(_all_reduce_worker, 2, str(tmp_path))
     assert [(tmp_path / f"rank{r}.txt").read_text() for r in range(2)] == ["2 cpu 3.0"] * 2
     assert "WORLD_SIZE" not in os.environ
+
+
+def test_slurm_variables_map_to_torchrun_s():
+    env = {"SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NTASKS": "8", "SLURM_JOB_ID": "4242",
+           "SLURM_JOB_NODELIST": "gpu-node[07-10,12],login1"}
+    assert distributed.slurm_environment(env) == {"RANK": "5", "LOCAL_RANK": "1", "WORLD_SIZE": "8",
+                                                  "MASTER_ADDR": "gpu-node07", "MASTER_PORT": "29742"}
+    assert distributed.slurm_environment({**env, "MASTER_PORT": "1234", "SLURM_JOB_NODELIST": "a,b"})[
+        "MASTER_ADDR"] == "a"
+    assert distributed.slurm_environment({**env, "WORLD_SIZE": "8"}) == {}  # torchrun's variables win
+    assert distributed.slurm_environment({**env, "SLURM_NTASKS": "1"}) == {}  # one task: a single process
+    ctx = distributed.distributed_context("", {**env, "MASTER_PORT": "1234"})
+    assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.rendezvous) == (5, 8, 1, "tcp://gpu-node07:1234")

@@ -323,3 +323,22 @@ def test_checkinfo_and_evaluate_write_nothing(synthetic_root, previous_run, tmp_
         expected = previous_run / "save_models" / "checkpoint_best.pth" if weights == "best" else latest
         assert f"{expected} on SYN-TE: MAE {_log(previous_run)[0]['val_mae']['SYN-TE']:.4f} over 4 items" in logged
     assert _snapshot(previous_run) == before
+
+
+def test_a_slurm_job_runs_without_torchrun(synthetic_root, tmp_path):
+    """Two tasks as srun starts them (SLURM_PROCID 0 and 1 of SLURM_NTASKS 2 on one node): one process group."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = str(probe.getsockname()[1])
+    savedir = tmp_path / "slurm"
+    argv = [sys.executable, str(REPO / "train_sod.py"), *_image_flags(synthetic_root, savedir, "--epochs", "1",
+            "--batch-size", "4", "--max-steps", "1", "--pass-scales", "1.0", "--seed", "1", "--val-data", "")]
+    tasks = [subprocess.Popen(argv, cwd=REPO, env={**_env(), "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank),
+                                                   "SLURM_NTASKS": "2", "SLURM_JOB_NODELIST": "localhost",
+                                                   "MASTER_PORT": port}, stderr=subprocess.PIPE, text=True)
+             for rank in range(2)]
+    for task in tasks:
+        assert task.wait(timeout=300) == 0, task.stderr.read()[-2000:]
+    assert "2 process(es)" in (savedir / "log.txt").read_text()
+    assert _latest(savedir)["epoch"] == 0
