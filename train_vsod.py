@@ -12,6 +12,7 @@ Example: python train_vsod.py --model stdnet --resume --gpu 0,1 --datadir ROOTDI
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 
 import configs
@@ -21,7 +22,7 @@ from data.datasets import VSODDataset
 from data.lists import dataset_names, read_video_list
 from engine import train
 from models import build_model
-from models.losses import bce_ssim_iou_loss
+from models.losses import bce_ssim_iou_loss, clip_bce_weights
 
 DEFAULTS = configs.TRAIN_DEFAULTS["video"]
 
@@ -45,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="initial STDC branch logits, one per --tid op")
     group.add_argument("--nstdc", type=utils.positive_int, default=DEFAULTS["nstdc"],
                        help="STDC pairs (T-W then T-H) in each temporal module (the released models: 1)")
+    group.add_argument("--beta", nargs="+", default=None, metavar="BETA | NAME BETA",
+                       help="BCE weighting (off by default, as in the release): BETA weighs the salient pixels of a "
+                            "clip by N_neg / (BETA N_pos); NAME BETA weighs the clips whose first image path contains "
+                            "/NAME/ by BETA in BCE and IoU")
     group.add_argument("--warmup", type=int, default=0,
                        help="accepted as in the release, where it has no effect: video training never freezes the "
                             "branch logits (SPEC §6.3)")
@@ -77,6 +82,13 @@ class VideoTask(train.TrainingTask):
             logging.getLogger(utils.LOGGER_NAME).warning(
                 "no --preload: the backbone is trained from scratch at the full lr (the paper's recipe starts from "
                 "a pretrained backbone)")
+        if args.beta is not None:
+            try:
+                beta = float(args.beta[-1])
+            except ValueError:
+                utils.fail(f"--beta {' '.join(args.beta)}: expected BETA or NAME BETA, BETA a number")
+            if len(args.beta) > 2 or beta <= 0:
+                utils.fail(f"--beta {' '.join(args.beta)}: expected BETA or NAME BETA with BETA > 0")
         train_lst = train.resolve_list_file(args.train_lst, "--train-lst")
         val_lst = train.resolve_list_file(args.val_lst, "--val-lst") if args.val_lst else None
         return argparse.Namespace(**{**vars(args), "size": size, "train_lst": str(train_lst),
@@ -84,8 +96,9 @@ class VideoTask(train.TrainingTask):
 
     def datasets(self, args):
         try:
+            weighted = (args.beta[0], float(args.beta[1])) if args.beta and len(args.beta) == 2 else None
             train_set = VSODDataset(args.datadir, args.train_lst, mode="train", nframes=args.nframes, size=args.size,
-                                    framegap=args.framegap, seed=args.seed)
+                                    framegap=args.framegap, seed=args.seed, weighted=weighted)
         except DataError as err:
             utils.fail(f"--train-lst {args.train_lst}: {err}")
         try:
@@ -110,7 +123,8 @@ class VideoTask(train.TrainingTask):
         return train.video_param_groups(model, args.wd, args.lr_reduce, preloaded=bool(args.preload))
 
     def loss(self, args, batch):
-        return video_loss
+        beta = float(args.beta[0]) if args.beta and len(args.beta) == 1 else None
+        return functools.partial(video_loss, nframes=args.nframes, beta=beta)
 
     def best_file(self, val_set):
         return f"checkpoint_best_{val_set}.pth"
@@ -122,10 +136,13 @@ class VideoTask(train.TrainingTask):
         return f"bn {args.bn}, tid {' '.join(args.tid)}, nstdc {args.nstdc}"
 
 
-def video_loss(pred, target):
+def video_loss(pred, target, clip_weights=None, *, nframes: int, beta: float | None = None):
     """BCE + (1 - SSIM) + IoU of (B*T, 1, S, S) maps against (B, T, 1, S, S) targets (frame t of clip b at row
-    b*T + t)."""
-    return bce_ssim_iou_loss(pred, target.reshape(pred.shape))
+    b*T + t); ``--beta``: per-clip pixel weights (one value) or the clips' weights (B,) (NAME BETA)."""
+    target = target.reshape(pred.shape)
+    pixels = clip_bce_weights(target, nframes, beta) if beta is not None else None
+    frames = clip_weights.repeat_interleave(nframes) if clip_weights is not None else None
+    return bce_ssim_iou_loss(pred, target, frame_weights=frames, pixel_weights=pixels)
 
 
 def main(argv: list[str] | None = None) -> None:

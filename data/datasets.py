@@ -181,11 +181,13 @@ class VSODDataset(_Seeded, Dataset):
 
     def __init__(self, root: str | os.PathLike, list_file: str | os.PathLike, *, mode: str = "train",
                  nframes: int = 8, size: int | None = 256, framegap: float = 4, cut: float = 1.0,
-                 dataset: str | None = None, seed: int = 0, resize_gt: bool | None = None) -> None:
+                 dataset: str | None = None, seed: int = 0, resize_gt: bool | None = None,
+                 weighted: tuple[str, float] | None = None) -> None:
         if mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be 'train', 'val' or 'test', not {mode!r}")
         self.root, self.mode, self.nframes, self.size = Path(root), mode, int(nframes), size
         self.seed, self.epoch, self.resize_gt, self.dataset = int(seed), 0, resize_gt, dataset
+        self.weighted = weighted
         entries = read_video_list(list_file)
         if dataset is not None:
             entries = [e for e in entries if isinstance(e, VideoEntry) and e.belongs_to(dataset)]
@@ -250,7 +252,11 @@ class VSODDataset(_Seeded, Dataset):
             gts.append(train_gt(gt, augmentation, self.size))
         if len(pairs) == 1:  # a still image: a static clip
             images, gts = images * self.nframes, gts * self.nframes
-        return torch.cat(images, dim=0), torch.stack(gts, dim=0)
+        if self.weighted is None:
+            return torch.cat(images, dim=0), torch.stack(gts, dim=0)
+        first = "/" + pairs[0][0].relative_to(self.root).as_posix()
+        weight = self.weighted[1] if f"/{self.weighted[0]}/" in first else 1.0
+        return torch.cat(images, dim=0), torch.stack(gts, dim=0), torch.tensor(weight)
 
     def _test_item(self, index: int) -> dict[str, Any]:
         entry, clip = self.samples[index]

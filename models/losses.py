@@ -18,6 +18,7 @@ __all__ = [
     "gaussian_window",
     "ssim",
     "iou_loss",
+    "clip_bce_weights",
     "bce_ssim_iou_loss",
 ]
 
@@ -110,10 +111,34 @@ def iou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (1 - intersection / union).mean()
 
 
-def bce_ssim_iou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """STDNet training loss (SPEC §6.3): BCE (mean over all pixels) + (1 - SSIM) + IoU, unweighted.
+def clip_bce_weights(target: torch.Tensor, nframes: int, beta: float) -> torch.Tensor:
+    """Video ``--beta`` pixel weights (SPEC §6.3), counted per clip of ``nframes`` frames: 1 for GT < 0.01,
+    N_neg / (beta N_pos) for GT > 0.8, their mean in between. target: (B*T, 1, H, W); a clip without positive
+    pixels counts one (no division by zero)."""
+    clips = target.reshape(-1, nframes * target[0].numel())
+    num_pos = (clips > POSITIVE_THRESHOLD).sum(1, keepdim=True).clamp(min=1).to(target.dtype)
+    num_neg = (clips < NEGATIVE_THRESHOLD).sum(1, keepdim=True).to(target.dtype)
+    w_pos = num_neg / (beta * num_pos)
+    weights = torch.where(clips > POSITIVE_THRESHOLD, w_pos, torch.where(clips < NEGATIVE_THRESHOLD, 1.0,
+                                                                          (w_pos + 1) / 2))
+    return weights.reshape(target.shape)
 
-    pred, target: (B*T, 1, H, W) maps of all frames of the batch.
+
+def bce_ssim_iou_loss(pred: torch.Tensor, target: torch.Tensor, frame_weights: torch.Tensor | None = None,
+                      pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """STDNet training loss (SPEC §6.3): BCE (mean over all pixels) + (1 - SSIM) + IoU (mean over frames).
+
+    pred, target: (B*T, 1, H, W) maps of all frames of the batch. Unweighted by default; the video ``--beta``
+    options weight the BCE pixels (``pixel_weights``, shaped like ``target``) or every frame's BCE and IoU terms
+    (``frame_weights``, (B*T,)).
     """
-    bce = F.binary_cross_entropy(pred, target, reduction="mean")
-    return bce + (1 - ssim(pred, target)) + iou_loss(pred, target)
+    weights = pixel_weights
+    if frame_weights is not None:
+        weights = frame_weights.view(-1, 1, 1, 1).expand_as(target)
+    bce = F.binary_cross_entropy(pred, target, weight=weights, reduction="mean")
+    if frame_weights is None:
+        return bce + (1 - ssim(pred, target)) + iou_loss(pred, target)
+    dims = tuple(range(1, pred.dim()))
+    intersection = (pred * target).sum(dim=dims)
+    iou = 1 - intersection / (target.sum(dim=dims) + pred.sum(dim=dims) - intersection)
+    return bce + (1 - ssim(pred, target)) + (frame_weights * iou).mean()

@@ -177,6 +177,11 @@ def test_vsod_train_clips_order_and_shapes(tmp_path):
     still, still_gt = ds[0]
     assert still.shape == (12, 16, 16) and torch.equal(still[:3], still[9:]) and still_gt.shape == (4, 1, 16, 16)
     assert torch.equal(ds[3][0], ds[3][0])
+    # video --beta NAME BETA: the clips whose first image path contains /NAME/ carry the weight BETA
+    weighted = VSODDataset(tmp_path, list_file, nframes=4, size=16, framegap=4, seed=1,
+                           weighted=("DAVSOD_Training_Set", 3.0))
+    assert [float(weighted[i][2]) for i in (0, 5, 11)] == [1.0, 3.0, 1.0]
+    assert torch.equal(weighted[5][0], ds[5][0])
 
 
 def test_vsod_val_and_test_items(tmp_path):

@@ -128,3 +128,23 @@ def test_losses_are_differentiable():
     target[:, :, 3:8, 3:8] = 1
     (weighted_bce_loss(pred, target) + bce_ssim_iou_loss(pred, target)).backward()
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_video_beta_weights_and_clip_weights():
+    """Video --beta (SPEC §6.3): BETA weighs a clip's salient pixels by N_neg / (BETA N_pos) (background 1, the
+    mean in between), counted over the whole clip; NAME BETA weighs whole clips in BCE and IoU."""
+    from models.losses import bce_ssim_iou_loss, clip_bce_weights
+
+    target = torch.zeros(4, 1, 2, 5)  # 2 clips of 2 frames
+    target[0, 0, 0, :2] = 1.0  # clip 0: 2 positives, frame 1 one in-between pixel
+    target[1, 0, 1, 0] = 0.5
+    target[2:, 0, 0, 0] = 1.0  # clip 1: 2 positives (one per frame), 18 negatives
+    weights = clip_bce_weights(target, nframes=2, beta=2.0)
+    assert weights[0, 0, 0, 0] == pytest.approx(17 / (2 * 2)) and weights[0, 0, 1, 1] == 1.0
+    assert weights[1, 0, 1, 0] == pytest.approx((17 / 4 + 1) / 2)
+    assert weights[2, 0, 0, 0] == pytest.approx(18 / 4) and weights[3, 0, 0, 0] == pytest.approx(18 / 4)
+    pred = torch.rand(4, 1, 2, 5, generator=torch.Generator().manual_seed(0)) * 0.9 + 0.05
+    ones = torch.ones(4)
+    assert torch.equal(bce_ssim_iou_loss(pred, target, frame_weights=ones), bce_ssim_iou_loss(pred, target))
+    heavier = bce_ssim_iou_loss(pred, target, frame_weights=torch.tensor([2.0, 2.0, 1.0, 1.0]))
+    assert heavier > bce_ssim_iou_loss(pred, target)

@@ -281,6 +281,8 @@ def test_readme_video_commands_start(synthetic_root, tmp_path, one_thread):
     ]
     for name, command, backbone, lr_reduce in commands:
         argv = command.format(root=synthetic_root, out=tmp_path, preload=_backbone(backbone)).split() + extra
+        # the two forms of the video --beta (off in the README's commands)
+        argv += ["--beta", "2.0"] if name == "exp3" else ["--beta", "SYN-V-train", "2.0"]
         train_vsod.main(argv)
         checkpoint = _latest(tmp_path / name)
         assert (checkpoint["epoch"], checkpoint["bn"], checkpoint["tid"], checkpoint["nframes"]) == (
@@ -289,6 +291,7 @@ def test_readme_video_commands_start(synthetic_root, tmp_path, one_thread):
         assert groups == pytest.approx({"backbone": 1e-3 * lr_reduce, "norm": 1e-3, "other": 1e-3})
         assert (tmp_path / name / "save_models" / "checkpoint_best_SYN-V-test.pth").is_file()
         assert set(_log(tmp_path / name)[0]["val_mae"]) == {"SYN-V-test"}
+        assert checkpoint["args"]["beta"] == (["2.0"] if name == "exp3" else ["SYN-V-train", "2.0"])
 
 
 def test_iter_size_accumulates_like_a_bigger_batch(synthetic_root, tmp_path, one_thread):
