@@ -185,8 +185,10 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
     group.add_argument("--checkinfo", action="store_true", help="log the model's parameter count and exit")
     group = parser.add_argument_group("devices")
     group.add_argument("--gpu", default="",
-                       help="CUDA devices, e.g. 0 or 0,1 (one DDP process per device); '' = CPU. Under torchrun "
-                       "each process takes the device of its LOCAL_RANK")
+                       help="CUDA devices, e.g. 0 or 0,1 (one DDP process per device); '' = CPU. Under torchrun or "
+                       "srun each process takes the device of its local rank")
+    group.add_argument("--sync-bn", action="store_true",
+                       help="BatchNorm statistics over the batch of all processes (default: per process)")
 
 
 # --- flags of the speed scripts --------------------------------------------------------------------------------------

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from utils import LOGGER_NAME, parse_gpu_list, select_device
 
 __all__ = ["DistContext", "distributed_context", "init_distributed", "cleanup_distributed", "spawn_workers",
-           "launch", "slurm_environment"]
+           "launch", "slurm_environment", "SyncBatchNorm2d", "convert_sync_batchnorm"]
 
 SLURM_PORT_BASE = 29500  # MASTER_PORT of a SLURM job without one: this + job id mod 1000, the same on every node
 
@@ -143,3 +144,66 @@ def launch(worker: Callable[[argparse.Namespace], object], args: argparse.Namesp
         _run_and_leave_group(worker, args)
     else:
         spawn_workers(_run_and_leave_group, len(gpus), worker, args)
+
+
+class _SyncNormalise(torch.autograd.Function):
+    """y = (x - mean) invstd weight + bias with the batch statistics of all processes; the backward pass sums the
+    gradient terms of all processes, so every input gets the gradient of the whole batch's statistics."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mean, invstd, total):
+        shape = (1, -1, 1, 1)
+        normalised = (x - mean.view(shape)) * invstd.view(shape)
+        ctx.save_for_backward(normalised, weight, invstd, total)
+        return normalised * weight.view(shape) + bias.view(shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        normalised, weight, invstd, total = ctx.saved_tensors
+        local = torch.cat([grad.sum((0, 2, 3)), (grad * normalised).sum((0, 2, 3))])
+        sums = local.clone()
+        dist.all_reduce(sums)
+        mean_grad, mean_grad_normalised = (sums / total).chunk(2)
+        shape = (1, -1, 1, 1)
+        grad_input = (weight * invstd).view(shape) * (grad - mean_grad.view(shape) - normalised
+                                                      * mean_grad_normalised.view(shape))
+        grad_bias, grad_weight = local.chunk(2)  # this process's share; DDP averages parameter gradients
+        return grad_input, grad_weight, grad_bias, None, None, None
+
+
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the batch of all processes of the group (`--sync-bn`),
+    on any device and backend (Gloo on the CPU too, which torch's SyncBatchNorm does not serve). Same parameters,
+    buffers and state-dict keys as BatchNorm2d; eval mode and single processes are plain BatchNorm2d. (N, C, H, W)
+    -> (N, C, H, W)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        with torch.no_grad():
+            stats = torch.cat([x.sum((0, 2, 3)), x.new_tensor([x.numel() // x.shape[1]])])
+            dist.all_reduce(stats)
+            total, mean = stats[-1], stats[:-1] / stats[-1]
+            squares = ((x - mean.view(1, -1, 1, 1)) ** 2).sum((0, 2, 3))
+            dist.all_reduce(squares)
+            variance = squares / total
+            self.num_batches_tracked.add_(1)
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * variance * total / (total - 1))
+        invstd = torch.rsqrt(variance + self.eps)
+        return _SyncNormalise.apply(x, self.weight, self.bias, mean, invstd, total)
+
+
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Replace, in place, every BatchNorm2d of ``model`` by a `SyncBatchNorm2d` holding the same parameter and
+    buffer tensors (so an optimizer built before or after sees the same parameters); returns ``model``."""
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is nn.BatchNorm2d:
+                synced = SyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                         child.track_running_stats)
+                synced.weight, synced.bias = child.weight, child.bias
+                synced.running_mean, synced.running_var = child.running_mean, child.running_var
+                synced.num_batches_tracked = child.num_batches_tracked
+                setattr(module, child_name, synced)
+    return model

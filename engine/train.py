@@ -40,7 +40,14 @@ from engine.checkpoints import (
     trim_log,
     write_args_json,
 )
-from engine.distributed import DistContext, distributed_context, init_distributed, launch, slurm_environment
+from engine.distributed import (
+    DistContext,
+    convert_sync_batchnorm,
+    distributed_context,
+    init_distributed,
+    launch,
+    slurm_environment,
+)
 from engine.speed import count_parameters
 from models import CheckpointError, build_model, load_checkpoint, load_weights, preload_backbone
 from utils import LOGGER_NAME, fail, seed_everything, setup_logger
@@ -511,6 +518,8 @@ def _train_process(task: TrainingTask, args: argparse.Namespace) -> None:
     train_set, val_sets = task.datasets(args)
     model = task.build(args)
     start_epoch, best = _initialise(model, args, resume, logger)
+    if args.sync_bn and ctx.world_size > 1:
+        convert_sync_batchnorm(model)
     model.to(ctx.device)
     optimizer = torch.optim.Adam(task.param_groups(model, args), lr=args.lr,
                                  betas=configs.TRAIN_DEFAULTS[task.kind]["betas"])

@@ -133,11 +133,11 @@ def test_resume_after_sigkill_is_bitwise_identical(synthetic_root, uninterrupted
     assert [line["loss"] for line in _log(resumed)] == [line["loss"] for line in _log(reference)]
 
 
-def assert_same_step(one: dict, two: dict, seed: int) -> None:
-    """Two runs' SDNet weights after the same optimizer step(s) from the initialisation of ``seed`` agree within
-    float rounding, and every entry moved."""
+def assert_same_step(one: dict, two: dict, seed: int, name: str = "sdnet", bn: bool = False) -> None:
+    """Two runs' weights (and BN statistics) after the same optimizer step(s) from the initialisation of ``seed``
+    agree within float rounding, and every entry moved."""
     utils.seed_everything(seed)  # the initialisation both runs started from
-    model = build_model("sdnet")
+    model = build_model(name, bn=bn)
     initial = {key: value.clone() for key, value in model.state_dict().items()}
     # The centre tap of a cd branch never reaches the output (the branch applies W_c - sum W = -sum of the other
     # taps), so its exact gradient is 0 and its float gradient is summation noise, which depends on how the batch
@@ -149,8 +149,8 @@ def assert_same_step(one: dict, two: dict, seed: int) -> None:
         if key in cd_weights:
             value, other = value.clone(), other.clone()
             value[:, :, 1, 1] = other[:, :, 1, 1] = 0
-        assert (other - value).abs().max().item() < 1e-5, key
-        assert not torch.equal(one[key], initial[key]), f"{key} took no step"
+        assert (other.double() - value.double()).abs().max().item() < 1e-5, key
+        assert key.endswith("num_batches_tracked") or not torch.equal(one[key], initial[key]), f"{key} took no step"
     converted = []
     for state_dict in (one, two):
         model.load_state_dict(state_dict)
@@ -345,3 +345,33 @@ def test_a_slurm_job_runs_without_torchrun(synthetic_root, tmp_path):
         assert task.wait(timeout=300) == 0, task.stderr.read()[-2000:]
     assert "2 process(es)" in (savedir / "log.txt").read_text()
     assert _latest(savedir)["epoch"] == 0
+
+
+def test_sync_bn_two_gloo_processes_equal_one_process(synthetic_root, tmp_path):
+    """--sync-bn: SDNet-A with BN, 2 Gloo processes of 4 images each equal 1 process of 8 (weights and BN
+    statistics); without it each process normalises by its own 4 images."""
+    flags = ("--model", "sdneta", "--config", "sdnet-a", "--bn", "--epochs", "1", "--batch-size", "8",
+             "--max-steps", "1", "--pass-scales", "1.0", "--seed", "6", "--warmup", "0", "--val-data", "")
+    single, synced, plain = tmp_path / "single", tmp_path / "synced", tmp_path / "plain"
+    result = _run(_image_flags(synthetic_root, single, *flags))
+    assert result.returncode == 0, result.stderr
+    for savedir, extra in ((synced, ["--sync-bn"]), (plain, [])):
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                                 "2", str(REPO / "train_sod.py"), *_image_flags(synthetic_root, savedir, *flags),
+                                 *extra], env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+    one, two, unsynced = (_latest(run)["state_dict"] for run in (single, synced, plain))
+    statistics = [key for key in one if key.endswith(("running_mean", "running_var"))]
+    norms = sum(type(module) is torch.nn.BatchNorm2d for module in build_model("sdneta", bn=True).modules())
+    assert len(statistics) == 2 * norms
+    for key in statistics:  # the forward pass: the same batch statistics
+        assert (two[key] - one[key]).abs().max().item() < 1e-5, key
+    assert max((unsynced[key] - one[key]).abs().max().item() for key in statistics) > 1e-3
+    # The backward pass (tested exactly in float64 in tests/test_engine.py): Adam's first step moves every weight by
+    # about lr * sign(gradient), so a gradient at rounding level (BN makes some exactly 0) may flip; all but a few
+    # weights agree within float rounding, where the unsynchronised run differs in a fifth of them.
+    weights = [key for key in one if one[key].is_floating_point() and key not in statistics]
+    agree = sum(int(((two[k] - one[k]).abs() < 1e-5).sum()) for k in weights) / sum(one[k].numel() for k in weights)
+    apart = sum(int(((unsynced[k] - one[k]).abs() < 1e-5).sum()) for k in weights) / sum(one[k].numel()
+                                                                                       for k in weights)
+    assert agree > 0.999 and apart < 0.9, (agree, apart)  # measured: 0.99997 and 0.80
