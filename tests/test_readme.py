@@ -49,9 +49,9 @@ IN_PROCESS = {
     "python -m Evaluation": ("Evaluation.__main__", []),  # its default results/ is the repository's: replaced
 }
 SUBPROCESS = ("bash eval_sod.sh", "bash eval_vsod.sh", "python dataset/generate_lists.py", "torchrun")
-# Installation and the suite itself: `make demo` / `make test` (run on a fresh clone) do the same.
+# Installation and the suite: `make demo` / `make test` do the same; downloads and SLURM: tests/test_{hub,train}.py.
 COVERED_ELSEWHERE = {"make demo", "make test", "python -m venv", "source .venv/bin/activate", "pip install",
-                     "python -m pytest"}
+                     "python -m pytest", "python -m engine.hub", "srun python"}
 
 
 @pytest.fixture(scope="session")
