@@ -6,12 +6,12 @@ Weights are downloaded into the ``checkpoints/`` folder beside this file (``chec
 `engine.hub.download`, checked by SHA-256.
 """
 
-from pathlib import Path
+from pathlib import Path as _Path
 
 from engine.hub import hub_model as _hub_model
 
 dependencies = ["torch", "torchvision", "numpy", "cv2"]
-_CHECKPOINTS = Path(__file__).absolute().parent / "checkpoints"
+_CHECKPOINTS = _Path(__file__).absolute().parent / "checkpoints"
 
 
 def _load(name: str, pretrained: bool, checkpoint_dir=None, **kwargs):
