@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo lint venv
+.PHONY: test demo lint venv gpu-check
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,3 +18,6 @@ test: venv lint
 
 demo: venv
 	$(PY) demo.py
+
+gpu-check: venv
+	$(PY) bench/gpu_check.py

@@ -21,7 +21,7 @@ from data import DataError
 from data.atomic import write_image_atomic
 from data.datasets import SODDataset, test_loader
 from data.transforms import saliency_to_uint8
-from engine.inference import model_from_flags, prepare_for_inference
+from engine.inference import model_from_flags, runner_from_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,9 @@ def main(argv: list[str] | None = None) -> None:
         except DataError as err:
             utils.fail(f"--testdata {name}: {err}")
     model, _ = model_from_flags(args, args.evaluate, kind="image")
-    runner = prepare_for_inference(model, utils.select_device(args.gpu), eager=args.eager, half=args.half)
+    # resized inputs all have one shape: the job's pass count is known before the first pass
+    passes = sum(len(dataset) for dataset in datasets.values()) if args.size else 1
+    runner = runner_from_flags(model, args, passes_per_shape=passes)
     failures = 0
     for name, dataset in datasets.items():
         outdir = Path(args.savedir) / name

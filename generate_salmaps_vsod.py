@@ -23,7 +23,7 @@ from data import DataError
 from data.atomic import write_image_atomic
 from data.datasets import VSODDataset, test_loader
 from data.transforms import saliency_to_uint8
-from engine.inference import model_from_flags, prepare_for_inference
+from engine.inference import model_from_flags, runner_from_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
                                          size=args.size, framegap=args.framegap, dataset=name)
         except DataError as err:
             utils.fail(f"--testdata {name}: {err}")
-    runner = prepare_for_inference(model, utils.select_device(args.gpu), eager=args.eager, half=args.half)
+    passes = sum(len(dataset) for dataset in datasets.values()) if args.size else 1  # clips of one shape
+    runner = runner_from_flags(model, args, passes_per_shape=passes)
     failures = clips = 0
     for name, dataset in datasets.items():
         for item in tqdm(test_loader(dataset, args.workers), total=len(dataset), desc=name, unit="clip"):

@@ -31,7 +31,7 @@ from data.datasets import SODDataset, test_loader
 from data.readers import IMAGE_EXTENSIONS
 from data.transforms import cutout, overlay
 from data.video import VIDEO_EXTENSIONS, open_video, read_frames, silence_decoder_logs, write_map_video
-from engine.inference import Predictor, model_from_flags, prepare_for_inference, video_maps
+from engine.inference import Predictor, model_from_flags, runner_from_flags, video_maps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,9 +132,13 @@ def main(argv: list[str] | None = None) -> None:
         utils.fail(str(err))
     model, description = model_from_flags(args, args.checkpoint)
     size = args.size or configs.MODELS[description.model]["size"]
-    device = utils.select_device(args.gpu)
-    runner = prepare_for_inference(model, device, eager=args.eager, half=args.half)
-    predictor = Predictor(runner, description.kind == "video", description.nframes or 1)
+    video = description.kind == "video"
+    # every input is resized to --size: the passes of that one shape are known before the first (clips of a video
+    # model: about one per nframes frames)
+    passes = len(images) + sum(frame_counts) // (description.nframes if video else 1)
+    runner = runner_from_flags(model, args, passes_per_shape=passes)
+    device = runner.device
+    predictor = Predictor(runner, video, description.nframes or 1)
     start = time.perf_counter()
     with tqdm(total=len(images) + sum(frame_counts), unit="img") as bar:
         failures = predict_images(predictor, images, size, args, bar, logger) if images else 0

@@ -40,6 +40,8 @@ from data.atomic import write_json_atomic  # noqa: E402
 from engine import inference, speed  # noqa: E402
 from models import build_model, convert_model  # noqa: E402
 
+STEADY = 10**6  # passes per shape that make the default ("auto") backend the steady-state one
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Interleaved speed ratios of the inference paths, and memory.")
@@ -58,9 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def first_stage(model: torch.nn.Module, device: torch.device) -> inference.InferenceRunner:
     """The default path without its steady state (no compiling / graph capture): channels_last eager on the CPU."""
-    runner = inference.prepare_for_inference(model, device)
-    runner.compile_cpu = runner.cuda_graphs = False
-    return runner
+    return inference.prepare_for_inference(model, device, backend="eager" if device.type == "cuda" else
+                                           "channels_last")
 
 
 def warm_up_all(variants: dict[str, inference.InferenceRunner], x: torch.Tensor, passes: int) -> dict[str, float]:
@@ -92,8 +93,8 @@ def compare_paths(name: str, x: torch.Tensor, device: torch.device, args: argpar
     """Converted ``name``: default path vs eager (and its first stage), timings, ratio and max abs map difference."""
     torch.manual_seed(0)
     model = build_model(name, deploy=True).eval()
-    variants = {"default": inference.prepare_for_inference(model, device),
-                "eager": inference.prepare_for_inference(model, device, eager=True)}
+    variants = {"default": inference.prepare_for_inference(model, device, passes_per_shape=STEADY),
+                "eager": inference.prepare_for_inference(model, device, backend="eager")}
     if device.type == "cpu":
         variants["channels_last"] = first_stage(model, device)
     record = {"model": name, "input_shape": list(x.shape), "path": variants["default"].path,
@@ -109,10 +110,10 @@ def compare_dcr(x: torch.Tensor, device: torch.device, args: argparse.Namespace)
     torch.manual_seed(0)
     training = build_model("sdnet", "sdnet").eval()
     converted = convert_model(training).eval()
-    variants = {"converted": inference.prepare_for_inference(converted, device),
-                "training": inference.prepare_for_inference(training, device),
-                "converted_eager": inference.prepare_for_inference(converted, device, eager=True),
-                "training_eager": inference.prepare_for_inference(training, device, eager=True)}
+    variants = {"converted": inference.prepare_for_inference(converted, device, passes_per_shape=STEADY),
+                "training": inference.prepare_for_inference(training, device, passes_per_shape=STEADY),
+                "converted_eager": inference.prepare_for_inference(converted, device, backend="eager"),
+                "training_eager": inference.prepare_for_inference(training, device, backend="eager")}
     if device.type == "cpu":  # the default path's first stage, which short runs stay on
         variants["converted_channels_last"] = first_stage(converted, device)
         variants["training_channels_last"] = first_stage(training, device)
@@ -169,7 +170,7 @@ def resident_mb() -> float:
 def memory_run(device: torch.device, passes: int) -> dict:
     """Memory after 10, 100, ... ``passes`` default-path passes of converted SDNet @320, and the peak."""
     torch.manual_seed(0)
-    runner = inference.prepare_for_inference(build_model("sdnet", deploy=True), device)
+    runner = inference.prepare_for_inference(build_model("sdnet", deploy=True), device, passes_per_shape=STEADY)
     x = torch.randn(1, 3, 320, 320, device=device)
     runner.warm_up(x)
     cuda = device.type == "cuda"

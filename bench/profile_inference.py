@@ -71,9 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     converted = args.config == "baseline"
     model = build_model(args.model, None if converted else args.config, deploy=converted)
-    runner = inference.prepare_for_inference(model, device, eager=args.path == "eager")
-    if args.path == "channels_last":
-        runner.compile_cpu = runner.cuda_graphs = False
+    backend = {"default": "auto", "channels_last": "channels_last", "eager": "eager"}[args.path]
+    runner = inference.prepare_for_inference(model, device, backend=backend, passes_per_shape=10**6)
     x = torch.randn(1, 3 * (8 if video else 1), size, size, device=device)
     runner.warm_up(x, 3)
     wall = statistics.median(speed.time_passes(runner, x, passes=args.passes, warmup=0))

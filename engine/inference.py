@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import sys
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
@@ -34,9 +32,10 @@ from models import (
     load_weights,
     skip_zero_pre_biases,
 )
-from utils import LOGGER_NAME, fail
+from utils import BACKENDS, LOGGER_NAME, fail, select_device
 
-__all__ = ["load_model", "model_from_flags", "InferenceRunner", "prepare_for_inference", "Predictor", "video_maps"]
+__all__ = ["load_model", "model_from_flags", "BACKENDS", "choose_backend", "tune_process", "InferenceRunner",
+           "prepare_for_inference", "runner_from_flags", "Predictor", "video_maps"]
 
 DEFAULT_NFRAMES = configs.TRAIN_DEFAULTS["video"]["nframes"]
 
@@ -110,25 +109,29 @@ CUDA_GRAPH_AFTER = 2
 CUDA_GRAPH_SHAPES = 4
 # Not measured yet on a GPU (BENCHMARKS.md); NCHW is what cuDNN's depthwise kernels and the release use.
 CUDA_CHANNELS_LAST = False
-# On the CPU an input shape is compiled (TorchInductor, frozen weights) once its eager passes have taken this many
-# seconds, about what a cold compile costs on 2 cores (20-40 s): compiling then never costs more than the time it
-# can save, and short runs (tests, the demo, a few maps) never compile. `InferenceRunner.warm_up` compiles at once.
-# At most CPU_COMPILE_SHAPES shapes are compiled per runner; other shapes stay on the channels_last eager path.
-CPU_COMPILE_AFTER_S = 20.0
+# The CPU backends: "channels_last" (NHWC weights: oneDNN runs the depthwise convs, pools and element-wise ops in
+# NHWC, 2.5-3x faster than NCHW here) and "inductor" (that, compiled by TorchInductor with frozen weights for each
+# input shape at its first pass, at most CPU_COMPILE_SHAPES shapes; others stay channels_last). The "auto" choice
+# compiles when the job says beforehand that one input shape will run at least COMPILE_MIN_PASSES times (images;
+# clips: a fifth of it), about where a cold compile (15-26 s on 2 cores, BENCHMARKS.md) is paid back; it never
+# looks at the clock, so the same command takes the same path, and writes the same bytes, on a busy machine.
 CPU_COMPILE_SHAPES = 4
+COMPILE_MIN_PASSES = 1000
 # glibc malloc serves blocks above a (dynamic) threshold with mmap and unmaps them when freed, so every pass pays
 # page faults to touch its activations again: ~90,000 per STDNet clip on the CPU, a third of its time. Blocks up to
 # this size are kept in the heap instead and reused (resident memory stays at the peak of a pass; BENCHMARKS.md).
 MALLOC_KEEP_BYTES = 2**30
-_malloc_tuned = False
 
 
-def _keep_freed_blocks() -> None:
-    """Raise glibc's mmap and trim thresholds to MALLOC_KEEP_BYTES once per process (no-op elsewhere)."""
-    global _malloc_tuned
-    if _malloc_tuned or not sys.platform.startswith("linux"):
+def tune_process(device: torch.device) -> None:
+    """Process-wide settings for fast inference, for scripts that run inference and nothing else (the speed,
+    generation and predict scripts call it; the README says so): on the CPU, glibc malloc keeps freed blocks up to
+    MALLOC_KEEP_BYTES for reuse; on CUDA, cudnn.benchmark picks the fastest convolution kernels."""
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = True
         return
-    _malloc_tuned = True
+    if not sys.platform.startswith("linux"):
+        return
     import ctypes
 
     try:
@@ -142,90 +145,84 @@ def _keep_freed_blocks() -> None:
     mallopt(m_trim_threshold, 2**31 - 1)
 
 
+def _freezing_patch():
+    """Inductor's ``freezing`` (weights as constants: oneDNN-prepacked convs with fused ReLU/add) must be on while
+    dynamo traces, not only in inductor's options. A private setting, checked against the pinned torch (2.14.1,
+    tests/test_speed.py spies on it); where it is missing, compiling goes on without it, with a warning."""
+    import contextlib
+
+    import torch._inductor.config as inductor_config
+
+    if not hasattr(inductor_config, "freezing"):
+        logging.getLogger(LOGGER_NAME).warning("torch %s has no inductor freezing setting: compiling without frozen "
+                                               "weights (slower)", torch.__version__)
+        return contextlib.nullcontext()
+    return inductor_config.patch(freezing=True)
+
+
 class InferenceRunner(nn.Module):
-    """A private copy of ``model`` in eval mode on ``device``, run the way `prepare_for_inference` chose.
+    """A private copy of ``model`` in eval mode on ``device``, run on the backend `prepare_for_inference` chose.
 
     forward: the model's input ((B, 3, H, W) images or (B, 3T, H, W) clips, any float dtype, any device) -> its maps
     as float32 on ``device`` ((B, 1, H, W) or (B*T, 1, H, W)), computed under ``torch.inference_mode`` (so the
-    result is an inference tensor). Input shapes that repeat move to a faster steady state (a CUDA graph on a GPU, a
-    compiled graph on the CPU; see the constants above); `warm_up` gets there at once. ``path`` names the choice for
-    logs and benchmark records, ``dtype`` the precision the network runs in; ``kind`` and ``nframes`` are the
-    wrapped model's.
+    result is an inference tensor). ``backend`` is one of `BACKENDS` but "auto"; ``path`` names it with the
+    precision for logs and benchmark records, ``dtype`` is the precision the network runs in.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, *, channels_last: bool, cuda_graphs: bool,
-                 compile_cpu: bool, dtype: torch.dtype) -> None:
+    def __init__(self, model: nn.Module, device: torch.device, backend: str, dtype: torch.dtype) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.backend = model, backend
         self.device, self.dtype = torch.device(device), dtype
-        self.channels_last, self.cuda_graphs, self.compile_cpu = channels_last, cuda_graphs, compile_cpu
-        self.kind = getattr(model, "kind", "image")
-        self.nframes = getattr(model, "nframes", 1)
         self._graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = OrderedDict()
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._compiled_shapes: set[tuple] = set()
-        self._usage: dict[tuple, float] = {}  # per input shape: eager passes (CUDA) or eager seconds (CPU)
+        self._passes: dict[tuple, int] = {}  # eager passes per input shape before a CUDA graph
 
     @property
     def path(self) -> str:
-        if not (self.channels_last or self.cuda_graphs or self.compile_cpu):
-            return "eager+fp32"
-        parts = ["channels_last" if self.channels_last else "nchw"]
-        parts += ["cudnn_benchmark", "cuda_graphs"] if self.cuda_graphs else []
-        parts += ["inductor"] if self.compile_cpu else []
-        return "+".join(parts + ["fp16" if self.dtype == torch.float16 else "fp32"])
+        return f"{self.backend}+{'fp16' if self.dtype == torch.float16 else 'fp32'}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             x = x.to(self.device, self.dtype)
-            if self.cuda_graphs:
+            if self.backend == "cuda_graphs":
                 out = self._graph_forward(x)
-            elif self.compile_cpu:
+            elif self.backend == "inductor":
                 out = self._compiled_forward(x)
             else:
                 out = self.model(x)
             return out.float()
 
     def warm_up(self, x: torch.Tensor, passes: int = 1) -> None:
-        """Run ``passes`` untimed passes on ``x``, the first of which reaches the steady state for its shape."""
-        self._usage[self._key(x)] = math.inf
+        """Run ``passes`` untimed passes on ``x``, bringing its shape to the backend's steady state."""
+        self._passes[self._key(x)] = CUDA_GRAPH_AFTER
         for _ in range(passes):
             self(x)
 
     def _key(self, x: torch.Tensor) -> tuple:
         return tuple(x.shape), self.dtype
 
-    def _count(self, key: tuple, amount: float) -> float:
-        if len(self._usage) > 4096:  # many distinct sizes: forget the counts
-            self._usage.clear()
-        self._usage[key] = self._usage.get(key, 0.0) + amount
-        return self._usage[key]
-
     def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor:
         key = self._key(x)
         if key in self._compiled_shapes:
             return self._compiled(x)
-        if len(self._compiled_shapes) >= CPU_COMPILE_SHAPES or self._usage.get(key, 0.0) < CPU_COMPILE_AFTER_S:
-            start = time.perf_counter()
-            out = self.model(x)
-            self._count(key, time.perf_counter() - start)
-            return out
+        if len(self._compiled_shapes) >= CPU_COMPILE_SHAPES:
+            return self.model(x)
         logger = logging.getLogger(LOGGER_NAME)
         logger.info("compiling the network for input %s (once per input shape; slow on a few cores)",
                     "x".join(map(str, x.shape)))
         if self._compiled is None:
             self._compiled = torch.compile(self.model, dynamic=False)
         try:
-            # Freezing (weights as constants: oneDNN-prepacked convs with fused ReLU/add) must be on while dynamo
-            # traces, not only in inductor's options; later calls of the compiled shape need no patch.
-            import torch._inductor.config as inductor_config
-
-            with inductor_config.patch(freezing=True):
+            with _freezing_patch():
                 out = self._compiled(x)
-        except Exception as err:  # no C++ compiler, an unsupported op, ...: keep the eager path
+        except Exception as err:
+            # An error of the model itself is raised again by the eager model; only a failed compilation (no C++
+            # compiler, an unsupported op) falls back to the channels_last eager path.
+            out = self.model(x)
             logger.warning("compiling failed (%s): running channels_last eager", str(err).splitlines()[0])
-            self.compile_cpu = False
-            return self.model(x)
+            self.backend = "channels_last"
+            return out
         self._compiled_shapes.add(key)
         return out
 
@@ -233,13 +230,14 @@ class InferenceRunner(nn.Module):
         key = self._key(x)
         entry = self._graphs.get(key)
         if entry is None:
-            if self._count(key, 1) <= CUDA_GRAPH_AFTER:
+            self._passes[key] = self._passes.get(key, 0) + 1
+            if self._passes[key] <= CUDA_GRAPH_AFTER:
                 return self.model(x)
             try:
                 entry = self._capture(x)
             except RuntimeError as err:
                 logging.getLogger(LOGGER_NAME).warning("CUDA graph capture failed (%s): running eagerly", err)
-                self.cuda_graphs = False
+                self.backend = "channels_last" if CUDA_CHANNELS_LAST else "eager"
                 return self.model(x)
             self._graphs[key] = entry
             if len(self._graphs) > CUDA_GRAPH_SHAPES:
@@ -265,43 +263,68 @@ class InferenceRunner(nn.Module):
         return graph, static_input, static_output
 
 
-def prepare_for_inference(model: nn.Module, device: torch.device, *, eager: bool = False,
-                          half: bool = False) -> InferenceRunner:
+def choose_backend(device: torch.device, requested: str = "auto", passes_per_shape: int = 0,
+                   video: bool = False) -> str:
+    """The backend a job runs on: ``requested`` unless "auto"; "auto" is "cuda_graphs" on CUDA, and on the CPU
+    "inductor" when one input shape will run at least COMPILE_MIN_PASSES times (clips: a fifth of it), else
+    "channels_last". Decided from the request alone, never from the clock. Raises ValueError for a backend the
+    device cannot run."""
+    cuda = torch.device(device).type == "cuda"
+    if requested not in BACKENDS:
+        raise ValueError(f"--backend {requested}: choose from {', '.join(BACKENDS)}")
+    if requested == "cuda_graphs" and not cuda:
+        raise ValueError("--backend cuda_graphs needs a CUDA device (--gpu)")
+    if requested != "auto":
+        return requested
+    if cuda:
+        return "cuda_graphs"
+    return "inductor" if passes_per_shape >= COMPILE_MIN_PASSES // (5 if video else 1) else "channels_last"
+
+
+def prepare_for_inference(model: nn.Module, device: torch.device, *, backend: str = "auto", half: bool = False,
+                          passes_per_shape: int = 0) -> InferenceRunner:
     """The one place choosing how a model runs at inference; returns an `InferenceRunner` (a callable module).
 
     The model is deep-copied (the caller's stays as it was), put in eval mode without gradients and moved to
-    ``device``. Default on the CPU: channels_last (NHWC) weights, so oneDNN runs the convs, max-pools and
-    element-wise ops in NHWC (2.5-3x faster than NCHW for these depthwise networks), and input shapes that keep
-    coming back are compiled with TorchInductor (frozen weights; fuses the element-wise ops, pads and permutes);
-    glibc malloc is told to keep freed activation blocks for reuse (a process-wide setting, made once). On every
-    device but with ``eager``, DiffBlock pre-biases that are exactly zero are skipped (`skip_zero_pre_biases`).
-    Default on CUDA: cudnn.benchmark (a process-wide switch) and a CUDA graph per repeated input shape; ``half``
-    runs the network in float16 there (ignored on the CPU, with a warning). Every path gives the eager NCHW float32
-    maps to float rounding (about 1e-7; BENCHMARKS.md). ``eager`` gives that plain eager NCHW float32 model
-    (``half`` ignored) for comparison. Inputs of any size and batch size work on every path.
+    ``device``; the backend is `choose_backend` of the request (``passes_per_shape``: how often the job will run
+    one input shape, known before the first pass). "eager" is the plain eager NCHW float32 model, for comparison;
+    every other backend skips DiffBlock pre-biases that are exactly zero (`skip_zero_pre_biases`), and ``half`` runs
+    the network in float16 on CUDA (ignored elsewhere, with a warning). Every backend gives the eager NCHW float32
+    maps to float rounding (about 1e-7; BENCHMARKS.md). Nothing process-wide is changed (see `tune_process`).
+    Inputs of any size and batch size work on every backend.
     """
     logger = logging.getLogger(LOGGER_NAME)
     device = torch.device(device)
-    cuda = device.type == "cuda"
-    if half and (eager or not cuda):
-        logger.warning("--half %s: running float32", "is ignored with --eager" if eager else "needs CUDA")
+    video = getattr(model, "kind", "image") == "video"
+    backend = choose_backend(device, backend, passes_per_shape, video)
+    if half and (backend == "eager" or device.type != "cuda"):
+        logger.warning("--half %s: running float32", "is ignored with --eager" if backend == "eager" else
+                       "needs CUDA")
         half = False
     model = copy.deepcopy(model).eval().requires_grad_(False).to(device)
-    if eager:
-        return InferenceRunner(model, device, channels_last=False, cuda_graphs=False, compile_cpu=False,
-                               dtype=torch.float32)
-    skip_zero_pre_biases(model)
-    channels_last = CUDA_CHANNELS_LAST if cuda else True
+    if backend != "eager":
+        skip_zero_pre_biases(model)
     if half:
         model = model.half()
-    if channels_last:
+    if backend in ("channels_last", "inductor") or (backend == "cuda_graphs" and CUDA_CHANNELS_LAST):
         model = model.to(memory_format=torch.channels_last)
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    else:
-        _keep_freed_blocks()
-    return InferenceRunner(model, device, channels_last=channels_last, cuda_graphs=cuda, compile_cpu=not cuda,
-                           dtype=torch.float16 if half else torch.float32)
+    return InferenceRunner(model, device, backend, torch.float16 if half else torch.float32)
+
+
+def runner_from_flags(model: nn.Module, args, passes_per_shape: int = 0,
+                      device: torch.device | None = None) -> InferenceRunner:
+    """`prepare_for_inference` from the flags of `utils.add_inference_args` / `add_speed_args` (``--gpu`` unless
+    ``device`` is given, ``--backend``, ``--eager``, ``--half``), after `tune_process`; logs the backend it runs. A
+    backend the device cannot run ends the script with one error line."""
+    device = device if device is not None else select_device(args.gpu)
+    tune_process(device)
+    try:
+        runner = prepare_for_inference(model, device, backend="eager" if args.eager else args.backend,
+                                       half=args.half, passes_per_shape=passes_per_shape)
+    except ValueError as err:
+        fail(str(err))
+    logging.getLogger(LOGGER_NAME).info("inference backend %s on %s", runner.path, device)
+    return runner
 
 
 class Predictor:

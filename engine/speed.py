@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from data.atomic import write_json_atomic
-from engine.inference import DEFAULT_NFRAMES, load_model, prepare_for_inference
+from engine.inference import DEFAULT_NFRAMES, load_model, prepare_for_inference, runner_from_flags
 from models import CheckpointError, build_model
 from utils import LOGGER_NAME, fail, model_names, select_device
 
@@ -126,7 +126,7 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
     x = torch.randn(args.batch_size, channels, args.size, args.size)
     params = count_parameters(model)
     macs = count_macs(model.eval(), x[:1])
-    runner = prepare_for_inference(model, device, eager=args.eager, half=args.half)
+    runner = runner_from_flags(model, args, passes_per_shape=passes + warmup, device=device)
     x = x.to(device, runner.dtype)
     start = time.perf_counter()
     if warmup:
@@ -147,7 +147,7 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
         "peak_memory_mb": peak_memory_mb(device),
     }
     if runner.dtype == torch.float16:
-        reference = prepare_for_inference(model, device)
+        reference = prepare_for_inference(model, device, backend=runner.backend)
         result["half_max_abs_diff"] = (runner(x) - reference(x.float())).abs().max().item()
     log_speed(logger, result, nframes)
     if args.json:

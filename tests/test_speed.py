@@ -42,10 +42,10 @@ def test_default_path_gives_the_eager_converted_maps(name: str, shape: tuple[int
     training = randomised(build_model(name, bn=name in VIDEO_MODELS), seed=1)
     converted = convert_model(training).eval()
     x = torch.randn(shape)
-    eager = inference.prepare_for_inference(converted, "cpu", eager=True)
+    eager = inference.prepare_for_inference(converted, "cpu", backend="eager")
     fast = inference.prepare_for_inference(converted, "cpu")
     assert eager.path == "eager+fp32"
-    assert fast.path == "channels_last+inductor+fp32"
+    assert fast.path == "channels_last+fp32"  # a short job: no compiling
     expected = eager(x)
     assert expected.shape == ((shape[0] * 8 if name in VIDEO_MODELS else shape[0]), 1, *shape[2:])
     for _ in range(2):  # the same maps on repeated calls
@@ -56,12 +56,10 @@ def compiled_matches_eager(name: str, shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
     converted = convert_model(randomised(build_model(name, bn=name in VIDEO_MODELS), seed=3)).eval()
     x = torch.randn(shape)
-    expected = inference.prepare_for_inference(converted, "cpu", eager=True)(x)
-    fast = inference.prepare_for_inference(converted, "cpu")
-    for _ in range(3):  # a short run stays on the channels_last eager path
-        torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=0)
-    assert not fast._compiled_shapes
-    fast.warm_up(x)
+    expected = inference.prepare_for_inference(converted, "cpu", backend="eager")(x)
+    fast = inference.prepare_for_inference(converted, "cpu", passes_per_shape=inference.COMPILE_MIN_PASSES)
+    assert fast.path == "inductor+fp32"  # a long job of one shape: compiled at its first pass
+    torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=0)
     assert fast._compiled_shapes == {(shape, torch.float32)}
     torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=0)
 
@@ -100,18 +98,54 @@ def test_failed_compile_falls_back_to_the_eager_path(monkeypatch: pytest.MonkeyP
     utils.setup_logger()
     model = build_model("sdnet", deploy=True)
     x = torch.randn(1, 3, 32, 32)
-    fast = inference.prepare_for_inference(model, "cpu")
+    fast = inference.prepare_for_inference(model, "cpu", backend="inductor")
     fast.warm_up(x, passes=2)
-    expected = inference.prepare_for_inference(model, "cpu", eager=True)(x)
+    expected = inference.prepare_for_inference(model, "cpu", backend="eager")(x)
     torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=0)
-    assert not fast.compile_cpu and fast.path == "channels_last+fp32"
+    assert fast.path == "channels_last+fp32"
     assert capsys.readouterr().err.count("compiling failed (no C++ compiler): running channels_last eager") == 1
+
+
+def test_an_error_of_the_model_is_not_taken_for_a_failed_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_compile(*args, **kwargs):
+        def run(x):
+            raise RuntimeError("compiled graph failed")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    fast = inference.prepare_for_inference(build_model("sdnet", deploy=True), "cpu", backend="inductor")
+    with pytest.raises(RuntimeError, match="Given groups=1, weight of size"):  # the model's own error
+        fast(torch.randn(1, 4, 32, 32))
+
+
+def test_the_backend_is_chosen_from_the_request_never_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same job on an idle or a busy machine (the clock made to jump by minutes per call) takes the same
+    backend and gives the same bytes."""
+    import time
+
+    model = build_model("sdnet", deploy=True)
+    x = torch.randn(1, 3, 32, 32)
+    idle = inference.prepare_for_inference(model, "cpu", passes_per_shape=50)
+    expected = [idle(x) for _ in range(4)]
+    clock = iter(range(0, 10**6, 300))
+    monkeypatch.setattr(time, "perf_counter", lambda: float(next(clock)))
+    busy = inference.prepare_for_inference(model, "cpu", passes_per_shape=50)
+    assert busy.path == idle.path == "channels_last+fp32"
+    for reference in expected:
+        assert torch.equal(busy(x), reference)
+    assert not busy._compiled_shapes
+    assert inference.choose_backend(torch.device("cpu"), passes_per_shape=inference.COMPILE_MIN_PASSES) == "inductor"
+    assert inference.choose_backend(torch.device("cpu"), passes_per_shape=inference.COMPILE_MIN_PASSES // 5,
+                                    video=True) == "inductor"
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        inference.choose_backend(torch.device("cpu"), "cuda_graphs")
 
 
 def test_prepare_for_inference_leaves_the_callers_model_alone() -> None:
     model = build_model("sdnet", deploy=True).train()
     runner = inference.prepare_for_inference(model, "cpu")
     weight, fast_weight = model.init_block.weight, runner.model.init_block.weight  # (60, 3, 3, 3)
+    assert not torch.backends.cudnn.benchmark  # nothing process-wide
     assert model.training and weight.requires_grad and weight.is_contiguous()
     assert fast_weight.is_contiguous(memory_format=torch.channels_last) and not fast_weight.is_contiguous()
     assert not runner.model.training and not any(p.requires_grad for p in runner.parameters())
@@ -120,7 +154,7 @@ def test_prepare_for_inference_leaves_the_callers_model_alone() -> None:
 def test_half_without_cuda_warns_and_runs_float32(capsys: pytest.CaptureFixture) -> None:
     utils.setup_logger()
     runner = inference.prepare_for_inference(build_model("sdnet", deploy=True), "cpu", half=True)
-    assert runner.dtype == torch.float32 and runner.path == "channels_last+inductor+fp32"
+    assert runner.dtype == torch.float32 and runner.path == "channels_last+fp32"
     assert "--half needs CUDA: running float32" in capsys.readouterr().err
 
 
@@ -149,7 +183,7 @@ def test_speed_script_reports_the_spec_counts(script, name: str, size: int, para
     assert result["frames_per_pass"] == (8 if video else 1)
     assert result["macs_per_pass"] == result["macs_per_frame"] * result["frames_per_pass"]
     assert result["fps"] == pytest.approx(result["frames_per_pass"] / result["ms_median"] * 1e3)
-    assert result["form"] == "converted" and result["path"] == "channels_last+inductor+fp32"
+    assert result["form"] == "converted" and result["path"] == "channels_last+fp32"  # 1 pass: no compiling
 
 
 def test_training_form_and_eager_are_selectable(tmp_path: Path) -> None:
@@ -185,7 +219,7 @@ def test_cuda_graph_path_gives_the_eager_maps(name: str) -> None:
     torch.manual_seed(0)
     converted = convert_model(randomised(build_model(name, bn=name in VIDEO_MODELS), seed=2))
     x = torch.randn(1, 24 if name in VIDEO_MODELS else 3, 64, 64, device="cuda")
-    expected = inference.prepare_for_inference(converted, "cuda", eager=True)(x)
+    expected = inference.prepare_for_inference(converted, "cuda", backend="eager")(x)
     fast = inference.prepare_for_inference(converted, "cuda")
     for _ in range(inference.CUDA_GRAPH_AFTER + 3):  # eager passes first, then captured and replayed
         torch.testing.assert_close(fast(x), expected, atol=1e-4, rtol=0)
@@ -199,3 +233,14 @@ def test_count_macs_counts_convolution_multiply_accumulates() -> None:
                                 torch.nn.Conv2d(8, 4, 1, groups=2))
     # 8*3*9 per output pixel of the 8x8 conv output, then 4*(8/2) per pixel of the 4x4 pooled map.
     assert speed.count_macs(model, torch.randn(2, 3, 10, 10)) == 2 * (8 * 3 * 9 * 8 * 8 + 4 * 4 * 4 * 4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_gpu_check_says_no_cuda_device() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(repo / "bench" / "gpu_check.py")], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.strip() == "gpu-check: no CUDA device"
