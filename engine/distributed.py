@@ -180,6 +180,8 @@ class SyncBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
+        if x.dtype in (torch.float16, torch.bfloat16):  # float16 autocast: statistics in float32, as BatchNorm2d
+            x = x.float()
         with torch.no_grad():
             stats = torch.cat([x.sum((0, 2, 3)), x.new_tensor([x.numel() // x.shape[1]])])
             dist.all_reduce(stats)
