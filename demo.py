@@ -99,7 +99,7 @@ def image_steps(pipe: Pipeline, args, data: Path, results: Path) -> dict:
              cwd=REPO / "Evaluation")
     for gt in sorted((data / "sod" / "SYN-TE" / "GT").glob("*.png")):  # a second method: the centre prior
         write_image_atomic(results / "demo_centre" / "SYN-TE" / gt.name, centre_prior(*cv2.imread(str(gt), 0).shape))
-    pipe.run("compare with the centre prior", python(
+    pipe.run("compare: centre prior", python(
         "-m", "Evaluation", "compare", "demo_sdnet", "demo_centre", "--testdata", "SYN-TE", "--datadir",
         str(data / "sod"), "--results-dir", str(results)))
     speed = {}
