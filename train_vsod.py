@@ -115,9 +115,9 @@ class VideoTask(train.TrainingTask):
                                   framegap=args.framegap, cut=cut if name == "DAVSOD" else 1.0, dataset=name)
                 for name in dataset_names(read_video_list(args.val_lst))}
 
-    def build(self, args):
+    def build(self, args, deploy=False):
         return build_model(args.model, args.config, bn=args.bn, tid=args.tid, scales=args.scales,
-                           nframes=args.nframes, nstdc=args.nstdc, deploy=getattr(args, "deploy", False))
+                           nframes=args.nframes, nstdc=args.nstdc, deploy=deploy)
 
     def param_groups(self, model, args):
         return train.video_param_groups(model, args.wd, args.lr_reduce, preloaded=bool(args.preload))

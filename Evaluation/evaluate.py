@@ -111,6 +111,5 @@ def evaluate_dataset(dataset: DatasetPairs, device: torch.device, dtype: torch.d
     result = average_over_videos(ours) if is_video else ours[0]
     release = average_release_over_videos(release) if is_video else release[0]
     keys = ("MAE", "Sm", "maxF") if is_video else ("MAE", "maxF", "meanF", "AP")
-    result.update(resized=resized, missing=len(dataset.missing), release={key: release[key] for key in keys},
-                  release_curves=release["curves"])
+    result.update(resized=resized, missing=len(dataset.missing), release={key: release[key] for key in keys})
     return result

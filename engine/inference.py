@@ -80,8 +80,9 @@ def load_model(checkpoint: str | os.PathLike, *, kind: str | None = None, model:
         tid=tuple(found.tid or tid or configs.TEMPORAL_OPS) if video else None,
         nframes=(found.nframes or nframes or DEFAULT_NFRAMES) if video else None,
         deploy=inference_config == "baseline", nstdc=(found.nstdc or 1) if video else None)
-    shape = {"bn": description.bn, "tid": description.tid or ("cv", "cd", "ad"),
-             "nframes": description.nframes or DEFAULT_NFRAMES, "nstdc": description.nstdc or 1}
+    shape = {"bn": description.bn}
+    if video:
+        shape.update(tid=description.tid, nframes=description.nframes, nstdc=description.nstdc)
     network = build_model(name, config, deploy=found.deploy, **shape)
     load_weights(network, loaded.state_dict, source=checkpoint)
     if description.deploy and not found.deploy:

@@ -319,9 +319,9 @@ class TrainingTask:
         """The train-mode training set and the test-mode validation sets by name (`utils.fail` on bad data)."""
         raise NotImplementedError
 
-    def build(self, args: argparse.Namespace) -> nn.Module:
-        """The model of the flags: training form, or converted with ``args.deploy`` (``--evaluate`` only)."""
-        return build_model(args.model, args.config, bn=args.bn, deploy=getattr(args, "deploy", False))
+    def build(self, args: argparse.Namespace, deploy: bool = False) -> nn.Module:
+        """The model of the flags: training form, or converted with ``deploy`` (``--evaluate`` only)."""
+        return build_model(args.model, args.config, bn=args.bn, deploy=deploy)
 
     def param_groups(self, model: nn.Module, args: argparse.Namespace) -> list[dict]:
         raise NotImplementedError
@@ -483,7 +483,7 @@ def _evaluate_only(task: TrainingTask, args: argparse.Namespace, ctx: DistContex
     try:
         checkpoint = load_checkpoint(path)
         _check_against_run(checkpoint.description, str(path), args)
-        model = task.build(argparse.Namespace(**{**vars(args), "deploy": checkpoint.description.deploy}))
+        model = task.build(args, deploy=checkpoint.description.deploy)
         load_weights(model, checkpoint.state_dict, source=path)
     except CheckpointError as err:
         fail(f"--evaluate: {err}")
