@@ -25,7 +25,7 @@ from Evaluation.spatial import gaussian_filter, replace_with_nearest_foreground_
 
 __all__ = [
     "PreparedBatch", "prepare_batch", "MAE", "Fmeasure", "Emeasure", "Smeasure", "WeightedFmeasure",
-    "SODMetrics", "average_over_videos", "SUMMARY_KEYS",
+    "SODMetrics", "average_over_videos", "SUMMARY_KEYS", "quadrant_ssim",
 ]
 
 # MATLAB's eps, as PySODMetrics uses it (np.spacing(1)).
@@ -326,6 +326,33 @@ def _object_similarity(counts: torch.Tensor, values: torch.Tensor) -> torch.Tens
     return 2 * mean / (mean**2 + 1 + std + EPS)
 
 
+def quadrant_ssim(counts: torch.Tensor, values: torch.Tensor, eps: float,
+                  constant_exact: bool = False) -> torch.Tensor:
+    """The S-measure's region similarity of each quadrant, (B, 4) float64, from its counts (B, 4, 2, 256) float64 by
+    binary GT class and prediction level and the level values (B, 256) float64: alpha / (beta + eps) with alpha =
+    4 mean_x mean_y sigma_xy, beta = (mean_x^2 + mean_y^2)(sigma_x + sigma_y), sigmas over size - 1 + eps; 1 where
+    alpha = beta = 0, 0 where only alpha = 0. ``constant_exact``: the deviations of absent levels and of a region of
+    one level are exactly 0 (the release's float arithmetic; PySODMetrics' constant regions are `Smeasure`'s)."""
+    pixels = counts.sum(2)
+    size = pixels.sum(2)
+    fg = counts[:, :, 1].sum(2)
+    values = values[:, None, :]
+    x = (pixels * values).sum(2) / size
+    y = fg / size
+    deviation = values - x[..., None]
+    if constant_exact:
+        present = pixels > 0
+        deviation = torch.where(present & (present.sum(2, keepdim=True) > 1), deviation, 0.0)
+    denominator = size - 1 + eps
+    sigma_x = (pixels * deviation**2).sum(2) / denominator
+    sigma_y = (fg * (1 - y) ** 2 + (size - fg) * y**2) / denominator
+    sigma_xy = ((counts[:, :, 1] * deviation).sum(2) * (1 - y)
+                - (counts[:, :, 0] * deviation).sum(2) * y) / denominator
+    alpha = 4 * x * y * sigma_xy
+    beta = (x**2 + y**2) * (sigma_x + sigma_y)
+    return torch.where(alpha != 0, alpha / (beta + eps), torch.where(beta == 0, 1.0, 0.0))
+
+
 def _numpy_mean_is_exact(value: float, rows: int, width: int, cols: slice) -> bool:
     """Whether NumPy's mean of a constant block equals the constant, for the same block shape and strides as
     PySODMetrics' quadrant view ``pred[r0:r1, c0:c1]`` of a C-contiguous (H, ``width``) float64 map."""
@@ -367,18 +394,7 @@ class Smeasure(_Accumulator):
         pixels = counts.sum(2)
         size = pixels.sum(2)
         fg = counts[:, :, 1].sum(2)
-        values = batch.values[:, None, :]
-        x = (pixels * values).sum(2) / size
-        y = fg / size
-        deviation = values - x[..., None]
-        denominator = size - 1 + EPS
-        sigma_x = (pixels * deviation**2).sum(2) / denominator
-        sigma_y = (fg * (1 - y) ** 2 + (size - fg) * (0 - y) ** 2) / denominator
-        sigma_xy = ((counts[:, :, 1] * deviation).sum(2) * (1 - y)
-                    + (counts[:, :, 0] * deviation).sum(2) * (0 - y)) / denominator
-        alpha = 4 * x * y * sigma_xy
-        beta = (x**2 + y**2) * (sigma_x + sigma_y)
-        score = torch.where(alpha != 0, alpha / (beta + EPS), torch.where(beta == 0, 1.0, 0.0))
+        score = quadrant_ssim(counts, batch.values, EPS)
         score = self._constant_quadrants(score, pixels, fg, size, batch, cy, cx)
 
         area = height * width

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from Evaluation.metrics import PreparedBatch, prepare_batch
+from Evaluation.metrics import PreparedBatch, prepare_batch, quadrant_ssim
 
 __all__ = ["THRESHOLDS", "ReleaseMetrics", "average_precision", "average_release_over_videos"]
 
@@ -136,23 +136,7 @@ class ReleaseMetrics:
         image = torch.arange(batch, device=fg.device)[:, None, None]
         index = ((image * 4 + quadrant) * 2 + foreground.long()) * LEVELS + pred.long()
         hist = torch.bincount(index.view(-1), minlength=batch * 4 * 2 * LEVELS).view(batch, 4, 2, LEVELS).double()
-        per_level = hist.sum(2)
-        size = per_level.sum(2)
-        fg_size = hist[:, :, 1].sum(2)
-        level_values = values[:, None, :]
-        mean_x = (per_level * level_values).sum(2) / size
-        mean_y = fg_size / size
-        deviation = torch.where(per_level > 0, level_values - mean_x[..., None], 0.0)
-        single = (per_level > 0).sum(2) == 1  # a constant region: deviations exactly 0, as the release's floats
-        deviation = torch.where(single[..., None], 0.0, deviation)
-        denominator = size - 1 + 1e-20
-        sigma_x = (per_level * deviation**2).sum(2) / denominator
-        sigma_y = (fg_size * (1 - mean_y) ** 2 + (size - fg_size) * mean_y**2) / denominator
-        sigma_xy = ((hist[:, :, 1] * deviation).sum(2) * (1 - mean_y) - (hist[:, :, 0] * deviation).sum(2) * mean_y)
-        sigma_xy = sigma_xy / denominator
-        alpha = 4 * mean_x * mean_y * sigma_xy
-        beta = (mean_x**2 + mean_y**2) * (sigma_x + sigma_y)
-        score = torch.where(alpha != 0, alpha / (beta + 1e-20), torch.where(beta == 0, 1.0, 0.0))
+        score = quadrant_ssim(hist, values, 1e-20, constant_exact=True)
         x32, y32 = x.float(), y.float()  # the release's weights, float32
         area = height * width
         w1, w2, w3 = x32 * y32 / area, (width - x32) * y32 / area, x32 * (height - y32) / area
