@@ -11,17 +11,14 @@ The model is what the checkpoint holds; the model flags may be given and must th
 from __future__ import annotations
 
 import argparse
-import warnings
-from pathlib import Path
 
 import torch
 
 import configs
 import utils
-from data.atomic import atomic_path
-from engine.inference import model_from_flags
+from engine.inference import ONNX_OPSET, export_onnx, model_from_flags
 
-MIN_OPSET = 17
+MIN_OPSET = ONNX_OPSET
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,19 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
     utils.add_inference_args(parser)
     return parser
-
-
-def export(model: torch.nn.Module, example: torch.Tensor, out: Path, opset: int) -> None:
-    """Trace ``model`` on ``example`` into ``out`` (written to a temporary file first, then renamed)."""
-    with atomic_path(out) as temporary, warnings.catch_warnings():
-        # The TorchScript-based exporter is the one that needs no extra package (onnxscript); the graph is traced
-        # for one fixed input shape on purpose, so the tracer's notes about shape-dependent Python code and
-        # constant folding do not apply.
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
-        torch.onnx.export(model, (example,), str(temporary), input_names=["image"], output_names=["saliency"],
-                          opset_version=opset, dynamo=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     size = args.size or configs.MODELS[description.model]["size"]
     channels = 3 * description.nframes if video else 3
     example = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))
-    export(model, example, Path(args.out), args.opset)
+    export_onnx(model, example, args.out, args.opset)
     maps = description.nframes if video else 1
     logger.info("wrote %s: input 'image' %s, output 'saliency' %s", args.out, tuple(example.shape),
                 (maps, 1, size, size))

@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> None:
             utils.fail(f"--testdata {name}: {err}")
     model, _ = model_from_flags(args, args.evaluate, kind="image")
     # resized inputs all have one shape: the job's pass count is known before the first pass
-    passes = sum(len(dataset) for dataset in datasets.values()) if args.size else 1
-    runner = runner_from_flags(model, args, passes_per_shape=passes)
+    runner = runner_from_flags(model, args)
     failures = 0
     for name, dataset in datasets.items():
         outdir = Path(args.savedir) / name

@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> None:
                                          size=args.size, framegap=args.framegap, dataset=name)
         except DataError as err:
             utils.fail(f"--testdata {name}: {err}")
-    passes = sum(len(dataset) for dataset in datasets.values()) if args.size else 1  # clips of one shape
-    runner = runner_from_flags(model, args, passes_per_shape=passes)
+    runner = runner_from_flags(model, args)
     failures = clips = 0
     for name, dataset in datasets.items():
         for item in tqdm(test_loader(dataset, args.workers), total=len(dataset), desc=name, unit="clip"):

@@ -133,10 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     model, description = model_from_flags(args, args.checkpoint)
     size = args.size or configs.MODELS[description.model]["size"]
     video = description.kind == "video"
-    # every input is resized to --size: the passes of that one shape are known before the first (clips of a video
-    # model: about one per nframes frames)
-    passes = len(images) + sum(frame_counts) // (description.nframes if video else 1)
-    runner = runner_from_flags(model, args, passes_per_shape=passes)
+    runner = runner_from_flags(model, args)
     device = runner.device
     predictor = Predictor(runner, video, description.nframes or 1)
     start = time.perf_counter()

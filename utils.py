@@ -22,7 +22,7 @@ import configs
 
 LOGGER_NAME = "sdnet"
 # The inference backends of engine.inference (named here so that the flags need not import it).
-BACKENDS = ("auto", "eager", "channels_last", "inductor", "cuda_graphs")
+BACKENDS = ("auto", "eager", "channels_last", "inductor", "openvino", "cuda_graphs")
 
 
 def setup_logger(savedir: str | os.PathLike | None = None, rank: int = 0) -> logging.Logger:
@@ -118,9 +118,11 @@ def _add_device_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("device")
     group.add_argument("--gpu", default="", help="CUDA device(s), e.g. 0 or 0,1 (the first is used); '' = CPU")
     group.add_argument("--backend", default="auto", choices=BACKENDS,
-                       help="how the network runs (engine.inference; default: chosen from the device and the job)")
+                       help="how the network runs (engine.inference; default: chosen from the device)")
     group.add_argument("--eager", action="store_true", help="plain eager NCHW float32: the same as --backend eager")
     group.add_argument("--half", action="store_true", help="float16 inference on CUDA")
+    group.add_argument("--threads", type=positive_int, default=None,
+                       help="CPU threads (default: PyTorch's, one per physical core)")
 
 
 # --- flags of the training scripts -----------------------------------------------------------------------------------
@@ -220,13 +222,13 @@ def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
     parser.add_argument("-n", "--passes", type=positive_int, default=None,
                         help="timed passes (default: the release's, e.g. 98 on the CPU and 899 on a GPU for images)")
     parser.add_argument("--warmup", type=int, default=None,
-                        help="untimed passes first, the first of them compiling (CPU) or capturing (CUDA) the fast "
-                             "path for the input shape (default: the release's, e.g. 12 for images on the CPU)")
+                        help="untimed passes first, the first of them compiling (CPU) or the third capturing (CUDA) "
+                             "the fast path for the input shape (default: the release's, 12 for images on the CPU)")
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
-                        help="how the network runs (default: chosen from the device and the number of passes)")
+                        help="how the network runs (engine.inference; default: chosen from the device)")
     parser.add_argument("--eager", action="store_true", help="plain eager NCHW float32: the same as --backend eager")
     parser.add_argument("--half", action="store_true", help="float16 on CUDA; the max difference from float32 "
                                                               "is reported")
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads (default: PyTorch's, one per core)")
+                        help="CPU threads (default: PyTorch's, one per physical core)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures to this JSON file")

@@ -4,10 +4,10 @@ Usage: python bench/bench_speed.py [--gpu 0] [--rounds 5] [--passes 10] [--json 
 
 Rows (random weights, batch 1, input on the device, median seconds per pass, SPEC §8):
 - SDNet @320 and STDNet @256 with 8-frame clips, converted: default path (`inference.prepare_for_inference`, warmed up
-  to its steady state: compiled on the CPU, CUDA graph on a GPU) vs ``--eager`` (plain eager NCHW float32), and,
-  on the CPU, its channels_last eager first stage; the max abs difference between their maps;
+  to its steady state: OpenVINO on the CPU, CUDA graph on a GPU) vs ``--eager`` (plain eager NCHW float32), and,
+  on the CPU, channels_last eager; the max abs difference between their maps;
 - DCR ablation: SDNet @320 converted vs its multi-branch training form, both on the default path, both eager and,
-  on the CPU, both on the default path's channels_last first stage;
+  on the CPU, both channels_last eager;
 - ``--script-rounds``: the speed scripts themselves, each command in its own process (as a user runs them), default
   vs ``--eager`` and converted vs training form, alternated for that many rounds: median FPS of each command;
 - memory: ``--memory-passes`` passes of the default-path converted SDNet @320, resident set (CPU) or allocated
@@ -16,7 +16,7 @@ Each round times every variant for ``--passes`` passes, in an order that alterna
 other processes on a shared machine hits all variants alike. In one process the default path's allocator setting
 (`utils.MALLOC_KEEP_BYTES`) also speeds up the eager variants, so the in-process ratios are conservative; the
 script rounds show the ratio a user sees. The compile time of the default path on the CPU (its
-first warm-up pass) is recorded too.
+first warm-up pass) is recorded too. bench/bench_backends.py compares every CPU backend in fresh processes.
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ from data.atomic import write_json_atomic  # noqa: E402
 from engine import inference, speed  # noqa: E402
 from models import build_model, convert_model  # noqa: E402
 
-STEADY = 10**6  # passes per shape that make the default ("auto") backend the steady-state one
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Interleaved speed ratios of the inference paths, and memory.")
@@ -59,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def first_stage(model: torch.nn.Module, device: torch.device) -> inference.InferenceRunner:
-    """The default path without its steady state (no compiling / graph capture): channels_last eager on the CPU."""
+    """Eager without compiling or graph capture: channels_last on the CPU (the fallback of the default path), NCHW
+    on CUDA."""
     return inference.prepare_for_inference(model, device, backend="eager" if device.type == "cuda" else
                                            "channels_last")
 
@@ -93,7 +92,7 @@ def compare_paths(name: str, x: torch.Tensor, device: torch.device, args: argpar
     """Converted ``name``: default path vs eager (and its first stage), timings, ratio and max abs map difference."""
     torch.manual_seed(0)
     model = build_model(name, deploy=True).eval()
-    variants = {"default": inference.prepare_for_inference(model, device, passes_per_shape=STEADY),
+    variants = {"default": inference.prepare_for_inference(model, device),
                 "eager": inference.prepare_for_inference(model, device, backend="eager")}
     if device.type == "cpu":
         variants["channels_last"] = first_stage(model, device)
@@ -110,8 +109,8 @@ def compare_dcr(x: torch.Tensor, device: torch.device, args: argparse.Namespace)
     torch.manual_seed(0)
     training = build_model("sdnet", "sdnet").eval()
     converted = convert_model(training).eval()
-    variants = {"converted": inference.prepare_for_inference(converted, device, passes_per_shape=STEADY),
-                "training": inference.prepare_for_inference(training, device, passes_per_shape=STEADY),
+    variants = {"converted": inference.prepare_for_inference(converted, device),
+                "training": inference.prepare_for_inference(training, device),
                 "converted_eager": inference.prepare_for_inference(converted, device, backend="eager"),
                 "training_eager": inference.prepare_for_inference(training, device, backend="eager")}
     if device.type == "cpu":  # the default path's first stage, which short runs stay on
@@ -170,7 +169,7 @@ def resident_mb() -> float:
 def memory_run(device: torch.device, passes: int) -> dict:
     """Memory after 10, 100, ... ``passes`` default-path passes of converted SDNet @320, and the peak."""
     torch.manual_seed(0)
-    runner = inference.prepare_for_inference(build_model("sdnet", deploy=True), device, passes_per_shape=STEADY)
+    runner = inference.prepare_for_inference(build_model("sdnet", deploy=True), device)
     x = torch.randn(1, 3, 320, 320, device=device)
     runner.warm_up(x)
     cuda = device.type == "cuda"

@@ -1,12 +1,12 @@
 """Where an inference pass spends its time: torch.profiler over passes of one inference path, grouped by op.
 
-Usage: python bench/profile_inference.py [--model sdnet] [--config baseline] [--path default] [--size 320]
+Usage: python bench/profile_inference.py [--model sdnet] [--config baseline] [--path inductor] [--size 320]
        [--passes 20] [--top 12]
 
 Random weights as the speed scripts (SPEC §8), batch 1; ``--config baseline`` is the DCR-converted network, a
-training op table (``sdnet``) its multi-branch training form. ``--path``: ``default``
-(`engine.inference.prepare_for_inference` warmed up to its steady state: compiled on the CPU), ``channels_last``
-(its first stage, not compiled) or ``eager``.
+training op table (``sdnet``) its multi-branch training form. ``--path``: a PyTorch backend of
+`engine.inference.prepare_for_inference`, warmed up to its steady state: ``inductor`` (compiled), ``channels_last``
+or ``eager`` (the default CPU backend, OpenVINO, runs outside torch.profiler's view).
 Prints the median wall time per pass without the profiler, then, per pass under the profiler: the self time of
 the ops taking most of it (by op and input shapes), the convolutions' share of all op time, and the MAC rate of
 each 1x1 convolution shape (stride 1, so its MACs are exact: N H W C_out C_in / groups). The profiler perturbs
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="sdnet", choices=sorted(configs.MODELS))
     parser.add_argument("--config", default="baseline", choices=sorted(configs.OP_TABLES),
                         help="'baseline': the converted network; a training op table: the training form")
-    parser.add_argument("--path", default="default", choices=["default", "channels_last", "eager"])
+    parser.add_argument("--path", default="inductor", choices=["inductor", "channels_last", "eager"])
     parser.add_argument("--size", type=int, default=None, help="input size (default: 320 images, 256 videos)")
     parser.add_argument("--passes", type=int, default=20, help="timed and profiled passes")
     parser.add_argument("--top", type=int, default=12, help="ops listed")
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     converted = args.config == "baseline"
     model = build_model(args.model, None if converted else args.config, deploy=converted)
-    backend = {"default": "auto", "channels_last": "channels_last", "eager": "eager"}[args.path]
-    runner = inference.prepare_for_inference(model, device, backend=backend, passes_per_shape=10**6)
+    backend = "cuda_graphs" if device.type == "cuda" and args.path == "inductor" else args.path
+    runner = inference.prepare_for_inference(model, device, backend=backend)
     x = torch.randn(1, 3 * (8 if video else 1), size, size, device=device)
     runner.warm_up(x, 3)
     wall = statistics.median(speed.time_passes(runner, x, passes=args.passes, warmup=0))

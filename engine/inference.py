@@ -8,18 +8,25 @@ the maps of a video's frames, grouped into clips for video models.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
+import importlib.util
 import logging
 import os
 import sys
+import tempfile
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 import configs
+from data.atomic import atomic_path
 from data.transforms import preprocess_test, saliency_to_uint8
 from data.video import clip_groups
 from engine.checkpoints import check_description
@@ -35,7 +42,7 @@ from models import (
 from utils import BACKENDS, LOGGER_NAME, fail, select_device
 
 __all__ = ["load_model", "model_from_flags", "BACKENDS", "choose_backend", "tune_process", "InferenceRunner",
-           "prepare_for_inference", "runner_from_flags", "Predictor", "video_maps"]
+           "prepare_for_inference", "runner_from_flags", "export_onnx", "Predictor", "video_maps"]
 
 DEFAULT_NFRAMES = configs.TRAIN_DEFAULTS["video"]["nframes"]
 
@@ -110,14 +117,18 @@ CUDA_GRAPH_AFTER = 2
 CUDA_GRAPH_SHAPES = 4
 # Not measured yet on a GPU (BENCHMARKS.md); NCHW is what cuDNN's depthwise kernels and the release use.
 CUDA_CHANNELS_LAST = False
-# The CPU backends: "channels_last" (NHWC weights: oneDNN runs the depthwise convs, pools and element-wise ops in
-# NHWC, 2.5-3x faster than NCHW here) and "inductor" (that, compiled by TorchInductor with frozen weights for each
-# input shape at its first pass, at most CPU_COMPILE_SHAPES shapes; others stay channels_last). The "auto" choice
-# compiles when the job says beforehand that one input shape will run at least COMPILE_MIN_PASSES times (images;
-# clips: a fifth of it), about where a cold compile (15-26 s on 2 cores, BENCHMARKS.md) is paid back; it never
-# looks at the clock, so the same command takes the same path, and writes the same bytes, on a busy machine.
+# The CPU backends (BENCHMARKS.md, "Backends", has the side-by-side measurement they were chosen from):
+# "openvino" (the default): the network exported to ONNX and compiled by OpenVINO's CPU plugin for each input shape
+#   at its first pass (0.5 s for SDNet, 2 s for an STDNet clip, on 2 cores), the fastest steady state too;
+# "channels_last": NHWC weights, oneDNN runs the depthwise convs, pools and element-wise ops in NHWC, 2-2.5x faster
+#   than NCHW; what runs shapes beyond CPU_COMPILE_SHAPES and the fallback when exporting or compiling fails;
+# "inductor": channels_last compiled by TorchInductor with frozen weights per input shape (15-30 s cold on 2 cores).
+# Never chosen from the clock: the same command takes the same path, and writes the same bytes, on a busy machine.
 CPU_COMPILE_SHAPES = 4
-COMPILE_MIN_PASSES = 1000
+# OpenVINO's CPU plugin defaults to bf16 on CPUs with AVX512-BF16 or AMX: that was slower here and moved the maps by
+# about 2e-4. f32 keeps them at float rounding from eager PyTorch; LATENCY runs one request on all threads.
+OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+ONNX_OPSET = 17
 # glibc malloc serves blocks above a (dynamic) threshold with mmap and unmaps them when freed, so every pass pays
 # page faults to touch its activations again: ~90,000 per STDNet clip on the CPU, a third of its time. Blocks up to
 # this size are kept in the heap instead and reused (resident memory stays at the peak of a pass; BENCHMARKS.md).
@@ -146,6 +157,75 @@ def tune_process(device: torch.device) -> None:
     mallopt(m_trim_threshold, 2**31 - 1)
 
 
+def export_onnx(model: nn.Module, example: torch.Tensor, out: str | os.PathLike, opset: int = ONNX_OPSET) -> None:
+    """Trace ``model`` on ``example`` (its one fixed input shape) into the ONNX file ``out`` (input ``image``, output
+    ``saliency``), written to a temporary file first and then renamed. The one export path: export_onnx.py and the
+    "openvino" backend use it. Image models: (B, 3, H, W) -> (B, 1, H, W); video models: (B, 3T, H, W) ->
+    (B*T, 1, H, W)."""
+    with atomic_path(Path(out)) as temporary, warnings.catch_warnings(), torch.inference_mode(False), \
+            torch.no_grad():
+        # The TorchScript-based exporter is the one that needs no extra package (onnxscript); the graph is traced
+        # for one fixed input shape on purpose, so the tracer's notes about shape-dependent Python code and
+        # constant folding do not apply.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        torch.onnx.export(model, (example.clone(),), str(temporary), input_names=["image"],
+                          output_names=["saliency"], opset_version=opset, dynamo=False)
+
+
+def openvino_available() -> bool:
+    """Whether the openvino package (a requirement; the "openvino" backend) can be imported."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+@functools.cache
+def _openvino_core():
+    """The process's one OpenVINO Core, kept to the end: when the last Core and compiled model went away, OpenVINO
+    unloaded its CPU plugin while its worker threads still used it, which corrupted the heap (a segfault in a later,
+    unrelated Python call; seen with openvino 2026.4.1 when test runners were garbage-collected)."""
+    import openvino
+
+    return openvino.Core()
+
+
+def _openvino_network(model: nn.Module, shape: tuple[int, ...], threads: int) -> Callable[[torch.Tensor],
+                                                                                         torch.Tensor]:
+    """``model`` exported to ONNX for input ``shape`` and compiled by OpenVINO for the CPU with ``threads`` threads
+    (OPENVINO_CONFIG); returns a function from a float32 CPU tensor of that shape to the output tensor."""
+    core = _openvino_core()
+    with tempfile.TemporaryDirectory(prefix="sdnet-onnx-") as folder:
+        path = Path(folder) / "network.onnx"
+        export_onnx(model, torch.zeros(shape), path)
+        compiled = core.compile_model(core.read_model(path), "CPU",
+                                      {**OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(request.infer([x.contiguous().numpy()])[0])
+
+    return run
+
+
+class _DropCudaHomeWarning(logging.Filter):
+    """Drops torch's "No CUDA runtime is found, using CUDA_HOME=..." note, logged when inductor first imports its
+    C++ extension tools on a machine with a CUDA toolkit but no GPU: noise for a CPU compile."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No CUDA runtime is found")
+
+
+@contextlib.contextmanager
+def _quiet_cuda_home():
+    """`_DropCudaHomeWarning` on torch's cpp_extension logger for the duration of a compile, then removed."""
+    logger, note = logging.getLogger("torch.utils.cpp_extension"), _DropCudaHomeWarning()
+    logger.addFilter(note)
+    try:
+        yield
+    finally:
+        logger.removeFilter(note)
+
+
 def _freezing_patch():
     """Inductor's ``freezing`` (weights as constants: oneDNN-prepacked convs with fused ReLU/add) must be on while
     dynamo traces, not only in inductor's options. A private setting, checked against the pinned torch (2.14.1,
@@ -167,16 +247,19 @@ class InferenceRunner(nn.Module):
     forward: the model's input ((B, 3, H, W) images or (B, 3T, H, W) clips, any float dtype, any device) -> its maps
     as float32 on ``device`` ((B, 1, H, W) or (B*T, 1, H, W)), computed under ``torch.inference_mode`` (so the
     result is an inference tensor). ``backend`` is one of `BACKENDS` but "auto"; ``path`` names it with the
-    precision for logs and benchmark records, ``dtype`` is the precision the network runs in.
+    precision for logs and benchmark records, ``dtype`` is the precision the network runs in, ``threads`` the CPU
+    threads of the "openvino" backend.
     """
 
-    def __init__(self, model: nn.Module, device: torch.device, backend: str, dtype: torch.dtype) -> None:
+    def __init__(self, model: nn.Module, device: torch.device, backend: str, dtype: torch.dtype,
+                 threads: int = 1) -> None:
         super().__init__()
         self.model, self.backend = model, backend
-        self.device, self.dtype = torch.device(device), dtype
+        self.device, self.dtype, self.threads = torch.device(device), dtype, threads
         self._graphs: OrderedDict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = OrderedDict()
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self._compiled_shapes: set[tuple] = set()
+        # the compiled network of each input shape (inductor, openvino), at most CPU_COMPILE_SHAPES
+        self._networks: dict[tuple, Callable[[torch.Tensor], torch.Tensor]] = {}
         self._passes: dict[tuple, int] = {}  # eager passes per input shape before a CUDA graph
 
     @property
@@ -188,7 +271,7 @@ class InferenceRunner(nn.Module):
             x = x.to(self.device, self.dtype)
             if self.backend == "cuda_graphs":
                 out = self._graph_forward(x)
-            elif self.backend == "inductor":
+            elif self.backend in ("inductor", "openvino"):
                 out = self._compiled_forward(x)
             else:
                 out = self.model(x)
@@ -205,27 +288,36 @@ class InferenceRunner(nn.Module):
 
     def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor:
         key = self._key(x)
-        if key in self._compiled_shapes:
-            return self._compiled(x)
-        if len(self._compiled_shapes) >= CPU_COMPILE_SHAPES:
+        network = self._networks.get(key)
+        if network is not None:
+            return network(x)
+        if len(self._networks) >= CPU_COMPILE_SHAPES:
             return self.model(x)
         logger = logging.getLogger(LOGGER_NAME)
-        logger.info("compiling the network for input %s (once per input shape; slow on a few cores)",
+        logger.info("compiling the network (%s) for input %s: once per input shape", self.backend,
                     "x".join(map(str, x.shape)))
-        if self._compiled is None:
-            self._compiled = torch.compile(self.model, dynamic=False)
         try:
-            with _freezing_patch():
-                out = self._compiled(x)
+            network, out = self._compile(x)
         except Exception as err:
-            # An error of the model itself is raised again by the eager model; only a failed compilation (no C++
-            # compiler, an unsupported op) falls back to the channels_last eager path.
+            # An error of the model itself is raised again by the eager model; only a failed export or compile (no
+            # C++ compiler, an unsupported op) falls back to the channels_last eager path.
             out = self.model(x)
-            logger.warning("compiling failed (%s): running channels_last eager", str(err).splitlines()[0])
+            logger.warning("compiling (%s) failed (%s): running channels_last eager", self.backend,
+                           str(err).splitlines()[0])
             self.backend = "channels_last"
             return out
-        self._compiled_shapes.add(key)
+        self._networks[key] = network
         return out
+
+    def _compile(self, x: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+        """The compiled network for ``x``'s shape and its output for ``x``."""
+        if self.backend == "openvino":
+            network = _openvino_network(self.model, tuple(x.shape), self.threads)
+            return network, network(x)
+        if self._compiled is None:
+            self._compiled = torch.compile(self.model, dynamic=False)
+        with _freezing_patch(), _quiet_cuda_home():
+            return self._compiled, self._compiled(x)
 
     def _graph_forward(self, x: torch.Tensor) -> torch.Tensor:
         key = self._key(x)
@@ -264,40 +356,41 @@ class InferenceRunner(nn.Module):
         return graph, static_input, static_output
 
 
-def choose_backend(device: torch.device, requested: str = "auto", passes_per_shape: int = 0,
-                   video: bool = False) -> str:
-    """The backend a job runs on: ``requested`` unless "auto"; "auto" is "cuda_graphs" on CUDA, and on the CPU
-    "inductor" when one input shape will run at least COMPILE_MIN_PASSES times (clips: a fifth of it), else
-    "channels_last". Decided from the request alone, never from the clock. Raises ValueError for a backend the
-    device cannot run."""
+def choose_backend(device: torch.device, requested: str = "auto") -> str:
+    """The backend a job runs on: ``requested`` unless "auto"; "auto" is "cuda_graphs" on CUDA and "openvino" on the
+    CPU ("channels_last" where the openvino package is missing). Decided from the request alone, never from the
+    clock. Raises ValueError for a backend the device or the installation cannot run."""
     cuda = torch.device(device).type == "cuda"
     if requested not in BACKENDS:
         raise ValueError(f"--backend {requested}: choose from {', '.join(BACKENDS)}")
     if requested == "cuda_graphs" and not cuda:
         raise ValueError("--backend cuda_graphs needs a CUDA device (--gpu)")
+    if requested == "openvino" and cuda:
+        raise ValueError("--backend openvino runs on the CPU: leave out --gpu")
+    if requested == "openvino" and not openvino_available():
+        raise ValueError("--backend openvino needs the openvino package (pip install -r requirements.txt)")
     if requested != "auto":
         return requested
     if cuda:
         return "cuda_graphs"
-    return "inductor" if passes_per_shape >= COMPILE_MIN_PASSES // (5 if video else 1) else "channels_last"
+    return "openvino" if openvino_available() else "channels_last"
 
 
-def prepare_for_inference(model: nn.Module, device: torch.device, *, backend: str = "auto", half: bool = False,
-                          passes_per_shape: int = 0) -> InferenceRunner:
+def prepare_for_inference(model: nn.Module, device: torch.device, *, backend: str = "auto",
+                          half: bool = False) -> InferenceRunner:
     """The one place choosing how a model runs at inference; returns an `InferenceRunner` (a callable module).
 
     The model is deep-copied (the caller's stays as it was), put in eval mode without gradients and moved to
-    ``device``; the backend is `choose_backend` of the request (``passes_per_shape``: how often the job will run
-    one input shape, known before the first pass). "eager" is the plain eager NCHW float32 model, for comparison;
-    every other backend skips DiffBlock pre-biases that are exactly zero (`skip_zero_pre_biases`), and ``half`` runs
-    the network in float16 on CUDA (ignored elsewhere, with a warning). Every backend gives the eager NCHW float32
-    maps to float rounding (about 1e-7; BENCHMARKS.md). Nothing process-wide is changed (see `tune_process`).
-    Inputs of any size and batch size work on every backend.
+    ``device``; the backend is `choose_backend` of the request. "eager" is the plain eager NCHW float32 model, for
+    comparison; every other backend skips DiffBlock pre-biases that are exactly zero (`skip_zero_pre_biases`), and
+    ``half`` runs the network in float16 on CUDA (ignored elsewhere, with a warning). The "openvino" backend runs
+    ``torch.get_num_threads()`` threads, as the torch backends do. Every backend gives the eager NCHW float32 maps
+    to float rounding (about 1e-7; BENCHMARKS.md). Nothing process-wide is changed (see `tune_process`). Inputs of
+    any size and batch size work on every backend.
     """
     logger = logging.getLogger(LOGGER_NAME)
     device = torch.device(device)
-    video = getattr(model, "kind", "image") == "video"
-    backend = choose_backend(device, backend, passes_per_shape, video)
+    backend = choose_backend(device, backend)
     if half and (backend == "eager" or device.type != "cuda"):
         logger.warning("--half %s: running float32", "is ignored with --eager" if backend == "eager" else
                        "needs CUDA")
@@ -307,24 +400,28 @@ def prepare_for_inference(model: nn.Module, device: torch.device, *, backend: st
         skip_zero_pre_biases(model)
     if half:
         model = model.half()
-    if backend in ("channels_last", "inductor") or (backend == "cuda_graphs" and CUDA_CHANNELS_LAST):
+    if backend in ("channels_last", "inductor", "openvino") or (backend == "cuda_graphs" and CUDA_CHANNELS_LAST):
         model = model.to(memory_format=torch.channels_last)
-    return InferenceRunner(model, device, backend, torch.float16 if half else torch.float32)
+    return InferenceRunner(model, device, backend, torch.float16 if half else torch.float32,
+                           threads=torch.get_num_threads())
 
 
-def runner_from_flags(model: nn.Module, args, passes_per_shape: int = 0,
-                      device: torch.device | None = None) -> InferenceRunner:
+def runner_from_flags(model: nn.Module, args, device: torch.device | None = None) -> InferenceRunner:
     """`prepare_for_inference` from the flags of `utils.add_inference_args` / `add_speed_args` (``--gpu`` unless
-    ``device`` is given, ``--backend``, ``--eager``, ``--half``), after `tune_process`; logs the backend it runs. A
-    backend the device cannot run ends the script with one error line."""
+    ``device`` is given, ``--backend``, ``--eager``, ``--half``, ``--threads``), after `tune_process`; logs the
+    backend it runs. A backend the device cannot run ends the script with one error line. ``--threads`` sets
+    torch's CPU threads (``torch.set_num_threads``, process-wide: the scripts run inference and nothing else)."""
     device = device if device is not None else select_device(args.gpu)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
     tune_process(device)
     try:
         runner = prepare_for_inference(model, device, backend="eager" if args.eager else args.backend,
-                                       half=args.half, passes_per_shape=passes_per_shape)
+                                       half=args.half)
     except ValueError as err:
         fail(str(err))
-    logging.getLogger(LOGGER_NAME).info("inference backend %s on %s", runner.path, device)
+    logging.getLogger(LOGGER_NAME).info("inference backend %s on %s, %d CPU threads", runner.path, device,
+                                        runner.threads)
     return runner
 
 

@@ -114,8 +114,6 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
     logger = logging.getLogger(LOGGER_NAME)
     if args.warmup is not None and args.warmup < 0:
         parser.error(f"--warmup must be at least 0, got {args.warmup}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = select_device(args.gpu)
     passes, warmup = SPEED_PASSES[(kind, "cuda" if device.type == "cuda" else "cpu")]
     passes = args.passes if args.passes is not None else passes
@@ -126,7 +124,7 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
     x = torch.randn(args.batch_size, channels, args.size, args.size)
     params = count_parameters(model)
     macs = count_macs(model.eval(), x[:1])
-    runner = runner_from_flags(model, args, passes_per_shape=passes + warmup, device=device)
+    runner = runner_from_flags(model, args, device=device)
     x = x.to(device, runner.dtype)
     start = time.perf_counter()
     if warmup:
@@ -139,7 +137,7 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
         "model": name, "config": args.config, "form": "converted" if converted else "training",
         "weights": args.evaluate or "random weights",
         "kind": kind, "device": str(device), "device_name": device_name(device), "path": runner.path,
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "input_shape": list(x.shape),
+        "torch": torch.__version__, "threads": runner.threads, "input_shape": list(x.shape),
         "batch_size": args.batch_size, "frames_per_pass": frames, "params": params, "macs_per_pass": macs,
         "macs_per_frame": macs // (nframes if kind == "video" else 1), "passes": passes, "warmup": warmup,
         "warmup_s": warmup_seconds,
