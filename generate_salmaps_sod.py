@@ -53,19 +53,19 @@ def main(argv: list[str] | None = None) -> None:
         except DataError as err:
             utils.fail(f"--testdata {name}: {err}")
     model, _ = model_from_flags(args, args.evaluate, kind="image")
-    # resized inputs all have one shape: the job's pass count is known before the first pass
     runner = runner_from_flags(model, args)
     failures = 0
     for name, dataset in datasets.items():
         outdir = Path(args.savedir) / name
         written = 0
-        for item in tqdm(test_loader(dataset, args.workers), total=len(dataset), desc=name, unit="img", leave=False):
+        items = test_loader(dataset, args.workers)
+        inputs = ((item, None if item["error"] else item["image"][None]) for item in items)
+        for item, out in tqdm(runner.stream(inputs), total=len(dataset), desc=name, unit="img", leave=False):
             if item["error"]:
                 logger.error(item["error"])
                 failures += 1
                 continue
-            write_image_atomic(outdir / f"{item['name']}.png", saliency_to_uint8(runner(item["image"][None]),
-                                                                                 item["size"])[0])
+            write_image_atomic(outdir / f"{item['name']}.png", saliency_to_uint8(out, item["size"])[0])
             written += 1
         logger.info("%s: %d maps written to %s", name, written, outdir)
     if failures:

@@ -67,13 +67,13 @@ def main(argv: list[str] | None = None) -> None:
     runner = runner_from_flags(model, args)
     failures = clips = 0
     for name, dataset in datasets.items():
-        for item in tqdm(test_loader(dataset, args.workers), total=len(dataset), desc=name, unit="clip"):
+        inputs = ((item, None if item["error"] else item["clip"][None]) for item in test_loader(dataset, args.workers))
+        for item, out in tqdm(runner.stream(inputs), total=len(dataset), desc=name, unit="clip"):
             if item["error"]:
                 logger.error(item["error"])
                 failures += 1
                 continue
-            write_clip_maps(saliency_to_uint8(runner(item["clip"][None]), item["size"]), item,
-                            Path(args.savedir) / name)
+            write_clip_maps(saliency_to_uint8(out, item["size"]), item, Path(args.savedir) / name)
             clips += 1
     logger.info("%d clips predicted, maps in %s", clips, args.savedir)
     if failures:

@@ -87,14 +87,15 @@ def predict_images(predictor: Predictor, images: list[tuple[Path, Path]], size: 
     """Write the maps (and visualisations) of ``images``; returns the number of unreadable images."""
     dataset = SODDataset.files([path for path, _ in images], size, keep_rgb=args.overlay or args.cutout)
     failures = 0
-    for item in test_loader(dataset, args.workers):
+    items = ((item, None if item["error"] else item["image"][None], item["size"])
+             for item in test_loader(dataset, args.workers))
+    for item, saliency in predictor.images(items):
         bar.update()
         if item["error"]:
             logger.error(item["error"])
             failures += 1
             continue
         target = images[item["index"]][1]
-        saliency = predictor.image(item["image"][None], item["size"])
         write_image_atomic(target.with_suffix(".png"), saliency)
         if args.overlay:
             write_image_atomic(target.with_name(target.name + "_overlay.jpg"), overlay(item["rgb"], saliency))

@@ -10,7 +10,10 @@ the speed scripts (random weights, DCR-converted, SPEC §8) at its size (SDNet 3
 - *first map*: seconds from `engine.inference.prepare_for_inference` (weights already loaded) to the first output,
   export and compilation included;
 - *FPS*: frames over the median of ``--passes`` timed passes after ``--warmup`` more;
-- *max diff*: the largest absolute difference of the output from the eager NCHW float32 one on the same input.
+- *max diff*: the largest absolute difference of the output from the eager NCHW float32 one on the same input;
+- *jobs FPS* (openvino only; the other backends run a job's inputs one at a time): frames over the time of
+  `InferenceRunner.stream` through ``--passes`` inputs, as the map generators and predict.py run, several inputs in
+  flight on one thread each.
 
 Each (model, backend) runs three times: idle with the on-disk caches it uses empty (TorchInductor's, in a fresh
 folder; the other backends keep none), idle again (later run: caches warm), then with one busy loop
@@ -94,9 +97,15 @@ def measure_one(name: str, backend: str, passes: int, warmup: int) -> dict:
             times.append(time.perf_counter() - start)
     reference = inference.prepare_for_inference(model, "cpu", backend="eager")(x)
     frames = 8 if video else 1
+    stream_fps = None
+    if backend == "openvino":
+        list(runner.stream((index, x) for index in range(2)))  # compiles the streams
+        start = time.perf_counter()
+        list(runner.stream((index, x) for index in range(passes)))
+        stream_fps = frames * passes / (time.perf_counter() - start)
     return {"model": name, "backend": backend, "path": path, "input": list(x.shape),
             "threads": torch.get_num_threads(), "first_map_s": first_map, "fps": frames / statistics.median(times),
-            "passes": passes, "warmup": warmup,
+            "passes": passes, "warmup": warmup, "stream_fps": stream_fps,
             "max_abs_diff": (out.float() - reference).abs().max().item()}
 
 
@@ -127,14 +136,16 @@ def markdown(results: list[dict]) -> str:
     for record in results:
         rows.setdefault((record["model"], record["backend"]), {})[record["load"]] = record
     lines = ["| model, input | backend | first map s (first run / later) | idle FPS | busy FPS | busy / idle | "
-             "idle / eager | busy / eager | max diff |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "idle / eager | busy / eager | jobs FPS idle / busy | max diff |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for (name, backend), loads in rows.items():
         first, later, busy = (loads[load] for load in LOADS)
         eager = rows.get((name, "eager"))
         ratios = [f"{loads[load]['fps'] / eager[load]['fps']:.2f}x" if eager else "" for load in LOADS[1:]]
+        jobs = f"{later['stream_fps']:.1f} / {busy['stream_fps']:.1f}" if later["stream_fps"] else ""
         lines.append(f"| {name} {'x'.join(map(str, first['input']))} | {backend} | {first['first_map_s']:.1f} / "
                      f"{later['first_map_s']:.1f} | {later['fps']:.1f} | {busy['fps']:.1f} | "
-                     f"{busy['fps'] / later['fps']:.2f} | {ratios[0]} | {ratios[1]} | "
+                     f"{busy['fps'] / later['fps']:.2f} | {ratios[0]} | {ratios[1]} | {jobs} | "
                      f"{later['max_abs_diff']:.1e} |")
     return "\n".join(lines)
 

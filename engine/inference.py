@@ -17,9 +17,10 @@ import os
 import sys
 import tempfile
 import warnings
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -189,22 +190,42 @@ def _openvino_core():
     return openvino.Core()
 
 
-def _openvino_network(model: nn.Module, shape: tuple[int, ...], threads: int) -> Callable[[torch.Tensor],
-                                                                                         torch.Tensor]:
-    """``model`` exported to ONNX for input ``shape`` and compiled by OpenVINO for the CPU with ``threads`` threads
-    (OPENVINO_CONFIG); returns a function from a float32 CPU tensor of that shape to the output tensor."""
-    core = _openvino_core()
-    with tempfile.TemporaryDirectory(prefix="sdnet-onnx-") as folder:
-        path = Path(folder) / "network.onnx"
-        export_onnx(model, torch.zeros(shape), path)
-        compiled = core.compile_model(core.read_model(path), "CPU",
-                                      {**OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": threads})
-    request = compiled.create_infer_request()
+class _OpenVINONetwork:
+    """``model`` exported to ONNX for one input ``shape`` and compiled by OpenVINO for the CPU (OPENVINO_CONFIG).
 
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(request.infer([x.contiguous().numpy()])[0])
+    ``streams`` = 1: one inference request on ``threads`` threads (`__call__`, a pass at a time). ``streams`` > 1:
+    that many requests of one thread each, started with `start` and finished in any order (`InferenceRunner.stream`
+    keeps several inputs in flight). Both give the same bits: each output element is computed by one thread in a
+    fixed order, whatever the thread count (tests/test_speed.py).
+    """
 
-    return run
+    def __init__(self, model: nn.Module, shape: tuple[int, ...], threads: int, streams: int = 1) -> None:
+        core = _openvino_core()
+        config = {**OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": threads}
+        if streams > 1:
+            config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=streams)
+        with tempfile.TemporaryDirectory(prefix="sdnet-onnx-") as folder:
+            path = Path(folder) / "network.onnx"
+            export_onnx(model, torch.zeros(shape), path)
+            compiled = core.compile_model(core.read_model(path), "CPU", config)
+        self.idle = [compiled.create_infer_request() for _ in range(streams)]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.idle[0].infer([x.contiguous().numpy()])[0])
+
+    def start(self, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+        """Start a pass on ``x`` in an idle request (one must be idle); returns the function that waits for it and
+        gives its output."""
+        request = self.idle.pop()
+        request.start_async([x.contiguous().numpy()])
+
+        def result() -> torch.Tensor:
+            request.wait()
+            out = torch.from_numpy(request.get_output_tensor(0).data.copy())
+            self.idle.append(request)
+            return out
+
+        return result
 
 
 class _DropCudaHomeWarning(logging.Filter):
@@ -283,21 +304,54 @@ class InferenceRunner(nn.Module):
         for _ in range(passes):
             self(x)
 
-    def _key(self, x: torch.Tensor) -> tuple:
-        return tuple(x.shape), self.dtype
+    def stream(self, inputs: Iterable[tuple[Any, torch.Tensor | None]]) -> Iterator[tuple[Any, torch.Tensor | None]]:
+        """(tag, input) pairs -> (tag, output) pairs in the same order, each output what `forward` gives for the
+        input (None for None). The "openvino" backend keeps up to ``threads`` inputs in flight, each on one thread
+        (OpenVINO's streams): the same bits as one input at a time on all threads, and where other processes keep
+        the cores busy about twice the images/s (BENCHMARKS.md). Other backends run one input at a time."""
+        in_flight: deque[tuple[Any, Callable[[], torch.Tensor] | None]] = deque()
 
-    def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor:
-        key = self._key(x)
+        def finished(entry: tuple[Any, Callable[[], torch.Tensor] | None]) -> tuple[Any, torch.Tensor | None]:
+            tag, result = entry
+            return tag, None if result is None else result().float()
+
+        for tag, x in inputs:
+            if x is None:
+                in_flight.append((tag, None))
+                continue
+            x = x.to(self.device, self.dtype)
+            network = self._networks.get(self._key(x, streaming=True))
+            if self.backend != "openvino" or self.threads < 2 or network is None:
+                while in_flight:
+                    yield finished(in_flight.popleft())
+                if self.backend == "openvino" and self.threads >= 2:  # a new shape: compiled now
+                    with torch.inference_mode():
+                        out = self._compiled_forward(x, streaming=True).float()
+                else:
+                    out = self(x)
+                yield tag, out
+                continue
+            while len(in_flight) >= self.threads:
+                yield finished(in_flight.popleft())
+            in_flight.append((tag, network.start(x)))
+        while in_flight:
+            yield finished(in_flight.popleft())
+
+    def _key(self, x: torch.Tensor, streaming: bool = False) -> tuple:
+        return (tuple(x.shape), self.dtype, "streams") if streaming else (tuple(x.shape), self.dtype)
+
+    def _compiled_forward(self, x: torch.Tensor, streaming: bool = False) -> torch.Tensor:
+        key = self._key(x, streaming)
         network = self._networks.get(key)
         if network is not None:
             return network(x)
         if len(self._networks) >= CPU_COMPILE_SHAPES:
             return self.model(x)
         logger = logging.getLogger(LOGGER_NAME)
-        logger.info("compiling the network (%s) for input %s: once per input shape", self.backend,
-                    "x".join(map(str, x.shape)))
+        logger.info("compiling the network (%s%s) for input %s: once per input shape", self.backend,
+                    f", {self.threads} streams" if streaming else "", "x".join(map(str, x.shape)))
         try:
-            network, out = self._compile(x)
+            network, out = self._compile(x, streaming)
         except Exception as err:
             # An error of the model itself is raised again by the eager model; only a failed export or compile (no
             # C++ compiler, an unsupported op) falls back to the channels_last eager path.
@@ -309,10 +363,12 @@ class InferenceRunner(nn.Module):
         self._networks[key] = network
         return out
 
-    def _compile(self, x: torch.Tensor) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
-        """The compiled network for ``x``'s shape and its output for ``x``."""
+    def _compile(self, x: torch.Tensor, streaming: bool = False) -> tuple[Callable[[torch.Tensor], torch.Tensor],
+                                                                          torch.Tensor]:
+        """The compiled network for ``x``'s shape (``streaming``: OpenVINO's one request per thread) and its output
+        for ``x``."""
         if self.backend == "openvino":
-            network = _openvino_network(self.model, tuple(x.shape), self.threads)
+            network = _OpenVINONetwork(self.model, tuple(x.shape), self.threads, self.threads if streaming else 1)
             return network, network(x)
         if self._compiled is None:
             self._compiled = torch.compile(self.model, dynamic=False)
@@ -433,19 +489,30 @@ class Predictor:
 
     def image(self, image: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         """(1, 3, S, S) -> (H, W) uint8; a video model sees the image as a still clip of nframes copies."""
-        batch = image.repeat(1, self.nframes, 1, 1) if self.video else image
-        return saliency_to_uint8(self.runner(batch)[-1:], size)[0]
+        return self._maps(self.runner(self._batch(image)), size)[0]
 
-    def clip(self, frames: list[torch.Tensor], size: tuple[int, int]) -> np.ndarray:
-        """T frames (3, S, S) -> (T, H, W) uint8, predicted as one clip."""
-        return saliency_to_uint8(self.runner(torch.cat(frames)[None]), size)
+    def images(self, items: Iterable[tuple[Any, torch.Tensor | None, tuple[int, int]]]
+               ) -> Iterator[tuple[Any, np.ndarray | None]]:
+        """(tag, (1, 3, S, S) image or None, (H, W)) -> (tag, (H, W) uint8 map or None), in order, as `image` gives
+        them; the runner's `stream` keeps several images in flight."""
+        inputs = (((tag, size), None if image is None else self._batch(image)) for tag, image, size in items)
+        for (tag, size), out in self.runner.stream(inputs):
+            yield tag, None if out is None else self._maps(out, size)[0]
+
+    def _batch(self, image: torch.Tensor) -> torch.Tensor:
+        return image.repeat(1, self.nframes, 1, 1) if self.video else image
+
+    def _maps(self, out: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        """The runner's output for one image (`_batch`) -> (1, H, W) uint8: a video model's last frame."""
+        return saliency_to_uint8(out[-1:], size)
 
 
 def video_maps(predictor: Predictor, frames: Iterator[np.ndarray], size: int | None) -> Iterator[np.ndarray]:
-    """One (H, W) uint8 map per RGB frame of a stream, in order, holding at most one clip of frames in memory.
+    """One (H, W) uint8 map per RGB frame of a stream, in order, holding at most a few clips of frames in memory.
 
     An image model sees one frame at a time; a video model clips of ``nframes`` consecutive frames, grouped by
-    `data.video.clip_groups` (the tail and short videos as the test clips of SPEC §6.3 are built).
+    `data.video.clip_groups` (the tail and short videos as the test clips of SPEC §6.3 are built). The runner's
+    `stream` keeps several frames or clips in flight.
     """
     shape: tuple[int, int] | None = None
 
@@ -455,6 +522,10 @@ def video_maps(predictor: Predictor, frames: Iterator[np.ndarray], size: int | N
             shape = rgb.shape[:2]
             yield preprocess_test(rgb, size)
 
-    for clip, keep in clip_groups(preprocessed(), predictor.nframes if predictor.video else 1):
-        maps = predictor.clip(clip, shape) if predictor.video else predictor.image(clip[0][None], shape)[None]
+    def inputs() -> Iterator[tuple[tuple, torch.Tensor]]:
+        for clip, keep in clip_groups(preprocessed(), predictor.nframes if predictor.video else 1):
+            yield (keep, shape), torch.cat(clip)[None] if predictor.video else clip[0][None]
+
+    for (keep, frame_shape), out in predictor.runner.stream(inputs()):
+        maps = saliency_to_uint8(out, frame_shape) if predictor.video else predictor._maps(out, frame_shape)
         yield from (maps[position] for position in keep)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -231,3 +232,24 @@ def test_a_flag_contradicting_the_checkpoint_is_a_one_line_error(which, flags, m
                        *flags], capsys)
     assert message.format(checkpoint) in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_the_same_bytes_on_an_idle_and_a_busy_machine(inputs: Path, tmp_path: Path, checkpoints) -> None:
+    """The default CPU path (OpenVINO, streams) writes the same files with one busy loop per core beside it."""
+    import subprocess
+    import sys
+
+    def run(out: Path) -> dict[str, bytes]:
+        predict.main(["--model", "stdnet", "--checkpoint", str(checkpoints["stdnet"]), "--size", str(SIZE),
+                      "--nframes", "4", "--tid", "cv", "cd", "ad", "-j", "0", str(inputs), "--out", str(out)])
+        return {str(path.relative_to(out)): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
+
+    idle = run(tmp_path / "idle")
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
+    try:
+        busy = run(tmp_path / "busy")
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()
+    assert len(idle) == 4 and busy == idle  # photo, x, y and the video

@@ -213,6 +213,36 @@ def test_at_most_a_few_shapes_are_compiled() -> None:
     assert len(runner._networks) == inference.CPU_COMPILE_SHAPES
 
 
+@pytest.mark.parametrize(("name", "shape"), [("sdnet", (1, 3, 48, 40)), ("stdneta", (1, 24, 32, 32))])
+def test_streams_give_the_bits_of_one_pass_at_a_time_in_order(name: str, shape: tuple[int, ...],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several inputs in flight, one thread each (OpenVINO streams): the same bits as `forward` on all threads, in
+    the input order, None passed through, a new shape mid-stream compiled; channels_last streams alike."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    torch.manual_seed(0)
+    model = convert_model(randomised(build_model(name, bn=name in VIDEO_MODELS), seed=4)).eval()
+    runner = inference.prepare_for_inference(model, "cpu")
+    assert runner.path == "openvino+fp32" and runner.threads == 2
+    generator = torch.Generator().manual_seed(5)
+    other = (*shape[:2], shape[2] + 8, shape[3])
+    inputs = [torch.randn(other if i == 5 else shape, generator=generator) for i in range(8)]
+    inputs[3] = None
+    expected = [None if x is None else runner(x) for x in inputs]
+    for backend in ("openvino", "channels_last"):
+        fresh = inference.prepare_for_inference(model, "cpu", backend=backend)
+        results = list(fresh.stream(enumerate(inputs)))
+        assert [tag for tag, _ in results] == list(range(len(inputs)))
+        for (_, out), reference in zip(results, expected):
+            if reference is None:
+                assert out is None
+            elif backend == "openvino":
+                assert torch.equal(out, reference)
+            else:
+                torch.testing.assert_close(out, reference, atol=1e-4, rtol=0)
+        if backend == "openvino":
+            assert sorted(map(len, fresh._networks)) == [3, 3]  # two shapes, each compiled with streams
+
+
 def test_torchs_cuda_home_note_is_silenced_during_a_compile(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
