@@ -5,7 +5,8 @@ from eager float32, for the four models, idle and with one busy loop per core be
 
 Every measurement runs in a fresh process (this script with ``--one``), as a user's command would: the model of
 the speed scripts (random weights, DCR-converted, SPEC §8) at its size (SDNet 320, SDNet-A 384, video models one
-8-frame clip at 256), batch 1, torch's default threads. In that process:
+8-frame clip at 256), batch 1, torch's default threads, `engine.inference.tune_process` called as the inference
+scripts call it. In that process:
 
 - *first map*: seconds from `engine.inference.prepare_for_inference` (weights already loaded) to the first output,
   export and compilation included;
@@ -80,6 +81,7 @@ def measure_one(name: str, backend: str, passes: int, warmup: int) -> dict:
     torch.manual_seed(0)
     model = build_model(name, None, deploy=True, nframes=8).eval()
     x = torch.randn(1, 24 if video else 3, size, size, generator=torch.Generator().manual_seed(1))
+    inference.tune_process(torch.device("cpu"))  # as the inference scripts do
     start = time.perf_counter()
     if backend == "onnxruntime":
         runner = onnxruntime_runner(model, x)

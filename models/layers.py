@@ -292,7 +292,12 @@ class LinearSelfAttention(nn.Module):
         self.out_proj = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        query, key, value = self.qkv_proj(x).split([1, self.dim, self.dim], dim=1)
+        # Three convolutions with slices of the one projection, not one conv and a split of its 1 + 2D channels:
+        # the same arithmetic per channel, and an exported graph without a Split on an odd channel count, which
+        # OpenVINO ran with a reference kernel (18 % of SDNet-A's time; BENCHMARKS.md, "Backends").
+        weight, bias = self.qkv_proj.weight, self.qkv_proj.bias
+        query, key, value = (F.conv2d(x, weight[part], bias[part]) for part in
+                             (slice(0, 1), slice(1, 1 + self.dim), slice(1 + self.dim, None)))
         context = (key * torch.softmax(query, dim=-1)).sum(dim=-1, keepdim=True)
         return self.out_proj(F.relu(value) * context)
 
