@@ -18,8 +18,6 @@ import configs
 import utils
 from engine.inference import ONNX_OPSET, export_onnx, model_from_flags
 
-MIN_OPSET = ONNX_OPSET
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -28,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=utils.positive_int, default=None,
                         help="square input size (default: sdnet 320, sdneta 384, video models 256)")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=MIN_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
+    parser.add_argument("--opset", type=int, default=ONNX_OPSET, help=f"ONNX opset (>= {ONNX_OPSET})")
     utils.add_inference_args(parser)
     return parser
 
@@ -36,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.opset < MIN_OPSET:
-        parser.error(f"--opset {args.opset}: must be >= {MIN_OPSET}")
+    if args.opset < ONNX_OPSET:
+        parser.error(f"--opset {args.opset}: must be >= {ONNX_OPSET}")
     if args.inference_config != "baseline":
         parser.error("--inference-config: only the converted model ('baseline') is exported")
     logger = utils.setup_logger()

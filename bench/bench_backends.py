@@ -73,7 +73,7 @@ def onnxruntime_runner(model: torch.nn.Module, x: torch.Tensor):
 
 def measure_one(name: str, backend: str, passes: int, warmup: int) -> dict:
     """The figures of one (model, backend) in this process (see the module's docstring)."""
-    from engine import inference
+    from engine import inference, speed
     from models import build_model
 
     video = name.startswith("st")
@@ -91,12 +91,7 @@ def measure_one(name: str, backend: str, passes: int, warmup: int) -> dict:
         path = runner.path
     out = runner(x)
     first_map = time.perf_counter() - start
-    times = []
-    for index in range(warmup + passes):
-        start = time.perf_counter()
-        runner(x)
-        if index >= warmup:
-            times.append(time.perf_counter() - start)
+    times = speed.time_passes(runner, x, passes=passes, warmup=warmup)
     reference = inference.prepare_for_inference(model, "cpu", backend="eager")(x)
     frames = 8 if video else 1
     stream_fps = None

@@ -320,8 +320,8 @@ class InferenceRunner(nn.Module):
                 in_flight.append((tag, None))
                 continue
             x = x.to(self.device, self.dtype)
-            network = self._networks.get(self._key(x, streaming=True))
-            if self.backend != "openvino" or self.threads < 2 or network is None:
+            network = self._networks.get(self._key(x, streaming=True))  # only openvino with 2+ threads has one
+            if network is None:
                 while in_flight:
                     yield finished(in_flight.popleft())
                 if self.backend == "openvino" and self.threads >= 2:  # a new shape: compiled now
@@ -487,24 +487,15 @@ class Predictor:
     def __init__(self, runner: nn.Module, video: bool, nframes: int) -> None:
         self.runner, self.video, self.nframes = runner, video, nframes
 
-    def image(self, image: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-        """(1, 3, S, S) -> (H, W) uint8; a video model sees the image as a still clip of nframes copies."""
-        return self._maps(self.runner(self._batch(image)), size)[0]
-
     def images(self, items: Iterable[tuple[Any, torch.Tensor | None, tuple[int, int]]]
                ) -> Iterator[tuple[Any, np.ndarray | None]]:
-        """(tag, (1, 3, S, S) image or None, (H, W)) -> (tag, (H, W) uint8 map or None), in order, as `image` gives
-        them; the runner's `stream` keeps several images in flight."""
-        inputs = (((tag, size), None if image is None else self._batch(image)) for tag, image, size in items)
+        """(tag, (1, 3, S, S) image or None, (H, W)) -> (tag, (H, W) uint8 map or None), in order; a video model
+        sees each image as a still clip of nframes copies (its last map is kept). The runner's `stream` keeps
+        several images in flight."""
+        inputs = (((tag, size), image.repeat(1, self.nframes, 1, 1) if self.video and image is not None else image)
+                  for tag, image, size in items)
         for (tag, size), out in self.runner.stream(inputs):
-            yield tag, None if out is None else self._maps(out, size)[0]
-
-    def _batch(self, image: torch.Tensor) -> torch.Tensor:
-        return image.repeat(1, self.nframes, 1, 1) if self.video else image
-
-    def _maps(self, out: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-        """The runner's output for one image (`_batch`) -> (1, H, W) uint8: a video model's last frame."""
-        return saliency_to_uint8(out[-1:], size)
+            yield tag, None if out is None else saliency_to_uint8(out[-1:], size)[0]
 
 
 def video_maps(predictor: Predictor, frames: Iterator[np.ndarray], size: int | None) -> Iterator[np.ndarray]:
@@ -527,5 +518,5 @@ def video_maps(predictor: Predictor, frames: Iterator[np.ndarray], size: int | N
             yield (keep, shape), torch.cat(clip)[None] if predictor.video else clip[0][None]
 
     for (keep, frame_shape), out in predictor.runner.stream(inputs()):
-        maps = saliency_to_uint8(out, frame_shape) if predictor.video else predictor._maps(out, frame_shape)
+        maps = saliency_to_uint8(out, frame_shape)  # (T, H, W), or (1, H, W) for an image model
         yield from (maps[position] for position in keep)
