@@ -1,8 +1,11 @@
 """SpatioTemporal Difference Convolution (STDC) and the temporal module STDM of STDNet (SPEC §3).
 
-An STDC is a dense 3x3 convolution over a (time x one spatial axis) plane of a tensor (N', C, T, S): kernel rows
-index the time offset, columns the spatial offset. Frames are replicate-padded by one at both temporal ends, the
-spatial axis is zero-padded by one. In training form it runs parallel PDC branches (``tid``, e.g. cv/cd/ad), each
+An STDC is a dense 3x3 convolution over the (time x one spatial axis) planes of a clip: the (T, W) plane of every
+image row or the (T, H) plane of every column. Kernel rows index the time offset, columns the spatial offset. Frames
+are replicate-padded by one at both temporal ends, the spatial axis is zero-padded by one. It is computed on the
+frames as they are, (B*T, C, H, W): kernel row dt is a 1x3 (3x1) conv of frame t + dt, and the three are summed.
+This needs no transposes into planes, which inference runtimes spent a third of an STDNet clip on (OpenVINO: 29 ->
+42 frames/s, BENCHMARKS.md). In training form it runs parallel PDC branches (``tid``, e.g. cv/cd/ad), each
 with its own BatchNorm, mixed by softmax(alpha); ``reparameterize()`` folds them into one 3x3 conv with bias.
 """
 
@@ -43,14 +46,23 @@ class ProjectLayer(nn.Module):
         return F.relu(x) if self.relu else x
 
 
-def _pad_plane(x: torch.Tensor) -> torch.Tensor:
-    """Pad (N', C, T, S) to (N', C, T+2, S+2): replicate one frame at each temporal end, zeros along space."""
-    x = F.pad(x, (0, 0, 1, 1), mode="replicate")
-    return F.pad(x, (1, 1, 0, 0))
+def time_neighbours(x: torch.Tensor, nframes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames t-1 and t+1 of every frame of (B*T, C, H, W) clips (T = ``nframes``, frames of a clip consecutive),
+    the first and last frame standing in for the missing ones (replicate padding): two (B*T, C, H, W) tensors.
+
+    Slices and concatenations along the batch axis only, which keep any memory layout of a frame (an inference
+    runtime copies whole frames, with no transposes)."""
+    previous, following = [], []
+    for start in range(0, x.shape[0], nframes):
+        end = start + nframes
+        previous += [x[start:start + 1], x[start:end - 1]]
+        following += [x[start + 1:end], x[end - 1:end]]
+    return torch.cat(previous), torch.cat(following)
 
 
 class STDC(nn.Module):
-    """Spatio-temporal difference convolution over a (T, S) plane: (N', C, T, S) -> (N', C, T, S).
+    """Spatio-temporal difference convolution on the (T, W) or (T, H) planes of clips: (B*T, C, H, W) ->
+    (B*T, C, H, W), frames of a clip consecutive in the batch dimension (see the module docstring).
 
     Training form (several branches, or any branch with ``bn``): parameters ``scales`` (branch logits alpha, one
     per op in ``tid``), ``convs.{i}.weight`` (C, C, 3, 3) without bias, ``norms.{i}`` BatchNorm2d(C) when ``bn``;
@@ -98,20 +110,38 @@ class STDC(nn.Module):
         """True in the converted form: one plain (``cv``) 3x3 conv with bias."""
         return self.single_conv and self.tid == ("cv",)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _pad_plane(x)
+    def forward(self, x: torch.Tensor, nframes: int, axis: int) -> torch.Tensor:
+        """(B*T, C, H, W) clips of ``nframes`` frames -> (B*T, C, H, W): the 3x3 conv on the (T, W) plane of every
+        image row (``axis`` = 3) or on the (T, H) plane of every column (``axis`` = 2).
+
+        Computed frame by frame, with no transposes: the kernel row of time offset dt is a 1x3 (or 3x1) conv of
+        frame t + dt, and the three are summed; equal to the plane conv up to float rounding."""
+        if axis not in (2, 3):
+            raise ValueError(f"STDC axis must be 2 (T-H planes) or 3 (T-W planes), got {axis}")
         if self.single_conv:
-            return F.conv2d(x, pdc_kernel(self.tid[0], self.convs.weight), self.convs.bias)
-        # One dense conv with all branch kernels stacked along the output channels, then per-branch BN.
-        kernels = torch.cat([pdc_kernel(op, conv.weight) for op, conv in zip(self.tid, self.convs)])
-        branches = F.conv2d(x, kernels).chunk(len(self.tid), dim=1)
+            kernels, bias = pdc_kernel(self.tid[0], self.convs.weight), self.convs.bias
+        else:
+            # All branch kernels stacked along the output channels; per-branch BN after the conv.
+            kernels = torch.cat([pdc_kernel(op, conv.weight) for op, conv in zip(self.tid, self.convs)])
+            bias = None
+        previous, following = time_neighbours(x, nframes)
+        padding = (0, 1) if axis == 3 else (1, 0)
+
+        def taps(dt: int) -> torch.Tensor:  # kernel row dt as (C_out, C, 1, 3) on rows, (C_out, C, 3, 1) on columns
+            return kernels[:, :, dt, None, :] if axis == 3 else kernels[:, :, dt, :, None]
+
+        out = F.conv2d(x, taps(1), bias, padding=padding)
+        out = out + F.conv2d(previous, taps(0), padding=padding)
+        out = out + F.conv2d(following, taps(2), padding=padding)
+        if self.single_conv:
+            return out
         weights = torch.softmax(self.scales, dim=0)
-        out = 0
-        for i, branch in enumerate(branches):
+        mixed = 0
+        for i, branch in enumerate(out.chunk(len(self.tid), dim=1)):
             if self.norms is not None:
                 branch = self.norms[i](branch)
-            out = out + weights[i] * branch
-        return out
+            mixed = mixed + weights[i] * branch
+        return mixed
 
     def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The single 3x3 kernel (C, C, 3, 3) and bias (C,) equal to this layer in eval mode (BN running stats)."""
@@ -178,15 +208,7 @@ class STDM(nn.Module):
         self.project2 = ProjectLayer(channels, out_channels, bn=True, relu=True)
 
     def forward(self, x: torch.Tensor, nframes: int) -> torch.Tensor:
-        bt, c, h, w = x.shape
-        b = bt // nframes
-        x = x.reshape(b, nframes, c, h, w)  # (B, T, C, H, W)
         for step in range(self.nstdc):
-            # one T-W plane per image row, then one T-H plane per image column
-            plane = x.permute(0, 3, 2, 1, 4).reshape(b * h, c, nframes, w)
-            plane = plane + F.relu(getattr(self, f"tdc{2 * step + 1}")(plane))
-            x = plane.reshape(b, h, c, nframes, w).permute(0, 3, 2, 1, 4)
-            plane = x.permute(0, 4, 2, 1, 3).reshape(b * w, c, nframes, h)
-            plane = plane + F.relu(getattr(self, f"tdc{2 * step + 2}")(plane))
-            x = plane.reshape(b, w, c, nframes, h).permute(0, 3, 2, 4, 1)
-        return self.project2(x.reshape(bt, c, h, w))
+            x = x + F.relu(getattr(self, f"tdc{2 * step + 1}")(x, nframes, axis=3))  # T-W planes
+            x = x + F.relu(getattr(self, f"tdc{2 * step + 2}")(x, nframes, axis=2))  # T-H planes
+        return self.project2(x)

@@ -1,4 +1,5 @@
-"""STDC equals its difference formulas and its converted 3x3 conv (float64, first and last frames included)."""
+"""STDC equals its difference formulas on each (t, s) plane and its converted 3x3 conv (float64, first and last frames
+included), computed frame by frame on clips as STDM runs it."""
 
 import pytest
 import torch
@@ -58,18 +59,36 @@ def _stdc_definition(layer, x):
     return out
 
 
-@pytest.mark.parametrize("nframes", [1, 2, 8])
+def _planes_to_frames(planes, clips, axis):
+    """(clips*R, C, T, S) planes, R per clip -> (clips*T, C, H, W) frames whose axis ``axis`` (3: W, 2: H) is S."""
+    n, c, t, s = planes.shape
+    frames = planes.reshape(clips, n // clips, c, t, s).permute(0, 3, 2, 1, 4)  # (clips, T, C, R, S)
+    frames = frames.reshape(clips * t, c, n // clips, s)
+    return frames if axis == 3 else frames.transpose(2, 3)
+
+
+def _frames_to_planes(frames, clips, axis):
+    """Inverse of `_planes_to_frames`."""
+    frames = frames if axis == 3 else frames.transpose(2, 3)
+    bt, c, r, s = frames.shape
+    planes = frames.reshape(clips, bt // clips, c, r, s).permute(0, 3, 2, 1, 4)  # (clips, R, C, T, S)
+    return planes.reshape(clips * r, c, bt // clips, s)
+
+
+@pytest.mark.parametrize("nframes,axis", [(1, 3), (2, 2), (8, 3), (8, 2)])
 @pytest.mark.parametrize("tid,bn", [(("cv", "cd", "ad"), True), (("cd", "ad"), False), (("ad",), True)])
-def test_stdc_matches_definition_and_converted_conv(nframes, tid, bn):
+def test_stdc_matches_definition_and_converted_conv(nframes, axis, tid, bn):
     g = torch.Generator().manual_seed(nframes)
     layer = STDC(6, tid, [0.0] * len(tid), bn=bn).double()
     _randomise(layer, g)
-    x = torch.randn(3, 6, nframes, 9, generator=g, dtype=torch.float64)
+    clips = 2
+    x = torch.randn(clips * 3, 6, nframes, 9, generator=g, dtype=torch.float64)  # 3 planes per clip
+    frames = _planes_to_frames(x, clips, axis)
     with torch.no_grad():
-        training = layer(x)
+        training = _frames_to_planes(layer(frames, nframes, axis), clips, axis)
         definition = _stdc_definition(layer, x)
         layer.reparameterize()
-        converted = layer(x)
+        converted = _frames_to_planes(layer(frames, nframes, axis), clips, axis)
     assert training.shape == x.shape
     assert (training - definition).abs().max().item() < 1e-10
     assert (converted - training).abs().max().item() < 1e-10
@@ -98,11 +117,19 @@ def test_stdc_converted_form_and_keys():
     assert torch.equal(STDC(4, ("cv",), bn=False).convs.bias, torch.zeros(4))
 
 
-def test_stdc_refuses_rd_and_bad_scales():
+def test_stdc_refuses_rd_bad_scales_and_a_bad_axis():
     with pytest.raises(ValueError, match="rd"):
         STDC(4, ("cv", "rd"), (0, 1))
     with pytest.raises(ValueError, match="scale"):
         STDC(4, ("cv", "cd"), (0, 1, 1))
+    with pytest.raises(ValueError, match="axis"):
+        STDC(4)(torch.zeros(2, 4, 3, 3), 2, axis=1)
+
+
+def _plane_conv(stdc, plane):
+    """The converted STDC's 3x3 conv on (N', C, T, S) planes, padded as SPEC §3 says."""
+    kernel, bias = stdc.equivalent_kernel_bias()
+    return F.conv2d(F.pad(F.pad(plane, (0, 0, 1, 1), mode="replicate"), (1, 1, 0, 0)), kernel, bias)
 
 
 def test_stdm_planes_and_conversion():
@@ -114,9 +141,10 @@ def test_stdm_planes_and_conversion():
     with torch.no_grad():
         out = module(x, t)
         clips = x.view(b, t, c, h, w)
-        rows = torch.stack([module.tdc1(clips[:, :, :, r].transpose(1, 2)) for r in range(h)], dim=3)  # B,C,T,H,W
+        rows = torch.stack([_plane_conv(module.tdc1, clips[:, :, :, r].transpose(1, 2)) for r in range(h)],
+                           dim=3)  # B,C,T,H,W
         y = clips.transpose(1, 2) + F.relu(rows)
-        cols = torch.stack([module.tdc2(y[..., col]) for col in range(w)], dim=-1)
+        cols = torch.stack([_plane_conv(module.tdc2, y[..., col]) for col in range(w)], dim=-1)
         y = y + F.relu(cols)
         expected = module.project2(y.transpose(1, 2).reshape(b * t, c, h, w))
         for stdc in (module.tdc1, module.tdc2):
