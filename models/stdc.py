@@ -131,8 +131,8 @@ class STDC(nn.Module):
             return kernels[:, :, dt, None, :] if axis == 3 else kernels[:, :, dt, :, None]
 
         out = F.conv2d(x, taps(1), bias, padding=padding)
-        out = out + F.conv2d(previous, taps(0), padding=padding)
-        out = out + F.conv2d(following, taps(2), padding=padding)
+        out += F.conv2d(previous, taps(0), padding=padding)  # in place: a conv's backward does not need its output
+        out += F.conv2d(following, taps(2), padding=padding)
         if self.single_conv:
             return out
         weights = torch.softmax(self.scales, dim=0)
