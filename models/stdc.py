@@ -46,7 +46,7 @@ class ProjectLayer(nn.Module):
         return F.relu(x) if self.relu else x
 
 
-def time_neighbours(x: torch.Tensor, nframes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _time_neighbours(x: torch.Tensor, nframes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Frames t-1 and t+1 of every frame of (B*T, C, H, W) clips (T = ``nframes``, frames of a clip consecutive),
     the first and last frame standing in for the missing ones (replicate padding): two (B*T, C, H, W) tensors.
 
@@ -118,13 +118,15 @@ class STDC(nn.Module):
         frame t + dt, and the three are summed; equal to the plane conv up to float rounding."""
         if axis not in (2, 3):
             raise ValueError(f"STDC axis must be 2 (T-H planes) or 3 (T-W planes), got {axis}")
+        if x.shape[0] % nframes:
+            raise ValueError(f"STDC expects whole clips of {nframes} frames, got a batch of {x.shape[0]} frames")
         if self.single_conv:
             kernels, bias = pdc_kernel(self.tid[0], self.convs.weight), self.convs.bias
         else:
             # All branch kernels stacked along the output channels; per-branch BN after the conv.
             kernels = torch.cat([pdc_kernel(op, conv.weight) for op, conv in zip(self.tid, self.convs)])
             bias = None
-        previous, following = time_neighbours(x, nframes)
+        previous, following = _time_neighbours(x, nframes)
         padding = (0, 1) if axis == 3 else (1, 0)
 
         def taps(dt: int) -> torch.Tensor:  # kernel row dt as (C_out, C, 1, 3) on rows, (C_out, C, 3, 1) on columns

@@ -117,13 +117,15 @@ def test_stdc_converted_form_and_keys():
     assert torch.equal(STDC(4, ("cv",), bn=False).convs.bias, torch.zeros(4))
 
 
-def test_stdc_refuses_rd_bad_scales_and_a_bad_axis():
+def test_stdc_refuses_rd_bad_scales_a_bad_axis_and_partial_clips():
     with pytest.raises(ValueError, match="rd"):
         STDC(4, ("cv", "rd"), (0, 1))
     with pytest.raises(ValueError, match="scale"):
         STDC(4, ("cv", "cd"), (0, 1, 1))
     with pytest.raises(ValueError, match="axis"):
         STDC(4)(torch.zeros(2, 4, 3, 3), 2, axis=1)
+    with pytest.raises(ValueError, match="whole clips"):
+        STDC(4)(torch.zeros(3, 4, 3, 3), 2, axis=3)
 
 
 def _plane_conv(stdc, plane):
