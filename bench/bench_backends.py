@@ -20,6 +20,8 @@ Each (model, backend) runs three times: idle with the on-disk caches it uses emp
 folder; the other backends keep none), idle again (later run: caches warm), then with one busy loop
 (``while True: pass``) per core beside it. ``onnxruntime`` is measured from the same ONNX export as ``openvino``
 (CPU execution provider, torch's thread count) but is not a backend of the project: the table says why.
+``openvino_bf16`` is the openvino backend with OpenVINO's bf16 precision hint instead of f32 (bench only: it moves
+the maps by about 1e-4, see BENCHMARKS.md); on a CPU without AVX512-BF16 or AMX OpenVINO runs it in f32.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-BACKENDS = ("eager", "channels_last", "inductor", "openvino", "onnxruntime")
+BACKENDS = ("eager", "channels_last", "inductor", "openvino", "onnxruntime", "openvino_bf16")
 MODELS = {"sdnet": 320, "sdneta": 384, "stdnet": 256, "stdneta": 256}
 LOADS = ("idle, first run", "idle, later run", "busy")
 
@@ -86,6 +88,11 @@ def measure_one(name: str, backend: str, passes: int, warmup: int) -> dict:
     if backend == "onnxruntime":
         runner = onnxruntime_runner(model, x)
         path = "onnxruntime+fp32"
+    elif backend == "openvino_bf16":
+        # This process measures one thing only, so the project's f32 hint is swapped here, not made an option.
+        inference.OPENVINO_CONFIG = {**inference.OPENVINO_CONFIG, "INFERENCE_PRECISION_HINT": "bf16"}
+        runner = inference.prepare_for_inference(model, "cpu", backend="openvino")
+        path = "openvino+bf16"
     else:
         runner = inference.prepare_for_inference(model, "cpu", backend=backend)
         path = runner.path
@@ -95,7 +102,7 @@ def measure_one(name: str, backend: str, passes: int, warmup: int) -> dict:
     reference = inference.prepare_for_inference(model, "cpu", backend="eager")(x)
     frames = 8 if video else 1
     stream_fps = None
-    if backend == "openvino":
+    if backend.startswith("openvino"):
         list(runner.stream((index, x) for index in range(2)))  # compiles the streams
         start = time.perf_counter()
         list(runner.stream((index, x) for index in range(passes)))
