@@ -20,8 +20,8 @@ Each (model, backend) runs three times: idle with the on-disk caches it uses emp
 folder; the other backends keep none), idle again (later run: caches warm), then with one busy loop
 (``while True: pass``) per core beside it. ``onnxruntime`` is measured from the same ONNX export as ``openvino``
 (CPU execution provider, torch's thread count) but is not a backend of the project: the table says why.
-``openvino_bf16`` is the openvino backend with OpenVINO's bf16 precision hint instead of f32 (bench only: it moves
-the maps by about 1e-4, see BENCHMARKS.md); on a CPU without AVX512-BF16 or AMX OpenVINO runs it in f32.
+``openvino_bf16`` is the openvino backend with OpenVINO's bf16 precision hint instead of f32 (bench only: it moved
+the maps by up to 2.5e-4, see BENCHMARKS.md); on a CPU without AVX512-BF16 or AMX OpenVINO runs it in f32.
 """
 
 from __future__ import annotations

@@ -24,10 +24,15 @@ def _randomise(module, generator):
     return module.eval()
 
 
+def _pad_plane(x):
+    """(N', C, T, S) -> (N', C, T+2, S+2): one frame replicated at both temporal ends, zeros along space (SPEC §3)."""
+    return F.pad(F.pad(x, (0, 0, 1, 1), mode="replicate"), (1, 1, 0, 0))
+
+
 def _taps(x):
     """x(t + dt, s + ds) for the nine offsets, frames replicated at both temporal ends, zeros along space."""
     t, s = x.shape[-2:]
-    xp = F.pad(F.pad(x, (0, 0, 1, 1), mode="replicate"), (1, 1, 0, 0))
+    xp = _pad_plane(x)
     return [xp[..., 1 + dt: 1 + dt + t, 1 + ds: 1 + ds + s] for dt, ds in OFFSETS]
 
 
@@ -129,9 +134,9 @@ def test_stdc_refuses_rd_bad_scales_a_bad_axis_and_partial_clips():
 
 
 def _plane_conv(stdc, plane):
-    """The converted STDC's 3x3 conv on (N', C, T, S) planes, padded as SPEC §3 says."""
+    """The STDC as one 3x3 conv (its equivalent kernel and bias) on (N', C, T, S) planes, padded as SPEC §3 says."""
     kernel, bias = stdc.equivalent_kernel_bias()
-    return F.conv2d(F.pad(F.pad(plane, (0, 0, 1, 1), mode="replicate"), (1, 1, 0, 0)), kernel, bias)
+    return F.conv2d(_pad_plane(plane), kernel, bias)
 
 
 def test_stdm_planes_and_conversion():
