@@ -1,12 +1,14 @@
 """Where an inference pass spends its time: torch.profiler over passes of one inference path, grouped by op.
 
 Usage: python bench/profile_inference.py [--model sdnet] [--config baseline] [--path inductor] [--size 320]
-       [--passes 20] [--top 12]
+       [--passes 20] [--top 12] [--gemm]
 
 Random weights as the speed scripts (SPEC §8), batch 1; ``--config baseline`` is the DCR-converted network, a
 training op table (``sdnet``) its multi-branch training form. ``--path``: a PyTorch backend of
 `engine.inference.prepare_for_inference`, warmed up to its steady state: ``inductor`` (compiled), ``channels_last``
-or ``eager`` (the default CPU backend, OpenVINO, runs outside torch.profiler's view).
+or ``eager``; ``openvino`` (the default CPU backend, outside torch.profiler's view) is read from OpenVINO's own
+per-layer counters instead (``PERF_COUNT``, the network compiled as the backend compiles it), grouped by layer type.
+``--gemm`` also times a 2048x2048 float32 ``torch.mm``, the machine's practical float32 peak in GMAC/s.
 Prints the median wall time per pass without the profiler, then, per pass under the profiler: the self time of
 the ops taking most of it (by op and input shapes), the convolutions' share of all op time, and the MAC rate of
 each 1x1 convolution shape (stride 1, so its MACs are exact: N H W C_out C_in / groups). The profiler perturbs
@@ -42,12 +44,53 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="sdnet", choices=sorted(configs.MODELS))
     parser.add_argument("--config", default="baseline", choices=sorted(configs.OP_TABLES),
                         help="'baseline': the converted network; a training op table: the training form")
-    parser.add_argument("--path", default="inductor", choices=["inductor", "channels_last", "eager"])
+    parser.add_argument("--path", default="inductor", choices=["inductor", "channels_last", "eager", "openvino"])
     parser.add_argument("--size", type=int, default=None, help="input size (default: 320 images, 256 videos)")
     parser.add_argument("--passes", type=int, default=20, help="timed and profiled passes")
     parser.add_argument("--top", type=int, default=12, help="ops listed")
     parser.add_argument("--gpu", default="", help="CUDA device, e.g. 0 ('' = CPU)")
+    parser.add_argument("--gemm", action="store_true", help="also time a 2048x2048 float32 torch.mm (GMAC/s)")
     return parser
+
+
+def gemm_rate(size: int = 2048, passes: int = 10) -> float:
+    """GMAC/s of a size x size float32 matrix product on torch's CPU threads (median of ``passes``)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    times = speed.time_passes(lambda x: x @ b, a, passes=passes, warmup=3)
+    return size**3 / statistics.median(times) / 1e9
+
+
+def openvino_profile(model: torch.nn.Module, x: torch.Tensor, passes: int, top: int, logger) -> dict:
+    """OpenVINO's per-layer counters over ``passes`` passes of ``model`` compiled for ``x`` as the openvino
+    backend compiles it (OPENVINO_CONFIG, torch's threads), with PERF_COUNT on; logged by layer type."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="sdnet-profile-") as folder:
+        path = Path(folder) / "network.onnx"
+        inference.export_onnx(model.eval(), x, path)
+        core = inference._openvino_core()
+        config = {**inference.OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERF_COUNT": True}
+        request = core.compile_model(core.read_model(path), "CPU", config).create_infer_request()
+    inputs = [x.numpy()]
+    for _ in range(3):
+        request.infer(inputs)
+    wall = statistics.median(speed.time_passes(lambda batch: request.infer(inputs), x, passes=passes, warmup=0))
+    by_type: dict[tuple[str, str], list[float]] = {}
+    for _ in range(passes):
+        request.infer(inputs)
+        for layer in request.profiling_info:
+            entry = by_type.setdefault((layer.node_type, layer.exec_type), [0.0, 0])
+            entry[0] += layer.real_time.total_seconds() * 1e3 / passes
+            entry[1] += 1
+    total = sum(ms for ms, _ in by_type.values())
+    conv = sum(ms for (node, _), (ms, _) in by_type.items() if node in ("Convolution", "GroupConvolution"))
+    logger.info("%s, path openvino+fp32, input %s: %.2f ms per pass without the counters; %.2f ms of layer time per "
+                "pass, %.2f ms (%.0f %%) of it convolutions", type(model).__name__, "x".join(map(str, x.shape)),
+                wall * 1e3, total, conv, 100 * conv / total)
+    for (node, kernel), (ms, count) in sorted(by_type.items(), key=lambda item: -item[1][0])[:top]:
+        logger.info("%8.2f ms/pass %4d layers  %-18s %s", ms, count // passes, node, kernel)
+    return {"wall_ms": wall * 1e3, "op_ms": total, "conv_ms": conv,
+            "by_type_ms": {f"{node} {kernel}": ms for (node, kernel), (ms, _) in by_type.items()}}
 
 
 def one_by_one_macs(shapes: list) -> int | None:
@@ -71,9 +114,16 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     converted = args.config == "baseline"
     model = build_model(args.model, None if converted else args.config, deploy=converted)
+    x = torch.randn(1, 3 * (8 if video else 1), size, size, device=device)
+    gemm = {}
+    if args.gemm:
+        gemm = {"gemm_gmacs": gemm_rate()}
+        logger.info("float32 2048x2048 torch.mm: %.0f GMAC/s on %d threads", gemm["gemm_gmacs"],
+                    torch.get_num_threads())
+    if args.path == "openvino":
+        return {**openvino_profile(model, x, args.passes, args.top, logger), **gemm}
     backend = "cuda_graphs" if device.type == "cuda" and args.path == "inductor" else args.path
     runner = inference.prepare_for_inference(model, device, backend=backend)
-    x = torch.randn(1, 3 * (8 if video else 1), size, size, device=device)
     runner.warm_up(x, 3)
     wall = statistics.median(speed.time_passes(runner, x, passes=args.passes, warmup=0))
     with profile(record_shapes=True) as prof:
@@ -96,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     if rates:
         logger.info("1x1 convolutions: %d shapes at %.0f-%.0f GMAC/s (median %.0f)", len(rates), min(rates),
                     max(rates), statistics.median(rates))
-    return {"wall_ms": wall * 1e3, "op_ms": total, "conv_ms": conv, "one_by_one_gmacs": rates}
+    return {"wall_ms": wall * 1e3, "op_ms": total, "conv_ms": conv, "one_by_one_gmacs": rates, **gemm}
 
 
 if __name__ == "__main__":
