@@ -14,7 +14,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 test: venv lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 demo: venv
 	$(PY) demo.py

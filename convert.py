@@ -15,7 +15,7 @@ import logging
 
 import utils
 from engine.checkpoints import save_checkpoint
-from engine.inference import model_from_flags
+from engine.loading import model_from_flags
 from engine.speed import count_parameters
 
 
@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="training-form checkpoint (the authors' release or ours)")
     parser.add_argument("--out", required=True, help="where to write the converted checkpoint (.pth)")
-    utils.add_inference_args(parser)
+    utils.add_model_args(parser)
     return parser
 
 

@@ -16,7 +16,8 @@ import torch
 
 import configs
 import utils
-from engine.inference import ONNX_OPSET, export_onnx, model_from_flags
+from engine.export import ONNX_OPSET, export_onnx
+from engine.loading import model_from_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="square input size (default: sdnet 320, sdneta 384, video models 256)")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=ONNX_OPSET, help=f"ONNX opset (>= {ONNX_OPSET})")
-    utils.add_inference_args(parser)
+    utils.add_model_args(parser)
     return parser
 
 

@@ -20,8 +20,9 @@ import utils
 from data import DataError
 from data.atomic import write_image_atomic
 from data.datasets import SODDataset, test_loader
-from data.transforms import saliency_to_uint8
-from engine.inference import model_from_flags, runner_from_flags
+from engine.inference import BackendError, runner_from_flags
+from engine.loading import model_from_flags
+from engine.maps import stream_maps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=utils.positive_int, default=None,
                         help="square network input size (default: no resize)")
     parser.add_argument("-j", "--workers", type=int, default=4, help="image reading processes")
-    utils.add_inference_args(parser, "image")
+    utils.add_model_args(parser, "image")
+    utils.add_device_args(parser)
     return parser
 
 
@@ -53,21 +55,27 @@ def main(argv: list[str] | None = None) -> None:
         except DataError as err:
             utils.fail(f"--testdata {name}: {err}")
     model, _ = model_from_flags(args, args.evaluate, kind="image")
-    runner = runner_from_flags(model, args)
+    device = utils.select_device(args.gpu)
+    logger.info(utils.tune_process(device, args.threads))
+    runner = runner_from_flags(model, args, device)
     failures = 0
-    for name, dataset in datasets.items():
-        outdir = Path(args.savedir) / name
-        written = 0
-        items = test_loader(dataset, args.workers)
-        inputs = ((item, None if item["error"] else item["image"][None]) for item in items)
-        for item, out in tqdm(runner.stream(inputs), total=len(dataset), desc=name, unit="img", leave=False):
-            if item["error"]:
-                logger.error(item["error"])
-                failures += 1
-                continue
-            write_image_atomic(outdir / f"{item['name']}.png", saliency_to_uint8(out, item["size"])[0])
-            written += 1
-        logger.info("%s: %d maps written to %s", name, written, outdir)
+    try:
+        for name, dataset in datasets.items():
+            outdir = Path(args.savedir) / name
+            written = 0
+            items = ((item, None if item["error"] else item["image"][None], item["size"])
+                     for item in test_loader(dataset, args.workers))
+            for item, maps in tqdm(stream_maps(runner, items), total=len(dataset), desc=name, unit="img",
+                                   leave=False):
+                if item["error"]:
+                    logger.error(item["error"])
+                    failures += 1
+                    continue
+                write_image_atomic(outdir / f"{item['name']}.png", maps[0])
+                written += 1
+            logger.info("%s: %d maps written to %s", name, written, outdir)
+    except BackendError as err:
+        utils.fail(str(err))
     if failures:
         utils.fail(f"{failures} image(s) could not be read (listed above); their maps are missing", status=1)
 

@@ -22,8 +22,9 @@ import utils
 from data import DataError
 from data.atomic import write_image_atomic
 from data.datasets import VSODDataset, test_loader
-from data.transforms import saliency_to_uint8
-from engine.inference import model_from_flags, runner_from_flags
+from engine.inference import BackendError, runner_from_flags
+from engine.loading import model_from_flags
+from engine.maps import stream_maps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="square network input size (default: no resize)")
     parser.add_argument("--framegap", type=float, default=4, help="target frame-number gap inside a clip")
     parser.add_argument("-j", "--workers", type=int, default=4, help="frame reading processes")
-    utils.add_inference_args(parser, "video")
+    utils.add_model_args(parser, "video")
+    utils.add_device_args(parser)
     return parser
 
 
@@ -64,17 +66,23 @@ def main(argv: list[str] | None = None) -> None:
                                          size=args.size, framegap=args.framegap, dataset=name)
         except DataError as err:
             utils.fail(f"--testdata {name}: {err}")
-    runner = runner_from_flags(model, args)
+    device = utils.select_device(args.gpu)
+    logger.info(utils.tune_process(device, args.threads))
+    runner = runner_from_flags(model, args, device)
     failures = clips = 0
-    for name, dataset in datasets.items():
-        inputs = ((item, None if item["error"] else item["clip"][None]) for item in test_loader(dataset, args.workers))
-        for item, out in tqdm(runner.stream(inputs), total=len(dataset), desc=name, unit="clip"):
-            if item["error"]:
-                logger.error(item["error"])
-                failures += 1
-                continue
-            write_clip_maps(saliency_to_uint8(out, item["size"]), item, Path(args.savedir) / name)
-            clips += 1
+    try:
+        for name, dataset in datasets.items():
+            items = ((item, None if item["error"] else item["clip"][None], item["size"])
+                     for item in test_loader(dataset, args.workers))
+            for item, maps in tqdm(stream_maps(runner, items), total=len(dataset), desc=name, unit="clip"):
+                if item["error"]:
+                    logger.error(item["error"])
+                    failures += 1
+                    continue
+                write_clip_maps(maps, item, Path(args.savedir) / name)
+                clips += 1
+    except BackendError as err:
+        utils.fail(str(err))
     logger.info("%d clips predicted, maps in %s", clips, args.savedir)
     if failures:
         utils.fail(f"{failures} clip(s) had unreadable frames (listed above); their maps are missing", status=1)

@@ -31,7 +31,9 @@ from data.datasets import SODDataset, test_loader
 from data.readers import IMAGE_EXTENSIONS
 from data.transforms import cutout, overlay
 from data.video import VIDEO_EXTENSIONS, open_video, read_frames, silence_decoder_logs, write_map_video
-from engine.inference import Predictor, model_from_flags, runner_from_flags, video_maps
+from engine.inference import BackendError, runner_from_flags
+from engine.loading import model_from_flags
+from engine.maps import Predictor, video_maps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overlay", action="store_true", help="also write <name>_overlay.jpg for each image")
     parser.add_argument("--cutout", action="store_true", help="also write <name>_cutout.png (RGBA) for each image")
     parser.add_argument("-j", "--workers", type=int, default=2, help="image reading processes (0: in the main one)")
-    utils.add_inference_args(parser)
+    utils.add_model_args(parser)
+    utils.add_device_args(parser)
     return parser
 
 
@@ -134,16 +137,17 @@ def main(argv: list[str] | None = None) -> None:
     model, description = model_from_flags(args, args.checkpoint)
     size = args.size or configs.MODELS[description.model]["size"]
     video = description.kind == "video"
-    runner = runner_from_flags(model, args)
-    device = runner.device
+    device = utils.select_device(args.gpu)
+    logger.info(utils.tune_process(device, args.threads))
+    runner = runner_from_flags(model, args, device)
     predictor = Predictor(runner, video, description.nframes or 1)
     start = time.perf_counter()
     with tqdm(total=len(images) + sum(frame_counts), unit="img") as bar:
-        failures = predict_images(predictor, images, size, args, bar, logger) if images else 0
         try:
+            failures = predict_images(predictor, images, size, args, bar, logger) if images else 0
             frames = sum(predict_video(predictor, path, target.with_suffix(".mp4"), size, bar)
                          for path, target in videos)
-        except DataError as err:
+        except (DataError, BackendError) as err:
             utils.fail(str(err))
     count = len(images) - failures + frames
     elapsed = time.perf_counter() - start

@@ -5,7 +5,8 @@
 Prints the model, device, input shape, parameters, MACs (FLOPs / 2 by torch.utils.flop_counter) and FPS: batch 1
 (``-b``), input already on the device, the median over ``-n`` timed passes after a warm-up, each pass synchronised
 on a GPU. ``--config baseline`` times the DCR-converted network, ``--config sdnet`` / ``sdnet-a`` the multi-branch
-training form. The inference path is `engine.inference.prepare_for_inference` (``--eager`` for plain eager PyTorch).
+training form. The inference path is `engine.inference.prepare_for_inference` (``--eager`` for plain eager PyTorch;
+``--precision bf16`` for OpenVINO's bf16 on CPUs with native bf16).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    utils.setup_logger()
-    return run_speed(args, parser, "image")
+    logger = utils.setup_logger()
+    device = utils.select_device(args.gpu)
+    logger.info(utils.tune_process(device, args.threads, cudnn_benchmark=True))
+    return run_speed(args, parser, "image", device)
 
 
 if __name__ == "__main__":

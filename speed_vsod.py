@@ -6,7 +6,8 @@ One pass runs one clip of ``--nframes`` (8) frames, (1, 3*8, 256, 256); FPS coun
 over ``-n`` timed passes after a warm-up, input already on the device, each pass synchronised on a GPU. Also prints
 the device, parameters and MACs per clip and per frame (FLOPs / 2 by torch.utils.flop_counter). ``--config
 baseline`` times the DCR-converted network, a training op table the multi-branch training form. The inference path
-is `engine.inference.prepare_for_inference` (``--eager`` for plain eager PyTorch).
+is `engine.inference.prepare_for_inference` (``--eager`` for plain eager PyTorch; ``--precision bf16`` for OpenVINO's
+bf16 on CPUs with native bf16).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
-    utils.setup_logger()
-    return run_speed(args, parser, "video")
+    logger = utils.setup_logger()
+    device = utils.select_device(args.gpu)
+    logger.info(utils.tune_process(device, args.threads, cudnn_benchmark=True))
+    return run_speed(args, parser, "video", device)
 
 
 if __name__ == "__main__":

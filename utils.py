@@ -1,4 +1,5 @@
-"""Small script helpers: logging set-up, device selection, `fail`, seeding, and the flag groups the scripts share.
+"""Small script helpers: logging set-up, device selection, `fail`, seeding, the flag groups the scripts share, and
+the process-wide settings of the inference scripts (`tune_process`, which only a script's ``main`` calls).
 
 Every package may use this module; it imports nothing of the project but ``configs``. The jobs themselves
 (training, inference, speed) live in ``engine/``.
@@ -12,6 +13,7 @@ import os
 import random
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -21,8 +23,10 @@ import torch
 import configs
 
 LOGGER_NAME = "sdnet"
-# The inference backends of engine.inference (named here so that the flags need not import it).
+# The inference backends of engine.backends and the precisions of --precision (named here so that the flags need not
+# import them; fp16 is the release's --half).
 BACKENDS = ("auto", "eager", "channels_last", "inductor", "openvino", "cuda_graphs")
+PRECISIONS = ("fp32", "bf16")
 
 
 def setup_logger(savedir: str | os.PathLike | None = None, rank: int = 0) -> logging.Logger:
@@ -81,20 +85,26 @@ def model_names(kind: str | None = None) -> list[str]:
     return sorted(name for name, spec in configs.MODELS.items() if kind in (None, spec["kind"]))
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-# --- flags of the inference scripts (generate_salmaps_*, predict, convert, export_onnx) ------------------------------
+positive_int = int_at_least(1)
 
 
-def add_inference_args(parser: argparse.ArgumentParser, kind: str | None = None) -> None:
-    """Flags describing the model behind a checkpoint and how to run it. Each defaults to what the checkpoint says
-    (`engine.inference.load_model`); given, it must agree with it. ``kind`` limits ``--model`` to that kind."""
+# --- flags of the inference scripts (generate_salmaps_*, predict, speed_*; the model flags also convert, export_onnx)
+
+
+def add_model_args(parser: argparse.ArgumentParser, kind: str | None = None) -> None:
+    """Flags describing the model behind a checkpoint. Each defaults to what the checkpoint says
+    (`engine.loading.load_model`); given, it must agree with it. ``kind`` limits ``--model`` to that kind."""
     group = parser.add_argument_group("model (default: what the checkpoint says)")
     group.add_argument("--model", default=None, choices=model_names(kind), help="the model the checkpoint holds")
     group.add_argument("--train-config", default=None, choices=sorted(configs.OP_TABLES),
@@ -110,19 +120,68 @@ def add_inference_args(parser: argparse.ArgumentParser, kind: str | None = None)
     group.add_argument("--tid", nargs="+", default=None, choices=configs.TEMPORAL_OPS,
                        help="STDC branch ops of a video checkpoint (the release's: cv cd ad)")
     group.add_argument("--nframes", type=positive_int, default=None, help="frames per clip of a video model (8)")
-    _add_device_args(parser)
 
 
-def _add_device_args(parser: argparse.ArgumentParser) -> None:
-    """``--gpu``, ``--eager``, ``--half``: where and how a model runs at inference."""
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    """Where and how a model runs at inference (`engine.inference.runner_from_flags`)."""
     group = parser.add_argument_group("device")
-    group.add_argument("--gpu", default="", help="CUDA device(s), e.g. 0 or 0,1 (the first is used); '' = CPU")
+    group.add_argument("--gpu", default="", help="CUDA device(s), e.g. 0 or 0,1 (the first is used); '' = CPU "
+                                                 "(without CUDA: the CPU, warned)")
     group.add_argument("--backend", default="auto", choices=BACKENDS,
-                       help="how the network runs (engine.inference; default: chosen from the device)")
+                       help="how the network runs (engine.backends; default: cuda_graphs on CUDA, openvino on the "
+                            "CPU)")
     group.add_argument("--eager", action="store_true", help="plain eager NCHW float32: the same as --backend eager")
-    group.add_argument("--half", action="store_true", help="float16 inference on CUDA")
+    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                       help="fp32 (default, the authors' maps to float rounding) or bf16 (the CPU, OpenVINO, on "
+                            "CPUs with AVX512-BF16 or AMX: about 2x faster, maps moved as the README measures)")
+    group.add_argument("--half", action="store_true", help="float16 on CUDA (the release's flag)")
     group.add_argument("--threads", type=positive_int, default=None,
                        help="CPU threads (default: PyTorch's, one per physical core)")
+    group.add_argument("--cache-dir", default=None,
+                       help="folder of compiled networks kept between runs (default: $SDNET_CACHE_DIR, else "
+                            "~/.cache/sdnet)")
+    group.add_argument("--no-cache", action="store_true", help="keep no compiled networks between runs")
+
+
+# glibc malloc serves blocks above a (dynamic) threshold with mmap and unmaps them when freed, so every pass pays
+# page faults to touch its activations again: ~90,000 per STDNet clip on the CPU, a third of its time. Blocks up to
+# this size are kept in the heap instead and reused (resident memory stays at the peak of a pass; BENCHMARKS.md).
+MALLOC_KEEP_BYTES = 2**30
+
+
+def keep_freed_memory() -> bool:
+    """glibc only: keep freed blocks up to MALLOC_KEEP_BYTES for reuse (``mallopt``, for the rest of the process:
+    it cannot be undone). Returns whether it was done."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    # Older glibc refuses mmap thresholds above 32 MiB (returns 0).
+    if not mallopt(m_mmap_threshold, MALLOC_KEEP_BYTES):
+        mallopt(m_mmap_threshold, 32 * 2**20)
+    mallopt(m_trim_threshold, 2**31 - 1)
+    return True
+
+
+def tune_process(device: torch.device, threads: int | None = None, *, cudnn_benchmark: bool = False) -> str:
+    """Process-wide settings for a script that runs inference and nothing else, called by its ``main``: ``threads``
+    CPU threads for torch (None: torch's default); on the CPU, freed memory kept for reuse (`keep_freed_memory`); on
+    CUDA, ``cudnn_benchmark`` (the speed scripts: kernels picked by timing, which the map writers leave off so that
+    their bytes never depend on the machine's load). Returns a line saying what was set, for the log."""
+    if threads:
+        torch.set_num_threads(threads)
+    done = [f"{torch.get_num_threads()} CPU threads"]
+    if torch.device(device).type == "cuda":
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+        done.append(f"cudnn.benchmark {cudnn_benchmark}")
+    elif keep_freed_memory():
+        done.append("freed memory kept for reuse")
+    return "process settings: " + ", ".join(done)
 
 
 # --- flags of the training scripts -----------------------------------------------------------------------------------
@@ -208,7 +267,6 @@ def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
                              "multi-branch training form, for the DCR ablation")
     parser.add_argument("-j", "--workers", type=int, default=1,
                         help="accepted for the released command line; nothing is read from disk")
-    parser.add_argument("--gpu", default="", help="CUDA device, e.g. 0 ('' = CPU; without CUDA: CPU, warned)")
     parser.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
                         help="time these weights (training form or converted, ours or the authors') instead of "
                              "random ones; the timing does not depend on the weights")
@@ -221,14 +279,8 @@ def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
     parser.add_argument("-b", "--batch-size", type=positive_int, default=1, help="images or clips per pass")
     parser.add_argument("-n", "--passes", type=positive_int, default=None,
                         help="timed passes (default: the release's, e.g. 98 on the CPU and 899 on a GPU for images)")
-    parser.add_argument("--warmup", type=int, default=None,
+    parser.add_argument("--warmup", type=int_at_least(0), default=None,
                         help="untimed passes first, the first of them compiling (CPU) or the third capturing (CUDA) "
                              "the fast path for the input shape (default: the release's, 12 for images on the CPU)")
-    parser.add_argument("--backend", default="auto", choices=BACKENDS,
-                        help="how the network runs (engine.inference; default: chosen from the device)")
-    parser.add_argument("--eager", action="store_true", help="plain eager NCHW float32: the same as --backend eager")
-    parser.add_argument("--half", action="store_true", help="float16 on CUDA; the max difference from float32 "
-                                                              "is reported")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="CPU threads (default: PyTorch's, one per physical core)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures to this JSON file")
+    add_device_args(parser)

@@ -5,8 +5,8 @@ from eager float32, for the four models, idle and with one busy loop per core be
 
 Every measurement runs in a fresh process (this script with ``--one``), as a user's command would: the model of
 the speed scripts (random weights, DCR-converted, SPEC §8) at its size (SDNet 320, SDNet-A 384, video models one
-8-frame clip at 256), batch 1, torch's default threads, `engine.inference.tune_process` called as the inference
-scripts call it. In that process:
+8-frame clip at 256), batch 1, torch's default threads, `utils.tune_process` called as the inference scripts call
+it. In that process:
 
 - *first map*: seconds from `engine.inference.prepare_for_inference` (weights already loaded) to the first output,
   export and compilation included;
@@ -16,12 +16,11 @@ scripts call it. In that process:
   `InferenceRunner.stream` through ``--passes`` inputs, as the map generators and predict.py run, several inputs in
   flight on one thread each.
 
-Each (model, backend) runs three times: idle with the on-disk caches it uses empty (TorchInductor's, in a fresh
-folder; the other backends keep none), idle again (later run: caches warm), then with one busy loop
-(``while True: pass``) per core beside it. ``onnxruntime`` is measured from the same ONNX export as ``openvino``
-(CPU execution provider, torch's thread count) but is not a backend of the project: the table says why.
-``openvino_bf16`` is the openvino backend with OpenVINO's bf16 precision hint instead of f32 (bench only: it moved
-the maps by up to 2.5e-4, see BENCHMARKS.md); on a CPU without AVX512-BF16 or AMX OpenVINO runs it in f32.
+Each (model, backend) runs three times: idle with the on-disk caches it uses empty (TorchInductor's, OpenVINO's
+compiled networks, `engine.network_cache`; in a fresh folder), idle again (later run: caches warm), then with one
+busy loop (``while True: pass``) per core beside it. ``onnxruntime`` is measured from the same ONNX export as
+``openvino`` (CPU execution provider, torch's thread count) but is not a backend of the project: the table says why.
+``openvino_bf16`` is the openvino backend with ``--precision bf16`` (CPUs with AVX512-BF16 or AMX only).
 """
 
 from __future__ import annotations
@@ -62,7 +61,7 @@ def onnxruntime_runner(model: torch.nn.Module, x: torch.Tensor):
     """The exported network of ``model`` for ``x``'s shape in an onnxruntime CPU session, as a tensor function."""
     import onnxruntime
 
-    from engine.inference import export_onnx
+    from engine.export import export_onnx
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "network.onnx"
@@ -75,7 +74,9 @@ def onnxruntime_runner(model: torch.nn.Module, x: torch.Tensor):
 
 def measure_one(name: str, backend: str, passes: int, warmup: int) -> dict:
     """The figures of one (model, backend) in this process (see the module's docstring)."""
+    import utils
     from engine import inference, speed
+    from engine.network_cache import default_cache_dir
     from models import build_model
 
     video = name.startswith("st")
@@ -83,21 +84,19 @@ def measure_one(name: str, backend: str, passes: int, warmup: int) -> dict:
     torch.manual_seed(0)
     model = build_model(name, None, deploy=True, nframes=8).eval()
     x = torch.randn(1, 24 if video else 3, size, size, generator=torch.Generator().manual_seed(1))
-    inference.tune_process(torch.device("cpu"))  # as the inference scripts do
+    utils.tune_process(torch.device("cpu"))  # as the inference scripts do
     start = time.perf_counter()
     if backend == "onnxruntime":
         runner = onnxruntime_runner(model, x)
         path = "onnxruntime+fp32"
-    elif backend == "openvino_bf16":
-        # This process measures one thing only, so the project's f32 hint is swapped here, not made an option.
-        inference.OPENVINO_CONFIG = {**inference.OPENVINO_CONFIG, "INFERENCE_PRECISION_HINT": "bf16"}
-        runner = inference.prepare_for_inference(model, "cpu", backend="openvino")
-        path = "openvino+bf16"
     else:
-        runner = inference.prepare_for_inference(model, "cpu", backend=backend)
-        path = runner.path
+        runner = inference.prepare_for_inference(model, "cpu", backend=backend.removesuffix("_bf16"),
+                                                 precision="bf16" if backend.endswith("_bf16") else "fp32",
+                                                 cache=default_cache_dir())
     out = runner(x)
     first_map = time.perf_counter() - start
+    if backend != "onnxruntime":
+        path = runner.path
     times = speed.time_passes(runner, x, passes=passes, warmup=warmup)
     reference = inference.prepare_for_inference(model, "cpu", backend="eager")(x)
     frames = 8 if video else 1
@@ -120,7 +119,7 @@ def run_child(name: str, backend: str, args: argparse.Namespace, cache: Path, bu
     warmup = args.warmup if args.warmup is not None else (2 if video else 5)
     command = [sys.executable, str(Path(__file__).resolve()), "--one", name, backend, "--passes", str(passes),
                "--warmup", str(warmup)]
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"), "SDNET_CACHE_DIR": str(cache / "sdnet")}
     loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() if busy
                                                                                          else 0)]
     try:

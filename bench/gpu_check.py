@@ -55,7 +55,7 @@ def speed_rows(folder: Path) -> list[str]:
             figures[variant] = json.loads(out.read_text()) if ok else {"fps": float("nan"), "error": log}
         fp32, fp16, eager = figures["fp32"]["fps"], figures["fp16"]["fps"], figures["eager"]["fps"]
         rows.append(f"| {model} @{size} | {fp32:.1f} | {fp16:.1f} | {eager:.1f} | {fp32 / eager:.2f}x | "
-                    f"{figures['fp16'].get('half_max_abs_diff', float('nan')):.1e} |")
+                    f"{figures['fp16'].get('max_abs_diff_vs_fp32', float('nan')):.1e} |")
     return rows
 
 

@@ -62,15 +62,21 @@ def gemm_rate(size: int = 2048, passes: int = 10) -> float:
 
 def openvino_profile(model: torch.nn.Module, x: torch.Tensor, passes: int, top: int, logger) -> dict:
     """OpenVINO's per-layer counters over ``passes`` passes of ``model`` compiled for ``x`` as the openvino
-    backend compiles it (OPENVINO_CONFIG, torch's threads), with PERF_COUNT on; logged by layer type."""
+    backend compiles it (its compile settings, torch's threads), with PERF_COUNT on; logged by layer type."""
     import tempfile
 
+    from engine.backends import Settings
+    from engine.backends.openvino import OpenVINOBackend, openvino_core
+    from engine.export import export_onnx
+
+    backend = OpenVINOBackend(model, Settings(torch.device("cpu"), threads=torch.get_num_threads()))
     with tempfile.TemporaryDirectory(prefix="sdnet-profile-") as folder:
         path = Path(folder) / "network.onnx"
-        inference.export_onnx(model.eval(), x, path)
-        core = inference._openvino_core()
-        config = {**inference.OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERF_COUNT": True}
-        request = core.compile_model(core.read_model(path), "CPU", config).create_infer_request()
+        export_onnx(backend.model, x, path, any_size=True)  # as the backend exports and compiles it
+        graph = openvino_core().read_model(path)
+    graph.reshape(list(x.shape))
+    config = {**backend.compile_config(streams=1), "PERF_COUNT": True}
+    request = openvino_core().compile_model(graph, "CPU", config).create_infer_request()
     inputs = [x.numpy()]
     for _ in range(3):
         request.infer(inputs)

@@ -25,7 +25,7 @@ import torch
 
 import configs
 from data.atomic import atomic_path
-from engine.inference import load_model
+from engine.loading import load_model
 from models import build_model
 from utils import fail, setup_logger
 

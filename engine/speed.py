@@ -20,9 +20,10 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from data.atomic import write_json_atomic
-from engine.inference import DEFAULT_NFRAMES, load_model, prepare_for_inference, runner_from_flags
+from engine.inference import BackendError, prepare_for_inference, runner_from_flags
+from engine.loading import DEFAULT_NFRAMES, load_model
 from models import CheckpointError, build_model
-from utils import LOGGER_NAME, fail, model_names, select_device
+from utils import LOGGER_NAME, fail, model_names
 
 __all__ = ["count_parameters", "count_macs", "time_passes", "peak_memory_mb", "run_speed", "device_name"]
 
@@ -109,12 +110,11 @@ def _speed_model(args: argparse.Namespace, parser: argparse.ArgumentParser, kind
     return model, name, nframes
 
 
-def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str) -> dict:
-    """Build the model of ``args``, count its cost, time it as SPEC §8 and log/return the figures."""
+def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str, device: torch.device) -> dict:
+    """Build the model of ``args``, count its cost, time it on ``device`` as SPEC §8 and log/return the figures.
+    The precision is the one the compiled network reports; a precision other than fp32 also reports its largest
+    difference from the fp32 maps of the same backend on the timed input."""
     logger = logging.getLogger(LOGGER_NAME)
-    if args.warmup is not None and args.warmup < 0:
-        parser.error(f"--warmup must be at least 0, got {args.warmup}")
-    device = select_device(args.gpu)
     passes, warmup = SPEED_PASSES[(kind, "cuda" if device.type == "cuda" else "cpu")]
     passes = args.passes if args.passes is not None else passes
     warmup = args.warmup if args.warmup is not None else warmup
@@ -126,17 +126,24 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
     macs = count_macs(model.eval(), x[:1])
     runner = runner_from_flags(model, args, device=device)
     x = x.to(device, runner.dtype)
-    start = time.perf_counter()
-    if warmup:
-        runner.warm_up(x, warmup)
-    warmup_seconds = time.perf_counter() - start
-    times = time_passes(runner, x, passes=passes, warmup=0)
+    try:
+        start = time.perf_counter()
+        if warmup:
+            runner.warm_up(x, warmup)
+        warmup_seconds = time.perf_counter() - start
+        times = time_passes(runner, x, passes=passes, warmup=0)
+        if runner.precision != "fp32":
+            reference = prepare_for_inference(model, device, backend=runner.backend.name, threads=runner.threads)
+            precision_diff = (runner(x) - reference(x.float())).abs().max().item()
+    except BackendError as err:
+        fail(str(err))
     frames = args.batch_size * (nframes if kind == "video" else 1)
     median, mean = statistics.median(times), statistics.fmean(times)
     result = {
         "model": name, "config": args.config, "form": "converted" if converted else "training",
         "weights": args.evaluate or "random weights",
         "kind": kind, "device": str(device), "device_name": device_name(device), "path": runner.path,
+        "precision": runner.precision,
         "torch": torch.__version__, "threads": runner.threads, "input_shape": list(x.shape),
         "batch_size": args.batch_size, "frames_per_pass": frames, "params": params, "macs_per_pass": macs,
         "macs_per_frame": macs // (nframes if kind == "video" else 1), "passes": passes, "warmup": warmup,
@@ -144,9 +151,8 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
         "ms_median": median * 1e3, "ms_mean": mean * 1e3, "fps": frames / median, "fps_mean": frames / mean,
         "peak_memory_mb": peak_memory_mb(device),
     }
-    if runner.dtype == torch.float16:
-        reference = prepare_for_inference(model, device, backend=runner.backend)
-        result["half_max_abs_diff"] = (runner(x) - reference(x.float())).abs().max().item()
+    if runner.precision != "fp32":
+        result["max_abs_diff_vs_fp32"] = precision_diff
     log_speed(logger, result, nframes)
     if args.json:
         write_json_atomic(args.json, result)
@@ -180,5 +186,5 @@ def log_speed(logger: logging.Logger, result: dict, nframes: int) -> None:
     logger.info("FPS %.1f %s/s (median of %d passes of %.2f ms after %d warm-up passes in %.1f s; from the mean: "
                 "%.1f), peak memory %.0f MiB", result["fps"], unit, result["passes"], result["ms_median"],
                 result["warmup"], result["warmup_s"], result["fps_mean"], result["peak_memory_mb"])
-    if "half_max_abs_diff" in result:
-        logger.info("float16 vs float32 maps: max abs difference %.2e", result["half_max_abs_diff"])
+    if "max_abs_diff_vs_fp32" in result:
+        logger.info("%s vs fp32 maps: max abs difference %.2e", result["precision"], result["max_abs_diff_vs_fp32"])

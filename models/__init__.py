@@ -22,8 +22,8 @@ from .checkpoint import (
     read_checkpoint,
 )
 from .dcr import convert_model, is_converted, skip_zero_pre_biases
-from .sdnet import SDNet, SDNetA, SDNetBackbone
-from .stdnet import STDNet, STDNetA, preload_backbone
+from .sdnet import SDNet, SDNetBackbone
+from .stdnet import STDNet, preload_backbone
 
 __all__ = [
     "build_model",
@@ -40,9 +40,7 @@ __all__ = [
     "ModelDescription",
     "SDNetBackbone",
     "SDNet",
-    "SDNetA",
     "STDNet",
-    "STDNetA",
     "preload_backbone",
 ]
 

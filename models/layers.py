@@ -341,8 +341,10 @@ class MobileViTv2Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.patch_size
         height, width = x.shape[-2:]
-        new_h, new_w = math.ceil(height / p) * p, math.ceil(width / p) * p
-        if (new_h, new_w) != (height, width):
+        # Integer arithmetic on the sizes, which a trace records, and the resize kept in a trace whatever the size:
+        # the exported graph (engine.export) then serves inputs of every size.
+        new_h, new_w = (height + p - 1) // p * p, (width + p - 1) // p * p
+        if p > 1 and (torch.jit.is_tracing() or (new_h, new_w) != (height, width)):
             x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=True)
         x = self.conv_pre(x)
         b, d = x.shape[:2]

@@ -18,7 +18,7 @@ from configs import BACKBONE_STAGES, INIT_CHANNELS, OP_TABLES
 from .layers import CDCM, CSAM, DiffBlock, FuseConv, InitialBlock, MobileViTv2Block
 from .pdc import PDC_OPS
 
-__all__ = ["SDNetBackbone", "SDNet", "SDNetA"]
+__all__ = ["SDNetBackbone", "SDNet"]
 
 # CDCM dilation lists of decoder levels 1..4 (dilation 1 = identity branch).
 CDCM_DILATIONS = ((1, 3), (1, 3, 5), (3, 5, 7, 9), (5, 7, 9, 11))
@@ -120,11 +120,3 @@ class SDNet(SDNetBackbone):
             fused = self.conv_reduces[i](torch.cat([lateral[i], up], dim=1))
         fused = F.interpolate(fused, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return torch.sigmoid(fused)
-
-
-class SDNetA(SDNet):
-    """SDNet-A: SDNet whose stages 2-4 end in MobileViTv2 blocks (``block2_3``, ``block3_3``, ``block4_3``)."""
-
-    def __init__(self, config: str | Sequence[Sequence[str]] | None = None, *, bn: bool = False,
-                 deploy: bool = False, dil: int = 24):
-        super().__init__("sdnet-a", config, bn=bn, deploy=deploy, dil=dil)

@@ -20,7 +20,7 @@ from .layers import CSAM
 from .sdnet import SDNetBackbone
 from .stdc import STDM, ProjectLayer
 
-__all__ = ["STDNet", "STDNetA", "preload_backbone"]
+__all__ = ["STDNet", "preload_backbone"]
 
 VIDEO_CDCM_DILATIONS = (1, 3, 5)
 
@@ -98,15 +98,6 @@ class STDNet(SDNetBackbone):
             prev = self.attention[i](self.project2[i](torch.cat([spatial, temporal], dim=1)))
         out = F.interpolate(self.project_final(prev), size=(h, w), mode="bilinear", align_corners=False)
         return torch.sigmoid(out)
-
-
-class STDNetA(STDNet):
-    """STDNet-A: STDNet on the SDNet-A backbone (MobileViTv2 blocks ``block2_3``, ``block3_3``, ``block4_3``)."""
-
-    def __init__(self, config: str | Sequence[Sequence[str]] | None = None, *, bn: bool = True,
-                 deploy: bool = False, tid: Sequence[str] = ("cv", "cd", "ad"),
-                 scales: Sequence[float] = (0.0, 1.0, 1.0), nframes: int = 8, dil: int = 24) -> None:
-        super().__init__("sdnet-a", config, bn=bn, deploy=deploy, tid=tid, scales=scales, nframes=nframes, dil=dil)
 
 
 def preload_backbone(model: nn.Module,

@@ -16,7 +16,9 @@ import generate_salmaps_vsod
 from data.datasets import SODDataset
 from data.readers import read_rgb
 from data.transforms import preprocess_test, saliency_to_uint8
-from engine.inference import load_model, prepare_for_inference
+from engine import inference
+from engine.inference import prepare_for_inference
+from engine.loading import load_model
 from models import build_model
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
@@ -136,6 +138,57 @@ def test_corrupt_image_is_reported_and_the_others_are_written(sod_root: Path, tm
     assert exit_info.value.code == 1
     assert str(corrupt) in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "res" / "SET").iterdir()) == ["img0.png", "img1.png", "img2.png"]
+
+
+@pytest.fixture(scope="module")
+def random_sdnet(tmp_path_factory) -> Path:
+    """A training-form SDNet checkpoint with random weights in the authors' layout."""
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("random") / "sdnet.pth"
+    torch.save({f"module.{key}": value for key, value in build_model("sdnet").state_dict().items()}, path)
+    return path
+
+
+def full_resolution_command(root: Path, savedir: Path, checkpoint: Path, *extra: str) -> list[str]:
+    command = sod_command(root, savedir, checkpoint, *extra)
+    del command[command.index("--size"):command.index("--size") + 2]
+    return command
+
+
+def test_full_resolution_maps_never_depend_on_the_other_images(tmp_path: Path, random_sdnet: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images of 7 sizes, some sizes met again after others, at full resolution (no --size) with the runner keeping
+    networks for 2 shapes: each map is byte for byte the one the image gives in a run of its own."""
+    monkeypatch.setattr(inference, "RUNNER_NETWORKS", 2)
+    sizes = [(48, 64), (64, 48), (50, 70), (48, 64), (33, 41), (64, 64), (64, 48), (40, 96), (72, 40), (48, 64)]
+    for i, (height, width) in enumerate(sizes):
+        write_rgb(tmp_path / "all" / "SET" / "images" / f"img{i}.jpg", blob_image(height, width, 10 + i))
+    generate_salmaps_sod.main(full_resolution_command(tmp_path / "all", tmp_path / "maps", random_sdnet, "-j", "2",
+                                                      "--threads", "2", "--no-cache"))
+    for i in range(len(sizes)):
+        alone = tmp_path / f"alone{i}"
+        (alone / "SET" / "images").mkdir(parents=True)
+        (tmp_path / "all" / "SET" / "images" / f"img{i}.jpg").rename(alone / "SET" / "images" / f"img{i}.jpg")
+        generate_salmaps_sod.main(full_resolution_command(alone, alone / "maps", random_sdnet, "--threads", "1"))
+        ours = (tmp_path / "maps" / "SET" / f"img{i}.png").read_bytes()
+        assert ours == (alone / "maps" / "SET" / f"img{i}.png").read_bytes(), f"img{i} {sizes[i]}"
+        assert read_map(tmp_path / "maps" / "SET" / f"img{i}.png").shape == sizes[i]
+
+
+def test_a_backend_that_cannot_be_prepared_writes_nothing(sod_root: Path, tmp_path: Path, random_sdnet: Path,
+                                                          monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    import engine.backends.openvino as openvino_backend
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator\nmore detail")
+
+    monkeypatch.setattr(openvino_backend, "export_onnx", broken)
+    err = run_failing(sod_command(sod_root, tmp_path / "res", random_sdnet, "--no-cache"), capsys)
+    assert err.strip().splitlines()[-1].endswith("--backend openvino: exporting the network failed (unsupported "
+                                                 "operator); --backend eager runs without OpenVINO")
+    assert not (tmp_path / "res").exists()
+    generate_salmaps_sod.main(sod_command(sod_root, tmp_path / "res", random_sdnet, "--backend", "eager"))
+    assert len(list((tmp_path / "res" / "SET").iterdir())) == 3
 
 
 def run_failing(argv: list[str], capsys) -> str:

@@ -13,7 +13,7 @@ import torch
 from reference import reference_file
 
 from engine import hub
-from engine.inference import load_model
+from engine.loading import load_model
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

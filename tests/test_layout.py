@@ -93,3 +93,37 @@ def test_the_rules_can_fail() -> None:
 
 def test_utils_stays_small() -> None:
     assert len((REPO / "utils.py").read_text().splitlines()) <= 300
+
+
+# Calls that change the whole process; ``Evaluation/evaluate.py`` sets the threads of the worker processes it starts.
+PROCESS_WIDE = {"set_num_threads", "setNumThreads", "tune_process", "keep_freed_memory", "mallopt"}
+WORKER_SETUP = {Path("Evaluation/evaluate.py"): {"set_num_threads", "setNumThreads"}}
+
+
+def process_wide_calls(text: str) -> set[str]:
+    """Names of process-wide calls in ``text``, and ``cudnn.benchmark`` if it is assigned."""
+    found = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            found |= {name} & PROCESS_WIDE
+        elif isinstance(node, ast.Assign):
+            found |= {"cudnn.benchmark" for target in node.targets
+                      if isinstance(target, ast.Attribute) and target.attr == "benchmark"}
+    return found
+
+
+@pytest.mark.parametrize("relative", [p for p in SOURCES if layer_of(p) not in ("script", "utils")], ids=str)
+def test_library_code_changes_nothing_process_wide(relative: Path) -> None:
+    calls = process_wide_calls((REPO / relative).read_text()) - WORKER_SETUP.get(relative, set())
+    assert not calls, f"{relative} calls {sorted(calls)}: only a script's main changes the process"
+
+
+@pytest.mark.parametrize("script", ["generate_salmaps_sod", "generate_salmaps_vsod", "predict", "speed_sod",
+                                    "speed_vsod"])
+def test_inference_scripts_set_the_process_up_in_main(script: str) -> None:
+    tree = ast.parse((REPO / f"{script}.py").read_text())
+    [main] = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main"]
+    assert "tune_process" in process_wide_calls(ast.unparse(main))
+    assert process_wide_calls("torch.backends.cudnn.benchmark = True\ntorch.set_num_threads(2)\n") == {
+        "cudnn.benchmark", "set_num_threads"}

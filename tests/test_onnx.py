@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import export_onnx
-from engine.inference import load_model
+from engine.loading import load_model
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")

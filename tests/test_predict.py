@@ -14,7 +14,9 @@ import predict
 from data.readers import read_rgb
 from data.transforms import preprocess_test, saliency_to_uint8
 from data.video import clip_groups, read_frames
-from engine.inference import Predictor, load_model, prepare_for_inference, video_maps
+from engine.inference import prepare_for_inference
+from engine.loading import load_model
+from engine.maps import Predictor, video_maps
 from models import build_model
 
 SIZE = 64
@@ -234,22 +236,39 @@ def test_a_flag_contradicting_the_checkpoint_is_a_one_line_error(which, flags, m
     assert not (tmp_path / "out").exists()
 
 
-def test_the_same_bytes_on_an_idle_and_a_busy_machine(inputs: Path, tmp_path: Path, checkpoints) -> None:
-    """The default CPU path (OpenVINO, streams) writes the same files with one busy loop per core beside it."""
+def test_the_same_bytes_on_an_idle_and_a_busy_machine(inputs: Path, tmp_path: Path, checkpoints,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default CPU path (OpenVINO, two streams of one thread) writes the same files with one busy loop per core
+    beside it, and the same as one pass at a time (one thread)."""
     import subprocess
     import sys
 
-    def run(out: Path) -> dict[str, bytes]:
+    from engine.backends.openvino import OpenVINOBackend
+
+    streams = []
+    prepare = OpenVINOBackend.prepare
+
+    def spy(self, shape, count):
+        streams.append(count)
+        return prepare(self, shape, count)
+
+    monkeypatch.setattr(OpenVINOBackend, "prepare", spy)
+
+    def run(out: Path, threads: int) -> dict[str, bytes]:
         predict.main(["--model", "stdnet", "--checkpoint", str(checkpoints["stdnet"]), "--size", str(SIZE),
-                      "--nframes", "4", "--tid", "cv", "cd", "ad", "-j", "0", str(inputs), "--out", str(out)])
+                      "--nframes", "4", "--tid", "cv", "cd", "ad", "-j", "0", "--threads", str(threads), "--no-cache",
+                      str(inputs), "--out", str(out)])
         return {str(path.relative_to(out)): path.read_bytes() for path in sorted(out.rglob("*")) if path.is_file()}
 
-    idle = run(tmp_path / "idle")
+    idle = run(tmp_path / "idle", 2)
+    assert set(streams) == {2}  # every network with two streams: several inputs in flight
     loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)]
     try:
-        busy = run(tmp_path / "busy")
+        busy = run(tmp_path / "busy", 2)
     finally:
         for loop in loops:
             loop.kill()
             loop.wait()
     assert len(idle) == 4 and busy == idle  # photo, x, y and the video
+    streams.clear()
+    assert run(tmp_path / "one", 1) == idle and set(streams) == {1}

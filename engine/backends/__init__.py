@@ -1,0 +1,147 @@
+"""The inference backends, one module each, behind one small interface.
+
+A `Backend` is made once per runner from the model and the `Settings` (device, precision, threads, compiled-network
+cache); its `prepare(shape, streams)` gives the `Network` that runs inputs of that one shape. A network computes a
+pass on call, or starts one (`Network.start`) and hands back the function that finishes it, so that up to
+``Network.slots`` inputs are in flight (OpenVINO's streams; every other network has one slot and computes at once).
+The runner (`engine.inference`) holds the prepared networks and is the one place deciding which input runs where.
+
+Backends ("auto" is chosen by `choose_backend`):
+- `engine.backends.eager`: "eager" (the plain NCHW float32 model) and "channels_last" (NHWC oneDNN kernels);
+- `engine.backends.openvino`: "openvino", the CPU default (the exported graph compiled per input shape);
+- `engine.backends.inductor`: "inductor" (TorchInductor per input shape);
+- `engine.backends.cuda_graphs`: "cuda_graphs", the CUDA default (a CUDA graph per input shape).
+
+A backend never changes what it runs once made: what cannot be prepared raises `BackendError`, a one-line message
+naming the backend and the flag that avoids it, and nothing falls back to another backend.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from models import skip_zero_pre_biases
+from utils import BACKENDS, PRECISIONS
+
+__all__ = ["BACKENDS", "PRECISIONS", "BackendError", "Settings", "Network", "Backend", "backend_class",
+           "choose_backend", "openvino_available"]
+
+# backend name -> (module of engine.backends, class name)
+_MODULES = {"eager": ("eager", "EagerBackend"), "channels_last": ("eager", "ChannelsLastBackend"),
+            "inductor": ("inductor", "InductorBackend"), "openvino": ("openvino", "OpenVINOBackend"),
+            "cuda_graphs": ("cuda_graphs", "CudaGraphBackend")}
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot run the request (the device, the installation, the CPU): a one-line message."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a backend runs with: ``device``; ``precision`` ('fp32', 'fp16' on CUDA, 'bf16' on the CPU with
+    OpenVINO); ``threads``, the CPU threads of a pass; ``cache``, the folder of compiled networks kept between runs
+    (`engine.network_cache`; None: none kept)."""
+
+    device: torch.device
+    precision: str = "fp32"
+    threads: int = 1
+    cache: Path | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the runner hands the network: float16 for 'fp16', else float32 (OpenVINO converts to bf16
+        inside)."""
+        return torch.float16 if self.precision == "fp16" else torch.float32
+
+
+class Network:
+    """The network for one input shape: ``network(x)`` -> output; ``network.start(x)`` starts a pass and returns
+    the function that waits for it and gives its output. This one computes on call and at `start` (one slot)."""
+
+    slots = 1
+
+    def __init__(self, run: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.run = run
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run(x)
+
+    def start(self, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+        out = self(x)
+        return lambda: out
+
+
+class Backend:
+    """A model made ready for one backend: a private copy in eval mode without gradients on the device, DiffBlock
+    pre-biases that are exactly zero skipped (unless ``keeps_model``), in the backend's memory format and
+    precision. Subclasses give `prepare`; ``name`` is the backend's, `precision` what it runs (read back from the
+    compiled network where the backend compiles)."""
+
+    name = ""
+    memory_format = torch.channels_last
+    keeps_model = False  # True: the model exactly as given, for comparisons (eager)
+
+    def __init__(self, model: nn.Module, settings: Settings) -> None:
+        self.settings = settings
+        model = copy.deepcopy(model).eval().requires_grad_(False).to(settings.device)
+        if not self.keeps_model:
+            skip_zero_pre_biases(model)
+        if settings.precision == "fp16":
+            model = model.half()
+        self.model = model.to(memory_format=self.memory_format)
+
+    @property
+    def precision(self) -> str:
+        return self.settings.precision
+
+    def prepare(self, shape: tuple[int, ...], streams: int) -> Network:
+        """The network for inputs of ``shape`` (B, C, H, W) with up to ``streams`` in flight (a backend without
+        streams ignores it); raises `BackendError` when it cannot be made."""
+        raise NotImplementedError
+
+
+def openvino_available() -> bool:
+    """Whether the openvino package (a requirement; the "openvino" backend) can be imported."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The `Backend` subclass of backend ``name`` (one of `BACKENDS` but "auto"), its module imported on demand."""
+    module, cls = _MODULES[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+
+
+def choose_backend(device: torch.device, requested: str = "auto", precision: str = "fp32") -> str:
+    """The backend a job runs on: ``requested`` unless "auto"; "auto" is "cuda_graphs" on CUDA and "openvino" on the
+    CPU ("channels_last" where the openvino package is missing, unless bf16 is asked for). Decided from the request
+    alone, never from the clock or the inputs. Raises `BackendError` for a request the device, the installation
+    or the backend cannot run."""
+    cuda = torch.device(device).type == "cuda"
+    if requested not in BACKENDS:
+        raise BackendError(f"--backend {requested}: choose from {', '.join(BACKENDS)}")
+    if precision not in TORCH_DTYPES:
+        raise BackendError(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
+    if requested == "auto":
+        requested = "cuda_graphs" if cuda else "openvino" if openvino_available() or precision == "bf16" else \
+            "channels_last"
+    if requested == "cuda_graphs" and not cuda:
+        raise BackendError("--backend cuda_graphs needs a CUDA device (--gpu)")
+    if requested == "openvino" and cuda:
+        raise BackendError("--backend openvino runs on the CPU: leave out --gpu")
+    if requested == "openvino" and not openvino_available():
+        raise BackendError("--backend openvino needs the openvino package (pip install -r requirements.txt)")
+    if precision == "bf16" and (cuda or requested != "openvino"):
+        raise BackendError("--precision bf16 runs on the CPU with the openvino backend"
+                           + (" (on CUDA, --half runs float16)" if cuda else f", not --backend {requested}"))
+    if precision == "fp16" and (not cuda or requested == "eager"):
+        raise BackendError("--half runs float16 on CUDA only" if not cuda else "--half is not run by --eager")
+    return requested

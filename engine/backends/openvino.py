@@ -1,0 +1,194 @@
+"""The "openvino" backend, the CPU default: the converted network exported to ONNX once (any height and width,
+`engine.export`), and compiled by OpenVINO's CPU plugin for each input shape at its first pass (0.1-0.3 s; the
+export itself 0.3-0.8 s), the compiled networks kept on disk for later runs (`engine.network_cache`).
+
+Every input of a shape runs through the network compiled for that shape alone, whatever came before: a map is a
+function of its own input. A network runs one request on all threads (``streams`` = 1) or several requests of one
+thread each (OpenVINO's streams, for keeping several inputs in flight); both give the same bits, since each output
+element is computed by one thread in a fixed order whatever the thread count (tests/test_speed.py).
+
+Precision: f32 by default (OpenVINO's own default on CPUs with AVX512-BF16 or AMX is bf16, which moves the maps by
+about 2e-4); bf16 on request, where the CPU computes bf16 natively. The precision reported is read back from the
+compiled network.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from engine.backends import Backend, BackendError, Network, Settings
+from engine.export import export_onnx
+from engine.network_cache import NetworkCache, model_key
+from utils import LOGGER_NAME
+
+__all__ = ["OPENVINO_CONFIG", "openvino_core", "native_bf16", "OpenVINOBackend"]
+
+# LATENCY: one request at a time on all threads. Streams override it (see `OpenVINOBackend.compile_config`).
+OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
+_OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+# Bumped when the way a network is built changes, so that no older cache entry is taken for a newer network.
+_CACHE_FORMAT = "openvino 1"
+
+
+@functools.cache
+def openvino_core():
+    """The process's one OpenVINO Core, kept to the end: when the last Core and compiled model went away, OpenVINO
+    unloaded its CPU plugin while its worker threads still used it, which corrupted the heap (a segfault in a later,
+    unrelated Python call; seen with openvino 2026.4.1 when test runners were garbage-collected)."""
+    import openvino
+
+    return openvino.Core()
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, and OpenVINO lists BF16 among its CPU
+    capabilities); elsewhere OpenVINO would emulate it, slower than f32."""
+    flags = _cpu_flags()
+    return bool({"avx512_bf16", "amx_bf16"} & flags) and \
+        "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class _Requests(Network):
+    """A compiled network with ``streams`` inference requests: a call runs one pass, `start` starts one in an idle
+    request (``slots`` of them)."""
+
+    def __init__(self, compiled, streams: int) -> None:
+        self.slots = streams
+        self.idle = [compiled.create_infer_request() for _ in range(streams)]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.start(x)()
+
+    def start(self, x: torch.Tensor) -> Callable[[], torch.Tensor]:
+        request = self.idle.pop()
+        request.start_async([x.contiguous().numpy()])
+
+        def finish() -> torch.Tensor:
+            try:
+                request.wait()
+                return torch.from_numpy(request.get_output_tensor(0).data.copy())
+            finally:
+                self.idle.append(request)
+
+        return finish
+
+
+class OpenVINOBackend(Backend):
+    name = "openvino"
+
+    def __init__(self, model: torch.nn.Module, settings: Settings) -> None:
+        if settings.precision not in _OPENVINO_PRECISION:
+            raise BackendError(f"--backend openvino runs fp32 or bf16, not {settings.precision}")
+        if settings.precision == "bf16" and not native_bf16():
+            raise BackendError("--precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX), which this one "
+                               "has not; --precision fp32 runs here")
+        super().__init__(model, settings)
+        self.cache = NetworkCache(settings.cache) if settings.cache is not None else None
+        self._graphs: dict[tuple[int, int], object] = {}  # (batch, channels) -> the exported ov.Model
+        self._model_key: str | None = None
+        self._compiled_precision: str | None = None
+
+    @property
+    def precision(self) -> str:
+        return self._compiled_precision or self.settings.precision
+
+    def compile_config(self, streams: int) -> dict:
+        """OpenVINO's compile settings for a network of ``streams`` requests on the settings' threads."""
+        config = {**OPENVINO_CONFIG, "INFERENCE_PRECISION_HINT": _OPENVINO_PRECISION[self.settings.precision],
+                  "INFERENCE_NUM_THREADS": self.settings.threads}
+        if streams > 1:
+            config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=streams)
+        return config
+
+    def prepare(self, shape: tuple[int, ...], streams: int) -> Network:
+        streams = max(1, min(streams, self.settings.threads))
+        config = self.compile_config(streams)
+        start = time.perf_counter()
+        key = self._network_key(shape, config) if self.cache is not None else None
+        compiled, source = self._load(key, config), "loaded from the cache"
+        if compiled is None:
+            compiled, source = self._compile(shape, config), "compiled"
+            if key is not None:
+                self.cache.put(key, compiled.export_model().getvalue())
+        precision = {value: name for name, value in _OPENVINO_PRECISION.items()}.get(
+            compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+        if precision != self.settings.precision:
+            raise BackendError(f"--precision {self.settings.precision}: OpenVINO compiled the network in "
+                               f"{precision}; --precision fp32 runs as asked")
+        logging.getLogger(LOGGER_NAME).log(
+            logging.INFO if self._compiled_precision is None else logging.DEBUG,
+            "openvino network for input %s (%s, %d stream%s) %s in %.2f s", "x".join(map(str, shape)), precision,
+            streams, "s" if streams > 1 else "", source, time.perf_counter() - start)
+        self._compiled_precision = precision
+        return _Requests(compiled, streams)
+
+    def _network_key(self, shape: tuple[int, ...], config: dict) -> str:
+        import openvino
+
+        if self._model_key is None:
+            self._model_key = model_key(self.model)
+        cpu = openvino_core().get_property("CPU", "FULL_DEVICE_NAME")
+        text = f"{_CACHE_FORMAT}|{openvino.get_version()}|{cpu}|{self._model_key}|{shape}|{sorted(config.items())}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _load(self, key: str | None, config: dict):
+        """The compiled network of cache entry ``key``, or None (no cache, no entry, or one OpenVINO cannot load,
+        which is then removed)."""
+        payload = self.cache.get(key) if key is not None else None
+        if payload is None:
+            return None
+        try:
+            return openvino_core().import_model(payload, "CPU", config)
+        except RuntimeError:
+            self.cache.discard(key)
+            return None
+
+    def _compile(self, shape: tuple[int, ...], config: dict):
+        """The network compiled for ``shape`` from the export of its batch and channels."""
+        graph = self._graphs.get(shape[:2])
+        if graph is None:
+            graph = self._graphs[shape[:2]] = self._export(shape)
+        try:
+            graph = graph.clone()
+            graph.reshape(list(shape))
+            return openvino_core().compile_model(graph, "CPU", config)
+        except RuntimeError as err:
+            self._model_error(shape)
+            raise BackendError(f"--backend openvino: compiling for input {'x'.join(map(str, shape))} failed "
+                               f"({str(err).splitlines()[0]}); --backend eager runs without OpenVINO") from err
+
+    def _model_error(self, shape: tuple[int, ...]) -> None:
+        """Raise the model's own error for inputs of ``shape`` (too few channels, too small), if it has one: that
+        is the caller's to see, not a failure of the backend."""
+        with torch.inference_mode():
+            self.model(torch.zeros(shape, dtype=self.settings.dtype))
+
+    def _export(self, shape: tuple[int, ...]):
+        example = torch.zeros(shape, dtype=self.settings.dtype)
+        try:
+            with tempfile.TemporaryDirectory(prefix="sdnet-onnx-") as folder:
+                path = Path(folder) / "network.onnx"
+                export_onnx(self.model, example, path, any_size=True)
+                return openvino_core().read_model(path)
+        except Exception as err:
+            self._model_error(shape)
+            raise BackendError(f"--backend openvino: exporting the network failed ({str(err).splitlines()[0]}); "
+                               "--backend eager runs without OpenVINO") from err
