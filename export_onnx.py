@@ -4,7 +4,8 @@
 
 The graph has a fixed input shape: image models take (1, 3, size, size) ImageNet-normalised images and return
 (1, 1, size, size) sigmoid maps; video models take one clip (1, 3T, size, size), frame t in channels 3t..3t+2,
-and return (T, 1, size, size). Pre- and post-processing are as in predict.py (resize, normalise; upsample the map).
+and return (T, 1, size, size). With ``--any-size`` the height and width are free (H, W instead of size, size).
+Pre- and post-processing are as in predict.py (resize, normalise; upsample the map).
 The model is what the checkpoint holds; the model flags may be given and must then agree with it.
 """
 
@@ -28,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="square input size (default: sdnet 320, sdneta 384, video models 256)")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=ONNX_OPSET, help=f"ONNX opset (>= {ONNX_OPSET})")
+    parser.add_argument("--any-size", action="store_true",
+                        help="height and width free in the graph (batch and frames stay fixed); --size is then "
+                             "only the example the graph is traced on")
     utils.add_model_args(parser)
     return parser
 
@@ -45,10 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     size = args.size or configs.MODELS[description.model]["size"]
     channels = 3 * description.nframes if video else 3
     example = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))
-    export_onnx(model, example, args.out, args.opset)
+    export_onnx(model, example, args.out, args.opset, any_size=args.any_size)
     maps = description.nframes if video else 1
-    logger.info("wrote %s: input 'image' %s, output 'saliency' %s", args.out, tuple(example.shape),
-                (maps, 1, size, size))
+    side = ("H", "W") if args.any_size else (size, size)
+    logger.info("wrote %s: input 'image' %s, output 'saliency' %s", args.out, (1, channels, *side), (maps, 1, *side))
 
 
 if __name__ == "__main__":

@@ -29,19 +29,10 @@ from Evaluation.compare import comparison_tables, draw_comparison, write_compari
 from Evaluation.evaluate import evaluate_dataset
 from Evaluation.inputs import DatasetPairs, EvaluationError, image_dataset_pairs, video_dataset_pairs
 from Evaluation.report import format_table, json_entry, markdown_table, merge_json, save_curves
-from utils import select_device, setup_logger
+from utils import int_at_least, select_device, setup_logger
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MISSING_SHOWN = 5
-
-
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--gpu", default="", help="'' for the CPU (default), '0' for cuda:0")
     common.add_argument("--allow-missing", action="store_true",
                         help="evaluate the maps that exist when some GT maps have no prediction (counted)")
-    common.add_argument("--batch-size", type=_count(1), default=16, help="maps of one size per metric step")
-    common.add_argument("--workers", type=_count(0), default=2, help="DataLoader processes decoding the maps")
-    common.add_argument("--threads", type=_count(1), default=1,
+    common.add_argument("--batch-size", type=int_at_least(1), default=16, help="maps of one size per metric step")
+    common.add_argument("--workers", type=int_at_least(0), default=2, help="DataLoader processes decoding the maps")
+    common.add_argument("--threads", type=int_at_least(1), default=1,
                         help="CPU threads of torch/OpenCV in the main process (default 1: the metric ops are small, "
                              "and on a shared CPU extra threads slow them down)")
     common.add_argument("--float64", action="store_true", help="per-pixel arithmetic in float64 (default float32)")
@@ -85,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "lack a dataset")
     compare.add_argument("--test-lst", default=None, help="list file of the test videos (vsod)")
     compare.add_argument("--out", default=None, help="folder of the tables and figures (<results-dir>/compare)")
-    compare.add_argument("--workers", type=_count(0), default=2, help="DataLoader processes decoding the maps")
+    compare.add_argument("--workers", type=int_at_least(0), default=2, help="DataLoader processes decoding the maps")
     compare.add_argument("--gpu", default="", help="'' for the CPU (default), '0' for cuda:0")
     return parser
 

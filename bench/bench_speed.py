@@ -57,8 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def first_stage(model: torch.nn.Module, device: torch.device) -> inference.InferenceRunner:
-    """Eager without compiling or graph capture: channels_last on the CPU (the fallback of the default path), NCHW
-    on CUDA."""
+    """Eager without compiling or graph capture: channels_last on the CPU, NCHW on CUDA."""
     return inference.prepare_for_inference(model, device, backend="eager" if device.type == "cuda" else
                                            "channels_last")
 

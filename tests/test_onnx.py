@@ -25,13 +25,15 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
-def test_onnx_output_equals_pytorch(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("name", "any_size"), [("sdnet", False), ("stdnet", False), ("sdnet", True)])
+def test_onnx_output_equals_pytorch(name: str, any_size: bool, tmp_path: Path) -> None:
     checkpoint, golden = CASES[name]
     if not checkpoint.is_file() or not golden.is_file():
         pytest.skip(f"reference data absent: {checkpoint}, {golden}")
     out = tmp_path / f"{name}.onnx"
-    export_onnx.main(["--checkpoint", str(checkpoint), "--size", str(SIZE), "--out", str(out)])
+    # --any-size: traced at another size than the one it then runs
+    export_onnx.main(["--checkpoint", str(checkpoint), "--size", str(SIZE + 16 if any_size else SIZE), "--out",
+                      str(out), *(["--any-size"] if any_size else [])])
     graph = onnx.load(str(out))
     onnx.checker.check_model(graph)
     assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
