@@ -124,7 +124,7 @@ class VideoTask(train.TrainingTask):
 
     def loss(self, args, batch):
         beta = float(args.beta[0]) if args.beta and len(args.beta) == 1 else None
-        return functools.partial(video_loss, nframes=args.nframes, beta=beta)
+        return functools.partial(video_loss, nframes=args.nframes, beta=beta, iter_size=args.iter_size)
 
     def best_file(self, val_set):
         return f"checkpoint_best_{val_set}.pth"
@@ -136,13 +136,15 @@ class VideoTask(train.TrainingTask):
         return f"bn {args.bn}, tid {' '.join(args.tid)}, nstdc {args.nstdc}"
 
 
-def video_loss(pred, target, clip_weights=None, *, nframes: int, beta: float | None = None):
+def video_loss(pred, target, clip_weights=None, *, nframes: int, beta: float | None = None, iter_size: int = 1):
     """BCE + (1 - SSIM) + IoU of (B*T, 1, S, S) maps against (B, T, 1, S, S) targets (frame t of clip b at row
-    b*T + t); ``--beta``: per-clip pixel weights (one value) or the clips' weights (B,) (NAME BETA)."""
+    b*T + t); ``--beta``: per-clip pixel weights (one value) or the clips' weights (B,) (NAME BETA). Each term is a
+    mean over the batch (a sum divided by B), so dividing by ``iter_size`` divides the sum by B x iter-size, as the
+    image loss: ``iter_size`` accumulated batches give the gradient of one batch that many times larger."""
     target = target.reshape(pred.shape)
     pixels = clip_bce_weights(target, nframes, beta) if beta is not None else None
     frames = clip_weights.repeat_interleave(nframes) if clip_weights is not None else None
-    return bce_ssim_iou_loss(pred, target, frame_weights=frames, pixel_weights=pixels)
+    return bce_ssim_iou_loss(pred, target, frame_weights=frames, pixel_weights=pixels) / iter_size
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,11 +24,10 @@ from pathlib import Path
 import cv2
 import torch
 
-from data.atomic import write_bytes_atomic
 from Evaluation.compare import comparison_tables, draw_comparison, write_comparison
 from Evaluation.evaluate import evaluate_dataset
 from Evaluation.inputs import DatasetPairs, EvaluationError, image_dataset_pairs, video_dataset_pairs
-from Evaluation.report import format_table, json_entry, markdown_table, merge_json, save_curves
+from Evaluation.report import format_table, json_entry, save_curves, write_metrics
 from utils import int_at_least, select_device, setup_logger
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -140,8 +139,7 @@ def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
         title = f"{args.exp} - {dataset.name} ({result['images']} maps" + (
             f", {result['videos']} videos)" if "videos" in result else ")")
         save_curves(exp_dir / f"curves_{args.task}_{dataset.name}.png", title, result["curves"])
-    merged = merge_json(exp_dir / f"metrics_{args.task}.json", entries)
-    write_bytes_atomic(exp_dir / f"metrics_{args.task}.md", markdown_table(merged).encode())
+    write_metrics(exp_dir, args.task, entries)
     logger.info("wrote %s, %s and curves_%s_<DATASET>.png", exp_dir / f"metrics_{args.task}.json",
                 exp_dir / f"metrics_{args.task}.md", args.task)
     return entries

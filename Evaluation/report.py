@@ -1,7 +1,8 @@
-"""Outputs of an evaluation: the printed tables, ``metrics_<task>.json`` (merged with earlier runs, per dataset), a
-Markdown file, and one PNG per dataset with the precision-recall curve and the F-measure-over-threshold curve.
-Each output has two groups of figures: PySODMetrics' protocol, and the paper's (the authors' scripts, under
-``"release"``). Every file is written to a temporary name first and then renamed, so nothing is left half-written."""
+"""Outputs of an evaluation: the printed tables, ``metrics_<task>.json`` (merged with earlier runs and with
+evaluations running at the same time, per dataset), a Markdown file, and one PNG per dataset with the
+precision-recall curve and the F-measure-over-threshold curve. Each output has two groups of figures: PySODMetrics'
+protocol, and the paper's (the authors' scripts, under ``"release"``). Every file is written to a temporary name
+first and then renamed, so nothing is left half-written."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.atomic import atomic_path, write_json_atomic
+from data.atomic import atomic_path, locked, write_bytes_atomic, write_json_atomic
 from Evaluation.metrics import SUMMARY_KEYS
 
 COLUMNS = (*SUMMARY_KEYS, "images")
@@ -72,9 +73,21 @@ def markdown_table(entries: dict[str, dict]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def write_metrics(exp_dir: Path, task: str, entries: dict[str, dict]) -> dict[str, dict]:
+    """Merge ``entries`` into ``<exp_dir>/metrics_<task>.json`` and rewrite ``metrics_<task>.md`` from the merged
+    records, under one lock (`data.atomic.locked`): evaluations of other datasets writing into the same experiment
+    at the same time (a SLURM array) keep each other's figures. Returns the merged records."""
+    path = Path(exp_dir) / f"metrics_{task}.json"
+    with locked(path):
+        merged = merge_json(path, entries)
+        write_bytes_atomic(Path(exp_dir) / f"metrics_{task}.md", markdown_table(merged).encode())
+    return merged
+
+
 def merge_json(path: Path, entries: dict[str, dict]) -> dict[str, dict]:
     """Replace the given datasets' records in the JSON file at ``path`` (keeping other datasets from earlier runs;
-    an unreadable old file is replaced) and return the merged records."""
+    an unreadable old file is replaced) and return the merged records. Not safe against another process doing the
+    same at once: `write_metrics` holds the lock around it."""
     merged: dict[str, dict] = {}
     try:
         old = json.loads(Path(path).read_text())

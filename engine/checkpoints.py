@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import configs
-from data.atomic import write_bytes_atomic, write_json_atomic
+from data.atomic import append_line_atomic, write_bytes_atomic, write_json_atomic
 from models import CheckpointError, LoadedCheckpoint, ModelDescription, load_checkpoint
 
 __all__ = ["LATEST_CHECKPOINT", "save_checkpoint", "check_description", "save_training_checkpoint",
@@ -117,10 +117,12 @@ def save_training_checkpoint(model: torch.nn.Module, args: argparse.Namespace, e
     }
     if scaler is not None and scaler.is_enabled():
         extra["scaler"] = scaler.state_dict()
-    names = [LATEST_CHECKPOINT]
+    names = list(best_files)
     if args.save_freq > 0 and (epoch + 1) % args.save_freq == 0:
-        names.append(f"checkpoint_{epoch:03d}.pth")
-    paths = [checkpoint_path(args.savedir, name) for name in names + list(best_files)]
+        names.insert(0, f"checkpoint_{epoch:03d}.pth")
+    # checkpoint_latest.pth last: a run killed before it is in place resumes from the epoch before and writes the
+    # epoch's other files again, so a kill between two of them loses none.
+    paths = [checkpoint_path(args.savedir, name) for name in names + [LATEST_CHECKPOINT]]
     save_checkpoint(paths, model.state_dict(), training_description(args), **extra)
     return paths
 
@@ -181,9 +183,10 @@ def write_args_json(savedir: str | os.PathLike, args: argparse.Namespace) -> Non
 
 
 def append_log_line(savedir: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line (an epoch summary) to ``<savedir>/log.jsonl``."""
-    with open(Path(savedir) / "log.jsonl", "a") as handle:
-        handle.write(json.dumps(record) + "\n")
+    """Append one JSON line (an epoch summary) to ``<savedir>/log.jsonl``, atomically and flushed to the disk: the
+    training loop writes it before the epoch's checkpoint, and a resumed run drops the lines of epochs after its
+    checkpoint (`trim_log`), so a kill between the two neither loses nor repeats a line."""
+    append_line_atomic(Path(savedir) / "log.jsonl", json.dumps(record), fsync=True)
 
 
 def trim_log(savedir: str | os.PathLike, last_epoch: int) -> None:
@@ -202,4 +205,4 @@ def trim_log(savedir: str | os.PathLike, last_epoch: int) -> None:
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     kept = [line for line in lines if epoch_of(line) <= last_epoch]
     if len(kept) != len(lines):
-        write_bytes_atomic(path, "".join(line + "\n" for line in kept).encode())
+        write_bytes_atomic(path, "".join(line + "\n" for line in kept).encode(), fsync=True)

@@ -292,11 +292,13 @@ def _finish_epoch(job: TrainJob, epoch: int, lr: float, loss: float, rate: float
         val_mae[name] = result["mae"]
     improved = [name for name, mae in val_mae.items() if mae <= job.best.get(name, math.inf)]
     job.best.update({name: val_mae[name] for name in improved})
-    save_training_checkpoint(job.model, args, epoch, job.optimizer, job.best, scaler=job.scaler,
-                             best_files=[job.best_files[name] for name in improved if name in job.best_files])
     seconds = time.perf_counter() - epoch_start
+    # The log line before the checkpoint: a kill between the two resumes from the epoch before, which drops the
+    # line and writes it again (engine.checkpoints.trim_log).
     append_log_line(args.savedir, {"epoch": epoch, "lr": lr, "loss": loss, "val_mae": val_mae,
                                    "images_per_s": rate, "seconds": seconds})
+    save_training_checkpoint(job.model, args, epoch, job.optimizer, job.best, scaler=job.scaler,
+                             best_files=[job.best_files[name] for name in improved if name in job.best_files])
     maes = ", ".join(f"{name} {mae:.4f}" for name, mae in val_mae.items()) or "none"
     logger.info("epoch %d: loss %.4f, val MAE %s, %.1f images/s, %.1f s", epoch, loss, maes, rate, seconds)
 

@@ -274,3 +274,37 @@ def test_figures_do_not_depend_on_the_number_of_workers(tree, monkeypatch, tmp_p
               str(results), "--workers", workers])
         outputs.append([(results / "exp1" / f"metrics_{task}.json").read_bytes() for task in ("sod", "vsod")])
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_two_evaluations_of_one_experiment_at_once_keep_both(tree, tmp_path):
+    """Two evaluations (one dataset each, as a SLURM array runs them) writing one experiment folder at the same
+    time: each takes the experiment's lock to merge its figures, so neither is lost. The test holds the lock while
+    both evaluate, so that both are waiting for it together, then lets them go."""
+    import shutil
+    import time
+
+    from data.atomic import locked
+
+    exp = tree["repo"] / "results" / "exp_pair"
+    for name in ("DSA", "DSB"):
+        shutil.copytree(tree["repo"] / "results" / "exp1" / name, exp / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PWD")}
+    with locked(exp / "metrics_sod.json"):
+        commands = [f"cd Evaluation && bash eval_sod.sh {name} exp_pair {shlex.quote(str(tree['root'] / 'sod'))} "
+                    "--workers 0" for name in ("DSA", "DSB")]
+        processes = [subprocess.Popen(["bash", "-c", command], cwd=tree["repo"], env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True) for command in commands]
+        deadline = time.monotonic() + 120
+        while not all((exp / f"curves_sod_{name}.png").is_file() for name in ("DSA", "DSB")):  # both at the lock
+            assert time.monotonic() < deadline and all(p.poll() is None for p in processes)
+            time.sleep(0.05)
+        assert not (exp / "metrics_sod.json").exists()  # nobody merges while the lock is held
+    for process in processes:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    results = json.loads((exp / "metrics_sod.json").read_text())
+    assert sorted(results) == ["DSA", "DSB"]
+    _check(results["DSA"], tree["expected_sod"]["DSA"], 7)
+    _check(results["DSB"], tree["expected_sod"]["DSB"], 4)
+    markdown = (exp / "metrics_sod.md").read_text()
+    assert "| DSA |" in markdown and "| DSB |" in markdown

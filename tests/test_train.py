@@ -1,4 +1,4 @@
-"""End-to-end training on a tiny synthetic data set: the loss falls, resume after SIGKILL is bitwise exact, DDP
+"""End-to-end training on a tiny synthetic data set: the loss falls, resume after a SIGKILL is bitwise exact, DDP
 with 2 Gloo processes equals one process, bad input fails cleanly, and the README training commands start.
 
 Every run is tiny (64 px, 16 training images, one or a few steps per pass) and uses one thread per process, so
@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from argparse import Namespace
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 import train_sod
 import train_vsod
 import utils
+from data.atomic import FAULT_VARIABLE, WRITE_LOG_VARIABLE
 from data.synthetic import SyntheticSizes, generate
 from engine import checkpoints, train
 from models import build_model, convert_model
@@ -85,43 +85,38 @@ RESUME_FLAGS = ("--epochs", "3", "--batch-size", "4", "--pass-scales", "1.25", "
                 "--max-steps", "3", "--lr", "3e-3", "--warmup", "1", "--resume")
 
 
-def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "train_sod.py"), *args], env=_env(), cwd=REPO,
-                          capture_output=True, text=True, timeout=300, **kwargs)
-
-
-def _kill_during_epoch(args: list[str], savedir: Path, epoch: int) -> None:
-    """Start a run and SIGKILL its whole process group (workers too) shortly after ``epoch`` starts."""
-    process = subprocess.Popen([sys.executable, str(REPO / "train_sod.py"), *args], env=_env(), cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    log_file, deadline = savedir / "log.txt", time.monotonic() + 240
-    try:
-        while f"epoch {epoch}/" not in (log_file.read_text() if log_file.exists() else ""):
-            assert process.poll() is None, "the run ended before the epoch to interrupt"
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        time.sleep(0.3)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+def _run(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "train_sod.py"), *args], env=env or _env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_run(synthetic_root, tmp_path_factory) -> Path:
+def uninterrupted_run(synthetic_root, tmp_path_factory) -> tuple[Path, list[str]]:
+    """The reference run and the targets of its writes, in order (data/atomic.py's write log)."""
     reference = tmp_path_factory.mktemp("uninterrupted") / "run"
-    result = _run(_image_flags(synthetic_root, reference, *RESUME_FLAGS))
+    log = reference.parent / "writes.log"
+    result = _run(_image_flags(synthetic_root, reference, *RESUME_FLAGS), env={**_env(), WRITE_LOG_VARIABLE: str(log)})
     assert result.returncode == 0, result.stderr
-    return reference
+    return reference, [line.split("\t", 1)[1] for line in log.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("workers", ["0", "2"])
+@pytest.mark.parametrize("workers", ["2"])  # -j 0: tests/test_faults.py, at every write point
 def test_resume_after_sigkill_is_bitwise_identical(synthetic_root, uninterrupted_run, tmp_path, workers):
-    """Killed in epoch 2 and resumed with -j 0 or -j 2; the reference ran uninterrupted with -j 0."""
-    reference = uninterrupted_run
+    """SIGKILLed right after epoch 1's checkpoint is in place (data/atomic.py's fault injection), its data workers
+    with it, and resumed with -j 2; the reference ran uninterrupted with -j 0."""
+    reference, targets = uninterrupted_run
     resumed = tmp_path / "resumed"
     flags = [*_image_flags(synthetic_root, resumed, *RESUME_FLAGS), "-j", workers]
-    _kill_during_epoch(flags, resumed, epoch=2)
-    assert _latest(resumed)["epoch"] == 1, "the kill should land in epoch 2"
+    point = [i for i, target in enumerate(targets, 1) if target.endswith("checkpoint_latest.pth")][1]
+    process = subprocess.Popen([sys.executable, str(REPO / "train_sod.py"), *flags], cwd=REPO,
+                               env={**_env(), FAULT_VARIABLE: f"{point}:after"}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    assert process.wait(timeout=300) == -signal.SIGKILL
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # its data workers, if any are left
+    except ProcessLookupError:
+        pass
+    assert _latest(resumed)["epoch"] == 1
     result = _run(flags)
     assert result.returncode == 0, result.stderr
     assert "resuming after epoch 1" in result.stderr
@@ -306,6 +301,40 @@ def test_iter_size_accumulates_like_a_bigger_batch(synthetic_root, tmp_path, one
     assert _log(tmp_path / "accumulated")[0]["loss"] == pytest.approx(_log(tmp_path / "eight")[0]["loss"], rel=1e-5)
     # --print-freq 1: one line per optimizer step, in log.txt (the progress bar shows the same)
     assert "epoch 0 @64: step 1/1, loss" in (tmp_path / "accumulated" / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("video", [False, True])
+def test_iter_size_gives_the_gradient_of_a_bigger_batch(video: bool, one_thread) -> None:
+    """One optimizer step of SGD (lr 1: the step is the gradient) on a batch of 8 and on two batches of 4 with
+    --iter-size 2, with each script's loss: the same step, images and clips alike. BatchNorm layers run in eval mode,
+    so that no statistic depends on how the batch is split."""
+    import copy
+
+    torch.manual_seed(0)
+    model = build_model("stdnet" if video else "sdnet", bn=video, nframes=2)
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
+            module.train = lambda mode=True, module=module: module  # stays in eval mode
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.rand(8, 6 if video else 3, 32, 32, generator=generator)
+    target = (torch.rand((8, 2, 1, 32, 32) if video else (8, 1, 32, 32), generator=generator) > 0.5).float()
+    steps = []
+    for iter_size, batch in ((1, 8), (2, 4)):
+        args = Namespace(iter_size=iter_size, beta=None if video else 1.1, nframes=2)
+        task = train_vsod.VideoTask() if video else train_sod.ImageTask()
+        network = copy.deepcopy(model)
+        before = {name: p.detach().clone() for name, p in network.named_parameters()}
+        optimizer = torch.optim.SGD(network.parameters(), lr=1.0)
+        loader = [(inputs[i:i + batch], target[i:i + batch]) for i in range(0, 8, batch)]
+        cfg = train.LoopConfig(device=torch.device("cpu"), iter_size=iter_size, frames_per_sample=2 if video else 1)
+        assert train.train_one_pass(network, loader, optimizer, task.loss(args, batch), cfg)["steps"] == 1
+        steps.append({name: before[name] - p.detach() for name, p in network.named_parameters()})
+    moved = 0
+    for name, step in steps[0].items():
+        assert (steps[1][name] - step).abs().max().item() <= 1e-6 + 1e-4 * step.abs().max().item(), name
+        moved += bool(step.abs().max() > 0)
+    assert moved > len(steps[0]) // 2
 
 
 def test_checkinfo_and_evaluate_write_nothing(synthetic_root, previous_run, tmp_path, capsys):
