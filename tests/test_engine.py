@@ -131,6 +131,70 @@ def _draws() -> tuple:
     return random.random(), np.random.rand(3).tolist(), np.random.randn(), torch.rand(3).tolist()
 
 
+def test_threads_writing_one_file_at_once_never_mix(tmp_path):
+    """Temporary names are unique per thread: eight threads writing one target at once each finish, and the target
+    is one of their complete payloads."""
+    import threading
+
+    target = tmp_path / "shared.bin"
+    payloads = [bytes([index]) * 200_000 for index in range(8)]
+    barrier = threading.Barrier(len(payloads))
+    errors = []
+
+    def write(payload: bytes) -> None:
+        barrier.wait()
+        try:
+            atomic.write_bytes_atomic(target, payload)
+        except Exception as err:  # any failure is the test's to report
+            errors.append(err)
+
+    threads = [threading.Thread(target=write, args=(payload,)) for payload in payloads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and target.read_bytes() in payloads
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.bin"]
+
+
+def test_a_killed_writers_temporary_is_removed_a_live_ones_kept(tmp_path):
+    """The first write of a process into a folder removes the temporary files of dead writers of this host, not
+    those of live ones (another process writing there now) nor other files."""
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = tmp_path / "maps"
+    folder.mkdir()
+    host = atomic._HOST
+    names = {"stale": f".a.png.{host}.{dead.pid}.1.tmp", "live": f".b.png.{host}.{os.getpid()}.1.tmp",
+             "video": f".c.mp4.{host}.{dead.pid}.7.tmp.mp4", "other host": f".d.png.elsewhere.{dead.pid}.1.tmp",
+             "not ours": ".e.png.tmp"}
+    for name in names.values():
+        (folder / name).write_bytes(b"x")
+    atomic.write_bytes_atomic(folder / "new.png", b"y")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["new.png", names["live"], names["other host"], names["not ours"]])
+
+
+def test_checkpoints_flush_the_file_and_then_its_folder(tmp_path, monkeypatch):
+    """fsync=True (checkpoints, the run log): the file's data before the rename, its folder's entry after it."""
+    synced = []
+    original = os.fsync
+
+    def spy(handle: int) -> None:
+        synced.append("folder" if os.path.isdir(f"/proc/self/fd/{handle}") else "file")
+        original(handle)
+
+    monkeypatch.setattr(atomic.os, "fsync", spy)
+    atomic.write_bytes_atomic(tmp_path / "checkpoint.pth", b"weights", fsync=True)
+    assert synced == ["file", "folder"]
+    synced.clear()
+    atomic.write_bytes_atomic(tmp_path / "map.png", b"pixels")
+    assert synced == []
+
+
 def test_rng_state_roundtrip_through_weights_only_file():
     utils.seed_everything(123)
     np.random.randn()  # leaves a cached gaussian in numpy's state
