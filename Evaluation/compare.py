@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-
-from data.atomic import atomic_path, write_bytes_atomic
+from data.atomic import write_bytes_atomic
 from Evaluation.inputs import EvaluationError
 from Evaluation.metrics import SUMMARY_KEYS
+from Evaluation.report import draw_curves
 
 __all__ = ["PROTOCOLS", "comparison_tables", "write_comparison", "draw_comparison"]
 
@@ -94,26 +93,11 @@ def write_comparison(tables: dict[str, dict], out: Path, task: str) -> list[Path
 
 def draw_comparison(metrics: dict[str, dict[str, dict]], dataset: str, path: Path) -> None:
     """One PNG: the precision-recall curves and the F-measure over the 256 thresholds of every method on
-    ``dataset`` (PySODMetrics' curves, stored in each JSON entry). Agg canvas, no global pyplot state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4.2), layout="constrained")
-    FigureCanvasAgg(figure)
-    pr_axes, f_axes = figure.subplots(1, 2)
+    ``dataset`` (PySODMetrics' curves, stored in each JSON entry; `Evaluation.report.draw_curves`)."""
+    methods = {}
     for method, entries in metrics.items():
         curves = entries[dataset].get("curves")
         if not curves:
             raise EvaluationError(f"{method}: metrics of {dataset} have no curves (evaluate it again)")
-        pr_axes.plot(curves["recall"], curves["precision"], label=method)
-        thresholds = 255 - np.arange(len(curves["fmeasure"]))
-        f_axes.plot(thresholds, curves["fmeasure"], label=f"{method} (max {max(curves['fmeasure']):.4f})")
-    pr_axes.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall")
-    f_axes.set(xlabel="Threshold (0-255)", ylabel="F-measure (beta^2 = 0.3)", xlim=(0, 255), ylim=(0, 1.02),
-               title="F-measure over thresholds")
-    for axes in (pr_axes, f_axes):
-        axes.grid(alpha=0.3)
-        axes.legend(loc="lower left" if axes is pr_axes else "lower center", fontsize="small")
-    figure.suptitle(dataset)
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=100)
+        methods[method] = curves
+    draw_curves(path, dataset, methods)

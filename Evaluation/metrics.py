@@ -25,7 +25,7 @@ from Evaluation.spatial import gaussian_filter, replace_with_nearest_foreground_
 
 __all__ = [
     "PreparedBatch", "prepare_batch", "MAE", "Fmeasure", "Emeasure", "Smeasure", "WeightedFmeasure",
-    "SODMetrics", "average_over_videos", "SUMMARY_KEYS", "quadrant_ssim",
+    "SODMetrics", "average_over_videos", "SUMMARY_KEYS", "quadrant_ssim", "object_similarity",
 ]
 
 # MATLAB's eps, as PySODMetrics uses it (np.spacing(1)).
@@ -315,15 +315,19 @@ class Emeasure(_Accumulator):
         return {"em": {"adp": self._mean("adp"), "curve": self._mean("curve")}}
 
 
-def _object_similarity(counts: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """2 * mean / (mean^2 + 1 + std + eps) of a region given by its grey-level counts (B, 256) and level values
-    (B, 256) float64; std with ddof 1 (0 for a single pixel)."""
+def object_similarity(counts: torch.Tensor, values: torch.Tensor, eps: float = EPS,
+                      one_pixel_std: float = 0.0) -> torch.Tensor:
+    """The S-measure's object similarity 2 * mean / (mean^2 + 1 + std + eps) of a region, (B,) float64, from its
+    grey-level counts (B, 256) and level values (B, 256) float64; std with ddof 1, ``one_pixel_std`` for a region
+    of one pixel (PySODMetrics: 0; the release's torch: NaN, 0 / 0); the mean of an empty region is NaN. Both
+    S-measures use it: PySODMetrics' (`Smeasure`, eps = MATLAB's eps) and the paper's (`Evaluation.release`,
+    eps = 1e-20)."""
     counts = counts.to(torch.float64)
     size = counts.sum(1)
     mean = (counts * values).sum(1) / size
     variance = (counts * (values - mean[:, None]) ** 2).sum(1) / torch.clamp(size - 1, min=1)
-    std = torch.where(size > 1, variance.sqrt(), 0.0)
-    return 2 * mean / (mean**2 + 1 + std + EPS)
+    std = torch.where(size > 1, variance.sqrt(), one_pixel_std)
+    return 2 * mean / (mean**2 + 1 + std + eps)
 
 
 def quadrant_ssim(counts: torch.Tensor, values: torch.Tensor, eps: float,
@@ -378,8 +382,8 @@ class Smeasure(_Accumulator):
         joint = batch.joint_histogram()
         fg_ratio = batch.fg_count.to(torch.float64) / batch.numel
         mean_pred = batch.mean_prediction()
-        object_score = (_object_similarity(joint[:, 1], batch.values) * fg_ratio
-                        + _object_similarity(joint[:, 0], 1 - batch.values) * (1 - fg_ratio))
+        object_score = (object_similarity(joint[:, 1], batch.values) * fg_ratio
+                        + object_similarity(joint[:, 0], 1 - batch.values) * (1 - fg_ratio))
         region_score = self._region(batch)
         combined = torch.clamp(object_score * self.alpha + region_score * (1 - self.alpha), min=0)
         score = torch.where(fg_ratio == 0, 1 - mean_pred, torch.where(fg_ratio == 1, mean_pred, combined))

@@ -14,10 +14,12 @@ float64 (the release sums float32 over the pixels, so the two differ by float ro
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from Evaluation.metrics import PreparedBatch, prepare_batch, quadrant_ssim
+from Evaluation.metrics import PreparedBatch, object_similarity, prepare_batch, quadrant_ssim
 
 __all__ = ["THRESHOLDS", "ReleaseMetrics", "average_precision", "average_release_over_videos"]
 
@@ -34,17 +36,6 @@ def _normalised_levels(joint_pred: torch.Tensor) -> torch.Tensor:
     low = torch.where(present, levels, torch.inf).amin(1, keepdim=True)
     high = torch.where(present, levels, -torch.inf).amax(1, keepdim=True)
     return (levels - low) / (high - low + 1e-20)
-
-
-def _region_similarity(counts: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """2 x / (x^2 + 1 + sigma + 1e-20) of a region given by counts (B, 256) of the values (B, 256): the release's
-    object similarity, sigma the unbiased std (NaN for a region of one pixel, as torch gives; the mean of an empty
-    region is NaN too)."""
-    counts = counts.double()
-    size = counts.sum(1)
-    mean = (counts * values).sum(1) / size
-    variance = (counts * (values - mean[:, None]) ** 2).sum(1) / (size - 1)
-    return 2 * mean / (mean**2 + 1 + variance.sqrt() + 1e-20)
 
 
 class ReleaseMetrics:
@@ -112,8 +103,9 @@ class ReleaseMetrics:
         region_score, hist = self._region(pred, foreground, values)
         fg_counts = hist[:, :, 1].sum(1)
         ratio = fg_counts.sum(1) / pixels
-        object_score = (ratio * _region_similarity(fg_counts, values)
-                        + (1 - ratio) * _region_similarity(counts - fg_counts, 1 - values))
+        # the release's torch: 1e-20, and an unbiased std of one pixel is 0 / 0 = NaN
+        object_score = (ratio * object_similarity(fg_counts, values, 1e-20, math.nan)
+                        + (1 - ratio) * object_similarity(counts - fg_counts, 1 - values, 1e-20, math.nan))
         # clamp keeps a NaN (a one-pixel or empty region, as the release's torch gives): such a map's Sm is NaN
         score = torch.clamp(0.5 * object_score + 0.5 * region_score, min=0)
         return torch.where(empty, 1 - mean_pred, torch.where(full, mean_pred, score))

@@ -101,24 +101,39 @@ def merge_json(path: Path, entries: dict[str, dict]) -> dict[str, dict]:
 
 
 def save_curves(path: Path, title: str, curves: dict) -> None:
-    """PNG with the precision-recall curve and the F-measure over the 256 thresholds (PySODMetrics' curve order:
-    index 0 = threshold 255), drawn with matplotlib's Agg canvas (no display, no global pyplot state)."""
+    """PNG of one method's curves: `draw_curves` with its E-measure curve and its best F-measure marked."""
+    draw_curves(path, title, {"": curves})
+
+
+def draw_curves(path: Path, title: str, methods: dict[str, dict]) -> None:
+    """PNG with the precision-recall curves and the F-measure over the 256 thresholds (PySODMetrics' curve order:
+    index 0 = threshold 255) of each method (label -> curves with ``precision``, ``recall``, ``fmeasure`` and, for
+    one method, ``emeasure``), drawn with matplotlib's Agg canvas (no display, no global pyplot state). One method
+    (label ''): its E-measure curve too and its best F-measure marked; several: each labelled with its max F."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(10, 4.2), layout="constrained")
     FigureCanvasAgg(figure)
     pr_axes, f_axes = figure.subplots(1, 2)
-    pr_axes.plot(curves["recall"], curves["precision"], color="tab:blue")
+    single = len(methods) == 1 and "" in methods
+    for label, curves in methods.items():
+        fmeasure = np.asarray(curves["fmeasure"])
+        thresholds = 255 - np.arange(len(fmeasure))
+        best = int(np.argmax(fmeasure))
+        pr_axes.plot(curves["recall"], curves["precision"], color="tab:blue" if single else None, label=label or None)
+        f_axes.plot(thresholds, fmeasure, color="tab:red" if single else None,
+                    label="F-measure (beta^2 = 0.3)" if single else f"{label} (max {fmeasure[best]:.4f})")
+        if single:
+            f_axes.plot(thresholds, curves["emeasure"], color="tab:green", linestyle="--", label="E-measure")
+            f_axes.scatter([thresholds[best]], [fmeasure[best]], color="tab:red", zorder=3,
+                           label=f"max F {fmeasure[best]:.4f} at {thresholds[best]}")
     pr_axes.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall")
-    thresholds = 255 - np.arange(len(curves["fmeasure"]))
-    best = int(np.argmax(curves["fmeasure"]))
-    f_axes.plot(thresholds, curves["fmeasure"], color="tab:red", label="F-measure (beta^2 = 0.3)")
-    f_axes.plot(thresholds, curves["emeasure"], color="tab:green", linestyle="--", label="E-measure")
-    f_axes.scatter([thresholds[best]], [curves["fmeasure"][best]], color="tab:red", zorder=3,
-                   label=f"max F {curves['fmeasure'][best]:.4f} at {thresholds[best]}")
-    f_axes.set(xlabel="Threshold (0-255)", ylabel="Score", xlim=(0, 255), ylim=(0, 1.02), title="Over thresholds")
-    f_axes.legend(loc="lower center")
+    f_axes.set(xlabel="Threshold (0-255)", ylabel="Score" if single else "F-measure (beta^2 = 0.3)", xlim=(0, 255),
+               ylim=(0, 1.02), title="Over thresholds" if single else "F-measure over thresholds")
+    f_axes.legend(loc="lower center", fontsize=None if single else "small")
+    if not single:
+        pr_axes.legend(loc="lower left", fontsize="small")
     for axes in (pr_axes, f_axes):
         axes.grid(alpha=0.3)
     figure.suptitle(title)
