@@ -31,9 +31,10 @@ from Evaluation.metrics import (
     prepare_batch,
 )
 from Evaluation.msiou import MSIoU
+from Evaluation.size_invariance import SizeInvarianceFmeasureV2, SizeInvarianceMAE
 
 __all__ = ["MAE", "Emeasure", "Fmeasure", "PreparedBatch", "SODMetrics", "SUMMARY_KEYS", "Smeasure",
            "WeightedFmeasure", "average_over_videos", "prepare_batch", "FmeasureV2", "BERHandler", "DICEHandler",
            "FmeasureHandler", "FPRHandler", "IOUHandler", "KappaHandler", "OverallAccuracyHandler",
            "PrecisionHandler", "RecallHandler", "SensitivityHandler", "SpecificityHandler", "TNRHandler",
-           "TPRHandler", "MSIoU"]
+           "TPRHandler", "MSIoU", "SizeInvarianceMAE", "SizeInvarianceFmeasureV2"]

@@ -15,11 +15,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from Evaluation.metrics import ArrayLike, PreparedBatch, prepare_batch
+from Evaluation.metrics import ArrayLike, PreparedBatch, adaptive_counts, prepare_batch, threshold_counts
 
 __all__ = ["FmeasureV2", "IOUHandler", "DICEHandler", "BERHandler", "KappaHandler", "OverallAccuracyHandler",
            "PrecisionHandler", "RecallHandler", "SpecificityHandler", "TNRHandler", "TPRHandler",
-           "SensitivityHandler", "FPRHandler", "FmeasureHandler", "ConfusionCounts", "confusion_counts"]
+           "SensitivityHandler", "FPRHandler", "FmeasureHandler", "ConfusionCounts", "confusion_counts",
+           "region_counts"]
 
 
 def _float(value) -> torch.Tensor:
@@ -40,7 +41,8 @@ class _BaseHandler:
     def reset(self) -> None:
         """Forget every map seen so far."""
         self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.count = 0  # maps
+        self.objects = 0  # objects (the size-invariant FmeasureV2 averages over them)
         self.binary_counts = {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
 
     @staticmethod
@@ -185,12 +187,18 @@ def _counts(fg_hits: torch.Tensor, bg_hits: torch.Tensor, fg: torch.Tensor, bg: 
 
 def confusion_counts(batch: PreparedBatch) -> ConfusionCounts:
     """`ConfusionCounts` of a batch, from its shared histograms (no per-pixel work)."""
-    fg = batch.fg_count
-    bg = batch.numel - fg
-    true_pos, false_pos = batch.threshold_counts()
-    hit_fg, hit_bg = batch.adaptive_counts()
-    joint = batch.joint_histogram()
-    above = (batch.values > 0.5).long()  # pred > 0.5, level by level
+    return region_counts(batch.joint_histogram(), batch.values, batch.bins, batch.numel)
+
+
+def region_counts(joint: torch.Tensor, values: torch.Tensor, bins: torch.Tensor, numel: int) -> ConfusionCounts:
+    """`ConfusionCounts` of N maps of ``numel`` pixels from their counts (N, 2, L) by GT class and level, and the
+    normalised value (N, L) float64 and uint8 bin (N, L) int64 of each level (L levels: the 256 grey levels, or
+    more, e.g. a level for the zeroed pixels outside a region)."""
+    fg = joint[:, 1].sum(1)
+    bg = numel - fg
+    true_pos, false_pos = threshold_counts(joint, bins)
+    hit_fg, hit_bg = adaptive_counts(joint, values, numel)
+    above = (values > 0.5).long()  # pred > 0.5, level by level
     return ConfusionCounts(_counts(true_pos, false_pos, fg[:, None], bg[:, None]), _counts(hit_fg, hit_bg, fg, bg),
                            _counts((joint[:, 1] * above).sum(1), (joint[:, 0] * above).sum(1), fg, bg))
 
@@ -245,6 +253,7 @@ class FmeasureV2:
             for key, value in theirs.binary_counts.items():
                 handler.binary_counts[key] += value
             handler.count += theirs.count
+            handler.objects += theirs.objects
 
     def get_results(self) -> dict:
         return {name: handler.results() for name, handler in self._metric_handlers.items()}

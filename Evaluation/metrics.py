@@ -140,23 +140,38 @@ class PreparedBatch:
 
     def mean_prediction(self) -> torch.Tensor:
         """Mean normalised prediction per image, (B,) float64."""
-        counts = self.joint_histogram().sum(1).to(torch.float64)
-        return (counts * self.values).sum(1) / self.numel
+        return mean_prediction(self.joint_histogram(), self.values, self.numel)
 
     def threshold_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Foreground and background pixel counts with uint8 bin >= t, (B, 256) int64 each, in PySODMetrics' order
         (index 0 is threshold 255, index 255 threshold 0)."""
-        joint = self.joint_histogram()
-        binned = torch.zeros_like(joint).scatter_add_(2, self.bins[:, None, :].expand_as(joint), joint)
-        cumulative = binned.flip(2).cumsum(2)
-        return cumulative[:, 1], cumulative[:, 0]
+        return threshold_counts(self.joint_histogram(), self.bins)
 
     def adaptive_counts(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Foreground and background pixel counts (B,) at or above the adaptive threshold min(2 * mean, 1)."""
-        threshold = torch.clamp(2 * self.mean_prediction(), max=1.0)
-        above = (self.values >= threshold[:, None]).long()
-        joint = self.joint_histogram()
-        return (joint[:, 1] * above).sum(1), (joint[:, 0] * above).sum(1)
+        return adaptive_counts(self.joint_histogram(), self.values, self.numel)
+
+
+def mean_prediction(joint: torch.Tensor, values: torch.Tensor, numel: int) -> torch.Tensor:
+    """Mean prediction (N,) float64 of N maps of ``numel`` pixels from their counts (N, 2, L) by GT class and level
+    and the value (N, L) float64 of each level."""
+    return (joint.sum(1).to(torch.float64) * values).sum(1) / numel
+
+
+def threshold_counts(joint: torch.Tensor, bins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground and background counts (N, 256) int64 of the pixels whose uint8 bin is >= t, index 0 = threshold
+    255 (PySODMetrics' order), from counts (N, 2, L) by GT class and level and the bin (N, L) int64 of each level."""
+    binned = torch.zeros(joint.shape[:2] + (LEVELS,), dtype=joint.dtype, device=joint.device)
+    binned.scatter_add_(2, bins[:, None, :].expand_as(joint), joint)
+    cumulative = binned.flip(2).cumsum(2)
+    return cumulative[:, 1], cumulative[:, 0]
+
+
+def adaptive_counts(joint: torch.Tensor, values: torch.Tensor, numel: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Foreground and background counts (N,) of the pixels at or above the adaptive threshold min(2 * mean, 1)."""
+    threshold = torch.clamp(2 * mean_prediction(joint, values, numel), max=1.0)
+    above = (values >= threshold[:, None]).long()
+    return (joint[:, 1] * above).sum(1), (joint[:, 0] * above).sum(1)
 
 
 def prepare_batch(pred: ArrayLike, gt: ArrayLike, device: torch.device | str | None = None) -> PreparedBatch:

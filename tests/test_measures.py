@@ -90,3 +90,37 @@ def test_msiou_over_the_dataset_and_large_edge_counts() -> None:
     pairs = PAIRS + [(rng.integers(0, 256, noisy_gt.shape).astype(np.uint8), noisy_gt)]
     assert_same_results(run(Evaluation.MSIoU(**MSIOU_FORMS[0]), pairs),
                         run(py_sod_metrics.MSIoU(**MSIOU_FORMS[0]), pairs))
+
+
+def full_gt(pairs):
+    """Whether a pair's GT has no background pixel outside its objects' boxes (no size-invariant value)."""
+    return [bool((gt > 128).all()) for _, gt in pairs]
+
+
+SI_PAIRS = [pair for pair, full in zip(PAIRS, full_gt(PAIRS)) if not full]
+
+
+@pytest.mark.parametrize("index", range(len(SI_PAIRS)))
+def test_size_invariant_measures_per_map(index: int) -> None:
+    pair = [SI_PAIRS[index]]
+    assert_same_results(run(Evaluation.SizeInvarianceMAE(), pair), run(py_sod_metrics.SizeInvarianceMAE(), pair),
+                        f"pair {index}")
+    assert_same_results(run(Evaluation.SizeInvarianceFmeasureV2(handlers(Evaluation)), pair),
+                        run(py_sod_metrics.SizeInvarianceFmeasureV2(handlers(py_sod_metrics)), pair), f"pair {index}")
+
+
+def test_size_invariant_measures_over_the_dataset() -> None:
+    assert_same_results(run(Evaluation.SizeInvarianceMAE(), SI_PAIRS),
+                        run(py_sod_metrics.SizeInvarianceMAE(), SI_PAIRS))
+    assert_same_results(run(Evaluation.SizeInvarianceFmeasureV2(handlers(Evaluation)), SI_PAIRS),
+                        run(py_sod_metrics.SizeInvarianceFmeasureV2(handlers(py_sod_metrics)), SI_PAIRS))
+
+
+def test_a_gt_without_background_has_no_size_invariant_value() -> None:
+    """PySODMetrics fails on it (an assertion); ours says why."""
+    pred, gt = np.full((20, 30), 100, np.uint8), np.full((20, 30), 255, np.uint8)
+    with pytest.raises(AssertionError):
+        py_sod_metrics.SizeInvarianceMAE().step(pred, gt)
+    for metric in (Evaluation.SizeInvarianceMAE(), Evaluation.SizeInvarianceFmeasureV2(handlers(Evaluation))):
+        with pytest.raises(ValueError, match="no background"):
+            metric.step(pred, gt)
