@@ -5,9 +5,10 @@ Detection", ICML 2024. The GT's objects are its 4-connected components of at lea
 the largest ones, ties included); each object is judged inside its bounding box, so that a small object counts as
 much as a large one. `SizeInvarianceMAE` weighs the boxes' errors and the error outside them;
 `SizeInvarianceFmeasureV2` runs the `Evaluation.fmeasurev2` handlers on each box (the prediction zeroed outside
-it) and averages over objects. A GT without objects (empty) is judged as a whole. A GT without background (no pixel outside every box) has no
-size-invariant value: PySODMetrics fails on it, and so do these (ValueError). PySODMetrics keeps the boxes as bits of
-float64 sums, which for more than 52 objects loses some (and fails past 63); these keep every box exactly.
+it) and averages over objects. A GT without objects (empty) is judged as a whole. A GT without background (no pixel
+outside every box) has no size-invariant value: PySODMetrics fails on it, and so do these (ValueError).
+PySODMetrics keeps the boxes as bits of float64 sums, which for more than 52 objects loses some (and fails past 63);
+these keep every box exactly.
 
 Per map, one histogram of (GT class, grey level) per box, from the shared `PreparedBatch` tables; the per-map
 curves that ``sample_based`` handlers return (one (objects, 256) array per map) are kept as int32 confusion counts,
