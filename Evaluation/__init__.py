@@ -18,6 +18,7 @@ from Evaluation.fmeasurev2 import (
     TNRHandler,
     TPRHandler,
 )
+from Evaluation.hce import HumanCorrectionEffortMeasure
 from Evaluation.metrics import (
     MAE,
     SUMMARY_KEYS,
@@ -37,4 +38,5 @@ __all__ = ["MAE", "Emeasure", "Fmeasure", "PreparedBatch", "SODMetrics", "SUMMAR
            "WeightedFmeasure", "average_over_videos", "prepare_batch", "FmeasureV2", "BERHandler", "DICEHandler",
            "FmeasureHandler", "FPRHandler", "IOUHandler", "KappaHandler", "OverallAccuracyHandler",
            "PrecisionHandler", "RecallHandler", "SensitivityHandler", "SpecificityHandler", "TNRHandler",
-           "TPRHandler", "MSIoU", "SizeInvarianceMAE", "SizeInvarianceFmeasureV2"]
+           "TPRHandler", "MSIoU", "SizeInvarianceMAE", "SizeInvarianceFmeasureV2",
+           "HumanCorrectionEffortMeasure"]

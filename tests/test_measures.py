@@ -124,3 +124,55 @@ def test_a_gt_without_background_has_no_size_invariant_value() -> None:
     for metric in (Evaluation.SizeInvarianceMAE(), Evaluation.SizeInvarianceFmeasureV2(handlers(Evaluation))):
         with pytest.raises(ValueError, match="no background"):
             metric.step(pred, gt)
+
+
+def test_skeletons_are_scikit_images() -> None:
+    """Zhang-Suen thinning with scikit-image's table: the same skeleton on random masks, blobs and lines."""
+    import cv2
+    from skimage.morphology import skeletonize as reference
+
+    from Evaluation.hce import skeletonize
+
+    rng = np.random.default_rng(11)
+    for trial in range(300):
+        h, w = (int(v) for v in rng.integers(1, 48, 2))
+        if trial % 3 == 0:
+            mask = rng.random((h, w)) > rng.uniform(0.2, 0.8)
+        else:
+            canvas = np.zeros((h, w), np.uint8)
+            for _ in range(int(rng.integers(1, 5))):
+                cv2.ellipse(canvas, (int(rng.integers(0, w)), int(rng.integers(0, h))),
+                            (int(rng.integers(1, 20)), int(rng.integers(1, 20))), float(rng.uniform(0, 180)), 0, 360,
+                            1, int(rng.choice([-1, 1, 2])))
+            mask = canvas > 0
+        np.testing.assert_array_equal(skeletonize(mask), reference(mask), err_msg=f"trial {trial}")
+
+
+def thin_structure_pairs() -> list[tuple[np.ndarray, np.ndarray]]:
+    """GTs with lines and rings (skeleton parts the prediction misses) and holes, predictions of them."""
+    import cv2
+
+    rng = np.random.default_rng(12)
+    pairs = []
+    for _ in range(8):
+        gt = np.zeros((64, 80), np.uint8)
+        for _ in range(int(rng.integers(1, 6))):
+            p1, p2 = (int(rng.integers(0, 80)), int(rng.integers(0, 64))), (int(rng.integers(0, 80)),
+                                                                            int(rng.integers(0, 64)))
+            cv2.line(gt, p1, p2, 255, int(rng.integers(1, 4)))
+        cv2.circle(gt, (int(rng.integers(10, 70)), int(rng.integers(10, 54))), int(rng.integers(4, 14)), 255,
+                   int(rng.choice([-1, 2])))
+        pred = np.clip(cv2.GaussianBlur(gt.astype(np.float32), (0, 0), 1.2) + rng.normal(0, 40, gt.shape), 0, 255)
+        pairs.append((pred.astype(np.uint8), gt))
+    return pairs
+
+
+HCE_PAIRS = PAIRS + thin_structure_pairs()
+
+
+@pytest.mark.parametrize("index", range(len(HCE_PAIRS)))
+def test_hce_per_map(index: int) -> None:
+    pair = [HCE_PAIRS[index]]
+    for options in ({}, {"relax": 2, "epsilon": 1.0}):
+        assert_same_results(run(Evaluation.HumanCorrectionEffortMeasure(**options), pair),
+                            run(py_sod_metrics.HumanCorrectionEffortMeasure(**options), pair), f"pair {index}")
