@@ -2,6 +2,7 @@
 ``step`` arguments and result dictionaries (``import Evaluation`` in place of ``import py_sod_metrics``), and the
 ``eval_sod.sh`` / ``eval_vsod.sh`` entry point (``python -m Evaluation``). Imports nothing from ``models/``."""
 
+from Evaluation.context import CamouflageContextMeasure, ContextMeasure
 from Evaluation.fmeasurev2 import (
     BERHandler,
     DICEHandler,
@@ -39,4 +40,4 @@ __all__ = ["MAE", "Emeasure", "Fmeasure", "PreparedBatch", "SODMetrics", "SUMMAR
            "FmeasureHandler", "FPRHandler", "IOUHandler", "KappaHandler", "OverallAccuracyHandler",
            "PrecisionHandler", "RecallHandler", "SensitivityHandler", "SpecificityHandler", "TNRHandler",
            "TPRHandler", "MSIoU", "SizeInvarianceMAE", "SizeInvarianceFmeasureV2",
-           "HumanCorrectionEffortMeasure"]
+           "HumanCorrectionEffortMeasure", "ContextMeasure", "CamouflageContextMeasure"]

@@ -176,3 +176,63 @@ def test_hce_per_map(index: int) -> None:
     for options in ({}, {"relax": 2, "epsilon": 1.0}):
         assert_same_results(run(Evaluation.HumanCorrectionEffortMeasure(**options), pair),
                             run(py_sod_metrics.HumanCorrectionEffortMeasure(**options), pair), f"pair {index}")
+
+
+@pytest.mark.parametrize("index", range(len(PAIRS)))
+def test_context_measure_per_map(index: int) -> None:
+    pair = [PAIRS[index]]
+    for options in ({}, {"beta2": 0.5, "alpha": 3.0}):
+        assert_same_results(run(Evaluation.ContextMeasure(**options), pair),
+                            run(py_sod_metrics.ContextMeasure(**options), pair), f"pair {index}")
+
+
+def test_lab_and_ciede2000_are_scikit_images() -> None:
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    from Evaluation.context import ciede2000, rgb_to_lab
+
+    rng = np.random.default_rng(13)
+    colours = rng.integers(0, 256, (2, 4000, 3)).astype(np.uint8)
+    colours[1, :100] = colours[0, :100]  # equal colours
+    colours[:, 100:200] = rng.integers(0, 256, (2, 100, 1))  # greys: zero chroma
+    lab = [rgb_to_lab(c) for c in colours]
+    for ours, theirs in zip(lab, (rgb2lab(c) for c in colours)):
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(ciede2000(*lab), deltaE_ciede2000(rgb2lab(colours[0]), rgb2lab(colours[1])),
+                               rtol=0, atol=1e-9)
+
+
+def camouflage_triples() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(pred, gt, RGB image): objects textured like their background (camouflaged) or not, and no-patch cases."""
+    import cv2
+
+    rng = np.random.default_rng(14)
+    triples = []
+    for index in range(8):
+        h, w = int(rng.integers(40, 80)), int(rng.integers(40, 100))
+        texture = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3)).astype(np.uint8), (0, 0), 1.5)
+        gt = np.zeros((h, w), np.uint8)
+        cv2.ellipse(gt, (w // 2, h // 2), (w // 4, h // 5), float(rng.uniform(0, 180)), 0, 360, 255, -1)
+        image = texture.copy()
+        if index % 2:  # a visible object: shifted colours
+            image[gt > 0] = np.clip(image[gt > 0].astype(int) + [60, -40, 20], 0, 255)
+        pred = np.clip(cv2.GaussianBlur(gt.astype(np.float32), (0, 0), 2) + rng.normal(0, 30, gt.shape), 0, 255)
+        triples.append((pred.astype(np.uint8), gt, image))
+    tiny = np.zeros((30, 30), np.uint8)
+    tiny[10:13, 10:13] = 255  # smaller than a patch: no camouflage degree
+    triples.append((tiny.copy(), tiny, rng.integers(0, 256, (30, 30, 3)).astype(np.uint8)))
+    empty = np.zeros((30, 30), np.uint8)
+    triples.append((rng.integers(0, 256, (30, 30)).astype(np.uint8), empty, rng.integers(0, 256, (30, 30, 3),
+                                                                                         dtype=np.uint8)))
+    return triples
+
+
+@pytest.mark.parametrize("index", range(10))
+def test_camouflage_context_measure_per_map(index: int) -> None:
+    pred, gt, image = camouflage_triples()[index]
+    ours, theirs = Evaluation.CamouflageContextMeasure(), py_sod_metrics.CamouflageContextMeasure()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours.step(pred, gt, img=image)
+        theirs.step(pred, gt, img=image)
+    assert_same_results(ours.get_results(), theirs.get_results(), f"triple {index}")
