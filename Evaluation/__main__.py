@@ -27,6 +27,7 @@ import torch
 from Evaluation.compare import comparison_tables, draw_comparison, write_comparison
 from Evaluation.evaluate import evaluate_dataset
 from Evaluation.inputs import DatasetPairs, EvaluationError, image_dataset_pairs, video_dataset_pairs
+from Evaluation.measures import MEASURES, needs_images, parse_metrics, summary_keys
 from Evaluation.report import format_table, json_entry, save_curves, write_metrics
 from utils import int_at_least, select_device, setup_logger
 
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="CPU threads of torch/OpenCV in the main process (default 1: the metric ops are small, "
                              "and on a shared CPU extra threads slow them down)")
     common.add_argument("--float64", action="store_true", help="per-pixel arithmetic in float64 (default float32)")
+    common.add_argument("--metrics", default=None, metavar="NAMES",
+                        help="measures besides the summary five (mae, fm, em, sm, wfm, always reported), joined by "
+                             "',' or '+', or 'all': " + ", ".join(MEASURES) + " (README, \"Measures\")")
     sod = tasks.add_parser("sod", parents=[common], help="image datasets", description="Image SOD datasets.")
     sod.set_defaults(task="sod")
     sod.add_argument("datadir", help="folder with <DATASET>/GT/<stem>.png (e.g. ROOTDIR/sod)")
@@ -77,11 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default=None, help="folder of the tables and figures (<results-dir>/compare)")
     compare.add_argument("--workers", type=int_at_least(0), default=2, help="DataLoader processes decoding the maps")
     compare.add_argument("--gpu", default="", help="'' for the CPU (default), '0' for cuda:0")
+    compare.add_argument("--metrics", default=None, metavar="NAMES",
+                         help="measures to compare besides the summary five (as for sod / vsod; evaluated where an "
+                              "experiment lacks them and --datadir is given)")
     return parser
+
+
+def chosen_metrics(args: argparse.Namespace) -> tuple[str, ...]:
+    """The measure names of ``--metrics`` (EvaluationError for an unknown one)."""
+    try:
+        return parse_metrics(args.metrics)
+    except ValueError as err:
+        raise EvaluationError(str(err)) from None
 
 
 def collect(args: argparse.Namespace, logger: logging.Logger) -> list[DatasetPairs]:
     """The pairs of every requested dataset, checked before any map is read."""
+    with_images = needs_images(chosen_metrics(args))
     names = [name for name in args.testdata.split("+") if name]
     if not names:
         raise EvaluationError(f"no dataset name in {args.testdata!r}")
@@ -99,9 +115,9 @@ def collect(args: argparse.Namespace, logger: logging.Logger) -> list[DatasetPai
     datasets = []
     for name in names:
         if args.task == "sod":
-            dataset = image_dataset_pairs(datadir, exp_dir, name, args.keep_excluded)
+            dataset = image_dataset_pairs(datadir, exp_dir, name, args.keep_excluded, with_images)
         else:
-            dataset = video_dataset_pairs(datadir, list_file, exp_dir, name, args.keep_ends)
+            dataset = video_dataset_pairs(datadir, list_file, exp_dir, name, args.keep_ends, with_images)
         for note in dataset.notes:
             logger.info("%s", note)
         if dataset.missing:
@@ -119,6 +135,7 @@ def collect(args: argparse.Namespace, logger: logging.Logger) -> list[DatasetPai
 def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
     """Evaluate, write the outputs, return the JSON records of this run's datasets."""
     datasets = collect(args, logger)
+    names = chosen_metrics(args)
     device = select_device(args.gpu)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
@@ -128,7 +145,7 @@ def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
     entries = {}
     for dataset in datasets:
         result = evaluate_dataset(dataset, device, dtype, args.batch_size, args.workers,
-                                  progress=sys.stderr.isatty())
+                                  progress=sys.stderr.isatty(), names=names)
         if result["resized"]:
             logger.warning("%s: %d predictions differ in size from their GT and were resized (bilinear)",
                            dataset.name, result["resized"])
@@ -158,22 +175,24 @@ def compare(args: argparse.Namespace, logger: logging.Logger) -> str:
     datasets = [name for name in args.testdata.split("+") if name]
     results = Path(args.results_dir)
     metrics = {}
+    wanted = {"release", "curves", *summary_keys(chosen_metrics(args))}
     for exp in args.exps:
         path = results / exp / f"metrics_{args.task}.json"
-        missing = [name for name in datasets if not {"release", "curves"} <= set(_read_metrics(path).get(name, {}))]
+        missing = [name for name in datasets if not wanted <= set(_read_metrics(path).get(name, {}))]
         if missing and not args.datadir:
             raise EvaluationError(f"{results / exp}: no {args.task} metrics of {exp} for {'+'.join(missing)} in "
                                   f"{path.name}; give --datadir to evaluate its maps")
         if missing:
             logger.info("evaluating %s on %s first", exp, "+".join(missing))
             extra = ["--test-lst", args.test_lst] if args.test_lst and args.task == "vsod" else []
+            metrics_flag = ["--metrics", args.metrics] if args.metrics else []
             run(build_parser().parse_args([args.task, "+".join(missing), exp, args.datadir, "--results-dir",
-                                           str(results), "--workers", str(args.workers), "--gpu", args.gpu, *extra]),
-                logger)
+                                           str(results), "--workers", str(args.workers), "--gpu", args.gpu, *extra,
+                                           *metrics_flag]), logger)
         entries = _read_metrics(path)
         metrics[exp] = {name: entries[name] for name in datasets}
     out = Path(args.out) if args.out else results / "compare"
-    paths = write_comparison(comparison_tables(metrics, datasets), out, args.task)
+    paths = write_comparison(comparison_tables(metrics, datasets, summary_keys(chosen_metrics(args))), out, args.task)
     for name in datasets:
         draw_comparison(metrics, name, out / f"compare_{args.task}_{name}.png")
     logger.info("wrote %s and compare_%s_<DATASET>.png", ", ".join(str(p) for p in paths), args.task)

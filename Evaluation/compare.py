@@ -12,6 +12,7 @@ from pathlib import Path
 
 from data.atomic import write_bytes_atomic
 from Evaluation.inputs import EvaluationError
+from Evaluation.measures import LOWER_IS_BETTER
 from Evaluation.metrics import SUMMARY_KEYS
 from Evaluation.report import draw_curves
 
@@ -19,24 +20,25 @@ __all__ = ["PROTOCOLS", "comparison_tables", "write_comparison", "draw_compariso
 
 # protocol -> (title, metric keys or None for the release's keys, where its figures are in a dataset entry)
 PROTOCOLS = {"pysodmetrics": "PySODMetrics protocol", "paper": "Paper's protocol (the authors' scripts, SPEC §7.3)"}
-LOWER_IS_BETTER = {"MAE"}
 
 
-def _figures(entry: dict, protocol: str) -> dict[str, float | None]:
+def _figures(entry: dict, protocol: str, keys: tuple[str, ...]) -> dict[str, float | None]:
     if protocol == "paper":
         return dict(entry.get("release", {}))
-    return {key: entry.get(key) for key in SUMMARY_KEYS}
+    return {key: entry.get(key) for key in keys}
 
 
-def comparison_tables(metrics: dict[str, dict[str, dict]], datasets: list[str]) -> dict[str, dict]:
+def comparison_tables(metrics: dict[str, dict[str, dict]], datasets: list[str],
+                      keys: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, dict]:
     """Per protocol: ``{'columns': [(dataset, metric)], 'rows': {method: [value or None]}, 'rank': {method: [1, 2
     or 0]}}`` from ``metrics`` (method -> dataset -> JSON entry); rank 1 marks a column's best value, 2 the
-    second best (lower is better for MAE, higher for the others; ties share the rank)."""
+    second best (lower is better for MAE, HCE and the error rates, higher for the others; ties share the rank).
+    The PySODMetrics table's columns are the measure ``keys`` (default: the summary five's)."""
     tables = {}
     for protocol in PROTOCOLS:
-        first = {name: _figures(metrics[next(iter(metrics))][name], protocol) for name in datasets}
+        first = {name: _figures(metrics[next(iter(metrics))][name], protocol, keys) for name in datasets}
         columns = [(name, key) for name in datasets for key in first[name]]
-        rows = {method: [_figures(entries[name], protocol).get(key) for name, key in columns]
+        rows = {method: [_figures(entries[name], protocol, keys).get(key) for name, key in columns]
                 for method, entries in metrics.items()}
         ranks = {method: [0] * len(columns) for method in rows}
         for index, (_, key) in enumerate(columns):

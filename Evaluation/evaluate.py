@@ -1,6 +1,7 @@
 """Evaluation of a dataset's pairs in fixed chunks: each chunk's maps are decoded, grouped into batches of equal size
-and fed to `SODMetrics` (PySODMetrics' protocol) and `ReleaseMetrics` (the authors' scripts, SPEC §7.3); the chunks'
-running sums are merged in order, so memory does not grow with the number of maps.
+and fed to `SODMetrics` (PySODMetrics' protocol), `ReleaseMetrics` (the authors' scripts, SPEC §7.3) and the other
+measures asked for (`Evaluation.measures.Extras`); the chunks' running sums are merged in order, so memory does not
+grow with the number of maps.
 
 On the CPU the chunks run in ``workers`` processes (decoding and metrics together: both cores busy), elsewhere in
 this process; the chunks and their merge order are the same either way, so the figures do not depend on the
@@ -18,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from Evaluation.inputs import DatasetPairs, EvaluationError, Pair, PairDataset
+from Evaluation.measures import DEFAULT_METRICS, Extras, summarize
 from Evaluation.metrics import SODMetrics, average_over_videos, prepare_batch
 from Evaluation.release import ReleaseMetrics, average_release_over_videos
 
@@ -35,37 +37,48 @@ def _chunks(pairs: list[Pair], is_video: bool) -> list[list[Pair]]:
     return chunks
 
 
-def _evaluate_chunk(task: tuple) -> tuple[list[tuple[SODMetrics, ReleaseMetrics]], int]:
+def _evaluate_chunk(task: tuple) -> tuple[list[tuple[SODMetrics, ReleaseMetrics, Extras]], int]:
     """Decode and evaluate one chunk: accumulators per video (one for an image chunk), and the number of
     predictions resized to their GT. Raises `EvaluationError` naming an unreadable file."""
-    pairs, device, dtype, batch_size, is_video = task
+    pairs, device, dtype, batch_size, is_video, names = task
     reader = PairDataset(pairs)
-    groups: list[tuple[SODMetrics, ReleaseMetrics]] = []
-    preds, gts, group, resized = [], [], None, 0
+    groups: list[tuple[SODMetrics, ReleaseMetrics, Extras]] = []
+    preds, gts, images, group, resized = [], [], [], None, 0
 
     def flush() -> None:
         if preds:
-            batch = prepare_batch(np.stack(preds), np.stack(gts), device)  # one histogram serves both protocols
-            for metrics in groups[-1]:
-                metrics.update(batch)
+            batch = prepare_batch(np.stack(preds), np.stack(gts), device)  # one histogram serves every measure
+            ours, release, extras = groups[-1]
+            ours.update(batch)
+            release.update(batch)
+            extras.update(batch, images if images and images[0] is not None else None)
             preds.clear()
             gts.clear()
+            images.clear()
 
     for index, pair in enumerate(pairs):
-        pred, gt, was_resized, error = reader[index]
+        pred, gt, was_resized, error, image = reader[index]
         if error:
             raise EvaluationError(error)
         if not groups or pair.group != group:
             flush()
-            groups.append((SODMetrics(device, dtype), ReleaseMetrics(device, smeasure=is_video)))
+            groups.append((SODMetrics(device, dtype), ReleaseMetrics(device, smeasure=is_video),
+                           Extras(names, device)))
             group = pair.group
         if preds and (pred.shape != preds[0].shape or len(preds) == batch_size):
             flush()
         preds.append(pred)
         gts.append(gt)
+        images.append(image)
         resized += bool(was_resized)
     flush()
     return groups, resized
+
+
+def _average_extras(per_video: list[dict]) -> dict:
+    """`Extras.results` of a video dataset: values and curves averaged over videos (as the F / E curves)."""
+    return {"values": {key: float(np.mean([r["values"][key] for r in per_video])) for key in per_video[0]["values"]},
+            "curves": {key: np.mean([r["curves"][key] for r in per_video], axis=0) for key in per_video[0]["curves"]}}
 
 
 def _start_worker(threads: int) -> None:
@@ -74,19 +87,21 @@ def _start_worker(threads: int) -> None:
 
 
 def evaluate_dataset(dataset: DatasetPairs, device: torch.device, dtype: torch.dtype = torch.float32,
-                     batch_size: int = 16, workers: int = 2, progress: bool = False) -> dict:
+                     batch_size: int = 16, workers: int = 2, progress: bool = False,
+                     names: tuple[str, ...] = DEFAULT_METRICS) -> dict:
     """Metrics of one dataset (see `SODMetrics.get_results` / `average_over_videos`), plus ``release`` (the authors'
-    figures: images MAE, maxF, meanF, AP; videos MAE, Sm, maxF), ``resized`` (predictions resized to their GT size)
-    and ``missing`` (GT maps without a prediction, left out). A video dataset (pairs with a ``group``) is evaluated
-    per video and averaged over videos. Raises `EvaluationError` naming an unreadable file.
+    figures: images MAE, maxF, meanF, AP; videos MAE, Sm, maxF), ``extra`` (the keys of the measures ``names`` adds
+    to the summary five, `Evaluation.measures.summarize`), ``resized`` (predictions resized to their GT size) and
+    ``missing`` (GT maps without a prediction, left out). A video dataset (pairs with a ``group``) is evaluated per
+    video and averaged over videos. Raises `EvaluationError` naming an unreadable file.
     """
     if not dataset.pairs:
         raise EvaluationError(f"{dataset.name}: no prediction/GT pair to evaluate")
     is_video = bool(dataset.pairs[0].group)
     chunks = _chunks(dataset.pairs, is_video)
-    tasks = [(chunk, device, dtype, batch_size, is_video) for chunk in chunks]
+    tasks = [(chunk, device, dtype, batch_size, is_video, names) for chunk in chunks]
     bar = tqdm(total=len(dataset.pairs), desc=dataset.name, unit="map", disable=not progress)
-    per_group: list[tuple[SODMetrics, ReleaseMetrics]] = []
+    per_group: list[tuple[SODMetrics, ReleaseMetrics, Extras]] = []
     resized = 0
     pool = None
     if workers > 0 and device.type == "cpu" and len(chunks) > 1:
@@ -106,10 +121,12 @@ def evaluate_dataset(dataset: DatasetPairs, device: torch.device, dtype: torch.d
         bar.close()
         if pool:
             pool.terminate()
-    ours = [metrics.get_results() for metrics, _ in per_group]
-    release = [metrics.get_results() for _, metrics in per_group]
+    ours = [metrics.get_results() for metrics, _, _ in per_group]
+    release = [metrics.get_results() for _, metrics, _ in per_group]
+    extras = [metrics.results() for _, _, metrics in per_group]
     result = average_over_videos(ours) if is_video else ours[0]
     release = average_release_over_videos(release) if is_video else release[0]
     keys = ("MAE", "Sm", "maxF") if is_video else ("MAE", "maxF", "meanF", "AP")
-    result.update(resized=resized, missing=len(dataset.missing), release={key: release[key] for key in keys})
+    result.update(resized=resized, missing=len(dataset.missing), release={key: release[key] for key in keys},
+                  extra=summarize(_average_extras(extras) if is_video else extras[0]))
     return result

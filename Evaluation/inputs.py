@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from data.lists import annotated_frames, image_name, read_video_list, select_videos
-from data.readers import DataError, decode_image
+from data.readers import IMAGE_EXTENSIONS, DataError, decode_image
 
 GT_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg")
 
@@ -34,11 +34,13 @@ class EvaluationError(ValueError):
 
 @dataclass(frozen=True)
 class Pair:
-    """One prediction/GT file pair; ``group`` is the video it belongs to ('' for image datasets)."""
+    """One prediction/GT file pair; ``group`` is the video it belongs to ('' for image datasets); ``image`` the RGB
+    image, where a measure needs it (the camouflage context measure)."""
 
     pred: Path
     gt: Path
     group: str = ""
+    image: Path | None = None
 
 
 @dataclass
@@ -66,8 +68,20 @@ def _split_missing(pairs: list[Pair]) -> tuple[list[Pair], list[Path]]:
     return existing, [pair.pred for pair in missing]
 
 
-def image_dataset_pairs(datadir: Path, preddir: Path, name: str, keep_excluded: bool = False) -> DatasetPairs:
-    """Pairs of the image dataset ``name``: every GT file in ``datadir/name/GT`` with ``preddir/name/<stem>.png``."""
+def _image_of(folder: Path, stem: str) -> Path:
+    """``folder/<stem>.<image extension>`` (the first that exists); EvaluationError naming the folder if none."""
+    for extension in IMAGE_EXTENSIONS:
+        for candidate in (folder / f"{stem}{extension}", folder / f"{stem}{extension.upper()}"):
+            if candidate.is_file():
+                return candidate
+    raise EvaluationError(f"no RGB image {stem}.({'/'.join(e[1:] for e in IMAGE_EXTENSIONS)}) in {folder} (the "
+                          "camouflage context measure, ccm, needs the images)")
+
+
+def image_dataset_pairs(datadir: Path, preddir: Path, name: str, keep_excluded: bool = False,
+                        with_images: bool = False) -> DatasetPairs:
+    """Pairs of the image dataset ``name``: every GT file in ``datadir/name/GT`` with ``preddir/name/<stem>.png``
+    (and with ``with_images`` its RGB image ``datadir/name/images/<stem>.*``)."""
     gt_dir = Path(datadir) / name / "GT"
     if not gt_dir.is_dir():
         known = sorted(p.parent.name for p in Path(datadir).glob("*/GT") if p.is_dir())
@@ -90,11 +104,14 @@ def image_dataset_pairs(datadir: Path, preddir: Path, name: str, keep_excluded: 
             notes.append(f"{name}: {len(dropped)} images excluded as in the authors' evaluation "
                          f"({', '.join(f.stem for f in dropped)}); --keep-excluded keeps them")
     pairs, missing = _split_missing([Pair(pred_dir / f"{f.stem}.png", f) for f in gt_files])
+    if with_images:
+        pairs = [Pair(pair.pred, pair.gt, image=_image_of(Path(datadir) / name / "images", pair.gt.stem))
+                 for pair in pairs]
     return DatasetPairs(name, pairs, missing, notes)
 
 
-def video_dataset_pairs(root: Path, list_file: Path, preddir: Path, name: str,
-                        keep_ends: bool = False) -> DatasetPairs:
+def video_dataset_pairs(root: Path, list_file: Path, preddir: Path, name: str, keep_ends: bool = False,
+                        with_images: bool = False) -> DatasetPairs:
     """Pairs of the video dataset ``name``: the annotated frames of the list's videos whose clip folder contains
     ``/name``, without the first and last frame of each video unless ``keep_ends``; videos contiguous, frames
     sorted."""
@@ -120,9 +137,11 @@ def video_dataset_pairs(root: Path, list_file: Path, preddir: Path, name: str,
                          "first and last (--keep-ends keeps them)")
             continue
         for frame in frames:
-            stem = Path(image_name(frame, entry)).stem
-            pairs.append(Pair(pred_dir / entry.video / f"{stem}.png", Path(root) / entry.anno_dir / frame,
-                              entry.video))
+            image = Path(root) / entry.clip_dir / image_name(frame, entry)
+            if with_images and not image.is_file():
+                raise EvaluationError(f"no RGB frame {image} (the camouflage context measure, ccm, needs it)")
+            pairs.append(Pair(pred_dir / entry.video / f"{image.stem}.png", Path(root) / entry.anno_dir / frame,
+                              entry.video, image if with_images else None))
     pairs, missing = _split_missing(pairs)
     return DatasetPairs(name, pairs, missing, notes)
 
@@ -136,15 +155,27 @@ def read_grey(path: Path) -> np.ndarray:
         raise EvaluationError(str(err)) from None
 
 
+def read_rgb_image(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Decode an RGB image (H, W, 3) uint8 that must have the GT's ``shape``; EvaluationError naming the file."""
+    try:
+        image = decode_image(path, cv2.IMREAD_COLOR)
+    except DataError as err:
+        raise EvaluationError(str(err)) from None
+    if image.shape[:2] != tuple(shape):
+        raise EvaluationError(f"{path}: image of {image.shape[1]}x{image.shape[0]} for a GT of {shape[1]}x{shape[0]}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def resize_bilinear(pred: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize a uint8 map to (height, width) with PIL's bilinear filter (the authors' evaluation does the same)."""
     return np.asarray(Image.fromarray(pred).resize((width, height), Image.BILINEAR))
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """Reads pairs for a DataLoader: item ``i`` is ``(pred, gt, resized, error)``; ``pred``/``gt`` (H, W) uint8
-    arrays at the GT size (the prediction is resized bilinearly if its size differs, ``resized`` says so); on a
-    read failure both are None and ``error`` is the one-line message (so it survives worker processes intact)."""
+    """Reads pairs for a DataLoader: item ``i`` is ``(pred, gt, resized, error, image)``; ``pred``/``gt`` (H, W) uint8
+    arrays at the GT size (the prediction is resized bilinearly if its size differs, ``resized`` says so), ``image``
+    the (H, W, 3) RGB image where the pair names one (else None); on a read failure all are None and ``error`` is
+    the one-line message (so it survives worker processes intact)."""
 
     def __init__(self, pairs: list[Pair]) -> None:
         self.pairs = pairs
@@ -152,14 +183,17 @@ class PairDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> tuple[np.ndarray | None, np.ndarray | None, bool, str]:
+    def __getitem__(self, index: int) -> tuple[np.ndarray | None, np.ndarray | None, bool, str, np.ndarray | None]:
         pair = self.pairs[index]
+        image = None
         try:
             gt = read_grey(pair.gt)
             pred = read_grey(pair.pred)
+            if pair.image is not None:
+                image = read_rgb_image(pair.image, gt.shape)
         except EvaluationError as err:
-            return None, None, False, str(err)
+            return None, None, False, str(err), None
         resized = pred.shape != gt.shape
         if resized:
             pred = resize_bilinear(pred, *gt.shape)
-        return pred, gt, resized, ""
+        return pred, gt, resized, "", image

@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from data.atomic import atomic_path, locked, write_bytes_atomic, write_json_atomic
+from Evaluation.measures import MEASURES, summary_keys
 from Evaluation.metrics import SUMMARY_KEYS
 
 COLUMNS = (*SUMMARY_KEYS, "images")
 JSON_KEYS = (*SUMMARY_KEYS, "images", "videos", "resized", "missing", "sm_nan")
+MEASURE_KEYS = summary_keys(tuple(MEASURES))  # every reportable key, in the order tables show them
 RELEASE_TITLE = "Paper's protocol (the authors' evaluation scripts, SPEC §7.3)"
 OURS_TITLE = "PySODMetrics protocol"
 
@@ -33,6 +35,7 @@ def json_entry(result: dict) -> dict:
         if key in result:
             value = result[key]
             entry[key] = int(value) if key not in SUMMARY_KEYS else _number(value)
+    entry.update({key: _number(value) for key, value in result.get("extra", {}).items()})
     entry["release"] = {key: _number(value) for key, value in result["release"].items()}
     curves = result["curves"]
     entry["curves"] = {key: [float(v) for v in curves[key]] for key in ("precision", "recall", "fmeasure")}
@@ -45,16 +48,24 @@ def _cell(value: float | int | None, key: str) -> str:
     return "nan" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
+def measure_columns(entries: dict[str, dict]) -> list[str]:
+    """The measure keys any of ``entries`` has, in `MEASURE_KEYS` order (the summary five first)."""
+    present = {key for entry in entries.values() for key in entry}
+    return [key for key in MEASURE_KEYS if key in present]
+
+
 def _groups(entries: dict[str, dict]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of the two protocols: ours (`COLUMNS`) and the paper's (the ``release`` keys)."""
+    """(title, header, rows) of the two protocols: ours (the measures of `measure_columns`, then ``images``) and
+    the paper's (the ``release`` keys)."""
     release = list(next(iter(entries.values())).get("release", {})) if entries else []
-    groups = [(OURS_TITLE, COLUMNS, lambda entry: entry), (RELEASE_TITLE, release, lambda e: e.get("release", {}))]
+    ours = [*measure_columns(entries), "images"]
+    groups = [(OURS_TITLE, ours, lambda entry: entry), (RELEASE_TITLE, release, lambda e: e.get("release", {}))]
     return [(title, ["Dataset", *keys], [[name, *(_cell(pick(entry).get(key), key) for key in keys)]
                                          for name, entry in entries.items()]) for title, keys, pick in groups if keys]
 
 
 def format_table(entries: dict[str, dict]) -> str:
-    """Plain-text tables, one row per dataset: PySODMetrics' protocol (`COLUMNS`), then the paper's."""
+    """Plain-text tables, one row per dataset: PySODMetrics' protocol (its measures), then the paper's."""
     blocks = []
     for title, header, rows in _groups(entries):
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -65,7 +76,7 @@ def format_table(entries: dict[str, dict]) -> str:
 
 
 def markdown_table(entries: dict[str, dict]) -> str:
-    """Markdown tables, one row per dataset: PySODMetrics' protocol (`COLUMNS`), then the paper's."""
+    """Markdown tables, one row per dataset: PySODMetrics' protocol (its measures), then the paper's."""
     blocks = []
     for title, header, rows in _groups(entries):
         lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]

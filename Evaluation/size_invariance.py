@@ -105,8 +105,12 @@ class SizeInvarianceFmeasureV2(FmeasureV2):
     ``get_results()``: PySODMetrics' dictionary; a ``sample_based`` handler's 'dynamic' is the list of per-map
     (objects, 256) arrays."""
 
-    def __init__(self, metric_handlers: dict | None = None, device: torch.device | str = "cpu") -> None:
+    def __init__(self, metric_handlers: dict | None = None, device: torch.device | str = "cpu",
+                 keep_maps: bool = True) -> None:
         super().__init__(metric_handlers, device)
+        # keep_maps=False (ours, for evaluations of many maps in constant memory): a sample_based handler's
+        # 'dynamic' is the mean over maps of each map's object-averaged curve, (256,), instead of the list
+        self.keep_maps = keep_maps
         self._per_map: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def update(self, batch: PreparedBatch) -> None:
@@ -138,8 +142,10 @@ class SizeInvarianceFmeasureV2(FmeasureV2):
         keep = False
         for handler in self._metric_handlers.values():
             if handler.with_dynamic:
-                if handler.sample_based:
+                if handler.sample_based and self.keep_maps:
                     keep = True
+                elif handler.sample_based:
+                    handler.add("dynamic", handler(**counts.dynamic).mean(0)[None])
                 else:  # every object of every map alike
                     handler.add("dynamic", handler(**counts.dynamic))
                     handler.objects += objects
@@ -166,12 +172,11 @@ class SizeInvarianceFmeasureV2(FmeasureV2):
         results = {}
         for name, handler in self._metric_handlers.items():
             res = handler.results()
-            if handler.with_dynamic:
-                if handler.sample_based:
-                    res["dynamic"] = [handler(tp=tp.long(), fp=fp.long(), tn=bg[:, None] - fp,
-                                              fn=fg[:, None] - tp).numpy() for tp, fp, fg, bg in self._per_map]
-                else:
-                    res["dynamic"] = ((handler.sums["dynamic"] / handler.objects).cpu().numpy() if handler.objects
-                                      else np.full(256, np.nan))
+            if handler.with_dynamic and handler.sample_based and self.keep_maps:
+                res["dynamic"] = [handler(tp=tp.long(), fp=fp.long(), tn=bg[:, None] - fp, fn=fg[:, None] - tp).numpy()
+                                  for tp, fp, fg, bg in self._per_map]
+            elif handler.with_dynamic and not handler.sample_based:
+                res["dynamic"] = ((handler.sums["dynamic"] / handler.objects).cpu().numpy() if handler.objects
+                                  else np.full(256, np.nan))
             results[name] = res
         return results

@@ -308,3 +308,92 @@ def test_two_evaluations_of_one_experiment_at_once_keep_both(tree, tmp_path):
     _check(results["DSB"], tree["expected_sod"]["DSB"], 4)
     markdown = (exp / "metrics_sod.md").read_text()
     assert "| DSA |" in markdown and "| DSB |" in markdown
+
+
+def _oracle_all(triples: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """Every --metrics all key computed with PySODMetrics itself from (pred, gt, RGB image) triples."""
+    from Evaluation.measures import _HANDLERS
+
+    psm = py_sod_metrics
+    gray = dict(with_dynamic=True, with_adaptive=True)
+    binary = dict(with_dynamic=False, with_adaptive=False, with_binary=True, sample_based=False)
+    handlers = {}
+    for name, (cls, options, _) in _HANDLERS.items():
+        handlers[name] = getattr(psm, cls.__name__)(**gray, **options)
+        handlers[f"bi{name}"] = getattr(psm, cls.__name__)(**binary, **options)
+    confusion = psm.FmeasureV2(handlers)
+    size_invariant = psm.SizeInvarianceFmeasureV2({f"si{name}": getattr(psm, cls.__name__)(**gray, **options)
+                                                   for name, (cls, options, _) in _HANDLERS.items()})
+    others = {"msiou": psm.MSIoU(True, True), "simae": psm.SizeInvarianceMAE(),
+              "hce": psm.HumanCorrectionEffortMeasure(), "cm": psm.ContextMeasure(),
+              "ccm": psm.CamouflageContextMeasure()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for pred, gt, image in triples:
+            for metric in (confusion, size_invariant, *others.values()):
+                if metric is others["ccm"]:
+                    metric.step(pred, gt, img=image)
+                else:
+                    metric.step(pred, gt)
+    expected = {}
+    for name, result in confusion.get_results().items():
+        if "dynamic" in result:
+            expected.update({f"max{name}": result["dynamic"].max(), f"mean{name}": result["dynamic"].mean(),
+                             f"adp{name}": result["adaptive"]})
+        else:
+            expected[name] = result["binary"]
+    for name, result in size_invariant.get_results().items():
+        curve = np.mean([per_map.mean(0) for per_map in result["dynamic"]], axis=0)
+        expected.update({f"max{name}": curve.max(), f"mean{name}": curve.mean(), f"adp{name}": result["adaptive"]})
+    msiou = others["msiou"].get_results()
+    expected.update(maxmsiou=msiou["dynamic"].max(), meanmsiou=msiou["dynamic"].mean(), adpmsiou=msiou["adaptive"],
+                    simae=others["simae"].get_results()["si_mae"], hce=others["hce"].get_results()["hce"],
+                    cm=others["cm"].get_results()["cm"], ccm=others["ccm"].get_results()["ccm"])
+    return expected
+
+
+def test_every_measure_by_name_equals_pysodmetrics(tmp_path):
+    """``--metrics all``: every reported key equals PySODMetrics' own value on the same maps (and the RGB images for
+    ccm); the summary five are there too, unchanged; tables and JSON carry them all."""
+    rng = np.random.default_rng(21)
+    triples = []
+    for index, (h, w) in enumerate([(40, 52)] * 4 + [(36, 30)] * 3):
+        pred, gt = _pair(rng, h, w)
+        image = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3)).astype(np.uint8), (0, 0), 1.5)
+        _write(tmp_path / "data" / "SET" / "GT" / f"m{index}.png", gt)
+        _write(tmp_path / "data" / "SET" / "images" / f"m{index}.jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        _write(tmp_path / "results" / "exp" / "SET" / f"m{index}.png", pred)
+        decoded = cv2.cvtColor(cv2.imread(str(tmp_path / "data" / "SET" / "images" / f"m{index}.jpg")),
+                               cv2.COLOR_BGR2RGB)  # the JPEG as the evaluation reads it
+        triples.append((pred, gt, decoded))
+    main(["sod", "SET", "exp", str(tmp_path / "data"), "--results-dir", str(tmp_path / "results"), "--metrics",
+          "all", "--workers", "0", "--float64"])
+    entry = json.loads((tmp_path / "results" / "exp" / "metrics_sod.json").read_text())["SET"]
+    expected = _oracle_all(triples)
+    from Evaluation.measures import MEASURES, summary_keys
+
+    assert set(summary_keys(tuple(MEASURES))) - set(entry) == set()
+    for key, value in expected.items():
+        assert entry[key] == pytest.approx(float(value), abs=1e-6), key
+    _check(entry, _reference([(p, g) for p, g, _ in triples]), 7, atol=1e-6)
+    header = (tmp_path / "results" / "exp" / "metrics_sod.md").read_text().splitlines()[2]
+    assert header == "| " + " | ".join(["Dataset", *summary_keys(tuple(MEASURES)), "images"]) + " |"
+
+
+def test_the_default_set_and_bad_names(tree, tmp_path, capsys):
+    """Without --metrics the JSON has exactly the summary keys of before; an unknown name is a one-line error."""
+    import shutil
+
+    exp = tree["repo"] / "results" / "exp_default"
+    shutil.copytree(tree["repo"] / "results" / "exp1" / "DSB", exp / "DSB")
+    main(["sod", "DSB", "exp_default", str(tree["root"] / "sod"), "--results-dir", str(tree["repo"] / "results"),
+          "--workers", "0"])
+    entry = json.loads((exp / "metrics_sod.json").read_text())["DSB"]
+    assert list(entry) == ["MAE", "maxF", "meanF", "adpF", "wF", "Sm", "maxE", "meanE", "adpE", "images",
+                           "resized", "missing", "sm_nan", "release", "curves"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sod", "DSB", "exp_default", str(tree["root"] / "sod"), "--results-dir", str(tree["repo"] / "results"),
+              "--metrics", "iou,nope"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--metrics: unknown nope" in err and len(err.strip().splitlines()) == 1
