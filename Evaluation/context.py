@@ -73,9 +73,7 @@ class ContextMeasure:
         self.total, self.count = 0.0, 0
 
     def step(self, pred: ArrayLike, gt: ArrayLike, normalize: bool = True) -> None:
-        if not normalize:
-            raise ValueError(f"Evaluation.{type(self).__name__} takes uint8 maps (normalize=True)")
-        self.update(prepare_batch(pred, gt, self.device))
+        self.update(prepare_batch(pred, gt, self.device, normalize))
 
     def update(self, batch: PreparedBatch, images: list[np.ndarray] | None = None) -> None:
         """Add a `PreparedBatch` (shared with the other metrics of an evaluation); ``images``: the RGB images,
@@ -190,9 +188,7 @@ class CamouflageContextMeasure(ContextMeasure):
         self.gamma, self.lambda_spatial = gamma, lambda_spatial
 
     def step(self, pred: ArrayLike, gt: ArrayLike, *, img: np.ndarray, normalize: bool = True) -> None:
-        if not normalize:
-            raise ValueError("Evaluation.CamouflageContextMeasure takes uint8 maps (normalize=True)")
-        self.update(prepare_batch(pred, gt, self.device), [np.asarray(img)])
+        self.update(prepare_batch(pred, gt, self.device, normalize), [np.asarray(img)])
 
     def update(self, batch: PreparedBatch, images: list[np.ndarray] | None = None) -> None:
         if images is None or len(images) != batch.pred.shape[0]:
@@ -228,6 +224,8 @@ class CamouflageContextMeasure(ContextMeasure):
             counts[r:r + size, c:c + size] += 1
         rebuilt = np.round(rebuilt / counts[:, :, None]).astype(np.uint8)
 
-        similarity = 1 - np.clip(ciede2000(rgb_to_lab(rebuilt), rgb_to_lab((fg[:, :, None] * image).astype(np.uint8)))
-                                 / 100, 0, 1)
+        # the degree is 0 off the object whatever the similarity there, so the colours are compared on it only
+        inside = fg != 0
+        similarity = np.zeros(gt.shape)
+        similarity[inside] = 1 - np.clip(ciede2000(rgb_to_lab(rebuilt[inside]), rgb_to_lab(image[inside])) / 100, 0, 1)
         return (np.exp(self.gamma * similarity * fg) - 1) / (np.exp(self.gamma) - 1)

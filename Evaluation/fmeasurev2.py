@@ -218,11 +218,9 @@ class FmeasureV2:
     def step(self, pred: ArrayLike, gt: ArrayLike, normalize: bool = True) -> None:
         """Add one pair (H, W) or a batch (B, H, W) of uint8 prediction / GT maps (``normalize`` must be True:
         the maps are normalised as PySODMetrics does)."""
-        if not normalize:
-            raise ValueError("Evaluation.FmeasureV2 takes uint8 maps and normalises them (normalize=True)")
         if not self._metric_handlers:
             raise ValueError("Please add your metric handler before using `step()`.")
-        self.update(prepare_batch(pred, gt, self.device))
+        self.update(prepare_batch(pred, gt, self.device, normalize))
 
     def update(self, batch: PreparedBatch) -> None:
         """Add a `PreparedBatch` (shared with the other metrics of an evaluation)."""

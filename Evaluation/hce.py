@@ -143,9 +143,7 @@ class HumanCorrectionEffortMeasure:
         self.total, self.count = 0, 0
 
     def step(self, pred: ArrayLike, gt: ArrayLike, normalize: bool = True) -> None:
-        if not normalize:
-            raise ValueError("Evaluation.HumanCorrectionEffortMeasure takes uint8 maps (normalize=True)")
-        self.update(prepare_batch(pred, gt, self.device))
+        self.update(prepare_batch(pred, gt, self.device, normalize))
 
     def update(self, batch: PreparedBatch) -> None:
         """Add a `PreparedBatch` (shared with the other metrics of an evaluation)."""

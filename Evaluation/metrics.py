@@ -174,9 +174,14 @@ def adaptive_counts(joint: torch.Tensor, values: torch.Tensor, numel: int) -> tu
     return (joint[:, 1] * above).sum(1), (joint[:, 0] * above).sum(1)
 
 
-def prepare_batch(pred: ArrayLike, gt: ArrayLike, device: torch.device | str | None = None) -> PreparedBatch:
+def prepare_batch(pred: ArrayLike, gt: ArrayLike, device: torch.device | str | None = None,
+                  normalize: bool = True) -> PreparedBatch:
     """Validate a pair (or batch of pairs) of uint8 maps, (H, W) or (B, H, W), and build their `PreparedBatch` on
-    ``device`` (default: the device of ``pred`` if it is a tensor, else the CPU)."""
+    ``device`` (default: the device of ``pred`` if it is a tensor, else the CPU). ``normalize`` is PySODMetrics'
+    switch, which must stay True here: the maps are normalised as PySODMetrics does, float maps are not taken."""
+    if not normalize:
+        raise ValueError("Evaluation's measures take uint8 maps and normalise them as PySODMetrics does "
+                         "(normalize=True)")
     if device is None:
         device = pred.device if isinstance(pred, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)
@@ -207,9 +212,9 @@ class _Accumulator:
         self.count = 0
         self._sums: dict[str, torch.Tensor] = {}
 
-    def step(self, pred: ArrayLike, gt: ArrayLike) -> None:
-        """Add one pair (H, W) or a batch (B, H, W) of uint8 prediction / GT maps."""
-        self.update(prepare_batch(pred, gt, self.device))
+    def step(self, pred: ArrayLike, gt: ArrayLike, normalize: bool = True) -> None:
+        """Add one pair (H, W) or a batch (B, H, W) of uint8 prediction / GT maps (`prepare_batch`)."""
+        self.update(prepare_batch(pred, gt, self.device, normalize))
 
     def update(self, batch: PreparedBatch) -> None:
         raise NotImplementedError
@@ -532,9 +537,9 @@ class SODMetrics:
         self.sm = Smeasure(0.5, device, dtype)
         self.wfm = WeightedFmeasure(1.0, device, dtype)
 
-    def step(self, pred: ArrayLike, gt: ArrayLike) -> None:
-        """Add one pair (H, W) or a batch (B, H, W) of uint8 prediction / GT maps."""
-        self.update(prepare_batch(pred, gt, self.device))
+    def step(self, pred: ArrayLike, gt: ArrayLike, normalize: bool = True) -> None:
+        """Add one pair (H, W) or a batch (B, H, W) of uint8 prediction / GT maps (`prepare_batch`)."""
+        self.update(prepare_batch(pred, gt, self.device, normalize))
 
     def merge(self, other: SODMetrics) -> None:
         """Add the maps of ``other`` (e.g. evaluated in another process) to these accumulators."""

@@ -107,9 +107,7 @@ class MSIoU:
 
     def step(self, pred: ArrayLike, gt: ArrayLike, normalize: bool = True) -> None:
         """Add one pair (H, W) or a batch (B, H, W) of uint8 prediction / GT maps."""
-        if not normalize:
-            raise ValueError("Evaluation.MSIoU takes uint8 maps and normalises them (normalize=True)")
-        self.update(prepare_batch(pred, gt, self.device))
+        self.update(prepare_batch(pred, gt, self.device, normalize))
 
     def update(self, batch: PreparedBatch) -> None:
         """Add a `PreparedBatch` (shared with the other metrics of an evaluation)."""

@@ -397,3 +397,55 @@ def test_the_default_set_and_bad_names(tree, tmp_path, capsys):
               "--metrics", "iou,nope"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "--metrics: unknown nope" in err and len(err.strip().splitlines()) == 1
+
+
+def test_video_measures_are_averaged_over_videos(tree, tmp_path):
+    """vsod --metrics: each video's values and curves (PySODMetrics on its frames, ends dropped), averaged over the
+    videos; max and mean of the averaged curves, as for F and E; the RGB frames for ccm."""
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(tree["repo"] / "results" / "exp1" / "SYNV", results / "vexp" / "SYNV")
+    main(["vsod", "SYNV", "vexp", str(tree["root"]), "--test-lst", str(tree["list"]), "--results-dir", str(results),
+          "--workers", "0", "--metrics", "iou,biiou,msiou,hce,simae,ccm"])
+    entry = json.loads((results / "vexp" / "metrics_vsod.json").read_text())["SYNV"]
+    per_video = []
+    for video, frames in tree["videos"].items():
+        iou = py_sod_metrics.FmeasureV2({"iou": py_sod_metrics.IOUHandler(True, True)})
+        msiou, hce = py_sod_metrics.MSIoU(True, True), py_sod_metrics.HumanCorrectionEffortMeasure()
+        simae, ccm = py_sod_metrics.SizeInvarianceMAE(), py_sod_metrics.CamouflageContextMeasure()
+        clip = tree["root"] / "vsod" / "SYNV_test" / video / "Imgs"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for index, (pred, gt) in enumerate(frames[1:-1], 1):
+                for metric in (iou, msiou, hce, simae):
+                    metric.step(pred, gt)
+                image = cv2.cvtColor(cv2.imread(str(clip / f"{video}_{index:05d}.png")), cv2.COLOR_BGR2RGB)
+                ccm.step(pred, gt, img=image)
+        per_video.append({"iou": iou.get_results()["iou"], "msiou": msiou.get_results(),
+                          "hce": hce.get_results()["hce"], "simae": simae.get_results()["si_mae"],
+                          "ccm": ccm.get_results()["ccm"]})
+    iou_curve = np.mean([r["iou"]["dynamic"] for r in per_video], axis=0)
+    msiou_curve = np.mean([r["msiou"]["dynamic"] for r in per_video], axis=0)
+    expected = {"maxiou": iou_curve.max(), "meaniou": iou_curve.mean(),
+                "adpiou": np.mean([r["iou"]["adaptive"] for r in per_video]),
+                "maxmsiou": msiou_curve.max(), "meanmsiou": msiou_curve.mean(),
+                "adpmsiou": np.mean([r["msiou"]["adaptive"] for r in per_video]),
+                **{key: np.mean([r[key] for r in per_video]) for key in ("hce", "simae", "ccm")}}
+    for key, value in expected.items():
+        assert entry[key] == pytest.approx(float(value), abs=1e-6), key
+    assert 0 <= entry["biiou"] <= 1
+
+
+def test_compare_carries_the_chosen_measures(tree, tmp_path):
+    import shutil
+
+    results = tmp_path / "results"
+    for exp in ("a", "b"):
+        shutil.copytree(tree["repo"] / "results" / "exp1" / "DSB", results / exp / "DSB")
+    main(["compare", "a", "b", "--testdata", "DSB", "--results-dir", str(results), "--datadir",
+          str(tree["root"] / "sod"), "--metrics", "iou,hce", "--workers", "0"])
+    header = (results / "compare" / "compare_sod.md").read_text().splitlines()[2]
+    assert header.endswith("| DSB maxE | DSB meanE | DSB adpE | DSB maxiou | DSB meaniou | DSB adpiou | DSB hce |")
+    csv = (results / "compare" / "compare_sod_pysodmetrics.csv").read_text().splitlines()
+    assert csv[0].split(",")[-1] == "DSB hce" and csv[-2].split(",")[-1] == "a b"  # equal: both best

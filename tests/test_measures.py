@@ -236,3 +236,28 @@ def test_camouflage_context_measure_per_map(index: int) -> None:
         ours.step(pred, gt, img=image)
         theirs.step(pred, gt, img=image)
     assert_same_results(ours.get_results(), theirs.get_results(), f"triple {index}")
+
+
+def test_evaluation_is_a_drop_in_for_pysodmetrics() -> None:
+    """Every public class of PySODMetrics is in Evaluation under its name, taking its constructor and ``step``
+    arguments (ours may add keyword arguments with defaults, e.g. ``device``)."""
+    import inspect
+
+    public = [name for name in dir(py_sod_metrics) if inspect.isclass(getattr(py_sod_metrics, name))
+              and getattr(py_sod_metrics, name).__module__.startswith("py_sod_metrics")]
+    assert len(public) >= 24
+    for name in public:
+        theirs, ours = getattr(py_sod_metrics, name), getattr(Evaluation, name)
+        for method in ("__init__", "step"):
+            if not hasattr(theirs, method) or method == "step" and not hasattr(ours, "step"):
+                continue
+            expected = list(inspect.signature(getattr(theirs, method)).parameters.values())
+            actual = inspect.signature(getattr(ours, method)).parameters
+            for parameter in expected:
+                assert parameter.name in actual, f"{name}.{method} lacks {parameter.name}"
+                mine = actual[parameter.name]
+                assert mine.kind == parameter.kind, f"{name}.{method}({parameter.name})"
+                assert mine.default == parameter.default or parameter.default is inspect.Parameter.empty, \
+                    f"{name}.{method}({parameter.name}) default"
+            extra = [p for p in actual.values() if p.name not in {q.name for q in expected}]
+            assert all(p.default is not inspect.Parameter.empty for p in extra), f"{name}.{method}"
