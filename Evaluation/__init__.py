@@ -2,7 +2,6 @@
 ``step`` arguments and result dictionaries (``import Evaluation`` in place of ``import py_sod_metrics``), and the
 ``eval_sod.sh`` / ``eval_vsod.sh`` entry point (``python -m Evaluation``). Imports nothing from ``models/``."""
 
-from Evaluation.context import CamouflageContextMeasure, ContextMeasure
 from Evaluation.fmeasurev2 import (
     BERHandler,
     DICEHandler,
@@ -19,7 +18,6 @@ from Evaluation.fmeasurev2 import (
     TNRHandler,
     TPRHandler,
 )
-from Evaluation.hce import HumanCorrectionEffortMeasure
 from Evaluation.metrics import (
     MAE,
     SUMMARY_KEYS,
@@ -33,7 +31,22 @@ from Evaluation.metrics import (
     prepare_batch,
 )
 from Evaluation.msiou import MSIoU
-from Evaluation.size_invariance import SizeInvarianceFmeasureV2, SizeInvarianceMAE
+
+# Imported on first use (they need SciPy's ndimage or more OpenCV): an evaluation of the summary five never loads them.
+_LAZY = {"SizeInvarianceMAE": "size_invariance", "SizeInvarianceFmeasureV2": "size_invariance",
+         "HumanCorrectionEffortMeasure": "hce", "ContextMeasure": "context", "CamouflageContextMeasure": "context"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"Evaluation.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'Evaluation' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 __all__ = ["MAE", "Emeasure", "Fmeasure", "PreparedBatch", "SODMetrics", "SUMMARY_KEYS", "Smeasure",
            "WeightedFmeasure", "average_over_videos", "prepare_batch", "FmeasureV2", "BERHandler", "DICEHandler",

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from Evaluation.context import CamouflageContextMeasure, ContextMeasure
 from Evaluation.fmeasurev2 import (
     BERHandler,
     DICEHandler,
@@ -31,10 +30,8 @@ from Evaluation.fmeasurev2 import (
     RecallHandler,
     SpecificityHandler,
 )
-from Evaluation.hce import HumanCorrectionEffortMeasure
 from Evaluation.metrics import PreparedBatch
 from Evaluation.msiou import MSIoU
-from Evaluation.size_invariance import SizeInvarianceFmeasureV2, SizeInvarianceMAE
 
 __all__ = ["MEASURES", "DEFAULT_METRICS", "Measure", "parse_metrics", "Extras", "summarize", "summary_keys",
            "LOWER_IS_BETTER", "needs_images"]
@@ -147,11 +144,15 @@ class Extras:
         self.confusion = FmeasureV2(handlers, device) if handlers else None
         si = {name: _HANDLERS[name[2:]][0](**gray, **_HANDLERS[name[2:]][1]) for name in self.names
               if name.startswith("si") and name[2:] in _HANDLERS}
-        self.size_invariant = SizeInvarianceFmeasureV2(si, device, keep_maps=False) if si else None
-        self.others = {name: measure for name, measure in (
-            ("msiou", MSIoU(True, True, device=device)), ("simae", SizeInvarianceMAE(device)),
-            ("hce", HumanCorrectionEffortMeasure(device=device)), ("cm", ContextMeasure(device=device)),
-            ("ccm", CamouflageContextMeasure(device=device))) if name in self.names}
+        import Evaluation  # the measures needing SciPy or more OpenCV are loaded only when asked for
+
+        self.size_invariant = Evaluation.SizeInvarianceFmeasureV2(si, device, keep_maps=False) if si else None
+        makers = {"msiou": lambda: MSIoU(True, True, device=device),
+                  "simae": lambda: Evaluation.SizeInvarianceMAE(device),
+                  "hce": lambda: Evaluation.HumanCorrectionEffortMeasure(device=device),
+                  "cm": lambda: Evaluation.ContextMeasure(device=device),
+                  "ccm": lambda: Evaluation.CamouflageContextMeasure(device=device)}
+        self.others = {name: make() for name, make in makers.items() if name in self.names}
 
     def update(self, batch: PreparedBatch, images: list[np.ndarray] | None = None) -> None:
         for measure in (self.confusion, self.size_invariant):

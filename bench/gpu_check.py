@@ -5,7 +5,8 @@
 1. the CUDA-only tests (``pytest -k cuda``);
 2. the speed table of the four models, batch 1: the default backend in float32 and float16 and ``--eager``, with
    the ratio to eager (``speed_sod.py`` / ``speed_vsod.py --gpu 0``, the release's pass counts);
-3. evaluation throughput on the GPU against PySODMetrics (``bench/bench_metrics.py --device cuda``);
+3. evaluation throughput on the GPU against PySODMetrics (``bench/bench_metrics.py --device cuda``), and every
+   measure (``python -m Evaluation sod --metrics all``) on the GPU against the same command on the CPU;
 4. an AMP training step (``train_sod.py --amp --gpu 0`` on generated data);
 5. a one-process NCCL DistributedDataParallel step.
 
@@ -59,6 +60,30 @@ def speed_rows(folder: Path) -> list[str]:
     return rows
 
 
+def full_set_on_the_gpu(folder: Path) -> str:
+    """``python -m Evaluation sod --metrics all`` on SYN-TE (predictions: its GT blurred) with ``--gpu 0`` and on the
+    CPU: the largest difference over every reported key."""
+    import cv2
+
+    data = folder / "data" / "sod"
+    for gt in sorted((data / "SYN-TE" / "GT").glob("*.png")):
+        pred = cv2.GaussianBlur(cv2.imread(str(gt), cv2.IMREAD_GRAYSCALE), (0, 0), 3)
+        for where in ("gpu", "cpu"):
+            (folder / where / "exp" / "SYN-TE").mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / where / "exp" / "SYN-TE" / gt.name), pred)
+    entries = {}
+    for where, flags in (("gpu", ["--gpu", "0"]), ("cpu", [])):
+        ok, log = run([sys.executable, "-m", "Evaluation", "sod", "SYN-TE", "exp", str(data), "--results-dir",
+                       str(folder / where), "--metrics", "all", "--float64", *flags])
+        if not ok:
+            return f"FAILED ({where}): {log}"
+        entries[where] = json.loads((folder / where / "exp" / "metrics_sod.json").read_text())["SYN-TE"]
+    keys = [key for key, value in entries["cpu"].items() if isinstance(value, float)]
+    worst = max(keys, key=lambda key: abs(entries["gpu"][key] - entries["cpu"][key]))
+    return (f"{len(keys)} keys, largest difference {abs(entries['gpu'][worst] - entries['cpu'][worst]):.1e} "
+            f"({worst})")
+
+
 def nccl_step() -> str:
     """One DistributedDataParallel step of SDNet in one NCCL process."""
     import torch.distributed as dist
@@ -94,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics = json.loads((folder / "metrics.json").read_text()) if ok else {}
         lines += [f"- evaluation on the GPU: {json.dumps(metrics.get('summary', metrics))[:300] if ok else log}"]
         ok, log = run([sys.executable, "-m", "data.synthetic", "--root", str(folder / "data")])
+        lines += [f"- every measure (--metrics all) on the GPU vs the CPU: {full_set_on_the_gpu(folder)}"]
         ok, log = run([sys.executable, "train_sod.py", "--datadir", str(folder / "data" / "sod"), "--train-data",
                        "SYN-TR", "--val-data", "SYN-TE", "--savedir", str(folder / "amp"), "--gpu", "0", "--amp",
                        "--epochs", "1", "--max-steps", "2", "--batch-size", "4", "--size", "64", "--seed", "0"])

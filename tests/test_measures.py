@@ -261,3 +261,13 @@ def test_evaluation_is_a_drop_in_for_pysodmetrics() -> None:
                     f"{name}.{method}({parameter.name}) default"
             extra = [p for p in actual.values() if p.name not in {q.name for q in expected}]
             assert all(p.default is not inspect.Parameter.empty for p in extra), f"{name}.{method}"
+
+
+def test_the_readme_lists_every_measure_name() -> None:
+    from pathlib import Path
+
+    from Evaluation.measures import MEASURES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for measure in MEASURES.values():
+        assert f"| `{measure.name}` | {', '.join(measure.keys)} | {measure.what} | {measure.source} |" in readme
