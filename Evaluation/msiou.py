@@ -12,6 +12,7 @@ pixel; ``adaptive``: min(2 * mean, 1); ``binary``: pred > 0.5.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import numpy as np
@@ -26,15 +27,21 @@ if sys.byteorder != "little":  # `_bit_counts` reads the words' bytes
     raise ImportError("Evaluation.msiou assumes a little-endian machine")
 
 
-def _thermometer(bins: torch.Tensor) -> torch.Tensor:
-    """(H, W) uint8 bins (long) -> (H, W, WORDS) int64: bit t (word t // 64, bit t % 64) set where bin >= t, i.e.
-    the binarised maps of all 257 thresholds at once."""
+@functools.cache
+def _thermometer_table(device: torch.device) -> torch.Tensor:
+    """(256, WORDS) int64: the words of each uint8 bin, bits 0..bin set (as signed int64)."""
     table = []
     for level in range(256):
         bits = (1 << (level + 1)) - 1  # thresholds 0..level
         words = [(bits >> (64 * k)) & ((1 << 64) - 1) for k in range(WORDS)]
-        table.append([w - (1 << 64) if w >= 1 << 63 else w for w in words])  # as signed int64
-    return torch.tensor(table, dtype=torch.int64, device=bins.device)[bins]
+        table.append([w - (1 << 64) if w >= 1 << 63 else w for w in words])
+    return torch.tensor(table, dtype=torch.int64, device=device)
+
+
+def _thermometer(bins: torch.Tensor) -> torch.Tensor:
+    """(H, W) uint8 bins (long) -> (H, W, WORDS) int64: bit t (word t // 64, bit t % 64) set where bin >= t, i.e.
+    the binarised maps of all 257 thresholds at once."""
+    return _thermometer_table(bins.device)[bins]
 
 
 def edges(words: torch.Tensor) -> torch.Tensor:

@@ -86,8 +86,8 @@ def test_msiou_per_map(index: int) -> None:
 def test_msiou_over_the_dataset_and_large_edge_counts() -> None:
     """Over the dataset, and a GT whose edge cells at the finest scales number more than float16 holds exactly."""
     rng = np.random.default_rng(3)
-    noisy_gt = (rng.random((64, 96)) > 0.5).astype(np.uint8) * 255
-    pairs = PAIRS + [(rng.integers(0, 256, noisy_gt.shape).astype(np.uint8), noisy_gt)]
+    noisy_gt = (rng.random((48, 64)) > 0.5).astype(np.uint8) * 255
+    pairs = PAIRS[::6] + [(rng.integers(0, 256, noisy_gt.shape).astype(np.uint8), noisy_gt)]  # every map: above
     assert_same_results(run(Evaluation.MSIoU(**MSIOU_FORMS[0]), pairs),
                         run(py_sod_metrics.MSIoU(**MSIOU_FORMS[0]), pairs))
 
@@ -271,3 +271,15 @@ def test_the_readme_lists_every_measure_name() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for measure in MEASURES.values():
         assert f"| `{measure.name}` | {', '.join(measure.keys)} | {measure.what} | {measure.source} |" in readme
+
+
+def test_maps_of_another_size_are_refused_as_pysodmetrics_refuses_them() -> None:
+    """PySODMetrics takes no prediction of another size than its GT (the evaluation command resizes it first)."""
+    pred, gt = np.zeros((20, 30), np.uint8), np.zeros((20, 31), np.uint8)
+    for name in ("FmeasureV2", "MSIoU", "SizeInvarianceMAE", "HumanCorrectionEffortMeasure", "ContextMeasure"):
+        args = (handlers(py_sod_metrics),) if name == "FmeasureV2" else (True, True) if name == "MSIoU" else ()
+        with pytest.raises(ValueError):
+            getattr(py_sod_metrics, name)(*args).step(pred, gt)
+        args = (handlers(Evaluation),) if name == "FmeasureV2" else (True, True) if name == "MSIoU" else ()
+        with pytest.raises(ValueError, match="shape mismatch"):
+            getattr(Evaluation, name)(*args).step(pred, gt)
