@@ -20,7 +20,7 @@ from Evaluation.metrics import ArrayLike, PreparedBatch, adaptive_counts, prepar
 __all__ = ["FmeasureV2", "IOUHandler", "DICEHandler", "BERHandler", "KappaHandler", "OverallAccuracyHandler",
            "PrecisionHandler", "RecallHandler", "SpecificityHandler", "TNRHandler", "TPRHandler",
            "SensitivityHandler", "FPRHandler", "FmeasureHandler", "ConfusionCounts", "confusion_counts",
-           "region_counts"]
+           "region_counts", "form_means"]
 
 
 def _float(value) -> torch.Tensor:
@@ -63,23 +63,25 @@ class _BaseHandler:
 
     def results(self) -> dict:
         """PySODMetrics' result dictionary of this handler: 'dynamic' (256,), 'adaptive', 'binary'."""
-        def mean(form: str):
-            if form not in self.sums or self.count == 0:
-                return np.float64("nan") if form != "dynamic" else np.full(256, np.nan)
-            return (self.sums[form] / self.count).cpu().numpy().astype(np.float64)[()]
-
-        res = {}
-        if self.with_dynamic:
-            res["dynamic"] = mean("dynamic")
-        if self.with_adaptive:
-            res["adaptive"] = np.float64(mean("adaptive"))
-        if self.with_binary:
-            if self.sample_based:
-                res["binary"] = np.float64(mean("binary"))
-            else:
-                counts = {key: torch.tensor(value, dtype=torch.float64) for key, value in self.binary_counts.items()}
-                res["binary"] = np.float64(self(**counts).item())
+        res = form_means(self.sums, self.count, self.with_dynamic, self.with_adaptive, self.with_binary, 256)
+        if self.with_binary and not self.sample_based:
+            counts = {key: torch.tensor(value, dtype=torch.float64) for key, value in self.binary_counts.items()}
+            res["binary"] = np.float64(self(**counts).item())
         return res
+
+
+def form_means(sums: dict[str, torch.Tensor], count: int, dynamic: bool, adaptive: bool, binary: bool,
+               curve: int) -> dict:
+    """PySODMetrics' dictionary of the forms asked for from running sums over ``count`` maps: 'dynamic' ((curve,)
+    float64), 'adaptive' and 'binary' (np.float64); NaN where no map was seen."""
+    def mean(form: str):
+        if form not in sums or count == 0:
+            return np.full(curve, np.nan) if form == "dynamic" else np.float64("nan")
+        value = (sums[form] / count).cpu().numpy().astype(np.float64)
+        return value if form == "dynamic" else np.float64(value)
+
+    return {form: mean(form) for form, wanted in (("dynamic", dynamic), ("adaptive", adaptive),
+                                                  ("binary", binary)) if wanted}
 
 
 class IOUHandler(_BaseHandler):

@@ -18,6 +18,7 @@ import sys
 import numpy as np
 import torch
 
+from Evaluation.fmeasurev2 import form_means
 from Evaluation.metrics import ArrayLike, PreparedBatch, prepare_batch
 
 __all__ = ["MSIoU", "edges"]
@@ -152,16 +153,4 @@ class MSIoU:
 
     def get_results(self) -> dict:
         """PySODMetrics' dictionary: 'dynamic' (257,), 'adaptive', 'binary' (the forms asked for)."""
-        def mean(form: str):
-            if form not in self.sums or self.count == 0:
-                return np.full(257, np.nan) if form == "dynamic" else np.float64("nan")
-            return (self.sums[form] / self.count).cpu().numpy().astype(np.float64)[()]
-
-        results = {}
-        if self.with_dynamic:
-            results["dynamic"] = mean("dynamic")
-        if self.with_adaptive:
-            results["adaptive"] = np.float64(mean("adaptive"))
-        if self.with_binary:
-            results["binary"] = np.float64(mean("binary"))
-        return results
+        return form_means(self.sums, self.count, self.with_dynamic, self.with_adaptive, self.with_binary, 257)
