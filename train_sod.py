@@ -16,7 +16,7 @@ import configs
 import utils
 from data import DataError
 from data.datasets import SODDataset
-from engine import train
+from engine import startup, train
 from models.losses import weighted_bce_loss
 
 DEFAULTS = configs.TRAIN_DEFAULTS["image"]
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class ImageTask(train.TrainingTask):
+class ImageTask(startup.TrainingTask):
     """SDNet / SDNet-A on still images: multi-scale passes, weighted BCE, one validation set."""
 
     kind = "image"
@@ -77,7 +77,7 @@ class ImageTask(train.TrainingTask):
 
 
 def main(argv: list[str] | None = None) -> None:
-    train.run(ImageTask(), build_parser().parse_args(argv))
+    startup.run(ImageTask(), build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

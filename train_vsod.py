@@ -20,7 +20,7 @@ import utils
 from data import DataError
 from data.datasets import VSODDataset
 from data.lists import dataset_names, read_video_list
-from engine import train
+from engine import startup, train
 from models import build_model
 from models.losses import bce_ssim_iou_loss, clip_bce_weights
 
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class VideoTask(train.TrainingTask):
+class VideoTask(startup.TrainingTask):
     """STDNet / STDNet-A on clips: one pass per epoch, BCE + SSIM + IoU, one validation set per dataset."""
 
     kind = "video"
@@ -89,8 +89,8 @@ class VideoTask(train.TrainingTask):
                 utils.fail(f"--beta {' '.join(args.beta)}: expected BETA or NAME BETA, BETA a number")
             if len(args.beta) > 2 or beta <= 0:
                 utils.fail(f"--beta {' '.join(args.beta)}: expected BETA or NAME BETA with BETA > 0")
-        train_lst = train.resolve_list_file(args.train_lst, "--train-lst")
-        val_lst = train.resolve_list_file(args.val_lst, "--val-lst") if args.val_lst else None
+        train_lst = startup.resolve_list_file(args.train_lst, "--train-lst")
+        val_lst = startup.resolve_list_file(args.val_lst, "--val-lst") if args.val_lst else None
         return argparse.Namespace(**{**vars(args), "size": size, "train_lst": str(train_lst),
                                      "val_lst": str(val_lst) if val_lst else ""})
 
@@ -148,7 +148,7 @@ def video_loss(pred, target, clip_weights=None, *, nframes: int, beta: float | N
 
 
 def main(argv: list[str] | None = None) -> None:
-    train.run(VideoTask(), build_parser().parse_args(argv))
+    startup.run(VideoTask(), build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The jobs between the thin scripts and `models`, `data`, `Evaluation`: one module per job.
 
-- `engine.train`: parameter groups, learning-rate schedule, the training loop, validation, and the one start-up
-  sequence that ``train_sod.py`` and ``train_vsod.py`` call;
+- `engine.startup`: the one start-up sequence of a training run that ``train_sod.py`` and ``train_vsod.py`` call;
+- `engine.train`: parameter groups, learning-rate schedule, the training loop, validation;
 - `engine.distributed`: this process's place in a run, the process group, spawning one process per GPU;
 - `engine.checkpoints`: the one checkpoint writer, training checkpoints, RNG state, resuming, the run's log files;
 - `engine.loading`: a model from a checkpoint and the flags;
