@@ -2,6 +2,7 @@
 ``step`` arguments and result dictionaries (``import Evaluation`` in place of ``import py_sod_metrics``), and the
 ``eval_sod.sh`` / ``eval_vsod.sh`` entry point (``python -m Evaluation``). Imports nothing from ``models/``."""
 
+from Evaluation.batch import PreparedBatch, prepare_batch
 from Evaluation.fmeasurev2 import (
     BERHandler,
     DICEHandler,
@@ -23,12 +24,10 @@ from Evaluation.metrics import (
     SUMMARY_KEYS,
     Emeasure,
     Fmeasure,
-    PreparedBatch,
     Smeasure,
     SODMetrics,
     WeightedFmeasure,
     average_over_videos,
-    prepare_batch,
 )
 from Evaluation.msiou import MSIoU
 

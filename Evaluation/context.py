@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from Evaluation.metrics import EPS, ArrayLike, PreparedBatch, prepare_batch
+from Evaluation.batch import EPS, ArrayLike, PreparedBatch, prepare_batch
 
 __all__ = ["ContextMeasure", "CamouflageContextMeasure", "rgb_to_lab", "ciede2000"]
 

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from Evaluation.batch import prepare_batch
 from Evaluation.inputs import DatasetPairs, EvaluationError, Pair, PairDataset
 from Evaluation.measures import DEFAULT_METRICS, Extras, summarize
-from Evaluation.metrics import SODMetrics, average_over_videos, prepare_batch
+from Evaluation.metrics import SODMetrics, average_over_videos
 from Evaluation.release import ReleaseMetrics, average_release_over_videos
 
 CHUNK_MAPS = 64  # maps per chunk (image datasets): the unit of work and of merging

@@ -4,7 +4,7 @@ A handler turns the confusion counts of a binarised prediction (tp, fp, tn, fn) 
 Kappa, overall accuracy, precision, recall (= sensitivity = TPR), specificity (= TNR), FPR and the F-measure.
 `FmeasureV2` computes the counts for three binarisations of each map: ``dynamic`` (every uint8 threshold, the
 curve of 256 values, index 0 = threshold 255), ``adaptive`` (threshold min(2 * mean, 1)) and ``binary`` (pred >
-0.5, the effect of an argmax), all from the histograms `Evaluation.metrics.PreparedBatch` shares with the other
+0.5, the effect of an argmax), all from the histograms `Evaluation.batch.PreparedBatch` shares with the other
 metrics, and keeps running sums only: memory does not grow with the number of maps. A handler made with
 ``sample_based=False`` computes its binary measure once from the dataset's summed counts instead of averaging
 per-map measures. Handlers compute in float64 with PySODMetrics' operations (a zero denominator gives 0).
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from Evaluation.metrics import ArrayLike, PreparedBatch, adaptive_counts, prepare_batch, threshold_counts
+from Evaluation.batch import ArrayLike, PreparedBatch, adaptive_counts, prepare_batch, threshold_counts
 
 __all__ = ["FmeasureV2", "IOUHandler", "DICEHandler", "BERHandler", "KappaHandler", "OverallAccuracyHandler",
            "PrecisionHandler", "RecallHandler", "SpecificityHandler", "TNRHandler", "TPRHandler",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from Evaluation.metrics import ArrayLike, PreparedBatch, prepare_batch
+from Evaluation.batch import ArrayLike, PreparedBatch, prepare_batch
 
 __all__ = ["HumanCorrectionEffortMeasure", "skeletonize"]
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from Evaluation.batch import PreparedBatch
 from Evaluation.fmeasurev2 import (
     BERHandler,
     DICEHandler,
@@ -30,7 +31,6 @@ from Evaluation.fmeasurev2 import (
     RecallHandler,
     SpecificityHandler,
 )
-from Evaluation.metrics import PreparedBatch
 from Evaluation.msiou import MSIoU
 
 __all__ = ["MEASURES", "DEFAULT_METRICS", "Measure", "parse_metrics", "Extras", "summarize", "summary_keys",

@@ -18,8 +18,8 @@ import sys
 import numpy as np
 import torch
 
+from Evaluation.batch import ArrayLike, PreparedBatch, prepare_batch
 from Evaluation.fmeasurev2 import form_means
-from Evaluation.metrics import ArrayLike, PreparedBatch, prepare_batch
 
 __all__ = ["MSIoU", "edges"]
 

@@ -19,7 +19,8 @@ import math
 import numpy as np
 import torch
 
-from Evaluation.metrics import PreparedBatch, object_similarity, prepare_batch, quadrant_ssim
+from Evaluation.batch import PreparedBatch, prepare_batch
+from Evaluation.metrics import object_similarity, quadrant_ssim
 
 __all__ = ["THRESHOLDS", "ReleaseMetrics", "average_precision", "average_release_over_videos"]
 

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from Evaluation.batch import LEVELS, PreparedBatch
 from Evaluation.fmeasurev2 import ConfusionCounts, FmeasureV2, region_counts
-from Evaluation.metrics import LEVELS, MAE, PreparedBatch
+from Evaluation.metrics import MAE
 
 __all__ = ["SizeInvarianceMAE", "SizeInvarianceFmeasureV2", "object_boxes"]
 

@@ -12,6 +12,7 @@ import torch
 from metric_pairs import PAIRS, blob_pair
 
 import Evaluation.spatial as spatial
+from Evaluation.batch import prepare_batch
 from Evaluation.metrics import (
     MAE,
     Emeasure,
@@ -20,7 +21,6 @@ from Evaluation.metrics import (
     SODMetrics,
     WeightedFmeasure,
     average_over_videos,
-    prepare_batch,
 )
 
 py_sod_metrics = pytest.importorskip("py_sod_metrics")
