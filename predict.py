@@ -2,7 +2,8 @@
 
     python predict.py --checkpoint checkpoints/sdnet_from_scratch.pth photo.jpg holiday/ clip.mp4 --out maps
 
-- an image ``x.jpg`` gives ``<out>/x.png`` (8-bit map at the image's size), with ``--overlay`` also
+- an image ``x.jpg`` gives ``<out>/x.png`` (8-bit map at the image's size, upright as a photo viewer shows it: a
+  phone photo's EXIF orientation is applied first), with ``--overlay`` also
   ``<out>/x_overlay.jpg`` (map as a heat map over the photo) and with ``--cutout`` ``<out>/x_cutout.png`` (RGBA,
   the map as alpha); the images of a folder ``f`` (searched recursively) go to ``<out>/f/<relative path>``;
 - a video ``v.mp4`` / ``.avi`` / ``.mov`` gives ``<out>/v.mp4``, the maps as a video at the same size and frame
@@ -88,7 +89,7 @@ def collect_inputs(inputs: list[str], out: Path) -> tuple[list[tuple[Path, Path]
 def predict_images(predictor: Predictor, images: list[tuple[Path, Path]], size: int, args, bar: tqdm,
                    logger) -> int:
     """Write the maps (and visualisations) of ``images``; returns the number of unreadable images."""
-    dataset = SODDataset.files([path for path, _ in images], size, keep_rgb=args.overlay or args.cutout)
+    dataset = SODDataset.files([path for path, _ in images], size, keep_rgb=args.overlay or args.cutout, orient=True)
     failures = 0
     items = ((item, None if item["error"] else item["image"][None], item["size"])
              for item in test_loader(dataset, args.workers))

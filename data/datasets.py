@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from data.lists import StillEntry, VideoEntry, annotated_frames, build_clips, image_name, read_video_list
-from data.readers import DataError, list_images, read_gt, read_rgb
+from data.readers import IMAGE_EXTENSION_TEXT, DataError, list_images, read_gt, read_rgb
 from data.transforms import Augmentation, preprocess_test, resize_test_gt, train_gt, train_image
 
 __all__ = ["SODDataset", "VSODDataset", "test_loader"]
@@ -86,7 +86,7 @@ def _check_pair(image: np.ndarray, gt: np.ndarray, image_path: Path, gt_path: Pa
 class SODDataset(_Seeded, Dataset):
     """Image SOD data from ``ROOT/<NAME>/images/*`` and ``ROOT/<NAME>/GT/<stem>.png`` (or ``ROOT/sod/<NAME>``).
 
-    ``names`` is one name or several joined by ``+``. Images may be .jpg/.jpeg/.png/.bmp, mixed.
+    ``names`` is one name or several joined by ``+``. Images may be of any of `data.readers.IMAGE_EXTENSIONS`, mixed.
 
     - ``mode='train'``: every image needs a GT (checked at construction; a missing GT raises `DataError` naming
       the pair). ``ds[i]`` -> ``(image, gt)``: float32 tensors (3, S, S) ImageNet-normalised and (1, S, S) in
@@ -107,6 +107,7 @@ class SODDataset(_Seeded, Dataset):
             raise ValueError(f"mode must be 'train' or 'test', not {mode!r}")
         self.mode, self.size, self.seed, self.epoch = mode, size, int(seed), 0
         self.with_gt, self.keep_rgb = with_gt or mode == "train", keep_rgb
+        self.orient = False  # datasets are read as stored, as the authors read them (SPEC §7.2)
         self.samples: list[tuple[str, Path, Path | None]] = []  # (dataset name, image path, GT path or None)
         if root is None:  # `files`
             return
@@ -114,7 +115,7 @@ class SODDataset(_Seeded, Dataset):
             folder = find_sod_folder(root, name)
             images = list_images(folder / "images")
             if not images:
-                raise DataError(f"no images (.jpg/.jpeg/.png/.bmp) in {folder / 'images'}")
+                raise DataError(f"no images ({IMAGE_EXTENSION_TEXT}) in {folder / 'images'}")
             gt_dir = folder / "GT"
             if mode == "train" and not gt_dir.is_dir():
                 raise DataError(f"GT folder not found: {gt_dir}")
@@ -126,10 +127,12 @@ class SODDataset(_Seeded, Dataset):
                 self.samples.append((name, image, gt_dir / gt_name if gt_name in gts else None))
 
     @classmethod
-    def files(cls, paths: list[Path], size: int | None, keep_rgb: bool = False) -> SODDataset:
-        """Test items (no GT, ``dataset`` '') of any image files, in the given order."""
+    def files(cls, paths: list[Path], size: int | None, keep_rgb: bool = False, orient: bool = False) -> SODDataset:
+        """Test items (no GT, ``dataset`` '') of any image files, in the given order; with ``orient`` each image
+        is turned upright by its EXIF orientation first (`data.readers.read_rgb`), ``size`` then its upright size."""
         dataset = cls(None, "", mode="test", size=size, keep_rgb=keep_rgb)
         dataset.samples = [("", Path(path), None) for path in paths]
+        dataset.orient = orient
         return dataset
 
     def __len__(self) -> int:
@@ -145,7 +148,7 @@ class SODDataset(_Seeded, Dataset):
         item = {"index": index, "image": None, "gt": None, "name": image_path.stem, "dataset": name,
                 "path": image_path, "size": None, "error": None}
         try:
-            image = read_rgb(image_path)
+            image = read_rgb(image_path, orient=self.orient)
             item["size"] = image.shape[:2]
             if self.with_gt and gt_path is not None:
                 gt = read_gt(gt_path)

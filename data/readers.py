@@ -1,7 +1,9 @@
 """Image and ground-truth decoding with OpenCV, and the one error type of the data package.
 
-Every reader returns RGB (never BGR) and converts every PNG/JPEG/BMP mode the datasets use: grey, grey+alpha,
-RGB, RGBA, palette (OpenCV expands palettes on decode) and 16-bit. Failures raise `DataError` with a one-line
+Every reader returns RGB (never BGR) and converts every PNG/JPEG/BMP/WebP/TIFF mode: grey, grey+alpha, RGB, RGBA,
+palette (OpenCV expands palettes on decode) and 16-bit. Pixels are read as stored, as the authors' scikit-image
+reading does (dataset maps stay exact); `read_rgb` with ``orient=True`` (predict.py) turns them upright as photo
+viewers do, by the file's EXIF orientation. Failures raise `DataError` with a one-line
 message naming the file, so scripts can log it and exit with status 2.
 """
 
@@ -13,7 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_EXTENSION_TEXT = "/".join(IMAGE_EXTENSIONS)  # for messages
 
 # skimage.color.rgb2gray weights (ITU-R BT.709), which the authors' `as_gray` GT reading used.
 _GREY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])
@@ -43,24 +46,55 @@ def _max_value(array: np.ndarray) -> float:
     return 65535.0 if array.dtype == np.uint16 else 255.0
 
 
-def read_rgb(path: str | os.PathLike) -> np.ndarray:
+def read_rgb(path: str | os.PathLike, orient: bool = False) -> np.ndarray:
     """Decode an image file to RGB, (H, W, 3) uint8 or uint16 (16-bit files keep their depth).
 
-    Grey images are replicated to three channels; alpha channels are dropped (as a plain RGB read does).
+    Grey images are replicated to three channels; alpha channels are dropped (as a plain RGB read does). With
+    ``orient`` the pixels are turned upright by the file's EXIF orientation (`exif_orientation`), so (H, W) is the
+    size a photo viewer shows; without it they are as stored.
     """
     array = decode_image(path)
     if array.ndim == 2:
-        return np.repeat(array[:, :, None], 3, axis=2)
+        array = array[:, :, None]
     channels = array.shape[2]
-    if channels == 1:
-        return np.repeat(array, 3, axis=2)
-    if channels == 2:  # grey + alpha
-        return np.repeat(array[:, :, :1], 3, axis=2)
-    if channels == 3:
-        return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
-    if channels == 4:
-        return cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)
-    raise DataError(f"unsupported channel count {channels} in {path}")
+    if channels in (1, 2):  # grey, grey + alpha
+        rgb = np.repeat(array[:, :, :1], 3, axis=2)
+    elif channels == 3:
+        rgb = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+    elif channels == 4:
+        rgb = cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)
+    else:
+        raise DataError(f"unsupported channel count {channels} in {path}")
+    return np.ascontiguousarray(upright(rgb, exif_orientation(path))) if orient else rgb
+
+
+def exif_orientation(path: str | os.PathLike) -> int:
+    """The EXIF orientation tag (1-8) of an image file, 1 (as stored) when it has none or it cannot be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            orientation = image.getexif().get(0x0112, 1)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return 1
+    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+
+
+def upright(array: np.ndarray, orientation: int) -> np.ndarray:
+    """An (H, W[, C]) image stored with EXIF ``orientation`` (1-8) as it is meant to be seen (a view, no copy):
+    2 mirrored, 3 turned 180 degrees, 4 flipped, 5 transposed, 6 turned 90 degrees clockwise, 7 transversed, 8 turned
+    90 degrees counter-clockwise to show it upright."""
+    transforms = {
+        1: lambda a: a,
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }
+    return transforms[orientation](array)
 
 
 def read_gt(path: str | os.PathLike, dtype: type = np.float32) -> np.ndarray:
@@ -98,7 +132,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    """Sorted image files (.jpg/.jpeg/.png/.bmp, any case) directly inside ``folder``."""
+    """Sorted image files (`IMAGE_EXTENSIONS`, any case) directly inside ``folder``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"image folder not found: {folder}")

@@ -6,11 +6,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from data.datasets import SODDataset, VSODDataset
 from data.lists import StillEntry
-from data.readers import DataError, read_gt, read_rgb
+from data.readers import DataError, exif_orientation, read_gt, read_rgb, upright
 from data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -52,6 +52,43 @@ def test_read_rgb_and_gt_every_mode(tmp_path):
                                   (grey / 255.0).astype(np.float32))
     expected = (rgb.astype(np.float64) @ [0.2125, 0.7154, 0.0721] / 255).astype(np.float32)
     np.testing.assert_allclose(read_gt(tmp_path / "rgb.png"), expected, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_upright_turns_an_image_as_pillow_does_for_each_exif_orientation(tmp_path, orientation):
+    """`upright` against Pillow's ImageOps.exif_transpose; read_rgb(orient=True) applies the file's tag (a
+    lossless PNG with an eXIf chunk), read_rgb() keeps the stored pixels."""
+    rgb = _rgb(5, 7, orientation)
+    image = Image.fromarray(rgb)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    expected = np.asarray(ImageOps.exif_transpose(image))
+    np.testing.assert_array_equal(upright(rgb, orientation), expected)
+    image.save(tmp_path / "tagged.png", exif=exif)
+    assert exif_orientation(tmp_path / "tagged.png") == orientation
+    np.testing.assert_array_equal(read_rgb(tmp_path / "tagged.png", orient=True), expected)
+    np.testing.assert_array_equal(read_rgb(tmp_path / "tagged.png"), rgb)
+    # datasets are read as stored (the authors' reading); predict.py's items upright
+    assert SODDataset.files([tmp_path / "tagged.png"], None)[0]["size"] == rgb.shape[:2]
+    assert SODDataset.files([tmp_path / "tagged.png"], None, orient=True)[0]["size"] == expected.shape[:2]
+
+
+def test_exif_orientation_of_untagged_and_unreadable_files_is_as_stored(tmp_path):
+    assert exif_orientation(_write(tmp_path / "plain.jpg", _rgb(4, 4, 0))) == 1
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    assert exif_orientation(tmp_path / "broken.jpg") == 1
+    image = Image.fromarray(_rgb(4, 4, 0))
+    exif = image.getexif()
+    exif[0x0112] = 9  # out of range: ignored
+    image.save(tmp_path / "odd.png", exif=exif)
+    assert exif_orientation(tmp_path / "odd.png") == 1
+
+
+def test_webp_and_tiff_are_read_like_png(tmp_path):
+    rgb = _rgb(6, 5, 3)
+    for name in ("x.webp", "x.tif", "x.tiff"):
+        Image.fromarray(rgb).save(tmp_path / name, **({"lossless": True} if name.endswith("webp") else {}))
+        np.testing.assert_array_equal(read_rgb(tmp_path / name), rgb)
 
 
 def _sod_tree(root: Path, name="A", count=4, size=(30, 40)):

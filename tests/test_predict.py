@@ -136,6 +136,32 @@ def test_video_model_groups_frames_into_clips(inputs: Path, tmp_path: Path, chec
                                   oracle_maps(model, [photo] * 4, 4)[-1])
 
 
+def test_a_photo_is_turned_upright_by_its_exif_orientation(tmp_path: Path, checkpoints) -> None:
+    """A phone photo stored sideways with EXIF orientation 6 (and a .webp / .tiff in a folder) gives, byte for
+    byte, the map and overlay of the same photo stored upright."""
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    upright_rgb = rng.integers(0, 255, size=(56, 40, 3), dtype=np.uint8)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(upright_rgb).save(folder / "upright.png")
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright_rgb, 1)))  # shown upright after 90 degrees CW
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    stored.save(folder / "sideways.png", exif=exif)
+    Image.fromarray(upright_rgb).save(folder / "lossless.webp", lossless=True)
+    Image.fromarray(upright_rgb).save(folder / "scan.tiff")
+    out = tmp_path / "out"
+    predict.main(["--checkpoint", str(checkpoints["sdnet"]), "--size", str(SIZE), "-j", "0", "--overlay",
+                  str(folder), "--out", str(out)])
+    expected = (out / "in" / "upright.png").read_bytes()
+    assert cv2.imread(str(out / "in" / "upright.png"), cv2.IMREAD_UNCHANGED).shape == (56, 40)
+    for name in ("sideways", "lossless", "scan"):
+        assert (out / "in" / f"{name}.png").read_bytes() == expected
+    assert (out / "in" / "sideways_overlay.jpg").read_bytes() == (out / "in" / "upright_overlay.jpg").read_bytes()
+
+
 @pytest.mark.parametrize(("count", "clips"), [
     (8, [([0, 1, 2, 3], [0, 1, 2, 3]), ([4, 5, 6, 7], [0, 1, 2, 3])]),
     (6, [([0, 1, 2, 3], [0, 1, 2, 3]), ([2, 3, 4, 5], [2, 3])]),
