@@ -39,7 +39,10 @@ def open_video(path: str | os.PathLike) -> tuple[cv2.VideoCapture, float, int]:
     if not capture.isOpened() or not capture.grab():
         capture.release()
         raise DataError(f"cannot read video {path} (corrupt, empty or unsupported format)")
-    capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+    # Opened again rather than sought back to frame 0: seeking loses the only frame of a one-frame video and can
+    # land elsewhere than the first frame in other files.
+    capture.release()
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     fps = capture.get(cv2.CAP_PROP_FPS)
     return capture, fps if fps > 0 else 25.0, max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
 
@@ -79,18 +82,23 @@ def clip_groups(frames: Iterable[Frame], length: int) -> Iterator[tuple[list[Fra
 
 def write_map_video(path: str | os.PathLike, maps: Iterable[np.ndarray], fps: float) -> int:
     """Write (H, W) uint8 maps as the frames of an .mp4 (mp4v) at ``fps``, atomically; returns the frame count.
-    Raises `DataError` if there is no map or no mp4v encoder."""
+    The encoder's 4:2:0 colour planes need an even height and width: an odd one loses its last row or column (the
+    pixels that remain stay aligned with the video's). Raises `DataError` if there is no map, no mp4v encoder or a
+    map of under 2 pixels a side."""
     writer, frames = None, 0
     try:
         # OpenCV picks the container by the extension, so the temporary file ends in .mp4 too.
         with atomic_path(path, suffix=".mp4") as temporary:
             for saliency in maps:
                 if writer is None:
-                    height, width = saliency.shape
+                    height, width = saliency.shape[0] // 2 * 2, saliency.shape[1] // 2 * 2
+                    if not height or not width:
+                        raise DataError(f"cannot write video {path}: frames of {saliency.shape[1]}x"
+                                        f"{saliency.shape[0]} pixels are too small to encode")
                     writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
                     if not writer.isOpened():
                         raise DataError(f"cannot write video {path} (no mp4v encoder in this OpenCV build)")
-                writer.write(cv2.cvtColor(saliency, cv2.COLOR_GRAY2BGR))
+                writer.write(cv2.cvtColor(np.ascontiguousarray(saliency[:height, :width]), cv2.COLOR_GRAY2BGR))
                 frames += 1
             if writer is None:
                 raise DataError(f"cannot write {path}: no frame to write")

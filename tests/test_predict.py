@@ -11,9 +11,10 @@ import pytest
 import torch
 
 import predict
+from data import DataError
 from data.readers import read_rgb
 from data.transforms import preprocess_test, saliency_to_uint8
-from data.video import clip_groups, read_frames
+from data.video import clip_groups, read_frames, write_map_video
 from engine.inference import prepare_for_inference
 from engine.loading import load_model
 from engine.maps import Predictor, video_maps
@@ -160,6 +161,35 @@ def test_a_photo_is_turned_upright_by_its_exif_orientation(tmp_path: Path, check
     for name in ("sideways", "lossless", "scan"):
         assert (out / "in" / f"{name}.png").read_bytes() == expected
     assert (out / "in" / "sideways_overlay.jpg").read_bytes() == (out / "in" / "upright_overlay.jpg").read_bytes()
+
+
+@pytest.mark.parametrize("model", ["sdnet", "stdnet"])
+def test_a_one_frame_video_gives_its_map(tmp_path: Path, checkpoints, model: str) -> None:
+    """One frame: an image model's map of it, a video model's of the clip of 4 copies (its ping-pong padding)."""
+    write_video(tmp_path / "one.mp4", frames=1)
+    out = tmp_path / "out"
+    flags = ["--nframes", "4", "--tid", "cv", "cd", "ad"] if model == "stdnet" else []
+    predict.main(["--checkpoint", str(checkpoints[model]), "--size", str(SIZE), *flags, "-j", "0",
+                  str(tmp_path / "one.mp4"), "--out", str(out)])
+    frames, fps = read_video(tmp_path / "one.mp4")
+    runner = inference_runner(checkpoints[model], **({"nframes": 4} if model == "stdnet" else {}))
+    expected = oracle_maps(runner, frames * 4, 4)[-1:] if model == "stdnet" else oracle_maps(runner, frames)
+    maps, _ = read_video(out / "one.mp4")
+    assert len(frames) == len(maps) == 1
+    np.testing.assert_array_equal(np.stack(maps), through_codec(expected, fps, tmp_path / "x.mp4"))
+
+
+def test_map_videos_of_odd_sizes_keep_the_pixels_they_can(tmp_path: Path) -> None:
+    """An odd height or width loses its last row or column (4:2:0 needs even sizes), the rest aligned; frames
+    under 2 pixels a side are a one-line error and leave nothing."""
+    rng = np.random.default_rng(5)
+    maps = rng.integers(0, 256, size=(3, 47, 81), dtype=np.uint8)
+    assert write_map_video(tmp_path / "odd.mp4", iter(maps), 10.0) == 3
+    decoded, _ = read_video(tmp_path / "odd.mp4")
+    np.testing.assert_array_equal(np.stack(decoded), through_codec(maps[:, :46, :80], 10.0, tmp_path / "x.mp4"))
+    with pytest.raises(DataError, match="too small to encode"):
+        write_map_video(tmp_path / "thin.mp4", iter(maps[:, :, :1]), 10.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.mp4", "x.mp4"]
 
 
 @pytest.mark.parametrize(("count", "clips"), [
