@@ -104,7 +104,8 @@ positive_int = int_at_least(1)
 
 def add_model_args(parser: argparse.ArgumentParser, kind: str | None = None) -> None:
     """Flags describing the model behind a checkpoint. Each defaults to what the checkpoint says
-    (`engine.loading.load_model`); given, it must agree with it. ``kind`` limits ``--model`` to that kind."""
+    (`engine.loading.load_model`); given, it must agree with it. ``kind`` limits ``--model`` to that kind (and
+    "image" leaves out the video models' ``--tid`` / ``--nframes``)."""
     group = parser.add_argument_group("model (default: what the checkpoint says)")
     group.add_argument("--model", default=None, choices=model_names(kind), help="the model the checkpoint holds")
     group.add_argument("--train-config", default=None, choices=sorted(configs.OP_TABLES),
@@ -117,6 +118,8 @@ def add_model_args(parser: argparse.ArgumentParser, kind: str | None = None) -> 
                     help="the checkpoint has BatchNorm in the backbone blocks")
     bn.add_argument("--nobn", dest="bn", action="store_const", const=False,
                     help="the checkpoint has no BatchNorm in the backbone blocks")
+    if kind == "image":
+        return
     group.add_argument("--tid", nargs="+", default=None, choices=configs.TEMPORAL_OPS,
                        help="STDC branch ops of a video checkpoint (the release's: cv cd ad)")
     group.add_argument("--nframes", type=positive_int, default=None, help="frames per clip of a video model (8)")

@@ -75,11 +75,13 @@ def load_model(checkpoint: str | os.PathLike, *, kind: str | None = None, model:
 
 def model_from_flags(args, checkpoint: str | os.PathLike, kind: str | None = None) -> tuple[nn.Module,
                                                                                             ModelDescription]:
-    """`load_model` with the flags of `utils.add_model_args`; a checkpoint that cannot be read, does not fit or
-    contradicts a flag ends the script with one error line and exit status 2."""
+    """`load_model` with the flags of `utils.add_model_args` (an image script has no ``--tid`` / ``--nframes``); a
+    checkpoint that cannot be read, does not fit or contradicts a flag ends the script with one error line and exit
+    status 2."""
     try:
         return load_model(checkpoint, kind=kind, model=args.model, train_config=args.train_config,
                           inference_config=args.inference_config, bn=args.bn,
-                          tid=tuple(args.tid) if args.tid else None, nframes=args.nframes)
+                          tid=tuple(args.tid) if getattr(args, "tid", None) else None,
+                          nframes=getattr(args, "nframes", None))
     except CheckpointError as err:
         fail(str(err))

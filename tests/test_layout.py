@@ -127,3 +127,23 @@ def test_inference_scripts_set_the_process_up_in_main(script: str) -> None:
     assert "tune_process" in process_wide_calls(ast.unparse(main))
     assert process_wide_calls("torch.backends.cudnn.benchmark = True\ntorch.set_num_threads(2)\n") == {
         "cudnn.benchmark", "set_num_threads"}
+
+
+MODEL_FLAGS = {"--model", "--train-config", "--inference-config", "--bn", "--nobn"}
+VIDEO_FLAGS = {"--tid", "--nframes"}
+DEVICE_FLAGS = {"--gpu", "--backend", "--eager", "--precision", "--half", "--threads", "--cache-dir", "--no-cache"}
+
+
+@pytest.mark.parametrize(("script", "present", "absent"), [
+    ("convert", MODEL_FLAGS | VIDEO_FLAGS, DEVICE_FLAGS),
+    ("export_onnx", MODEL_FLAGS | VIDEO_FLAGS, DEVICE_FLAGS),
+    ("predict", MODEL_FLAGS | VIDEO_FLAGS | DEVICE_FLAGS, set()),
+    ("generate_salmaps_sod", MODEL_FLAGS | DEVICE_FLAGS, VIDEO_FLAGS),
+    ("generate_salmaps_vsod", MODEL_FLAGS | VIDEO_FLAGS | DEVICE_FLAGS, set()),
+])
+def test_each_script_takes_the_flags_it_uses_and_no_other(script: str, present: set, absent: set) -> None:
+    import importlib
+
+    parser = importlib.import_module(script).build_parser()
+    flags = {option for action in parser._actions for option in action.option_strings}
+    assert present <= flags and not absent & flags, (sorted(present - flags), sorted(absent & flags))
