@@ -80,18 +80,26 @@ class NetworkCache:
             pass
         return payload
 
-    def put(self, key: str, payload: bytes) -> None:
-        """Store ``payload`` under ``key`` (atomically), then drop the oldest entries beyond ``max_bytes``."""
-        write_bytes_atomic(self._path(key), _MAGIC + hashlib.sha256(payload).digest() + payload)
+    def put(self, key: str, payload: bytes) -> str | None:
+        """Store ``payload`` under ``key`` (atomically), then drop the oldest entries beyond ``max_bytes``. A folder
+        that cannot be written (read-only, full, not a folder) keeps nothing: returns why, in one line, else None."""
+        try:
+            write_bytes_atomic(self._path(key), _MAGIC + hashlib.sha256(payload).digest() + payload)
+        except OSError as err:
+            return f"cannot write {self.folder}: {err.strerror or err}"
         self._trim()
+        return None
 
     def discard(self, key: str) -> None:
-        """Remove the entry ``key`` (a damaged one, or one its backend could not load)."""
-        self._path(key).unlink(missing_ok=True)
+        """Remove the entry ``key`` (a damaged one, or one its backend could not load), if the folder allows."""
+        try:
+            self._path(key).unlink(missing_ok=True)
+        except OSError:
+            pass
 
     def _trim(self) -> None:
         entries = []
-        for path in self.folder.glob("*.bin"):
+        for path in self.folder.glob("*.bin"):  # glob of a missing or unreadable folder: nothing
             try:
                 status = path.stat()
             except OSError:  # removed by another process meanwhile
@@ -101,5 +109,8 @@ class NetworkCache:
         for _, size, path in sorted(entries):
             if total <= self.max_bytes:
                 break
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                break
             total -= size

@@ -381,6 +381,28 @@ def test_the_cache_can_be_turned_off_and_stays_within_its_size(tmp_path: Path,
     assert cache.get("key4") == bytes(100) and cache.get("key0") is None
 
 
+def test_a_cache_folder_that_cannot_be_written_keeps_nothing_and_the_run_goes_on(tmp_path: Path) -> None:
+    """A cache path under a file (or a read-only folder): the maps of a run without a cache, one warning."""
+    model = converted("sdnet", seed=12)
+    x = torch.randn(1, 3, 32, 40)
+    expected = inference.prepare_for_inference(model, "cpu", cache=None)(x)
+    (tmp_path / "a_file").write_bytes(b"")
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append((record.levelname, record.getMessage()))
+    logger = logging.getLogger(utils.LOGGER_NAME)
+    logger.addHandler(handler)
+    try:
+        out = inference.prepare_for_inference(model, "cpu", cache=tmp_path / "a_file" / "cache")(x)
+    finally:
+        logger.removeHandler(handler)
+    assert torch.equal(out, expected)
+    warnings = [text for level, text in messages if level == "WARNING"]
+    assert len(warnings) == 1 and warnings[0].startswith("compiled networks are not kept: cannot write")
+    assert network_cache.NetworkCache(tmp_path / "a_file" / "cache").put("key", b"x").startswith("cannot write")
+    assert [path.name for path in tmp_path.iterdir()] == ["a_file"]
+
+
 # --- bf16 ---------------------------------------------------------------------------------------------------------
 
 

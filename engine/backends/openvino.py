@@ -127,7 +127,11 @@ class OpenVINOBackend(Backend):
         if compiled is None:
             compiled, source = self._compile(shape, config), "compiled"
             if key is not None:
-                self.cache.put(key, compiled.export_model().getvalue())
+                problem = self.cache.put(key, compiled.export_model().getvalue())
+                if problem is not None:  # the run goes on; later runs compile again
+                    logging.getLogger(LOGGER_NAME).warning("compiled networks are not kept: %s (choose another "
+                                                           "--cache-dir, or --no-cache)", problem)
+                    self.cache = None
         precision = {value: name for name, value in _OPENVINO_PRECISION.items()}.get(
             compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
         if precision != self.settings.precision:
