@@ -14,6 +14,7 @@ import argparse
 import logging
 
 import utils
+from data.atomic import unwritable
 from engine.checkpoints import save_checkpoint
 from engine.loading import model_from_flags
 from engine.speed import count_parameters
@@ -33,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     logger: logging.Logger = utils.setup_logger()
     if args.inference_config != "baseline":
         parser.error("--inference-config: convert.py always writes the converted ('baseline') form")
+    if (why := unwritable(args.out, folder=False)) is not None:
+        utils.fail(f"--out {args.out}: {why}")
     model, description = model_from_flags(args, args.checkpoint)
     save_checkpoint(args.out, model.state_dict(), description)
     logger.info("%s converted: %d parameters, written to %s", description.model, count_parameters(model), args.out)

@@ -17,6 +17,7 @@ import torch
 
 import configs
 import utils
+from data.atomic import unwritable
 from engine.export import ONNX_OPSET, export_onnx
 from engine.loading import model_from_flags
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.inference_config != "baseline":
         parser.error("--inference-config: only the converted model ('baseline') is exported")
     logger = utils.setup_logger()
+    if (why := unwritable(args.out, folder=False)) is not None:
+        utils.fail(f"--out {args.out}: {why}")
     model, description = model_from_flags(args, args.checkpoint)
     video = description.kind == "video"
     size = args.size or configs.MODELS[description.model]["size"]

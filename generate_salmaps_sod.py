@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 import utils
 from data import DataError
-from data.atomic import write_image_atomic
+from data.atomic import unwritable, write_image_atomic
 from data.datasets import SODDataset, test_loader
 from engine.inference import BackendError, runner_from_flags
 from engine.loading import model_from_flags
@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> None:
     datadir = Path(args.datadir)
     if not datadir.is_dir():
         utils.fail(f"--datadir {datadir}: no such folder")
+    if (why := unwritable(args.savedir, folder=True)) is not None:
+        utils.fail(f"--savedir {args.savedir}: {why}")
     datasets = {}
     for name in (name for name in args.testdata.split("+") if name):
         if not (datadir / name / "images").is_dir():
@@ -76,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
             logger.info("%s: %d maps written to %s", name, written, outdir)
     except BackendError as err:
         utils.fail(str(err))
+    except OSError as err:  # a full disk, a folder made read-only meanwhile
+        utils.fail(f"--savedir {args.savedir}: cannot write a map: {err}")
     if failures:
         utils.fail(f"{failures} image(s) could not be read (listed above); their maps are missing", status=1)
 

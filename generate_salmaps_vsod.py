@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 import utils
 from data import DataError
-from data.atomic import write_image_atomic
+from data.atomic import unwritable, write_image_atomic
 from data.datasets import VSODDataset, test_loader
 from engine.inference import BackendError, runner_from_flags
 from engine.loading import model_from_flags
@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(args.datadir)
     if not root.is_dir():
         utils.fail(f"--datadir {root}: no such folder")
+    if (why := unwritable(args.savedir, folder=True)) is not None:
+        utils.fail(f"--savedir {args.savedir}: {why}")
     model, description = model_from_flags(args, args.evaluate, kind="video")
     datasets = {}
     for name in (name for name in args.testdata.split("+") if name):
@@ -83,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
                 clips += 1
     except BackendError as err:
         utils.fail(str(err))
+    except OSError as err:  # a full disk, a folder made read-only meanwhile
+        utils.fail(f"--savedir {args.savedir}: cannot write a map: {err}")
     logger.info("%d clips predicted, maps in %s", clips, args.savedir)
     if failures:
         utils.fail(f"{failures} clip(s) had unreadable frames (listed above); their maps are missing", status=1)

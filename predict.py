@@ -27,7 +27,7 @@ from tqdm import tqdm
 import configs
 import utils
 from data import DataError
-from data.atomic import write_image_atomic
+from data.atomic import unwritable, write_image_atomic
 from data.datasets import SODDataset, test_loader
 from data.readers import IMAGE_EXTENSIONS
 from data.transforms import cutout, overlay
@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logger = utils.setup_logger()
     silence_decoder_logs()  # damaged videos get our one-line error, not FFmpeg's messages
+    if (why := unwritable(args.out, folder=True)) is not None:
+        utils.fail(f"--out {args.out}: {why}")
     images, videos = collect_inputs(args.inputs, Path(args.out))
     frame_counts = []
     try:
@@ -150,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
                          for path, target in videos)
         except (DataError, BackendError) as err:
             utils.fail(str(err))
+        except OSError as err:  # a full disk, a folder made read-only meanwhile
+            utils.fail(f"--out {args.out}: cannot write: {err}")
     count = len(images) - failures + frames
     elapsed = time.perf_counter() - start
     logger.info("%d images and video frames in %.2f s: %.1f images/s on %s", count, elapsed,

@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 import torch
 
+from data.atomic import unwritable
 from Evaluation.compare import comparison_tables, draw_comparison, write_comparison
 from Evaluation.evaluate import evaluate_dataset
 from Evaluation.inputs import DatasetPairs, EvaluationError, image_dataset_pairs, video_dataset_pairs
@@ -105,6 +106,8 @@ def collect(args: argparse.Namespace, logger: logging.Logger) -> list[DatasetPai
     if not exp_dir.is_dir():
         raise EvaluationError(f"experiment folder not found: {exp_dir} (predictions are read from "
                               f"{exp_dir}/<DATASET>/)")
+    if (why := unwritable(exp_dir, folder=True)) is not None:  # the metrics are written there
+        raise EvaluationError(f"experiment folder {exp_dir}: {why}")
     datadir = Path(args.datadir)
     if not datadir.is_dir():
         raise EvaluationError(f"data folder not found: {datadir}")
@@ -174,6 +177,9 @@ def compare(args: argparse.Namespace, logger: logging.Logger) -> str:
     Markdown tables."""
     datasets = [name for name in args.testdata.split("+") if name]
     results = Path(args.results_dir)
+    out = Path(args.out) if args.out else results / "compare"
+    if (why := unwritable(out, folder=True)) is not None:
+        raise EvaluationError(f"--out {out}: {why}")
     metrics = {}
     wanted = {"release", "curves", *summary_keys(chosen_metrics(args))}
     for exp in args.exps:
@@ -191,7 +197,6 @@ def compare(args: argparse.Namespace, logger: logging.Logger) -> str:
                                            *metrics_flag]), logger)
         entries = _read_metrics(path)
         metrics[exp] = {name: entries[name] for name in datasets}
-    out = Path(args.out) if args.out else results / "compare"
     paths = write_comparison(comparison_tables(metrics, datasets, summary_keys(chosen_metrics(args))), out, args.task)
     for name in datasets:
         draw_comparison(metrics, name, out / f"compare_{args.task}_{name}.png")

@@ -24,14 +24,31 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["atomic_path", "write_bytes_atomic", "write_json_atomic", "write_image_atomic", "append_line_atomic",
-           "locked", "FAULT_VARIABLE", "WRITE_LOG_VARIABLE"]
+__all__ = ["unwritable", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_image_atomic",
+           "append_line_atomic", "locked", "FAULT_VARIABLE", "WRITE_LOG_VARIABLE"]
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 # .<name>.<host>.<pid>.<thread>.tmp[<suffix>]
 _TEMPORARY = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.(?P<thread>\d+)\.tmp(\.[^.]*)?$")
 _swept: set[Path] = set()
 _swept_lock = threading.Lock()
+
+
+def unwritable(path: str | os.PathLike, folder: bool) -> str | None:
+    """Why ``path`` (a folder if ``folder``, else a file) cannot be written, in a few words, or None if it can.
+    Nothing is created: the nearest existing folder on the way must be a folder this process may write into, and a
+    file's path must not be a folder. Scripts check their outputs with it before doing any work."""
+    path = Path(path).absolute()
+    if not folder and path.is_dir():
+        return "is a folder, not a file"
+    probe = path if folder else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"cannot write into {probe}"
+    return None
 
 
 def _alive(pid: int) -> bool:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import configs
-from data.atomic import atomic_path
+from data.atomic import atomic_path, unwritable
 from engine.loading import load_model
 from models import build_model
 from utils import fail, setup_logger
@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> None:
         for name, digest in RELEASED.items():
             logger.info("%-40s %s", name, digest or "not hashed yet (--no-verify)")
         return
+    if (why := unwritable(args.out, folder=True)) is not None:
+        fail(f"--out {args.out}: {why}")
     for name in args.names:
         try:
             path = download(name, args.out, args.base_url, args.verify)

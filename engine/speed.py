@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from data.atomic import write_json_atomic
+from data.atomic import unwritable, write_json_atomic
 from engine.inference import BackendError, prepare_for_inference, runner_from_flags
 from engine.loading import DEFAULT_NFRAMES, load_model
 from models import CheckpointError, build_model
@@ -115,6 +115,8 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
     The precision is the one the compiled network reports; a precision other than fp32 also reports its largest
     difference from the fp32 maps of the same backend on the timed input."""
     logger = logging.getLogger(LOGGER_NAME)
+    if args.json and (why := unwritable(args.json, folder=False)) is not None:
+        fail(f"--json {args.json}: {why}")
     passes, warmup = SPEED_PASSES[(kind, "cuda" if device.type == "cuda" else "cpu")]
     passes = args.passes if args.passes is not None else passes
     warmup = args.warmup if args.warmup is not None else warmup

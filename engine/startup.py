@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import configs
+from data.atomic import unwritable
 from data.datasets import test_loader
 from engine.checkpoints import (
     LATEST_CHECKPOINT,
@@ -113,6 +114,8 @@ def resolve_training_args(args: argparse.Namespace, ctx: DistContext) -> argpars
     for flag in ("epochs", "batch_size", "size"):
         if getattr(args, flag) < 1:
             fail(f"--{flag.replace('_', '-')} must be at least 1")
+    if (why := unwritable(args.savedir, folder=True)) is not None:
+        fail(f"--savedir {args.savedir}: {why}")
     if args.batch_size % ctx.world_size:
         fail(f"--batch-size {args.batch_size} does not split evenly over {ctx.world_size} processes")
     amp = args.amp
