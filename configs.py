@@ -64,3 +64,9 @@ TRAIN_DEFAULTS: dict[str, dict] = {
         "wd_factors": {"backbone": 0.5, "norm": 0.1, "other": 1.0},
     },
 }
+
+# How a training step computes (engine.train_step; flags of utils.add_training_args): the multi-branch blocks as one
+# convolution each ('fused', the default) or branch by branch ('separate', the authors' arithmetic), and the
+# autocast precisions (the loss stays float32; fp16 with loss scaling, CUDA only).
+TRAIN_FORMS = ("fused", "separate")
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")

@@ -12,12 +12,15 @@ from __future__ import annotations
 import argparse
 import functools
 
+import torch
+
 import configs
 import utils
-from data import DataError
 from data.datasets import SODDataset
 from engine import startup, train
-from models.losses import weighted_bce_loss
+from engine.settings import TrainingTask, TrainSettings, settings_from_flags
+from models import build_model
+from models.losses import image_training_loss
 
 DEFAULTS = configs.TRAIN_DEFAULTS["image"]
 
@@ -43,41 +46,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class ImageTask(startup.TrainingTask):
-    """SDNet / SDNet-A on still images: multi-scale passes, weighted BCE, one validation set."""
+TASK_FLAGS = ("train_data", "val_data", "warmup", "beta", "pass_scales")
 
-    kind = "image"
 
-    def datasets(self, args):
-        try:
-            train_set = SODDataset(args.datadir, args.train_data, mode="train", size=args.size, seed=args.seed)
-        except DataError as err:
-            utils.fail(f"--train-data {args.train_data}: {err}")
-        if not args.val_data:
-            return train_set, {}
-        try:
-            val_set = SODDataset(args.datadir, args.val_data, mode="test", size=args.size, with_gt=True)
-        except DataError as err:
-            utils.fail(f"--val-data {args.val_data}: {err}")
-        return train_set, {args.val_data: val_set}
+def image_task(settings: TrainSettings) -> TrainingTask:
+    """SDNet / SDNet-A on still images as data: multi-scale passes (round(s * size / 16) * 16 per scale, Python
+    rounding), weighted BCE, one validation set."""
+    flag = settings.task_flag
+    val_data = flag("val_data")
+    return TrainingTask(
+        kind="image",
+        build_model=functools.partial(build_model, settings.model, settings.config, bn=settings.bn),
+        train_set=functools.partial(SODDataset, settings.datadir, flag("train_data"), mode="train",
+                                    size=settings.size),
+        val_sets=functools.partial(_validation_sets, settings.datadir, val_data, settings.size),
+        loss=functools.partial(image_training_loss, beta=flag("beta"), iter_size=settings.iter_size),
+        param_groups=functools.partial(train.image_param_groups, wd=settings.wd),
+        train_flag=f"--train-data {flag('train_data')}", val_flag=f"--val-data {val_data}",
+        pass_sizes=tuple(round(scale * settings.size / 16) * 16 for scale in flag("pass_scales")),
+        warmup=0 if (settings.preload or settings.finetune) else flag("warmup"),
+        summary=f"bn {settings.bn}")
 
-    def param_groups(self, model, args):
-        return train.image_param_groups(model, args.wd)
 
-    def loss(self, args, batch):
-        # iter-size x the nominal per-process batch divides every batch's summed loss (also the smaller last one)
-        return functools.partial(weighted_bce_loss, beta=args.beta, divisor=batch * args.iter_size)
-
-    def pass_sizes(self, args):
-        """round(s * size / 16) * 16 per scale (Python rounding, half to even)."""
-        return [round(scale * args.size / 16) * 16 for scale in args.pass_scales]
-
-    def warmup(self, args):
-        return 0 if (args.preload or args.finetune) else args.warmup
+def _validation_sets(datadir: str, val_data: str, size: int) -> dict[str, SODDataset]:
+    if not val_data:
+        return {}
+    return {val_data: SODDataset(datadir, val_data, mode="test", size=size, with_gt=True)}
 
 
 def main(argv: list[str] | None = None) -> None:
-    startup.run(ImageTask(), build_parser().parse_args(argv))
+    settings = settings_from_flags(build_parser().parse_args(argv), "image", TASK_FLAGS)
+    torch.set_num_threads(startup.choose_threads(settings)[0])  # logged by the engine, with why
+    startup.run(image_task(settings), settings)
 
 
 if __name__ == "__main__":

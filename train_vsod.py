@@ -15,14 +15,16 @@ import argparse
 import functools
 import logging
 
+import torch
+
 import configs
 import utils
-from data import DataError
 from data.datasets import VSODDataset
 from data.lists import dataset_names, read_video_list
 from engine import startup, train
+from engine.settings import TrainingTask, TrainSettings, settings_from_flags
 from models import build_model
-from models.losses import bce_ssim_iou_loss, clip_bce_weights
+from models.losses import video_training_loss
 
 DEFAULTS = configs.TRAIN_DEFAULTS["video"]
 
@@ -63,92 +65,83 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class VideoTask(startup.TrainingTask):
-    """STDNet / STDNet-A on clips: one pass per epoch, BCE + SSIM + IoU, one validation set per dataset."""
+TASK_FLAGS = ("train_lst", "val_lst", "val_cut", "framegap", "beta", "warmup", "lr_reduce")
 
-    kind = "video"
-    drop_last = True
 
-    def resolve(self, args, ctx):
-        if len(args.scales) != len(args.tid):
-            utils.fail(f"--scales needs one value per --tid op ({len(args.tid)}), got {len(args.scales)}")
-        size = args.size
-        if size % 32:  # as in the released script: clip sizes are multiples of 32
-            size = max(32, round(size / 32) * 32)
-            if ctx.is_main:
-                logging.getLogger(utils.LOGGER_NAME).warning("--size %d rounded to %d, a multiple of 32",
-                                                             args.size, size)
-        if not args.preload and ctx.is_main:
-            logging.getLogger(utils.LOGGER_NAME).warning(
-                "no --preload: the backbone is trained from scratch at the full lr (the paper's recipe starts from "
-                "a pretrained backbone)")
-        if args.beta is not None:
-            try:
-                beta = float(args.beta[-1])
-            except ValueError:
-                utils.fail(f"--beta {' '.join(args.beta)}: expected BETA or NAME BETA, BETA a number")
-            if len(args.beta) > 2 or beta <= 0:
-                utils.fail(f"--beta {' '.join(args.beta)}: expected BETA or NAME BETA with BETA > 0")
-        train_lst = startup.resolve_list_file(args.train_lst, "--train-lst")
-        val_lst = startup.resolve_list_file(args.val_lst, "--val-lst") if args.val_lst else None
-        return argparse.Namespace(**{**vars(args), "size": size, "train_lst": str(train_lst),
-                                     "val_lst": str(val_lst) if val_lst else ""})
-
-    def datasets(self, args):
+def resolve_flags(args: argparse.Namespace) -> TrainSettings:
+    """The settings of the video flags: ``--scales`` one per ``--tid`` op, ``--size`` rounded to a multiple of 32
+    (as the released script), ``--beta`` BETA or NAME BETA, the list files found (`engine.startup.resolve_list_file`;
+    not for ``--checkinfo``, which reads no data). One line and exit 2 for a flag that cannot work."""
+    if len(args.scales) != len(args.tid):
+        utils.fail(f"--scales needs one value per --tid op ({len(args.tid)}), got {len(args.scales)}")
+    logger = logging.getLogger(utils.LOGGER_NAME)
+    main_process = startup.is_main_process()
+    size = args.size
+    if size % 32:
+        size = max(32, round(size / 32) * 32)
+        if main_process and not args.checkinfo:
+            logger.warning("--size %d rounded to %d, a multiple of 32", args.size, size)
+    if args.beta is not None:
         try:
-            weighted = (args.beta[0], float(args.beta[1])) if args.beta and len(args.beta) == 2 else None
-            train_set = VSODDataset(args.datadir, args.train_lst, mode="train", nframes=args.nframes, size=args.size,
-                                    framegap=args.framegap, seed=args.seed, weighted=weighted)
-        except DataError as err:
-            utils.fail(f"--train-lst {args.train_lst}: {err}")
-        try:
-            return train_set, self.validation_sets(args) if args.val_lst else {}
-        except DataError as err:
-            utils.fail(f"--val-lst {args.val_lst}: {err}")
-
-    @staticmethod
-    def validation_sets(args) -> dict[str, VSODDataset]:
-        """One validation dataset per dataset name in the list (DAVSOD, VOS, DAVIS, ...), in list order; only
-        DAVSOD is cut to its first ``--val-cut`` of annotated frames (SPEC §6.3)."""
-        cut = args.val_cut if args.val_cut < 1 else 1.0
-        return {name: VSODDataset(args.datadir, args.val_lst, mode="val", nframes=args.nframes, size=args.size,
-                                  framegap=args.framegap, cut=cut if name == "DAVSOD" else 1.0, dataset=name)
-                for name in dataset_names(read_video_list(args.val_lst))}
-
-    def build(self, args, deploy=False):
-        return build_model(args.model, args.config, bn=args.bn, tid=args.tid, scales=args.scales,
-                           nframes=args.nframes, nstdc=args.nstdc, deploy=deploy)
-
-    def param_groups(self, model, args):
-        return train.video_param_groups(model, args.wd, args.lr_reduce, preloaded=bool(args.preload))
-
-    def loss(self, args, batch):
-        beta = float(args.beta[0]) if args.beta and len(args.beta) == 1 else None
-        return functools.partial(video_loss, nframes=args.nframes, beta=beta, iter_size=args.iter_size)
-
-    def best_file(self, val_set):
-        return f"checkpoint_best_{val_set}.pth"
-
-    def frames_per_sample(self, args):
-        return args.nframes
-
-    def summary(self, args):
-        return f"bn {args.bn}, tid {' '.join(args.tid)}, nstdc {args.nstdc}"
+            beta = float(args.beta[-1])
+        except ValueError:
+            utils.fail(f"--beta {' '.join(args.beta)}: expected BETA or NAME BETA, BETA a number")
+        if len(args.beta) > 2 or beta <= 0:
+            utils.fail(f"--beta {' '.join(args.beta)}: expected BETA or NAME BETA with BETA > 0")
+    if args.checkinfo:
+        return settings_from_flags(args, "video", TASK_FLAGS, size=size)
+    if not args.preload and main_process and not args.evaluate:
+        logger.warning("no --preload: the backbone is trained from scratch at the full lr (the paper's recipe starts "
+                       "from a pretrained backbone)")
+    train_lst = startup.resolve_list_file(args.train_lst, "--train-lst")
+    val_lst = startup.resolve_list_file(args.val_lst, "--val-lst") if args.val_lst else None
+    return settings_from_flags(args, "video", TASK_FLAGS, size=size, train_lst=str(train_lst),
+                               val_lst=str(val_lst) if val_lst else "")
 
 
-def video_loss(pred, target, clip_weights=None, *, nframes: int, beta: float | None = None, iter_size: int = 1):
-    """BCE + (1 - SSIM) + IoU of (B*T, 1, S, S) maps against (B, T, 1, S, S) targets (frame t of clip b at row
-    b*T + t); ``--beta``: per-clip pixel weights (one value) or the clips' weights (B,) (NAME BETA). Each term is a
-    mean over the batch (a sum divided by B), so dividing by ``iter_size`` divides the sum by B x iter-size, as the
-    image loss: ``iter_size`` accumulated batches give the gradient of one batch that many times larger."""
-    target = target.reshape(pred.shape)
-    pixels = clip_bce_weights(target, nframes, beta) if beta is not None else None
-    frames = clip_weights.repeat_interleave(nframes) if clip_weights is not None else None
-    return bce_ssim_iou_loss(pred, target, frame_weights=frames, pixel_weights=pixels) / iter_size
+def video_task(settings: TrainSettings) -> TrainingTask:
+    """STDNet / STDNet-A on clips as data: one pass per epoch, BCE + SSIM + IoU, one validation set per dataset
+    of the validation list, a best checkpoint per set."""
+    flag = settings.task_flag
+    beta = flag("beta")
+    weighted = (beta[0], float(beta[1])) if beta and len(beta) == 2 else None
+    return TrainingTask(
+        kind="video",
+        build_model=functools.partial(build_model, settings.model, settings.config, bn=settings.bn,
+                                      tid=settings.tid, scales=settings.scales, nframes=settings.nframes,
+                                      nstdc=settings.nstdc),
+        train_set=functools.partial(VSODDataset, settings.datadir, flag("train_lst"), mode="train",
+                                    nframes=settings.nframes, size=settings.size, framegap=flag("framegap"),
+                                    weighted=weighted),
+        val_sets=functools.partial(validation_sets, settings.datadir, flag("val_lst"), settings.nframes,
+                                   settings.size, flag("framegap"), flag("val_cut")),
+        loss=functools.partial(video_training_loss, nframes=settings.nframes,
+                               beta=float(beta[0]) if beta and len(beta) == 1 else None,
+                               iter_size=settings.iter_size),
+        param_groups=functools.partial(train.video_param_groups, wd=settings.wd, lr_reduce=flag("lr_reduce"),
+                                       preloaded=bool(settings.preload)),
+        train_flag=f"--train-lst {flag('train_lst')}", val_flag=f"--val-lst {flag('val_lst')}",
+        pass_sizes=(settings.size,), best_file="checkpoint_best_{}.pth", frames_per_sample=settings.nframes,
+        drop_last=True,
+        summary=f"bn {settings.bn}, tid {' '.join(settings.tid)}, nstdc {settings.nstdc}")
+
+
+def validation_sets(datadir: str, val_lst: str, nframes: int, size: int, framegap: float,
+                    val_cut: float) -> dict[str, VSODDataset]:
+    """One validation dataset per dataset name in the list (DAVSOD, VOS, DAVIS, ...), in list order; only
+    DAVSOD is cut to its first ``--val-cut`` of annotated frames (SPEC §6.3). None without a list."""
+    if not val_lst:
+        return {}
+    cut = val_cut if val_cut < 1 else 1.0
+    return {name: VSODDataset(datadir, val_lst, mode="val", nframes=nframes, size=size, framegap=framegap,
+                              cut=cut if name == "DAVSOD" else 1.0, dataset=name)
+            for name in dataset_names(read_video_list(val_lst))}
 
 
 def main(argv: list[str] | None = None) -> None:
-    startup.run(VideoTask(), build_parser().parse_args(argv))
+    settings = resolve_flags(build_parser().parse_args(argv))
+    torch.set_num_threads(startup.choose_threads(settings)[0])  # logged by the engine, with why
+    startup.run(video_task(settings), settings)
 
 
 if __name__ == "__main__":

@@ -226,15 +226,26 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
     group.add_argument("--seed", type=int, default=None,
                        help="seed of initialisation, shuffling and augmentation (default: the time; a resumed run "
                        "keeps its checkpoint's seed)")
-    group.add_argument("--amp", action="store_true", help="mixed precision (float16 autocast; CUDA only)")
     group.add_argument("--iter-size", type=positive_int, default=1,
                        help="batches accumulated into one optimizer step (the loss is divided by iter-size x "
                        "batch-size, as in the release)")
     group.add_argument("--max-steps", type=int, default=0,
-                       help="stop each pass over the training set after this many steps (0: full passes; for smoke "
-                       "tests and benchmarks)")
+                       help="stop each pass after this many steps (0: full passes; for smoke tests and benchmarks)")
     group.add_argument("--print-freq", type=int, default=10,
                        help="log the running loss and images/s every this many steps of a pass (0: never)")
+    group = parser.add_argument_group("how a step runs (README: Training)")
+    group.add_argument("--train-form", default="fused", choices=configs.TRAIN_FORMS,
+                       help="fused (default): each linear multi-branch block as one convolution with its mixed "
+                            "kernel, the same function of the same parameters; separate: the authors' arithmetic")
+    group.add_argument("--precision", default="fp32", choices=configs.TRAIN_PRECISIONS,
+                       help="autocast of the forward pass (the loss stays fp32): fp32, bf16 (CPUs with AVX512-BF16 "
+                            "or AMX, GPUs with bf16), fp16 (CUDA, loss scaling)")
+    group.add_argument("--amp", action="store_true", help="the release's flag: --precision fp16 (no CUDA: fp32)")
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="NHWC layout (default: where faster, engine.train_step.default_channels_last)")
+    group.add_argument("--compile", action="store_true", help="torch.compile the model (failure: one line, exit 1)")
+    group.add_argument("--threads", type=positive_int, default=None,
+                       help="torch CPU threads per process (default: OMP_NUM_THREADS, else usable cores / processes)")
     group = parser.add_argument_group("initialisation and resuming")
     group.add_argument("--preload", default=None,
                        help="backbone weights to start from (every entry whose name contains 'block')")

@@ -1,6 +1,8 @@
 """The jobs between the thin scripts and `models`, `data`, `Evaluation`: one module per job.
 
+- `engine.settings`: a training run's flags resolved once (`TrainSettings`) and its task as data (`TrainingTask`);
 - `engine.startup`: the one start-up sequence of a training run that ``train_sod.py`` and ``train_vsod.py`` call;
+- `engine.train_step`: how a training step runs (fused or separate blocks, precision, layout, compilation);
 - `engine.train`: parameter groups, learning-rate schedule, the training loop, validation;
 - `engine.distributed`: this process's place in a run, the process group, spawning one process per GPU;
 - `engine.checkpoints`: the one checkpoint writer, training checkpoints, RNG state, resuming, the run's log files;
@@ -11,7 +13,8 @@
 - `engine.inference`: the inference runner, which fixes the backend from the request and sends each input to the
   network of its shape;
 - `engine.maps`: 8-bit saliency maps from a runner (the map generators, predict.py);
-- `engine.speed`: parameter and MAC counts and the timing protocol of ``speed_*.py``.
+- `engine.speed`: parameter and MAC counts and the timing protocol of ``speed_*.py``;
+- `engine.hardware`: what the CPU computes natively (bf16), for the backends and training.
 
 Nothing below this package imports it, and it never imports a script.
 """

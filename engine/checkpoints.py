@@ -81,15 +81,18 @@ def checkpoint_path(savedir: str | os.PathLike, name: str) -> Path:
     return Path(savedir) / CHECKPOINT_DIR / name
 
 
-def args_to_dict(args: argparse.Namespace) -> dict:
-    """Flags as JSON- and weights_only-safe plain values (tuples -> lists, paths -> strings)."""
+def args_to_dict(args) -> dict:
+    """A run's flags (`engine.settings.TrainSettings.as_flags`, or an argparse Namespace's) as JSON- and
+    weights_only-safe plain values (tuples -> lists, paths -> strings)."""
+    flags = args.as_flags() if hasattr(args, "as_flags") else vars(args)
+
     def plain(value: object) -> object:
         if isinstance(value, (list, tuple)):
             return [plain(v) for v in value]
         if isinstance(value, os.PathLike):
             return os.fspath(value)
         return value
-    return {key: plain(value) for key, value in sorted(vars(args).items())}
+    return {key: plain(value) for key, value in sorted(flags.items())}
 
 
 def training_description(args: argparse.Namespace) -> ModelDescription:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import logging
 import math
@@ -22,12 +21,19 @@ import configs
 from data.datasets import test_loader
 from engine.checkpoints import append_log_line, save_training_checkpoint
 from engine.distributed import DistContext
+from engine.settings import TrainSettings
+from engine.train_step import StepSettings, compile_errors, step_autocast, to_step_input
 from utils import LOGGER_NAME
 
 __all__ = ["image_param_groups", "video_param_groups", "lr_at_epoch", "set_epoch_lr", "LoopConfig",
-           "train_one_pass", "validate", "TrainJob", "fit", "LossFn"]
+           "train_one_pass", "validate", "TrainJob", "fit", "LossFn", "TrainingStopped"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class TrainingStopped(RuntimeError):
+    """A run that cannot go on (a non-finite loss, a failed ``--compile``); the message is one line for the log.
+    Every checkpoint written before it stays complete."""
 
 
 # --- optimizer and schedule ------------------------------------------------------------------------------------------
@@ -96,7 +102,7 @@ class LoopConfig:
     device: torch.device
     rank: int = 0
     world_size: int = 1
-    amp: bool = False
+    step: StepSettings = field(default_factory=StepSettings)
     scaler: torch.amp.GradScaler | None = None
     max_steps: int = 0  # optimizer steps per pass; 0 = the whole loader
     frames_per_sample: int = 1  # images in one dataset item (T for clips), for images/s
@@ -106,12 +112,13 @@ class LoopConfig:
 
 def train_one_pass(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, loss_fn: LossFn,
                    cfg: LoopConfig, desc: str = "") -> dict:
-    """One pass over ``loader`` of (input, target[, weight]) batches: forward (float16 autocast with ``cfg.amp``),
-    loss in float32, backward; one optimizer step per ``cfg.iter_size`` batches (gradients accumulated; a pass
-    ending mid-way steps with what it has). Returns ``{'loss', 'steps', 'images', 'seconds', 'images_per_s'}``
-    with loss, steps and images summed over all processes (loss = mean per step of the summed micro-batch
-    losses). On rank 0 a tqdm bar, and every ``cfg.print_freq`` steps a log line, show the running loss and
-    images/s."""
+    """One pass over ``loader`` of (input, target[, weight]) batches: forward (under ``cfg.step``: autocast,
+    memory layout), loss in float32, backward; one optimizer step per ``cfg.iter_size`` batches (gradients
+    accumulated; a pass ending mid-way steps with what it has). Returns ``{'loss', 'steps', 'images', 'seconds',
+    'images_per_s'}`` with loss, steps and images summed over all processes (loss = mean per step of the summed
+    micro-batch losses). On rank 0 a tqdm bar, and every ``cfg.print_freq`` steps a log line, show the running loss and
+    images/s. `TrainingStopped` on a non-finite loss (training on would only spread it through the weights) and
+    on a ``torch.compile`` failure (``model`` compiled by `fit`)."""
     model.train()
     logger = logging.getLogger(LOGGER_NAME)
     total = min(len(loader), cfg.max_steps * cfg.iter_size) if cfg.max_steps else len(loader)
@@ -122,12 +129,19 @@ def train_one_pass(model: nn.Module, loader: DataLoader, optimizer: torch.optim.
     start = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
     for index, (inputs, target, *weight) in enumerate(bar):
-        inputs = inputs.to(cfg.device, non_blocking=True)
+        inputs = to_step_input(inputs, cfg.step, cfg.device)
         target = target.to(cfg.device, non_blocking=True)
-        with torch.autocast(cfg.device.type, dtype=torch.float16, enabled=cfg.amp):
-            pred = model(inputs)
+        try:
+            with step_autocast(cfg.step, cfg.device):
+                pred = model(inputs)
+        except compile_errors() as err:
+            raise TrainingStopped(f"--compile: torch.compile failed: {str(err).strip().splitlines()[0]} (train "
+                                  "without --compile)") from err
         # BCE is not autocast-safe: the loss always runs in float32.
         loss = loss_fn(pred.float(), target, *(w.to(cfg.device) for w in weight))
+        if not torch.isfinite(loss):
+            raise TrainingStopped(f"{desc}: the loss is {loss.item()} at batch {index + 1} ({cfg.step.precision}, "
+                                  f"{cfg.step.train_form} form): stopped; the checkpoints written so far are intact")
         (cfg.scaler.scale(loss) if scaled else loss).backward()
         loss_sum += loss.item()
         images += inputs.shape[0] * cfg.frames_per_sample
@@ -156,11 +170,11 @@ def train_one_pass(model: nn.Module, loader: DataLoader, optimizer: torch.optim.
 
 
 def validate(model: nn.Module, loader: DataLoader, cfg: LoopConfig) -> dict:
-    """MAE of ``model`` over a test-mode dataset loader (items: dicts with ``image`` (3, S, S) or ``clip``
-    (3T, S, S), ``gt`` (1, H, W) or (T, 1, H, W) and ``error``; ``batch_size=None``), as in the authors'
-    validation: maps upsampled bilinearly to the GT size, quantised to floor(255 p) / 255, mean |. - GT| per
-    item, averaged over items. Items with an error are skipped and counted. Returns ``{'mae', 'count',
-    'skipped'}``; the model is left in train mode."""
+    """MAE of ``model`` (under ``cfg.step``'s autocast and layout) over a test-mode dataset loader (items: dicts
+    with ``image`` (3, S, S) or ``clip`` (3T, S, S), ``gt`` (1, H, W) or (T, 1, H, W) and ``error``;
+    ``batch_size=None``), as in the authors' validation: maps upsampled bilinearly to the GT size, quantised to
+    floor(255 p) / 255, mean |. - GT| per item, averaged over items. Items with an error are skipped and counted.
+    Returns ``{'mae', 'count', 'skipped'}``; the model is left in train mode."""
     model.eval()
     errors, skipped = [], 0
     with torch.no_grad():
@@ -168,10 +182,10 @@ def validate(model: nn.Module, loader: DataLoader, cfg: LoopConfig) -> dict:
             if item.get("error") or item.get("gt") is None:
                 skipped += 1
                 continue
-            inputs = (item["clip"] if "clip" in item else item["image"])[None].to(cfg.device)
+            inputs = to_step_input((item["clip"] if "clip" in item else item["image"])[None], cfg.step, cfg.device)
             gt = item["gt"].to(cfg.device)
             gt = gt.reshape(-1, 1, *gt.shape[-2:])
-            with torch.autocast(cfg.device.type, dtype=torch.float16, enabled=cfg.amp):
+            with step_autocast(cfg.step, cfg.device):
                 pred = model(inputs)
             pred = pred.float()
             if pred.shape[-2:] != gt.shape[-2:]:
@@ -189,8 +203,8 @@ def validate(model: nn.Module, loader: DataLoader, cfg: LoopConfig) -> dict:
 class TrainJob:
     """Everything the epoch loop `fit` needs; built by `run`."""
 
-    args: argparse.Namespace
-    model: nn.Module  # unwrapped, already on the device
+    settings: TrainSettings
+    model: nn.Module  # unwrapped, already on the device, prepared (engine.train_step.prepare_model)
     optimizer: torch.optim.Optimizer
     train_set: Dataset  # train-mode SODDataset / VSODDataset (set_epoch, set_size)
     loss_fn: LossFn
@@ -206,7 +220,7 @@ class TrainJob:
 
 
 def _train_loader(job: TrainJob, ctx: DistContext) -> tuple[DataLoader, DistributedSampler]:
-    args = job.args
+    args = job.settings
     # One sampler for any number of processes: the shuffle depends only on (seed, pass), so a run is the same
     # after a resume and with any -j; rank r takes every world_size-th index of the shuffled order.
     sampler = DistributedSampler(job.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
@@ -220,14 +234,16 @@ def _train_loader(job: TrainJob, ctx: DistContext) -> tuple[DataLoader, Distribu
 def fit(job: TrainJob, ctx: DistContext, logger: logging.Logger) -> dict[str, float]:
     """Train from ``job.start_epoch`` to ``args.epochs``: per epoch set the lr (and the alpha freeze), make one
     pass per entry of ``pass_sizes``, then on rank 0 validate, write the checkpoints and one ``log.jsonl`` line.
-    Returns the best MAE per validation set."""
-    args = job.args
+    Returns the best MAE per validation set. With ``--compile`` the (DDP-wrapped) model is compiled once here."""
+    args = job.settings
     loader, sampler = _train_loader(job, ctx)
     model = job.model
     if ctx.world_size > 1:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(job.model, device_ids=device_ids)
-    cfg = LoopConfig(ctx.device, ctx.rank, ctx.world_size, args.amp, job.scaler, args.max_steps,
+    if args.step.compile:
+        model = torch.compile(model)
+    cfg = LoopConfig(ctx.device, ctx.rank, ctx.world_size, args.step, job.scaler, args.max_steps,
                      job.frames_per_sample, args.iter_size, args.print_freq)
     for epoch in range(job.start_epoch, args.epochs):
         epoch_start = time.perf_counter()
@@ -255,7 +271,7 @@ def fit(job: TrainJob, ctx: DistContext, logger: logging.Logger) -> dict[str, fl
 def _finish_epoch(job: TrainJob, epoch: int, lr: float, loss: float, rate: float, epoch_start: float,
                   cfg: LoopConfig, logger: logging.Logger) -> None:
     """Rank 0 after an epoch: validation, best tracking, checkpoints, log line."""
-    args = job.args
+    args = job.settings
     val_mae = {}
     for name, dataset in job.val_sets.items():
         result = validate(job.model, test_loader(dataset, args.workers), cfg)
@@ -268,7 +284,7 @@ def _finish_epoch(job: TrainJob, epoch: int, lr: float, loss: float, rate: float
     # The log line before the checkpoint: a kill between the two resumes from the epoch before, which drops the
     # line and writes it again (engine.checkpoints.trim_log).
     append_log_line(args.savedir, {"epoch": epoch, "lr": lr, "loss": loss, "val_mae": val_mae,
-                                   "images_per_s": rate, "seconds": seconds})
+                                   "images_per_s": rate, "seconds": seconds, **args.step.describe()})
     save_training_checkpoint(job.model, args, epoch, job.optimizer, job.best, scaler=job.scaler,
                              best_files=[job.best_files[name] for name in improved if name in job.best_files])
     maes = ", ".join(f"{name} {mae:.4f}" for name, mae in val_mae.items()) or "none"

@@ -21,7 +21,7 @@ from .checkpoint import (
     load_weights,
     read_checkpoint,
 )
-from .dcr import convert_model, is_converted, skip_zero_pre_biases
+from .dcr import convert_model, is_converted, set_train_form, skip_zero_pre_biases
 from .sdnet import SDNet, SDNetBackbone
 from .stdnet import STDNet, preload_backbone
 
@@ -30,6 +30,7 @@ __all__ = [
     "convert_model",
     "is_converted",
     "skip_zero_pre_biases",
+    "set_train_form",
     "load_checkpoint",
     "load_state_dict_file",
     "load_weights",

@@ -10,7 +10,9 @@ import copy
 
 import torch.nn as nn
 
-__all__ = ["convert_model", "is_converted", "skip_zero_pre_biases"]
+from .layers import TRAIN_FORMS
+
+__all__ = ["convert_model", "is_converted", "skip_zero_pre_biases", "set_train_form"]
 
 
 def convert_model(model: nn.Module) -> nn.Module:
@@ -36,3 +38,16 @@ def skip_zero_pre_biases(model: nn.Module) -> int:
     block's input per pass. The outputs stay bitwise the same. Returns the number of blocks changed."""
     blocks = [module for module in model.modules() if hasattr(module, "skip_zero_pre_bias")]
     return sum(block.skip_zero_pre_bias() for block in blocks)
+
+
+def set_train_form(model: nn.Module, form: str) -> nn.Module:
+    """In place: how every multi-branch training-form block of ``model`` computes, 'separate' (branch by branch,
+    the authors' arithmetic; the default of a new model) or 'fused' (one convolution with the branches' mixed
+    kernel, or one grouped convolution and one BatchNorm call while per-branch BN uses batch statistics; see
+    ``models.layers``). Parameters, state dict and outputs stay the same (up to float rounding); returns ``model``."""
+    if form not in TRAIN_FORMS:
+        raise ValueError(f"unknown train form {form!r}; choose from {', '.join(TRAIN_FORMS)}")
+    for module in model.modules():
+        if hasattr(module, "train_form"):
+            module.train_form = form
+    return model

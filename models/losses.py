@@ -7,6 +7,7 @@ the batch size for images and B*T frames for clips, and return a scalar tensor. 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -20,6 +21,9 @@ __all__ = [
     "iou_loss",
     "clip_bce_weights",
     "bce_ssim_iou_loss",
+    "video_loss",
+    "image_training_loss",
+    "video_training_loss",
 ]
 
 # GT values above/below these count as salient/background when balancing the BCE (continuous GT after resizing
@@ -142,3 +146,26 @@ def bce_ssim_iou_loss(pred: torch.Tensor, target: torch.Tensor, frame_weights: t
     intersection = (pred * target).sum(dim=dims)
     iou = 1 - intersection / (target.sum(dim=dims) + pred.sum(dim=dims) - intersection)
     return bce + (1 - ssim(pred, target)) + (frame_weights * iou).mean()
+
+
+def video_loss(pred, target, clip_weights=None, *, nframes: int, beta: float | None = None, iter_size: int = 1):
+    """BCE + (1 - SSIM) + IoU of (B*T, 1, S, S) maps against (B, T, 1, S, S) targets (frame t of clip b at row
+    b*T + t); ``beta``: per-clip pixel weights (``--beta BETA``); ``clip_weights`` (B,): the clips' weights
+    (``--beta NAME BETA``). Each term is a mean over the batch (a sum divided by B), so dividing by ``iter_size``
+    divides the sum by B x iter-size, as the image loss: ``iter_size`` accumulated batches give the gradient of
+    one batch that many times larger."""
+    target = target.reshape(pred.shape)
+    pixels = clip_bce_weights(target, nframes, beta) if beta is not None else None
+    frames = clip_weights.repeat_interleave(nframes) if clip_weights is not None else None
+    return bce_ssim_iou_loss(pred, target, frame_weights=frames, pixel_weights=pixels) / iter_size
+
+
+def image_training_loss(batch: int, *, beta: float, iter_size: int):
+    """The loss of image training for ``batch`` images per process: weighted BCE divided by batch x iter-size
+    (also for a smaller last batch, as in the release)."""
+    return functools.partial(weighted_bce_loss, beta=beta, divisor=batch * iter_size)
+
+
+def video_training_loss(batch: int, *, nframes: int, beta: float | None, iter_size: int):
+    """The loss of video training (`video_loss`); ``batch`` is unused: each term is already a mean over clips."""
+    return functools.partial(video_loss, nframes=nframes, beta=beta, iter_size=iter_size)

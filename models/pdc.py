@@ -3,11 +3,13 @@
 Each op is a pure function ``<op>_conv(x, weight, ...)`` computing the difference convolution, paired with
 ``<op>_kernel(weight)`` returning the vanilla kernel that gives the same output under ``F.conv2d`` (SPEC §2.2).
 ``PDC_OPS`` is the one table the rest of the code reads. Kernels are indexed k = 3u + v (row u, column v).
+``mixed_kernel`` / ``mixed_conv`` are the one place where several branches become one kernel: DCR after training
+and the fused training form (each step, differentiably) both use them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -29,6 +31,8 @@ __all__ = [
     "rd_kernel",
     "pdc_kernel",
     "embed_kernel",
+    "mixed_kernel",
+    "mixed_conv",
 ]
 
 # ad: W'_k = W_k - W_{pi(k)}: each ring tap minus its anticlockwise neighbour, i.e. the pair
@@ -119,3 +123,32 @@ def pdc_kernel(op: str, weight: torch.Tensor, size: int | None = None) -> torch.
     """
     kernel = PDC_OPS[op].kernel(weight)
     return embed_kernel(kernel, size) if size else kernel
+
+
+def mixed_kernel(ops: Sequence[str], weights: Sequence[torch.Tensor], coefficients: torch.Tensor,
+                 size: int | None = None) -> torch.Tensor:
+    """The one vanilla kernel of parallel PDC branches mixed linearly: sum_i c_i T_i(W_i) (SPEC §2.3).
+
+    ``weights[i]``: (C_out, C_in/groups, 3, 3) of op ``ops[i]``; ``coefficients``: (n,) per branch or (n, C_out)
+    per branch and output channel (e.g. softmax logits times an eval BatchNorm's scale). Kernels are embedded in
+    ``size`` x ``size`` (default: 5 if an op is ``rd`` else 3). Returns (C_out, C_in/groups, size, size);
+    differentiable in the weights and coefficients, never mutates them.
+    """
+    size = size or max(PDC_OPS[op].kernel_size for op in ops)
+    kernel = 0
+    for i, (op, weight) in enumerate(zip(ops, weights, strict=True)):
+        coefficient = coefficients[i]
+        if coefficient.dim():
+            coefficient = coefficient.view(-1, 1, 1, 1)
+        kernel = kernel + coefficient * pdc_kernel(op, weight, size)
+    return kernel
+
+
+def mixed_conv(x: torch.Tensor, ops: Sequence[str], weights: Sequence[torch.Tensor], coefficients: torch.Tensor,
+               bias: torch.Tensor | None = None, stride: int = 1, dilation: int = 1, groups: int = 1) -> torch.Tensor:
+    """sum_i c_i PDC_i(x; W_i) (+ bias) as ONE convolution with `mixed_kernel`: (N, C_in, H, W) ->
+    (N, C_out, H', W'), the same output size and sampling as each branch's ``<op>_conv`` with these ``stride``,
+    ``dilation`` and ``groups`` (zero padding of (k // 2) x dilation for the k x k mixed kernel)."""
+    kernel = mixed_kernel(ops, weights, coefficients)
+    padding = kernel.shape[-1] // 2 * dilation
+    return F.conv2d(x, kernel, bias, stride, padding, dilation, groups)

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from configs import TEMPORAL_OPS
 
-from .layers import bn_scale_shift
-from .pdc import pdc_kernel
+from .layers import bn_scale_shift, mixed_batch_norm
+from .pdc import mixed_kernel, pdc_kernel
 
 __all__ = ["ProjectLayer", "STDC", "STDM"]
 
@@ -70,8 +70,12 @@ class STDC(nn.Module):
     one conv ``convs`` (C, C, 3, 3) with bias, initialised to 0; ``deploy=True`` builds this form with op ``cv``,
     which is what ``reparameterize()`` leaves. The ``cd`` and ``ad`` ops are those of SPEC §2.2
     on the (t, s) plane; their centre tap is always the unpadded pixel, so folding them into a plain kernel is exact
-    at the borders, with replicate temporal padding too.
+    at the borders, with replicate temporal padding too. ``train_form`` 'fused' (see ``models.layers``) runs the
+    branches as one kernel (BN at running statistics folded in) or, while BN uses batch statistics, one BatchNorm
+    call over the stacked branches.
     """
+
+    train_form = "separate"
 
     def __init__(
         self,
@@ -120,12 +124,16 @@ class STDC(nn.Module):
             raise ValueError(f"STDC axis must be 2 (T-H planes) or 3 (T-W planes), got {axis}")
         if x.shape[0] % nframes:
             raise ValueError(f"STDC expects whole clips of {nframes} frames, got a batch of {x.shape[0]} frames")
-        if self.single_conv:
-            kernels, bias = pdc_kernel(self.tid[0], self.convs.weight), self.convs.bias
+        fused = self.train_form == "fused" and not self.single_conv
+        if fused and (self.norms is None or not any(norm.training for norm in self.norms)):
+            kernels, bias = self.equivalent_kernel_bias()  # linear in x: the branches as one kernel
+            stacked = False
+        elif self.single_conv:
+            kernels, bias, stacked = pdc_kernel(self.tid[0], self.convs.weight), self.convs.bias, False
         else:
             # All branch kernels stacked along the output channels; per-branch BN after the conv.
             kernels = torch.cat([pdc_kernel(op, conv.weight) for op, conv in zip(self.tid, self.convs)])
-            bias = None
+            bias, stacked = None, True
         previous, following = _time_neighbours(x, nframes)
         padding = (0, 1) if axis == 3 else (1, 0)
 
@@ -135,9 +143,11 @@ class STDC(nn.Module):
         out = F.conv2d(x, taps(1), bias, padding=padding)
         out += F.conv2d(previous, taps(0), padding=padding)  # in place: a conv's backward does not need its output
         out += F.conv2d(following, taps(2), padding=padding)
-        if self.single_conv:
+        if not stacked:
             return out
         weights = torch.softmax(self.scales, dim=0)
+        if fused:
+            return mixed_batch_norm(out, self.norms, weights, interleaved=False)
         mixed = 0
         for i, branch in enumerate(out.chunk(len(self.tid), dim=1)):
             if self.norms is not None:
@@ -150,19 +160,13 @@ class STDC(nn.Module):
         if self.single_conv:
             return pdc_kernel(self.tid[0], self.convs.weight), self.convs.bias
         weights = torch.softmax(self.scales, dim=0)
-        kernel = 0
-        bias = 0
-        for i, (op, conv) in enumerate(zip(self.tid, self.convs)):
-            branch_kernel = pdc_kernel(op, conv.weight)
-            if self.norms is None:
-                kernel = kernel + weights[i] * branch_kernel
-                continue
-            scale, shift = bn_scale_shift(self.norms[i])
-            kernel = kernel + weights[i] * scale[:, None, None, None] * branch_kernel
-            bias = bias + weights[i] * shift
+        branch_weights = [conv.weight for conv in self.convs]
         if self.norms is None:
-            bias = kernel.new_zeros(kernel.shape[0])
-        return kernel, bias
+            kernel = mixed_kernel(self.tid, branch_weights, weights)
+            return kernel, kernel.new_zeros(kernel.shape[0])
+        scales, shifts = zip(*(bn_scale_shift(norm) for norm in self.norms))
+        return (mixed_kernel(self.tid, branch_weights, weights[:, None] * torch.stack(scales)),
+                (weights[:, None] * torch.stack(shifts)).sum(0))
 
     @torch.no_grad()
     def reparameterize(self) -> None:

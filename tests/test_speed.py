@@ -119,3 +119,39 @@ def test_gpu_check_says_no_cuda_device() -> None:
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, str(repo / "bench" / "gpu_check.py")], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip() == "gpu-check: no CUDA device"
+
+
+def test_gpu_check_runs_its_set_up_under_a_plain_python3_and_says_what_it_would_skip(capsys, monkeypatch) -> None:
+    """The GPU machine brings its own python3 (no venv, no openvino or pysodmetrics): the check starts from any
+    Python, says in one line when that Python lacks torch, and lists each part that a missing package skips."""
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo / "bench"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(repo / "bench"))
+    system_python = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
+    if system_python and subprocess.run([system_python, "-c", "import torch"], capture_output=True).returncode:
+        done = subprocess.run([system_python, str(repo / "bench" / "gpu_check.py")], capture_output=True, text=True,
+                              cwd=repo, env={"PATH": "/usr/bin:/bin"})
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().startswith(f"gpu-check: {system_python} has no torch"), done.stderr
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("py_sod_metrics", "pytest") else real_find_spec(name, *a))
+    gpu_check.main(["--plan"])
+    plan = capsys.readouterr().out.splitlines()
+    assert "evaluation throughput vs PySODMetrics: skipped: needs py_sod_metrics" in plan
+    assert "CUDA-only tests: skipped: needs pytest" in plan
+    assert "training steps: runs (about 60 s)" in plan
+    report = gpu_check.Report(budget=5.0)
+    report.part("slow part", (), 60.0, lambda: ["never run"])
+    report.part("broken part", (), 1.0, lambda: 1 / 0)
+    assert report.lines[0].startswith("- slow part: skipped: about 60 s needed, ")
+    assert report.lines[1].startswith("- broken part (0 s): FAILED: ZeroDivisionError")

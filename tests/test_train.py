@@ -25,6 +25,7 @@ from data.atomic import FAULT_VARIABLE, WRITE_LOG_VARIABLE
 from data.synthetic import SyntheticSizes, generate
 from engine import checkpoints, train
 from models import build_model, convert_model
+from models.losses import image_training_loss, video_training_loss
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference" / "checkpoints"
@@ -71,7 +72,9 @@ def test_sdnet_loss_falls_on_synthetic_data(synthetic_root, tmp_path, one_thread
                                 "--warmup", "1", "--pass-scales", "1.0", "--seed", "1"))
     log = _log(savedir)
     assert [line["epoch"] for line in log] == [0, 1, 2, 3]
-    assert set(log[0]) == {"epoch", "lr", "loss", "val_mae", "images_per_s", "seconds"}
+    assert set(log[0]) == {"epoch", "lr", "loss", "val_mae", "images_per_s", "seconds", "train_form", "precision",
+                           "channels_last", "compile"}
+    assert (log[0]["train_form"], log[0]["precision"], log[0]["channels_last"]) == ("fused", "fp32", True)
     assert log[-1]["loss"] < 0.8 * log[0]["loss"], [line["loss"] for line in log]
     assert log[-1]["val_mae"]["SYN-TE"] < log[0]["val_mae"]["SYN-TE"]
     checkpoint = _latest(savedir)
@@ -321,14 +324,14 @@ def test_iter_size_gives_the_gradient_of_a_bigger_batch(video: bool, one_thread)
     target = (torch.rand((8, 2, 1, 32, 32) if video else (8, 1, 32, 32), generator=generator) > 0.5).float()
     steps = []
     for iter_size, batch in ((1, 8), (2, 4)):
-        args = Namespace(iter_size=iter_size, beta=None if video else 1.1, nframes=2)
-        task = train_vsod.VideoTask() if video else train_sod.ImageTask()
+        loss = (video_training_loss(batch, nframes=2, beta=None, iter_size=iter_size) if video
+                else image_training_loss(batch, beta=1.1, iter_size=iter_size))
         network = copy.deepcopy(model)
         before = {name: p.detach().clone() for name, p in network.named_parameters()}
         optimizer = torch.optim.SGD(network.parameters(), lr=1.0)
         loader = [(inputs[i:i + batch], target[i:i + batch]) for i in range(0, 8, batch)]
         cfg = train.LoopConfig(device=torch.device("cpu"), iter_size=iter_size, frames_per_sample=2 if video else 1)
-        assert train.train_one_pass(network, loader, optimizer, task.loss(args, batch), cfg)["steps"] == 1
+        assert train.train_one_pass(network, loader, optimizer, loss, cfg)["steps"] == 1
         steps.append({name: before[name] - p.detach() for name, p in network.named_parameters()})
     moved = 0
     for name, step in steps[0].items():

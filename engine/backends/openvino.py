@@ -26,6 +26,7 @@ import torch
 
 from engine.backends import Backend, BackendError, Network, Settings
 from engine.export import export_onnx
+from engine.hardware import cpu_has_native_bf16
 from engine.network_cache import NetworkCache, model_key
 from utils import LOGGER_NAME
 
@@ -48,21 +49,10 @@ def openvino_core():
     return openvino.Core()
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, and OpenVINO lists BF16 among its CPU
     capabilities); elsewhere OpenVINO would emulate it, slower than f32."""
-    flags = _cpu_flags()
-    return bool({"avx512_bf16", "amx_bf16"} & flags) and \
+    return cpu_has_native_bf16() and \
         "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 

@@ -1,0 +1,130 @@
+"""How a training step runs: the form of the multi-branch blocks, the memory layout, the precision and compilation
+(`StepSettings`, checked against the device by `resolve_step_settings`), applied in one place: `prepare_model`
+for the model, `step_autocast` and `to_step_input` for each step.
+
+The defaults are the fast path measured in BENCHMARKS.md ("Training"): every linear multi-branch block trained as
+one convolution with its mixed kernel (``models.dcr.set_train_form``, the same function of the same parameters),
+channels_last where it is faster (`default_channels_last`), float32. bf16 and fp16 are autocast (the loss stays
+float32); fp16 adds loss scaling (CUDA only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from configs import TRAIN_FORMS, TRAIN_PRECISIONS
+from engine.hardware import cpu_has_native_bf16
+from models import set_train_form
+
+__all__ = ["TRAIN_FORMS", "TRAIN_PRECISIONS", "StepSettings", "StepError", "precision_error",
+           "resolve_step_settings", "default_channels_last", "prepare_model", "step_autocast", "to_step_input",
+           "compile_errors"]
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class StepError(ValueError):
+    """A step setting this machine cannot run; the message is one line naming the flag."""
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """How each training step computes. ``train_form``: 'fused' (one convolution per linear multi-branch block,
+    one grouped convolution and one BatchNorm call per block with batch-statistics BN) or 'separate' (branch by
+    branch, the authors' arithmetic); ``precision``: 'fp32', 'bf16' or 'fp16' autocast of the forward pass;
+    ``channels_last``: NHWC parameters and inputs; ``compile``: the model through ``torch.compile``."""
+
+    train_form: str = "fused"
+    precision: str = "fp32"
+    channels_last: bool | None = True  # None: not resolved yet (`resolve_step_settings`)
+    compile: bool = False
+
+    @property
+    def loss_scaling(self) -> bool:
+        """fp16 gradients underflow without a loss scale (`torch.amp.GradScaler`); bf16 has float32's range."""
+        return self.precision == "fp16"
+
+    def describe(self) -> dict:
+        """The settings as a JSON-able dict (args.json, log.jsonl, benchmark rows)."""
+        return asdict(self)
+
+
+def precision_error(precision: str, device: torch.device) -> str | None:
+    """Why ``precision`` cannot train on ``device`` (one line naming ``--precision``), or None when it can: bf16
+    needs native bf16 (a CPU with AVX512-BF16 or AMX, a GPU with bf16 arithmetic); fp16 needs CUDA."""
+    if precision not in TRAIN_PRECISIONS:
+        return f"--precision {precision}: choose from {', '.join(TRAIN_PRECISIONS)}"
+    if precision == "fp16" and device.type != "cuda":
+        return "--precision fp16 trains on CUDA only (float16 on the CPU is emulated); use bf16 or fp32"
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16 arithmetic; use fp16 or fp32"
+        if device.type == "cpu" and not cpu_has_native_bf16():
+            return ("--precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX), which this one lacks: "
+                    "emulated bf16 is slower than fp32; use fp32")
+    return None
+
+
+def default_channels_last(device: torch.device, train_form: str, per_branch_bn: bool) -> bool:
+    """channels_last where it trains faster (BENCHMARKS.md, "Training"): on, except for the fused form of a model
+    with per-branch BatchNorm on the CPU, where PyTorch's NHWC BatchNorm (forward and backward over every branch)
+    costs more than NHWC saves in the convolutions. On CUDA, on (cuDNN's NHWC kernels)."""
+    return device.type == "cuda" or not (per_branch_bn and train_form == "fused")
+
+
+def resolve_step_settings(device: torch.device, *, train_form: str = "fused", precision: str = "fp32",
+                          channels_last: bool | None = None, compile: bool = False,
+                          per_branch_bn: bool = False) -> StepSettings:
+    """The settings a run trains with on ``device``: ``channels_last`` None means `default_channels_last` for a
+    model with (``per_branch_bn``) or without per-branch BatchNorm; `StepError` for a precision the device cannot
+    run or an unknown form."""
+    if train_form not in TRAIN_FORMS:
+        raise StepError(f"--train-form {train_form}: choose from {', '.join(TRAIN_FORMS)}")
+    if (why := precision_error(precision, device)) is not None:
+        raise StepError(why)
+    if channels_last is None:
+        channels_last = default_channels_last(device, train_form, per_branch_bn)
+    return StepSettings(train_form, precision, channels_last, compile)
+
+
+def prepare_model(model: nn.Module, settings: StepSettings) -> nn.Module:
+    """In place: the block form and memory layout of ``settings`` on ``model`` (already on its device); returns
+    it. Parameters, their names and the state dict are unchanged (channels_last only strides the 4-D ones)."""
+    set_train_form(model, settings.train_form)
+    if settings.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def step_autocast(settings: StepSettings, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of a forward pass under ``settings`` (a no-op for fp32)."""
+    if settings.precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[settings.precision])
+
+
+def to_step_input(tensor: torch.Tensor, settings: StepSettings, device: torch.device) -> torch.Tensor:
+    """A loader batch (N, C, H, W) on ``device`` in the layout of ``settings`` (non-blocking from pinned memory)."""
+    tensor = tensor.to(device, non_blocking=True)
+    if settings.channels_last and tensor.dim() == 4:
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
+    return tensor
+
+
+def compile_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of a failed ``torch.compile`` (TorchDynamo's and TorchInductor's), caught around a compiled
+    step to report ``--compile`` in one line instead of running eagerly behind the user's back."""
+    errors: list[type[BaseException]] = []
+    with contextlib.suppress(ImportError, AttributeError):
+        from torch._dynamo.exc import TorchDynamoException
+
+        errors.append(TorchDynamoException)
+    with contextlib.suppress(ImportError, AttributeError):
+        from torch._inductor.exc import InductorError
+
+        errors.append(InductorError)
+    return tuple(errors)
