@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo lint venv gpu-check
+.PHONY: test demo lint venv gpu-check gpu-wheels
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,3 +23,7 @@ demo: venv
 # (README, "GPU check"), and with the project's venv where one exists.
 gpu-check:
 	$(if $(wildcard $(PY)),$(PY),python3) bench/gpu_check.py
+
+# The pure-Python packages the GPU machine lacks, carried to it as wheels (README, "The GPU check").
+gpu-wheels:
+	python3 -m pip download -q --no-deps --only-binary=:all: -d .whl pysodmetrics==1.6.2

@@ -16,7 +16,7 @@ import torch
 
 import configs
 import utils
-from data.datasets import SODDataset
+from data.datasets import SODDataset, sod_validation_sets
 from engine import startup, train
 from engine.settings import TrainingTask, TrainSettings, settings_from_flags
 from models import build_model
@@ -59,7 +59,7 @@ def image_task(settings: TrainSettings) -> TrainingTask:
         build_model=functools.partial(build_model, settings.model, settings.config, bn=settings.bn),
         train_set=functools.partial(SODDataset, settings.datadir, flag("train_data"), mode="train",
                                     size=settings.size),
-        val_sets=functools.partial(_validation_sets, settings.datadir, val_data, settings.size),
+        val_sets=functools.partial(sod_validation_sets, settings.datadir, val_data, settings.size),
         loss=functools.partial(image_training_loss, beta=flag("beta"), iter_size=settings.iter_size),
         param_groups=functools.partial(train.image_param_groups, wd=settings.wd),
         train_flag=f"--train-data {flag('train_data')}", val_flag=f"--val-data {val_data}",
@@ -68,13 +68,8 @@ def image_task(settings: TrainSettings) -> TrainingTask:
         summary=f"bn {settings.bn}")
 
 
-def _validation_sets(datadir: str, val_data: str, size: int) -> dict[str, SODDataset]:
-    if not val_data:
-        return {}
-    return {val_data: SODDataset(datadir, val_data, mode="test", size=size, with_gt=True)}
-
-
 def main(argv: list[str] | None = None) -> None:
+    utils.setup_logger(None, 0 if startup.is_main_process() else 1)  # flag errors below are logged lines
     settings = settings_from_flags(build_parser().parse_args(argv), "image", TASK_FLAGS)
     torch.set_num_threads(startup.choose_threads(settings)[0])  # logged by the engine, with why
     startup.run(image_task(settings), settings)

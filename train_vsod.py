@@ -19,8 +19,7 @@ import torch
 
 import configs
 import utils
-from data.datasets import VSODDataset
-from data.lists import dataset_names, read_video_list
+from data.datasets import VSODDataset, vsod_validation_sets
 from engine import startup, train
 from engine.settings import TrainingTask, TrainSettings, settings_from_flags
 from models import build_model
@@ -113,8 +112,9 @@ def video_task(settings: TrainSettings) -> TrainingTask:
         train_set=functools.partial(VSODDataset, settings.datadir, flag("train_lst"), mode="train",
                                     nframes=settings.nframes, size=settings.size, framegap=flag("framegap"),
                                     weighted=weighted),
-        val_sets=functools.partial(validation_sets, settings.datadir, flag("val_lst"), settings.nframes,
-                                   settings.size, flag("framegap"), flag("val_cut")),
+        val_sets=functools.partial(vsod_validation_sets, settings.datadir, flag("val_lst"),
+                                   nframes=settings.nframes, size=settings.size, framegap=flag("framegap"),
+                                   val_cut=flag("val_cut")),
         loss=functools.partial(video_training_loss, nframes=settings.nframes,
                                beta=float(beta[0]) if beta and len(beta) == 1 else None,
                                iter_size=settings.iter_size),
@@ -126,19 +126,8 @@ def video_task(settings: TrainSettings) -> TrainingTask:
         summary=f"bn {settings.bn}, tid {' '.join(settings.tid)}, nstdc {settings.nstdc}")
 
 
-def validation_sets(datadir: str, val_lst: str, nframes: int, size: int, framegap: float,
-                    val_cut: float) -> dict[str, VSODDataset]:
-    """One validation dataset per dataset name in the list (DAVSOD, VOS, DAVIS, ...), in list order; only
-    DAVSOD is cut to its first ``--val-cut`` of annotated frames (SPEC §6.3). None without a list."""
-    if not val_lst:
-        return {}
-    cut = val_cut if val_cut < 1 else 1.0
-    return {name: VSODDataset(datadir, val_lst, mode="val", nframes=nframes, size=size, framegap=framegap,
-                              cut=cut if name == "DAVSOD" else 1.0, dataset=name)
-            for name in dataset_names(read_video_list(val_lst))}
-
-
 def main(argv: list[str] | None = None) -> None:
+    utils.setup_logger(None, 0 if startup.is_main_process() else 1)  # flag errors below are logged lines
     settings = resolve_flags(build_parser().parse_args(argv))
     torch.set_num_threads(startup.choose_threads(settings)[0])  # logged by the engine, with why
     startup.run(video_task(settings), settings)

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-form", default="fused", choices=TRAIN_FORMS)
     parser.add_argument("--precision", default="fp32", choices=TRAIN_PRECISIONS)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                        help="NHWC (default: as train_*.py, engine.train_step.default_channels_last)")
+                        help="NHWC (default: on, as train_*.py)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model, as train_*.py --compile")
     parser.add_argument("--variants", action="store_true",
                         help="every form x precision x layout, one fresh process per row (the BENCHMARKS table)")
@@ -203,8 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in [] if args.variants else args.cases:
         try:
             settings = resolve_step_settings(device, train_form=args.train_form, precision=args.precision,
-                                             channels_last=args.channels_last, compile=args.compile,
-                                             per_branch_bn=CASES[name][4])
+                                             channels_last=args.channels_last, compile=args.compile)
         except StepError as err:
             utils.fail(str(err))
         row = measure(name, device, settings, args.rounds, args.steps, args.warmup)

@@ -21,11 +21,19 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data.lists import StillEntry, VideoEntry, annotated_frames, build_clips, image_name, read_video_list
+from data.lists import (
+    StillEntry,
+    VideoEntry,
+    annotated_frames,
+    build_clips,
+    dataset_names,
+    image_name,
+    read_video_list,
+)
 from data.readers import IMAGE_EXTENSION_TEXT, DataError, list_images, read_gt, read_rgb
 from data.transforms import Augmentation, preprocess_test, resize_test_gt, train_gt, train_image
 
-__all__ = ["SODDataset", "VSODDataset", "test_loader"]
+__all__ = ["SODDataset", "VSODDataset", "test_loader", "sod_validation_sets", "vsod_validation_sets"]
 
 TRAIN_GAP_TARGETS = (1, 4, 8)
 
@@ -288,3 +296,23 @@ class VSODDataset(_Seeded, Dataset):
         except DataError as err:
             item.update(clip=None, gt=None, error=str(err))
         return item
+
+
+def sod_validation_sets(root: str | os.PathLike, val_data: str, size: int) -> dict[str, SODDataset]:
+    """Image training's validation set by name: test-mode ``val_data`` with its GT at ``size`` ({} for '')."""
+    if not val_data:
+        return {}
+    return {val_data: SODDataset(root, val_data, mode="test", size=size, with_gt=True)}
+
+
+def vsod_validation_sets(root: str | os.PathLike, val_lst: str | os.PathLike, *, nframes: int, size: int,
+                         framegap: float, val_cut: float) -> dict[str, VSODDataset]:
+    """Video training's validation sets: one per dataset name of the list file (DAVSOD, VOS, DAVIS, ...), in list
+    order; only DAVSOD is cut to its first ``val_cut`` of annotated frames (>= 1: all; SPEC §6.3). {} without a
+    list."""
+    if not val_lst:
+        return {}
+    cut = val_cut if val_cut < 1 else 1.0
+    return {name: VSODDataset(root, val_lst, mode="val", nframes=nframes, size=size, framegap=framegap,
+                              cut=cut if name == "DAVSOD" else 1.0, dataset=name)
+            for name in dataset_names(read_video_list(val_lst))}

@@ -106,8 +106,7 @@ def resolve_training_settings(settings: TrainSettings, ctx: DistContext) -> Trai
         settings = settings.replace(amp=False, precision="fp32")
     try:
         step = resolve_step_settings(ctx.device, train_form=step.train_form, precision=settings.step.precision,
-                                     channels_last=step.channels_last, compile=step.compile,
-                                     per_branch_bn=settings.bn)
+                                     channels_last=step.channels_last, compile=step.compile)
     except StepError as err:
         fail(str(err))
     return settings.replace(step=step, amp=step.precision == "fp16")

@@ -4,7 +4,7 @@ for the model, `step_autocast` and `to_step_input` for each step.
 
 The defaults are the fast path measured in BENCHMARKS.md ("Training"): every linear multi-branch block trained as
 one convolution with its mixed kernel (``models.dcr.set_train_form``, the same function of the same parameters),
-channels_last where it is faster (`default_channels_last`), float32. bf16 and fp16 are autocast (the loss stays
+channels_last, float32. bf16 and fp16 are autocast (the loss stays
 float32); fp16 adds loss scaling (CUDA only).
 """
 
@@ -21,7 +21,7 @@ from engine.hardware import cpu_has_native_bf16
 from models import set_train_form
 
 __all__ = ["TRAIN_FORMS", "TRAIN_PRECISIONS", "StepSettings", "StepError", "precision_error",
-           "resolve_step_settings", "default_channels_last", "prepare_model", "step_autocast", "to_step_input",
+           "resolve_step_settings", "prepare_model", "step_autocast", "to_step_input",
            "compile_errors"]
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -69,25 +69,17 @@ def precision_error(precision: str, device: torch.device) -> str | None:
     return None
 
 
-def default_channels_last(device: torch.device, train_form: str, per_branch_bn: bool) -> bool:
-    """channels_last where it trains faster (BENCHMARKS.md, "Training"): on, except for the fused form of a model
-    with per-branch BatchNorm on the CPU, where PyTorch's NHWC BatchNorm (forward and backward over every branch)
-    costs more than NHWC saves in the convolutions. On CUDA, on (cuDNN's NHWC kernels)."""
-    return device.type == "cuda" or not (per_branch_bn and train_form == "fused")
-
-
 def resolve_step_settings(device: torch.device, *, train_form: str = "fused", precision: str = "fp32",
-                          channels_last: bool | None = None, compile: bool = False,
-                          per_branch_bn: bool = False) -> StepSettings:
-    """The settings a run trains with on ``device``: ``channels_last`` None means `default_channels_last` for a
-    model with (``per_branch_bn``) or without per-branch BatchNorm; `StepError` for a precision the device cannot
-    run or an unknown form."""
+                          channels_last: bool | None = None, compile: bool = False) -> StepSettings:
+    """The settings a run trains with on ``device``: ``channels_last`` None means on (faster for every model and
+    form measured on the CPU, and what cuDNN's NHWC kernels want); `StepError` for a precision the device cannot run
+    or an unknown form."""
     if train_form not in TRAIN_FORMS:
         raise StepError(f"--train-form {train_form}: choose from {', '.join(TRAIN_FORMS)}")
     if (why := precision_error(precision, device)) is not None:
         raise StepError(why)
     if channels_last is None:
-        channels_last = default_channels_last(device, train_form, per_branch_bn)
+        channels_last = True
     return StepSettings(train_form, precision, channels_last, compile)
 
 

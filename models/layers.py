@@ -5,10 +5,12 @@ converted (deploy) form. ``reparameterize()`` switches a module in place from th
 no-op on a converted module; ``equivalent_kernel_bias()`` is the pure (differentiable) conversion maths. A module
 built with ``deploy=True`` has exactly the converted form's parameters, so converted weights load into it.
 The training form computes its branches one by one (``train_form = 'separate'``, the authors' arithmetic and the
-default) or, with ``'fused'``, as one convolution with the branches' mixed kernel, computed at every call from the
-same parameters (`models.pdc.mixed_kernel`); where per-branch BatchNorm uses batch statistics, fused means all
-branches in one grouped convolution and one BatchNorm call (`mixed_batch_norm`). ``models.dcr.set_train_form``
-sets it for a whole model; parameters, their names and the state dicts are the same in both.
+default of a new module) or, with ``'fused'``, as one convolution with the branches' mixed kernel, computed at every
+call from the same parameters (`models.pdc.mixed_kernel`). A block whose per-branch BatchNorm uses batch statistics
+is not linear in its input and computes branch by branch in both forms: one grouped convolution of all branches and
+one BatchNorm call over them trained slower on the CPU than the branches one by one (BENCHMARKS.md, "Training").
+``models.dcr.set_train_form`` sets the form for a whole model; parameters, their names and the state dicts are the
+same in both.
 Attribute names follow the authors' checkpoints (``scales``, ``conv1.{i}``, ``bn0``, ``bn1.{i}``, ``conv2``,
 ``shortcut``, ...) so their state dicts load without a key map, and so weight-decay groups can go by name.
 """
@@ -24,10 +26,10 @@ import torch.nn.functional as F
 
 from configs import TRAIN_FORMS
 
-from .pdc import PDC_OPS, mixed_conv, mixed_kernel, pdc_kernel
+from .pdc import PDC_OPS, mixed_conv, mixed_kernel
 
-__all__ = ["TRAIN_FORMS", "bn_scale_shift", "mixed_batch_norm", "PDCConv", "InitialBlock", "DiffBlock", "CSAM", "CDCM",
-           "FuseConv", "MobileViTv2Block"]
+__all__ = ["TRAIN_FORMS", "bn_scale_shift", "uses_batch_statistics", "PDCConv", "InitialBlock", "DiffBlock", "CSAM",
+           "CDCM", "FuseConv", "MobileViTv2Block"]
 
 
 def init_branch_logits(num_branches: int) -> torch.Tensor:
@@ -47,51 +49,10 @@ def bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     return scale, beta - bn.running_mean * scale
 
 
-def _one_batch_norm_call(norms: Sequence[nn.Module]) -> bool:
-    """True when ``norms`` are plain BatchNorm2d layers that one ``F.batch_norm`` call can stand for: affine,
-    tracking running statistics, and alike in mode, eps and momentum (a SyncBatchNorm is called as itself)."""
-    first = norms[0]
-    return all(type(n) is nn.BatchNorm2d and n.affine and n.track_running_stats and n.training == first.training
-               and n.eps == first.eps and n.momentum == first.momentum for n in norms)
-
-
-def mixed_batch_norm(y: torch.Tensor, norms: Sequence[nn.Module], mix: torch.Tensor, *,
-                     interleaved: bool) -> torch.Tensor:
-    """sum_i mix_i BN_i(y_i) for n branches stacked along the channels of y: (N, n*C, H, W) -> (N, C, H, W).
-
-    Branch i of channel c is channel c*n + i (``interleaved``, the layout of a grouped convolution with n outputs
-    per group) or i*C + c. Plain BatchNorm2d layers run as one ``F.batch_norm`` call with their parameters (times
-    mix_i) and running statistics concatenated, the updated statistics written back to each layer, exactly as
-    each layer's own call would leave them; other norms (SyncBatchNorm) are called one by one."""
-    n = len(norms)
-    channels = y.shape[1] // n
-    if not _one_batch_norm_call(norms):
-        branches = y.unflatten(1, (channels, n)).unbind(2) if interleaved else y.chunk(n, dim=1)
-        return sum(mix[i] * norm(branch) for i, (norm, branch) in enumerate(zip(norms, branches)))
-
-    def joined(tensors: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack(tensors, dim=1 if interleaved else 0).flatten()
-
-    first = norms[0]
-    momentum = first.momentum
-    if first.training:
-        for norm in norms:
-            norm.num_batches_tracked.add_(1)
-        if momentum is None:  # a cumulative average, as BatchNorm2d computes it
-            momentum = 1.0 / float(first.num_batches_tracked)
-    running_mean = joined([norm.running_mean for norm in norms])
-    running_var = joined([norm.running_var for norm in norms])
-    out = F.batch_norm(y, running_mean, running_var, joined([mix[i] * norm.weight for i, norm in enumerate(norms)]),
-                       joined([mix[i] * norm.bias for i, norm in enumerate(norms)]), first.training, momentum or 0.0,
-                       first.eps)
-    if first.training:
-        with torch.no_grad():
-            shape = (channels, n) if interleaved else (n, channels)
-            means, variances = running_mean.view(shape), running_var.view(shape)
-            for i, norm in enumerate(norms):
-                norm.running_mean.copy_(means[:, i] if interleaved else means[i])
-                norm.running_var.copy_(variances[:, i] if interleaved else variances[i])
-    return out.unflatten(1, (channels, n)).sum(2) if interleaved else out.unflatten(1, (n, channels)).sum(1)
+def uses_batch_statistics(norms: Sequence[nn.Module] | None) -> bool:
+    """Whether any of these per-branch BatchNorms normalises by the batch (training mode): then the branches are
+    not linear in the input as a whole and cannot be folded into one kernel."""
+    return norms is not None and any(norm.training for norm in norms)
 
 
 def _check_ops(ops: Sequence[str]) -> tuple[str, ...]:
@@ -181,8 +142,7 @@ class DiffBlock(nn.Module):
     input pre-bias that carries BN0's shift exactly, borders included. The shortcut is a 1x1 conv with bias when
     ``stride`` > 1 or the channel count changes, else the identity. forward: (N, C_in, H, W) ->
     (N, C_out, H // stride, W // stride). ``train_form`` 'fused' computes u as one depthwise conv with the mixed
-    kernel (eval-mode BN1 folded into it), or, while BN1 uses batch statistics, as one grouped conv of all branches
-    and one BatchNorm call.
+    kernel (BN1 at running statistics folded into it); while BN1 uses batch statistics, branch by branch.
     """
 
     train_form = "separate"
@@ -219,8 +179,11 @@ class DiffBlock(nn.Module):
             x = F.max_pool2d(x, self.stride, self.stride)
         if self.deploy:
             u = self.conv1(x if self.bias is None else x + self.bias)
-        elif self.train_form == "fused":
-            u = self._fused_branches(x)
+        elif self.train_form == "fused" and not uses_batch_statistics(self.bn1):
+            kernel, bias = self._branch_kernel_bias()
+            z = self.bn0(x) if self.bn0 is not None else x
+            u = F.conv2d(z, kernel, bias if self.bn1 is not None else None, 1, self.kernel_size // 2, 1,
+                         self.in_channels)
         else:
             z = self.bn0(x) if self.bn0 is not None else x
             weights = torch.softmax(self.scales, dim=0)
@@ -230,20 +193,10 @@ class DiffBlock(nn.Module):
                 if self.bn1 is not None:
                     branch = self.bn1[i](branch)
                 u = u + weights[i] * branch
-        y = self.conv2(F.relu(u))
-        return y + (self.shortcut(x) if self.shortcut is not None else x)
-
-    def _fused_branches(self, x: torch.Tensor) -> torch.Tensor:
-        """u of the training form (N, C, H, W) with one convolution (see the class docstring)."""
-        z = self.bn0(x) if self.bn0 is not None else x
-        if self.bn1 is None or not any(norm.training for norm in self.bn1):
-            kernel, bias = self._branch_kernel_bias()
-            return F.conv2d(z, kernel, bias if self.bn1 is not None else None, 1, self.kernel_size // 2, 1,
-                            self.in_channels)
-        kernels = [pdc_kernel(op, conv.weight, self.kernel_size) for op, conv in zip(self.ops, self.conv1)]
-        stacked = torch.stack(kernels, dim=1).flatten(0, 1)  # (C * n, 1, k, k): channel c's n branches consecutive
-        branches = F.conv2d(z, stacked, None, 1, self.kernel_size // 2, 1, self.in_channels)
-        return mixed_batch_norm(branches, self.bn1, torch.softmax(self.scales, dim=0), interleaved=True)
+        # In place: neither u (a fresh sum or conv output) nor conv2's output is needed by its own backward, so
+        # the ReLU and the residual add need no tensor of their own (a pass allocates and fills less).
+        y = self.conv2(F.relu(u, inplace=True))
+        return y.add_(self.shortcut(x) if self.shortcut is not None else x)
 
     def _branch_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The branches after BN0 as one depthwise conv, BN1 at its running statistics: K = sum_i s_i (gamma_i /

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from configs import TEMPORAL_OPS
 
-from .layers import bn_scale_shift, mixed_batch_norm
+from .layers import bn_scale_shift, uses_batch_statistics
 from .pdc import mixed_kernel, pdc_kernel
 
 __all__ = ["ProjectLayer", "STDC", "STDM"]
@@ -71,8 +71,8 @@ class STDC(nn.Module):
     which is what ``reparameterize()`` leaves. The ``cd`` and ``ad`` ops are those of SPEC §2.2
     on the (t, s) plane; their centre tap is always the unpadded pixel, so folding them into a plain kernel is exact
     at the borders, with replicate temporal padding too. ``train_form`` 'fused' (see ``models.layers``) runs the
-    branches as one kernel (BN at running statistics folded in) or, while BN uses batch statistics, one BatchNorm
-    call over the stacked branches.
+    branches as one kernel (BN at running statistics folded in); while BN uses batch statistics, as the separate
+    form does.
     """
 
     train_form = "separate"
@@ -124,8 +124,7 @@ class STDC(nn.Module):
             raise ValueError(f"STDC axis must be 2 (T-H planes) or 3 (T-W planes), got {axis}")
         if x.shape[0] % nframes:
             raise ValueError(f"STDC expects whole clips of {nframes} frames, got a batch of {x.shape[0]} frames")
-        fused = self.train_form == "fused" and not self.single_conv
-        if fused and (self.norms is None or not any(norm.training for norm in self.norms)):
+        if self.train_form == "fused" and not self.single_conv and not uses_batch_statistics(self.norms):
             kernels, bias = self.equivalent_kernel_bias()  # linear in x: the branches as one kernel
             stacked = False
         elif self.single_conv:
@@ -146,8 +145,6 @@ class STDC(nn.Module):
         if not stacked:
             return out
         weights = torch.softmax(self.scales, dim=0)
-        if fused:
-            return mixed_batch_norm(out, self.norms, weights, interleaved=False)
         mixed = 0
         for i, branch in enumerate(out.chunk(len(self.tid), dim=1)):
             if self.norms is not None:

@@ -208,8 +208,10 @@ def _other_model_files(folder: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("case", ["no-datadir", "empty-train-set", "no-preload-file", "resume-from-other-model",
-                                  "finetune-other-model"])
-def test_bad_input_one_line_exit_2_and_savedir_untouched(case, synthetic_root, previous_run, tmp_path, capsys):
+                                  "finetune-other-model", "fp16-on-the-cpu", "bf16-without-native-bf16",
+                                  "amp-and-precision"])
+def test_bad_input_one_line_exit_2_and_savedir_untouched(case, synthetic_root, previous_run, tmp_path, capsys,
+                                                         monkeypatch):
     before = _snapshot(previous_run)
     (tmp_path / "sod" / "EMPTY" / "images").mkdir(parents=True)
     (tmp_path / "sod" / "EMPTY" / "GT").mkdir()
@@ -220,6 +222,15 @@ def test_bad_input_one_line_exit_2_and_savedir_untouched(case, synthetic_root, p
         argv, named = [*base, "--datadir", str(tmp_path), "--train-data", "EMPTY"], "--train-data EMPTY"
     elif case == "no-preload-file":
         argv, named = [*base, "--preload", str(tmp_path / "absent.pth")], f"--preload {tmp_path / 'absent.pth'}"
+    elif case == "fp16-on-the-cpu":
+        argv, named = [*base, "--precision", "fp16"], "--precision fp16 trains on CUDA only"
+    elif case == "bf16-without-native-bf16":
+        from engine import train_step
+
+        monkeypatch.setattr(train_step, "cpu_has_native_bf16", lambda: False)
+        argv, named = [*base, "--precision", "bf16"], "--precision bf16 needs a CPU with native bf16"
+    elif case == "amp-and-precision":
+        argv, named = [*base, "--amp", "--precision", "bf16"], "--amp is the release's name for --precision fp16"
     else:
         ours, raw = _other_model_files(tmp_path)
         if case == "resume-from-other-model":
@@ -233,6 +244,62 @@ def test_bad_input_one_line_exit_2_and_savedir_untouched(case, synthetic_root, p
     lines = _error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "ERROR" in lines[0] and named in lines[0], lines
     assert _snapshot(previous_run) == before
+
+
+def test_the_step_settings_run_and_are_recorded(synthetic_root, tmp_path, capsys):
+    """--train-form separate / --amp on the CPU / --no-channels-last: what ran is in the log line, log.jsonl and
+    args.json; one step of each form from one seed reaches the same weights (tests/test_train_form.py checks the
+    forms exactly in float64)."""
+    flags = ("--epochs", "1", "--batch-size", "4", "--max-steps", "1", "--pass-scales", "1.0", "--seed", "8",
+             "--warmup", "0", "--val-data", "")
+    train_sod.main(_image_flags(synthetic_root, tmp_path / "fused", *flags, "--amp"))
+    logged = capsys.readouterr().err
+    assert "--amp needs CUDA: training in float32" in logged
+    assert "step: fused form, fp32, channels_last; " in logged
+    train_sod.main(_image_flags(synthetic_root, tmp_path / "separate", *flags, "--train-form", "separate",
+                                "--no-channels-last"))
+    assert "step: separate form, fp32, NCHW; " in capsys.readouterr().err
+    for run_, expected in (("fused", ("fused", "fp32", True)), ("separate", ("separate", "fp32", False))):
+        line = _log(tmp_path / run_)[0]
+        assert (line["train_form"], line["precision"], line["channels_last"], line["compile"]) == (*expected, False)
+        recorded = json.loads((tmp_path / run_ / "args.json").read_text())
+        assert (recorded["train_form"], recorded["precision"], recorded["channels_last"]) == expected
+    # Adam's first step moves a weight by lr g / (|g| + eps): +-lr wherever |g| >> eps, so float32 rounding (the
+    # two forms sum in other orders) shows only where |g| is near eps = 1e-8: a cd branch's centre tap (exact
+    # gradient 0: rounding noise in the separate form, 0 in the fused one) by up to lr, a few other weights by
+    # a few % of lr (1.04e-5 seen), all but 0.1 % of the weights within 1e-3 lr.
+    fused, separate = (_latest(tmp_path / run_)["state_dict"] for run_ in ("fused", "separate"))
+    weights = [key for key, value in fused.items() if value.is_floating_point()]
+    close = sum(int(((fused[k] - separate[k]).abs() <= 1e-6).sum()) for k in weights)
+    assert close / sum(fused[k].numel() for k in weights) > 0.999
+    cd_weights = {f"{name}.weight" for name, module in build_model("sdnet").named_modules()
+                  if getattr(module, "op", "") == "cd"}
+    for key in weights:
+        difference = (fused[key] - separate[key]).abs()
+        if key in cd_weights:
+            difference[:, :, 1, 1] = 0
+        assert difference.max().item() < 0.05 * 1e-3, key
+
+
+def test_a_failed_compile_is_one_line_and_no_eager_run(synthetic_root, tmp_path, capsys, monkeypatch):
+    from torch._dynamo.exc import Unsupported
+
+    class FailingCompile(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            raise Unsupported("a graph break we cannot take")
+
+    monkeypatch.setattr(torch, "compile", FailingCompile)
+    with pytest.raises(SystemExit) as exit_info:
+        train_sod.main(_image_flags(synthetic_root, tmp_path / "run", "--epochs", "1", "--batch-size", "4",
+                                    "--max-steps", "1", "--pass-scales", "1.0", "--val-data", "", "--compile"))
+    assert exit_info.value.code == 1
+    errors = [line for line in _error_lines(capsys.readouterr().err) if "ERROR" in line]
+    assert len(errors) == 1 and "--compile: torch.compile failed: a graph break we cannot take" in errors[0], errors
+    assert not (tmp_path / "run" / "log.jsonl").exists()
 
 
 def _backbone(name: str) -> str:
