@@ -52,7 +52,6 @@ from utils import LOGGER_NAME, fail, parse_gpu_list, seed_everything, setup_logg
 __all__ = ["run", "resolve_training_settings", "resolve_list_file", "choose_threads", "is_main_process"]
 
 
-
 def is_main_process(env: Mapping[str, str] = os.environ) -> bool:
     """Whether this process is rank 0 of its run (torchrun's RANK or SLURM's task id; a lone process is), for
     what a script logs once per run before `run`."""
@@ -99,14 +98,14 @@ def resolve_training_settings(settings: TrainSettings, ctx: DistContext) -> Trai
         fail(f"--savedir {settings.savedir}: {why}")
     if settings.batch_size % ctx.world_size:
         fail(f"--batch-size {settings.batch_size} does not split evenly over {ctx.world_size} processes")
-    step = settings.step
-    if settings.amp and step.precision == "fp16" and ctx.device.type != "cuda":
+    if settings.amp and ctx.device.type != "cuda":
         if ctx.is_main:
             logging.getLogger(LOGGER_NAME).warning("--amp needs CUDA: training in float32")
         settings = settings.replace(amp=False, precision="fp32")
+    asked = settings.step
     try:
-        step = resolve_step_settings(ctx.device, train_form=step.train_form, precision=settings.step.precision,
-                                     channels_last=step.channels_last, compile=step.compile)
+        step = resolve_step_settings(ctx.device, train_form=asked.train_form, precision=asked.precision,
+                                     channels_last=asked.channels_last, compile=asked.compile)
     except StepError as err:
         fail(str(err))
     return settings.replace(step=step, amp=step.precision == "fp16")
