@@ -21,20 +21,15 @@ import configs
 from engine.train_step import StepSettings
 from utils import fail
 
-__all__ = ["TrainSettings", "TrainingTask", "settings_from_flags", "STEP_FLAGS"]
-
-# The flags of the step settings (engine.train_step), kept as flags in args.json and the checkpoints.
-STEP_FLAGS = ("train_form", "precision", "channels_last", "compile")
+__all__ = ["TrainSettings", "TrainingTask", "settings_from_flags"]
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """The flags of a training run, resolved (``config`` filled in, ``amp`` folded into ``step.precision``;
-    ``step.channels_last`` None until `engine.startup` resolves it against the device and the model). Fields
+    """The flags of a training run, resolved (``config`` filled in, ``amp`` folded into ``step.precision``). Fields
     the engine reads are typed; ``task_flags`` keeps the task's own flags (data, loss, schedule of the branch
     logits) for the record: `as_flags` gives every flag by name for args.json and the checkpoints."""
 
-    kind: str
     model: str
     config: str
     bn: bool
@@ -72,10 +67,7 @@ class TrainSettings:
     task_flags: tuple[tuple[str, Any], ...] = ()
 
     def replace(self, **changes: Any) -> TrainSettings:
-        """A copy with ``changes`` (step settings by their flag names too)."""
-        step = {name: changes.pop(name) for name in STEP_FLAGS if name in changes}
-        if step:
-            changes["step"] = dataclasses.replace(self.step, **step)
+        """A copy with ``changes``."""
         return dataclasses.replace(self, **changes)
 
     def task_flag(self, name: str) -> Any:
@@ -84,7 +76,7 @@ class TrainSettings:
     def as_flags(self) -> dict[str, Any]:
         """Every flag by its argparse name, the step settings and the task's flags included."""
         flags = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                 if f.name not in ("step", "task_flags", "kind")}
+                 if f.name not in ("step", "task_flags")}
         return {**flags, **self.step.describe(), **dict(self.task_flags)}
 
 
@@ -99,7 +91,7 @@ def settings_from_flags(args: argparse.Namespace, kind: str, task_flag_names: tu
              f"{values['precision']}")
     video = kind == "video"
     return TrainSettings(
-        kind=kind, model=values["model"], config=values["config"] or configs.MODELS[values["model"]]["config"],
+        model=values["model"], config=values["config"] or configs.MODELS[values["model"]]["config"],
         bn=bool(values["bn"]), datadir=values["datadir"], savedir=values["savedir"], size=values["size"],
         workers=values["workers"], epochs=values["epochs"], batch_size=values["batch_size"], lr=values["lr"],
         wd=values["wd"], lr_type=values["lr_type"], lr_steps=tuple(values["lr_steps"]), seed=values["seed"],

@@ -9,6 +9,7 @@ seeding, data, model, weights, the step settings (`engine.train_step`), optimize
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -101,7 +102,7 @@ def resolve_training_settings(settings: TrainSettings, ctx: DistContext) -> Trai
     if settings.amp and ctx.device.type != "cuda":
         if ctx.is_main:
             logging.getLogger(LOGGER_NAME).warning("--amp needs CUDA: training in float32")
-        settings = settings.replace(amp=False, precision="fp32")
+        settings = settings.replace(amp=False, step=dataclasses.replace(settings.step, precision="fp32"))
     asked = settings.step
     try:
         step = resolve_step_settings(ctx.device, train_form=asked.train_form, precision=asked.precision,

@@ -220,37 +220,38 @@ class TrainJob:
 
 
 def _train_loader(job: TrainJob, ctx: DistContext) -> tuple[DataLoader, DistributedSampler]:
-    args = job.settings
+    settings = job.settings
     # One sampler for any number of processes: the shuffle depends only on (seed, pass), so a run is the same
     # after a resume and with any -j; rank r takes every world_size-th index of the shuffled order.
     sampler = DistributedSampler(job.train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                 seed=args.seed, drop_last=False)
-    loader = DataLoader(job.train_set, batch_size=args.batch_size // ctx.world_size, sampler=sampler,
-                        num_workers=args.workers, drop_last=job.drop_last, pin_memory=ctx.device.type == "cuda",
-                        generator=torch.Generator().manual_seed(args.seed))
+                                 seed=settings.seed, drop_last=False)
+    loader = DataLoader(job.train_set, batch_size=settings.batch_size // ctx.world_size, sampler=sampler,
+                        num_workers=settings.workers, drop_last=job.drop_last, pin_memory=ctx.device.type == "cuda",
+                        generator=torch.Generator().manual_seed(settings.seed))
     return loader, sampler
 
 
 def fit(job: TrainJob, ctx: DistContext, logger: logging.Logger) -> dict[str, float]:
-    """Train from ``job.start_epoch`` to ``args.epochs``: per epoch set the lr (and the alpha freeze), make one
+    """Train from ``job.start_epoch`` to ``settings.epochs``: per epoch set the lr (and the alpha freeze), make one
     pass per entry of ``pass_sizes``, then on rank 0 validate, write the checkpoints and one ``log.jsonl`` line.
     Returns the best MAE per validation set. With ``--compile`` the (DDP-wrapped) model is compiled once here."""
-    args = job.settings
+    settings = job.settings
     loader, sampler = _train_loader(job, ctx)
     model = job.model
     if ctx.world_size > 1:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(job.model, device_ids=device_ids)
-    if args.step.compile:
+    if settings.step.compile:
         model = torch.compile(model)
-    cfg = LoopConfig(ctx.device, ctx.rank, ctx.world_size, args.step, job.scaler, args.max_steps,
-                     job.frames_per_sample, args.iter_size, args.print_freq)
-    for epoch in range(job.start_epoch, args.epochs):
+    cfg = LoopConfig(ctx.device, ctx.rank, ctx.world_size, settings.step, job.scaler, settings.max_steps,
+                     job.frames_per_sample, settings.iter_size, settings.print_freq)
+    for epoch in range(job.start_epoch, settings.epochs):
         epoch_start = time.perf_counter()
-        lr = lr_at_epoch(epoch, lr=args.lr, lr_type=args.lr_type, lr_steps=args.lr_steps, epochs=args.epochs)
+        lr = lr_at_epoch(epoch, lr=settings.lr, lr_type=settings.lr_type, lr_steps=settings.lr_steps,
+                         epochs=settings.epochs)
         frozen = epoch < job.warmup
         set_epoch_lr(job.optimizer, lr, freeze_scales=frozen)
-        logger.info("epoch %d/%d: lr %g%s", epoch, args.epochs, lr, " (branch logits frozen)" if frozen else "")
+        logger.info("epoch %d/%d: lr %g%s", epoch, settings.epochs, lr, " (branch logits frozen)" if frozen else "")
         job.train_set.set_epoch(epoch)
         passes = []
         for index, size in enumerate(job.pass_sizes):
@@ -271,10 +272,10 @@ def fit(job: TrainJob, ctx: DistContext, logger: logging.Logger) -> dict[str, fl
 def _finish_epoch(job: TrainJob, epoch: int, lr: float, loss: float, rate: float, epoch_start: float,
                   cfg: LoopConfig, logger: logging.Logger) -> None:
     """Rank 0 after an epoch: validation, best tracking, checkpoints, log line."""
-    args = job.settings
+    settings = job.settings
     val_mae = {}
     for name, dataset in job.val_sets.items():
-        result = validate(job.model, test_loader(dataset, args.workers), cfg)
+        result = validate(job.model, test_loader(dataset, settings.workers), cfg)
         if result["skipped"]:
             logger.warning("validation on %s: %d unreadable items skipped", name, result["skipped"])
         val_mae[name] = result["mae"]
@@ -283,9 +284,9 @@ def _finish_epoch(job: TrainJob, epoch: int, lr: float, loss: float, rate: float
     seconds = time.perf_counter() - epoch_start
     # The log line before the checkpoint: a kill between the two resumes from the epoch before, which drops the
     # line and writes it again (engine.checkpoints.trim_log).
-    append_log_line(args.savedir, {"epoch": epoch, "lr": lr, "loss": loss, "val_mae": val_mae,
-                                   "images_per_s": rate, "seconds": seconds, **args.step.describe()})
-    save_training_checkpoint(job.model, args, epoch, job.optimizer, job.best, scaler=job.scaler,
+    append_log_line(settings.savedir, {"epoch": epoch, "lr": lr, "loss": loss, "val_mae": val_mae,
+                                   "images_per_s": rate, "seconds": seconds, **settings.step.describe()})
+    save_training_checkpoint(job.model, settings, epoch, job.optimizer, job.best, scaler=job.scaler,
                              best_files=[job.best_files[name] for name in improved if name in job.best_files])
     maes = ", ".join(f"{name} {mae:.4f}" for name, mae in val_mae.items()) or "none"
     logger.info("epoch %d: loss %.4f, val MAE %s, %.1f images/s, %.1f s", epoch, loss, maes, rate, seconds)

@@ -4,8 +4,7 @@ for the model, `step_autocast` and `to_step_input` for each step.
 
 The defaults are the fast path measured in BENCHMARKS.md ("Training"): every linear multi-branch block trained as
 one convolution with its mixed kernel (``models.dcr.set_train_form``, the same function of the same parameters),
-channels_last, float32. bf16 and fp16 are autocast (the loss stays
-float32); fp16 adds loss scaling (CUDA only).
+channels_last, float32. bf16 and fp16 are autocast (the loss stays float32); fp16 adds loss scaling (CUDA only).
 """
 
 from __future__ import annotations
@@ -20,9 +19,8 @@ from configs import TRAIN_FORMS, TRAIN_PRECISIONS
 from engine.hardware import cpu_has_native_bf16
 from models import set_train_form
 
-__all__ = ["TRAIN_FORMS", "TRAIN_PRECISIONS", "StepSettings", "StepError", "precision_error",
-           "resolve_step_settings", "prepare_model", "step_autocast", "to_step_input",
-           "compile_errors"]
+__all__ = ["StepSettings", "StepError", "precision_error", "resolve_step_settings", "prepare_model",
+           "step_autocast", "to_step_input", "compile_errors"]
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -33,14 +31,14 @@ class StepError(ValueError):
 
 @dataclass(frozen=True)
 class StepSettings:
-    """How each training step computes. ``train_form``: 'fused' (one convolution per linear multi-branch block,
-    one grouped convolution and one BatchNorm call per block with batch-statistics BN) or 'separate' (branch by
-    branch, the authors' arithmetic); ``precision``: 'fp32', 'bf16' or 'fp16' autocast of the forward pass;
-    ``channels_last``: NHWC parameters and inputs; ``compile``: the model through ``torch.compile``."""
+    """How each training step computes. ``train_form``: 'fused' (one convolution per linear multi-branch block;
+    blocks with batch-statistics BN branch by branch) or 'separate' (branch by branch, the authors' arithmetic);
+    ``precision``: 'fp32', 'bf16' or 'fp16' autocast of the forward pass; ``channels_last``: NHWC parameters and
+    inputs; ``compile``: the model through ``torch.compile``."""
 
     train_form: str = "fused"
     precision: str = "fp32"
-    channels_last: bool | None = True  # None: not resolved yet (`resolve_step_settings`)
+    channels_last: bool = True
     compile: bool = False
 
     @property
@@ -70,16 +68,14 @@ def precision_error(precision: str, device: torch.device) -> str | None:
 
 
 def resolve_step_settings(device: torch.device, *, train_form: str = "fused", precision: str = "fp32",
-                          channels_last: bool | None = None, compile: bool = False) -> StepSettings:
-    """The settings a run trains with on ``device``: ``channels_last`` None means on (faster for every model and
-    form measured on the CPU, and what cuDNN's NHWC kernels want); `StepError` for a precision the device cannot run
-    or an unknown form."""
+                          channels_last: bool = True, compile: bool = False) -> StepSettings:
+    """The settings a run trains with on ``device`` (channels_last by default: faster for every model and form
+    measured on the CPU, and what cuDNN's NHWC kernels want); `StepError` for a precision the device cannot run or
+    an unknown form."""
     if train_form not in TRAIN_FORMS:
         raise StepError(f"--train-form {train_form}: choose from {', '.join(TRAIN_FORMS)}")
     if (why := precision_error(precision, device)) is not None:
         raise StepError(why)
-    if channels_last is None:
-        channels_last = True
     return StepSettings(train_form, precision, channels_last, compile)
 
 

@@ -10,7 +10,7 @@ import copy
 
 import torch.nn as nn
 
-from .layers import TRAIN_FORMS
+from configs import TRAIN_FORMS
 
 __all__ = ["convert_model", "is_converted", "skip_zero_pre_biases", "set_train_form"]
 
@@ -43,8 +43,8 @@ def skip_zero_pre_biases(model: nn.Module) -> int:
 def set_train_form(model: nn.Module, form: str) -> nn.Module:
     """In place: how every multi-branch training-form block of ``model`` computes, 'separate' (branch by branch,
     the authors' arithmetic; the default of a new model) or 'fused' (one convolution with the branches' mixed
-    kernel, or one grouped convolution and one BatchNorm call while per-branch BN uses batch statistics; see
-    ``models.layers``). Parameters, state dict and outputs stay the same (up to float rounding); returns ``model``."""
+    kernel wherever the branches are linear; see ``models.layers``). Parameters, state dict and outputs stay the
+    same (up to float rounding); returns ``model``."""
     if form not in TRAIN_FORMS:
         raise ValueError(f"unknown train form {form!r}; choose from {', '.join(TRAIN_FORMS)}")
     for module in model.modules():

@@ -24,12 +24,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from configs import TRAIN_FORMS
-
 from .pdc import PDC_OPS, mixed_conv, mixed_kernel
 
-__all__ = ["TRAIN_FORMS", "bn_scale_shift", "uses_batch_statistics", "PDCConv", "InitialBlock", "DiffBlock", "CSAM",
-           "CDCM", "FuseConv", "MobileViTv2Block"]
+__all__ = ["bn_scale_shift", "uses_batch_statistics", "PDCConv", "InitialBlock", "DiffBlock", "CSAM", "CDCM",
+           "FuseConv", "MobileViTv2Block"]
 
 
 def init_branch_logits(num_branches: int) -> torch.Tensor:
@@ -181,9 +179,8 @@ class DiffBlock(nn.Module):
             u = self.conv1(x if self.bias is None else x + self.bias)
         elif self.train_form == "fused" and not uses_batch_statistics(self.bn1):
             kernel, bias = self._branch_kernel_bias()
-            z = self.bn0(x) if self.bn0 is not None else x
-            u = F.conv2d(z, kernel, bias if self.bn1 is not None else None, 1, self.kernel_size // 2, 1,
-                         self.in_channels)
+            u = F.conv2d(self.bn0(x) if self.bn0 is not None else x, kernel, bias if self.bn1 is not None else None,
+                         1, self.kernel_size // 2, 1, self.in_channels)
         else:
             z = self.bn0(x) if self.bn0 is not None else x
             weights = torch.softmax(self.scales, dim=0)

@@ -206,7 +206,7 @@ def test_threads_are_shared_among_the_processes_of_a_machine(monkeypatch):
     from engine.settings import TrainSettings
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
-    settings = TrainSettings(kind="image", model="sdnet", config="sdnet", bn=False, datadir=".", savedir=".", size=64,
+    settings = TrainSettings(model="sdnet", config="sdnet", bn=False, datadir=".", savedir=".", size=64,
                              workers=2, epochs=1, batch_size=4, lr=1e-3, wd=0.0, lr_type="multistep", lr_steps=(),
                              seed=0, amp=False, iter_size=1, max_steps=0, print_freq=0, preload=None,
                              finetune=None, resume=False, resume_from=None, save_freq=0, evaluate=None,
