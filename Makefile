@@ -20,10 +20,10 @@ demo: venv
 	$(PY) demo.py
 
 # The GPU machine lent to a session has no network: the check runs with the Python that holds torch there
-# (README, "GPU check"), and with the project's venv where one exists.
+# (docs/gpu_check.md), and with the project's venv where one exists.
 gpu-check:
 	$(if $(wildcard $(PY)),$(PY),python3) bench/gpu_check.py
 
-# The pure-Python packages the GPU machine lacks, carried to it as wheels (README, "The GPU check").
+# The pure-Python packages the GPU machine lacks, carried to it as wheels (docs/gpu_check.md).
 gpu-wheels:
 	python3 -m pip download -q --no-deps --only-binary=:all: -d .whl pysodmetrics==1.6.2

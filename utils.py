@@ -233,7 +233,7 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
                        help="stop each pass after this many steps (0: full passes; for smoke tests and benchmarks)")
     group.add_argument("--print-freq", type=int, default=10,
                        help="log the running loss and images/s every this many steps of a pass (0: never)")
-    group = parser.add_argument_group("how a step runs (README: Training)")
+    group = parser.add_argument_group("how a step runs (docs/training.md)")
     group.add_argument("--train-form", default="fused", choices=configs.TRAIN_FORMS,
                        help="fused (default): each linear multi-branch block as one convolution with its mixed "
                             "kernel, the same function of the same parameters; separate: the authors' arithmetic")

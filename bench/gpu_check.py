@@ -3,7 +3,7 @@
     python3 bench/gpu_check.py [--out results/gpu_check.md] [--budget 290]
 
 Runs with whatever Python holds torch: the project's ``.venv``, or the GPU machine's own ``python3`` (no network
-there, no openvino or pysodmetrics; the README's GPU section gives the exact device command, which carries the
+there, no openvino or pysodmetrics; docs/gpu_check.md gives the exact device command, which carries the
 pure-Python wheels it can use). Each part says what it needs; one whose package, torch feature or time is missing
 is reported as skipped with the reason, never as a failure. In order of value:
 

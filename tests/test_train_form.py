@@ -1,6 +1,6 @@
 """The fused training form (``--train-form fused``, the default) is the separate one's function: outputs, the
 gradients of every parameter and the BatchNorm statistics agree in float64 for every block kind and model, and the
-step settings (precision, layout, threads) are chosen and refused as the README says.
+step settings (precision, layout, threads) are chosen and refused as docs/training.md says.
 
 Float64 comparisons are relative to the largest value of the tensor compared, at 1e-10: the two forms sum the same
 terms in another order, so they differ by float64 rounding (about 1e-16 of the magnitudes summed), while any error
