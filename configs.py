@@ -70,3 +70,18 @@ TRAIN_DEFAULTS: dict[str, dict] = {
 # autocast precisions (the loss stays float32; fp16 with loss scaling, CUDA only).
 TRAIN_FORMS = ("fused", "separate")
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
+
+# What the input-reading flags accept (utils: parse-time checks). The smallest square input every model runs on:
+# SDNet's and STDNet's five stride-2 stages end in a max-pool that needs at least 16 pixels a side (SDNet-A runs
+# from 4). Images are refused above a pixel cap before they are decoded (data.guard; --max-megapixels): a
+# 48-megapixel phone photo passes the default.
+MIN_INPUT_SIZE = 16
+MAX_INPUT_SIZE = 8192
+DEFAULT_MAX_MEGAPIXELS = 64.0
+# --pass-scales (image training) are multipliers of --size; a value outside this range is a typo (e.g. a size in px).
+PASS_SCALE_RANGE = (0.25, 4.0)
+
+# Peak memory of one training step (fused form, channels_last, fp32; forward, backward, Adam) per input pixel of a
+# batch (per frame for video models), measured by bench/bench_train_memory.py on the CPU (BENCHMARKS.md). The training
+# scripts refuse, before writing anything, a --size and --batch-size whose estimate exceeds the machine's memory.
+TRAIN_BYTES_PER_PIXEL = {"sdnet": 1908, "sdneta": 2271, "stdnet": 7454, "stdneta": 6417}

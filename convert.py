@@ -21,7 +21,7 @@ from engine.speed import count_parameters
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = utils.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="training-form checkpoint (the authors' release or ours)")
     parser.add_argument("--out", required=True, help="where to write the converted checkpoint (.pth)")
     utils.add_model_args(parser)

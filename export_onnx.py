@@ -23,13 +23,14 @@ from engine.loading import model_from_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = utils.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True,
                         help="the authors' release (module. keys) or ours, training form or converted")
-    parser.add_argument("--size", type=utils.positive_int, default=None,
-                        help="square input size (default: sdnet 320, sdneta 384, video models 256)")
+    parser.add_argument("--size", type=utils.input_size, default=None,
+                        help="square input size in pixels (default: sdnet 320, sdneta 384, video models 256)")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=ONNX_OPSET, help=f"ONNX opset (>= {ONNX_OPSET})")
+    parser.add_argument("--opset", type=utils.int_at_least(ONNX_OPSET), default=ONNX_OPSET,
+                        help=f"ONNX opset (>= {ONNX_OPSET})")
     parser.add_argument("--any-size", action="store_true",
                         help="height and width free in the graph (batch and frames stay fixed); --size is then "
                              "only the example the graph is traced on")

@@ -20,21 +20,23 @@ import utils
 from data import DataError
 from data.atomic import unwritable, write_image_atomic
 from data.datasets import SODDataset, test_loader
+from data.guard import max_pixels_of
 from engine.inference import BackendError, runner_from_flags
 from engine.loading import model_from_flags
 from engine.maps import stream_maps
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = utils.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--evaluate", required=True, metavar="CHECKPOINT",
                         help="checkpoint: the authors' release (module. keys) or ours, training form or converted")
     parser.add_argument("--datadir", required=True, help="folder holding <DATASET>/images/")
     parser.add_argument("--testdata", default="ECSSD", help="'+'-joined dataset folder names under --datadir")
     parser.add_argument("--savedir", default="results/savedir", help="maps go to <savedir>/<DATASET>/<stem>.png")
-    parser.add_argument("--size", type=utils.positive_int, default=None,
-                        help="square network input size (default: no resize)")
-    parser.add_argument("-j", "--workers", type=int, default=4, help="image reading processes")
+    parser.add_argument("--size", type=utils.input_size, default=None,
+                        help="square network input size in pixels (default: no resize)")
+    parser.add_argument("-j", "--workers", type=utils.non_negative_int, default=4, help="image reading processes")
+    utils.add_max_megapixels_arg(parser)
     utils.add_model_args(parser, "image")
     utils.add_device_args(parser)
     return parser
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
         if not (datadir / name / "images").is_dir():
             utils.fail(f"--testdata {name}: no folder {datadir / name / 'images'}")
         try:
-            datasets[name] = SODDataset(datadir, name, mode="test", size=args.size)
+            datasets[name] = SODDataset(datadir, name, mode="test", size=args.size,
+                                        max_pixels=max_pixels_of(args.max_megapixels))
         except DataError as err:
             utils.fail(f"--testdata {name}: {err}")
     model, _ = model_from_flags(args, args.evaluate, kind="image")
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
             for item, maps in tqdm(stream_maps(runner, items), total=len(dataset), desc=name, unit="img",
                                    leave=False):
                 if item["error"]:
-                    logger.error(item["error"])
+                    logger.error("%s", item["error"])
                     failures += 1
                     continue
                 write_image_atomic(outdir / f"{item['name']}.png", maps[0])
@@ -81,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:  # a full disk, a folder made read-only meanwhile
         utils.fail(f"--savedir {args.savedir}: cannot write a map: {err}")
     if failures:
-        utils.fail(f"{failures} image(s) could not be read (listed above); their maps are missing", status=1)
+        utils.fail(f"{failures} image(s) refused (listed above); their maps are missing, every other map was written",
+                   status=1)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,14 @@ import utils
 from data import DataError
 from data.atomic import unwritable, write_image_atomic
 from data.datasets import VSODDataset, test_loader
+from data.guard import max_pixels_of
 from engine.inference import BackendError, runner_from_flags
 from engine.loading import model_from_flags
 from engine.maps import stream_maps
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = utils.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--evaluate", required=True, metavar="CHECKPOINT",
                         help="checkpoint: training form (ours or the authors' layout, module. keys) or converted")
     parser.add_argument("--datadir", required=True, help="data root; the list file's paths are relative to it")
@@ -36,10 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--testdata", default="DAVIS", help="'+'-joined dataset names (DAVSOD, VOS, DAVIS)")
     parser.add_argument("--savedir", default="results/savedir",
                         help="maps go to <savedir>/<DATASET>/<video>/<frame>.png")
-    parser.add_argument("--size", type=utils.positive_int, default=None,
-                        help="square network input size (default: no resize)")
-    parser.add_argument("--framegap", type=float, default=4, help="target frame-number gap inside a clip")
-    parser.add_argument("-j", "--workers", type=int, default=4, help="frame reading processes")
+    parser.add_argument("--size", type=utils.input_size, default=None,
+                        help="square network input size in pixels (default: no resize)")
+    parser.add_argument("--framegap", type=utils.positive_float, default=4,
+                        help="target gap of frame numbers inside a clip (> 0)")
+    parser.add_argument("-j", "--workers", type=utils.non_negative_int, default=4, help="frame reading processes")
+    utils.add_max_megapixels_arg(parser)
     utils.add_model_args(parser, "video")
     utils.add_device_args(parser)
     return parser
@@ -65,7 +68,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in (name for name in args.testdata.split("+") if name):
         try:
             datasets[name] = VSODDataset(root, args.test_lst, mode="test", nframes=description.nframes,
-                                         size=args.size, framegap=args.framegap, dataset=name)
+                                         size=args.size, framegap=args.framegap, dataset=name,
+                                         max_pixels=max_pixels_of(args.max_megapixels))
         except DataError as err:
             utils.fail(f"--testdata {name}: {err}")
     device = utils.select_device(args.gpu)
@@ -78,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
                      for item in test_loader(dataset, args.workers))
             for item, maps in tqdm(stream_maps(runner, items), total=len(dataset), desc=name, unit="clip"):
                 if item["error"]:
-                    logger.error(item["error"])
+                    logger.error("%s: the %d maps of its clip of %s are missing", item["error"],
+                                 len(set(item["names"])), item["video"])
                     failures += 1
                     continue
                 write_clip_maps(maps, item, Path(args.savedir) / name)
@@ -89,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         utils.fail(f"--savedir {args.savedir}: cannot write a map: {err}")
     logger.info("%d clips predicted, maps in %s", clips, args.savedir)
     if failures:
-        utils.fail(f"{failures} clip(s) had unreadable frames (listed above); their maps are missing", status=1)
+        utils.fail(f"{failures} clip(s) had refused frames (listed above); the maps of those clips are missing, every "
+                   "other map was written", status=1)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,13 @@ model's evaluation size) like the authors' test code, and the maps are upsampled
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 import configs
@@ -29,7 +33,8 @@ import utils
 from data import DataError
 from data.atomic import unwritable, write_image_atomic
 from data.datasets import SODDataset, test_loader
-from data.readers import IMAGE_EXTENSIONS
+from data.guard import max_pixels_of
+from data.readers import IMAGE_EXTENSION_TEXT, IMAGE_EXTENSIONS
 from data.transforms import cutout, overlay
 from data.video import VIDEO_EXTENSIONS, open_video, read_frames, silence_decoder_logs, write_map_video
 from engine.inference import BackendError, runner_from_flags
@@ -38,66 +43,129 @@ from engine.maps import Predictor, video_maps
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = utils.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders and .mp4/.avi/.mov videos")
     parser.add_argument("--checkpoint", required=True, help="the authors' release or ours, training form or converted")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--size", type=utils.positive_int, default=None,
-                        help="square network input size (default: sdnet 320, sdneta 384, video models 256)")
+    parser.add_argument("--size", type=utils.input_size, default=None,
+                        help="square network input size in pixels (default: sdnet 320, sdneta 384, video models "
+                             "256)")
     parser.add_argument("--overlay", action="store_true", help="also write <name>_overlay.jpg for each image")
     parser.add_argument("--cutout", action="store_true", help="also write <name>_cutout.png (RGBA) for each image")
-    parser.add_argument("-j", "--workers", type=int, default=2, help="image reading processes (0: in the main one)")
+    parser.add_argument("-j", "--workers", type=utils.non_negative_int, default=2,
+                        help="image reading processes (0: in the main one)")
+    utils.add_max_megapixels_arg(parser)
     utils.add_model_args(parser)
     utils.add_device_args(parser)
     return parser
 
 
-def collect_inputs(inputs: list[str], out: Path) -> tuple[list[tuple[Path, Path]], list[tuple[Path, Path]]]:
-    """(image, output base) and (video, output base) pairs; the output base has no suffix. Usage errors exit 2."""
-    images, videos = [], []
+# Skipped entries named in the closing warning (the rest are counted).
+SKIPPED_SHOWN = 10
+
+
+@dataclass
+class Inputs:
+    """What the inputs hold: (image, output base) and (video, output base) pairs, the output base without a
+    suffix, and the entries of input folders that are skipped, each as 'path (why)'."""
+
+    images: list[tuple[Path, Path]] = field(default_factory=list)
+    videos: list[tuple[Path, Path]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _link_problem(path: Path) -> str | None:
+    """'symbolic link loop' / 'broken symbolic link' for a link that leads nowhere, else None."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11's word for a loop
+        return "symbolic link loop"
+    except OSError as err:
+        return "symbolic link loop" if err.errno == errno.ELOOP else "broken symbolic link"
+    return None
+
+
+def _walk(folder: Path, out: Path, found: list[Path], skipped: list[str]) -> None:
+    """The files of ``folder`` and its subfolders into ``found`` (sorted, links to folders not followed, the output
+    folder left out); links leading nowhere, links to folders, unreadable and empty folders into ``skipped``."""
+    for root, folders, names in os.walk(folder, onerror=lambda err: skipped.append(
+            f"{err.filename} (unreadable folder: {err.strerror})")):
+        root_path = Path(root)
+        if root_path.resolve().is_relative_to(out):  # maps of an earlier run are no inputs
+            folders.clear()
+            continue
+        folders.sort()
+        for name in folders:
+            if (root_path / name).is_symlink():
+                skipped.append(f"{root_path / name} (link to a folder, not followed)")
+        if not names and not folders:
+            skipped.append(f"{root_path} (empty folder)")
+        for name in sorted(names):
+            path = root_path / name
+            problem = _link_problem(path)
+            if problem:
+                skipped.append(f"{path} ({problem})")
+            elif path.is_file():
+                found.append(path)
+
+
+def collect_inputs(inputs: list[str], out: Path) -> Inputs:
+    """The images and videos the inputs name (folders searched recursively); usage errors are one line, exit 2."""
+    collected = Inputs()
     out_resolved = out.resolve()
+    readable = f"image ({IMAGE_EXTENSION_TEXT}) or video ({'/'.join(VIDEO_EXTENSIONS)})"
     for name in inputs:
         path = Path(name)
+        if problem := _link_problem(path):
+            utils.fail(f"input {path}: {problem}")
         if path.is_dir():
+            files, skipped = [], []
+            _walk(path, out_resolved, files, skipped)
             base = out / path.resolve().name
-            # Skip the output folder when it lies inside an input folder (maps of an earlier run are no inputs).
-            found = [(p, base / p.relative_to(path).with_suffix("")) for p in sorted(path.rglob("*"))
-                     if p.is_file() and not p.resolve().is_relative_to(out_resolved)]
+            found = [(p, base / p.relative_to(path).with_suffix("")) for p in files]
+            for file, _ in found:
+                if file.suffix.lower() not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+                    skipped.append(f"{file} (not an {readable} by its name)")
+            found = [(file, target) for file, target in found
+                     if file.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS]
+            if not found:
+                utils.fail(f"input {path}: a folder with no {readable} in it")
+            collected.skipped += skipped
         elif path.is_file():
-            found = [(path, out / path.stem)]
+            found = [(path, out / path.stem)]  # a named file is tried as an image unless it is named as a video
+        elif path.exists():
+            utils.fail(f"input {path}: not a file or folder")
         else:
             utils.fail(f"input {path}: no such file or folder")
         for file, target in found:
-            suffix = file.suffix.lower()
-            if suffix in VIDEO_EXTENSIONS:
-                videos.append((file, target))
-            elif suffix in IMAGE_EXTENSIONS or not path.is_dir():  # a named file is tried as an image
-                images.append((file, target))
-    outputs = [target.with_suffix(".png") for _, target in images] + [t.with_suffix(".mp4") for _, t in videos]
+            (collected.videos if file.suffix.lower() in VIDEO_EXTENSIONS else collected.images).append((file, target))
+    outputs = ([target.with_suffix(".png") for _, target in collected.images]
+               + [t.with_suffix(".mp4") for _, t in collected.videos])
     clashes = sorted({str(p) for p in outputs if outputs.count(p) > 1})
     if clashes:
         utils.fail(f"several inputs would write {clashes[0]} (rename them or pass them separately)")
-    sources = {file.resolve() for file, _ in images + videos}
+    sources = {file.resolve() for file, _ in collected.images + collected.videos}
     overwritten = [p for p in outputs if p.resolve() in sources]
     if overwritten:
         utils.fail(f"--out {out}: the map {overwritten[0]} would overwrite an input")
-    if not images and not videos:
-        utils.fail("no image or video found in the inputs")
-    return images, videos
+    return collected
 
 
 def predict_images(predictor: Predictor, images: list[tuple[Path, Path]], size: int, args, bar: tqdm,
-                   logger) -> int:
-    """Write the maps (and visualisations) of ``images``; returns the number of unreadable images."""
-    dataset = SODDataset.files([path for path, _ in images], size, keep_rgb=args.overlay or args.cutout, orient=True)
-    failures = 0
+                   logger) -> list[Path]:
+    """Write the maps (and visualisations) of ``images``; returns the images refused (each logged in one line)."""
+    dataset = SODDataset.files([path for path, _ in images], size, keep_rgb=args.overlay or args.cutout, orient=True,
+                               max_pixels=max_pixels_of(args.max_megapixels))
+    failures = []
     items = ((item, None if item["error"] else item["image"][None], item["size"])
              for item in test_loader(dataset, args.workers))
     for item, saliency in predictor.images(items):
         bar.update()
         if item["error"]:
-            logger.error(item["error"])
-            failures += 1
+            logger.error("%s", item["error"])
+            failures.append(images[item["index"]][0])
             continue
         target = images[item["index"]][1]
         write_image_atomic(target.with_suffix(".png"), saliency)
@@ -108,18 +176,28 @@ def predict_images(predictor: Predictor, images: list[tuple[Path, Path]], size: 
     return failures
 
 
-def predict_video(predictor: Predictor, path: Path, target: Path, size: int, bar: tqdm) -> int:
-    """Stream ``path`` into an .mp4 of maps at ``target``; returns the number of frames."""
-    def counted(maps):
-        for saliency in maps:
-            bar.update()
-            yield saliency
+def predict_video(predictor: Predictor, path: Path, target: Path, size: int, bar: tqdm, max_pixels: int
+                  ) -> tuple[int, list[int]]:
+    """Stream ``path`` into an .mp4 of maps at ``target``; returns the number of frames and the positions of the
+    frames that could not be decoded (their maps are black: `data.video.read_frames`)."""
+    video = open_video(path, max_pixels)
 
-    capture, fps, _ = open_video(path)
+    def counted(maps):
+        bad = video.bad_frames  # filled as frames are read, always before their maps come out
+        for index, saliency in enumerate(maps):
+            bar.update()
+            yield np.zeros_like(saliency) if index in bad else saliency
+
     try:
-        return write_map_video(target, counted(video_maps(predictor, read_frames(capture), size)), fps)
+        frames = write_map_video(target, counted(video_maps(predictor, read_frames(video), size)), video.fps)
     finally:
-        capture.release()
+        video.release()
+    return frames, video.bad_frames
+
+
+def _positions(numbers: list[int]) -> str:
+    shown = ", ".join(map(str, numbers[:SKIPPED_SHOWN]))
+    return shown + (f" and {len(numbers) - SKIPPED_SHOWN} more" if len(numbers) > SKIPPED_SHOWN else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,38 +206,52 @@ def main(argv: list[str] | None = None) -> None:
     silence_decoder_logs()  # damaged videos get our one-line error, not FFmpeg's messages
     if (why := unwritable(args.out, folder=True)) is not None:
         utils.fail(f"--out {args.out}: {why}")
-    images, videos = collect_inputs(args.inputs, Path(args.out))
-    frame_counts = []
-    try:
-        for path, _ in videos:  # unreadable videos end the run before anything is written
-            capture, _, frame_count = open_video(path)
-            capture.release()
-            frame_counts.append(frame_count)
-    except DataError as err:
-        utils.fail(str(err))
+    inputs = collect_inputs(args.inputs, Path(args.out))
+    max_pixels = max_pixels_of(args.max_megapixels)
+    refused, videos, frame_counts = [], [], []
+    for path, target in inputs.videos:  # refused videos are named now; the others are counted for the progress bar
+        try:
+            video = open_video(path, max_pixels)
+        except DataError as err:
+            logger.error("%s", err)
+            refused.append(path)
+            continue
+        video.release()
+        videos.append((path, target))
+        frame_counts.append(video.frame_count)
     model, description = model_from_flags(args, args.checkpoint)
     size = args.size or configs.MODELS[description.model]["size"]
-    video = description.kind == "video"
     device = utils.select_device(args.gpu)
     logger.info(utils.tune_process(device, args.threads))
     runner = runner_from_flags(model, args, device)
-    predictor = Predictor(runner, video, description.nframes or 1)
-    start = time.perf_counter()
-    with tqdm(total=len(images) + sum(frame_counts), unit="img") as bar:
+    predictor = Predictor(runner, description.kind == "video", description.nframes or 1)
+    start, frames = time.perf_counter(), 0
+    with tqdm(total=len(inputs.images) + sum(frame_counts), unit="img") as bar:
         try:
-            failures = predict_images(predictor, images, size, args, bar, logger) if images else 0
-            frames = sum(predict_video(predictor, path, target.with_suffix(".mp4"), size, bar)
-                         for path, target in videos)
+            failed_images = predict_images(predictor, inputs.images, size, args, bar, logger) if inputs.images else []
+            refused += failed_images
+            for path, target in videos:
+                count, bad = predict_video(predictor, path, target.with_suffix(".mp4"), size, bar, max_pixels)
+                frames += count
+                if bad:
+                    logger.error("%s: %d of %d frames could not be decoded (frames %s, counted from 0): their maps "
+                                 "in %s are black", path, len(bad), count, _positions(bad), target.with_suffix(".mp4"))
+                    refused.append(path)
         except (DataError, BackendError) as err:
             utils.fail(str(err))
         except OSError as err:  # a full disk, a folder made read-only meanwhile
             utils.fail(f"--out {args.out}: cannot write: {err}")
-    count = len(images) - failures + frames
+    count = len(inputs.images) - len(failed_images) + frames
     elapsed = time.perf_counter() - start
     logger.info("%d images and video frames in %.2f s: %.1f images/s on %s", count, elapsed,
                 count / max(elapsed, 1e-9), device)
-    if failures:
-        utils.fail(f"{failures} image(s) could not be read (listed above); their maps are missing", status=1)
+    if inputs.skipped:
+        shown = "; ".join(inputs.skipped[:SKIPPED_SHOWN])
+        more = f"; and {len(inputs.skipped) - SKIPPED_SHOWN} more" if len(inputs.skipped) > SKIPPED_SHOWN else ""
+        logger.warning("skipped %d entries of the input folders: %s%s", len(inputs.skipped), shown, more)
+    if refused:
+        utils.fail(f"{len(refused)} of {len(inputs.images) + len(inputs.videos)} inputs refused or incomplete "
+                   "(listed above); every other map was written", status=1)
 
 
 if __name__ == "__main__":

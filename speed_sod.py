@@ -18,7 +18,7 @@ from engine.speed import run_speed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Time an image saliency model (SDNet, SDNet-A) on random input.")
+    parser = utils.ArgumentParser(description="Time an image saliency model (SDNet, SDNet-A) on random input.")
     utils.add_speed_args(parser, "image")
     return parser
 

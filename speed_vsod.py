@@ -19,7 +19,7 @@ from engine.speed import run_speed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Time a video saliency model (STDNet, STDNet-A) on a random clip.")
+    parser = utils.ArgumentParser(description="Time a video saliency model (STDNet, STDNet-A) on a random clip.")
     utils.add_speed_args(parser, "video")
     return parser
 

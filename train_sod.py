@@ -27,7 +27,7 @@ DEFAULTS = configs.TRAIN_DEFAULTS["image"]
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags: the shared training flags plus the image-specific ones."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = utils.ArgumentParser(description=__doc__.split("\n\n")[0])
     utils.add_training_args(parser, "image")
     group = parser.add_argument_group("image training")
     group.add_argument("--train-data", "--traindata", default=DEFAULTS["train_data"],
@@ -38,11 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--bn", action="store_true", default=DEFAULTS["bn"],
                     help="BatchNorm in the backbone DiffBlocks (SDNet-A: yes)")
     bn.add_argument("--nobn", dest="bn", action="store_false", help="no BatchNorm in the backbone (the default)")
-    group.add_argument("--warmup", type=int, default=DEFAULTS["warmup"],
+    group.add_argument("--warmup", type=utils.non_negative_int, default=DEFAULTS["warmup"],
                        help="epochs of frozen branch logits from scratch (none with --preload/--finetune)")
-    group.add_argument("--beta", type=float, default=DEFAULTS["beta"], help="weight factor of background pixels")
-    group.add_argument("--pass-scales", type=float, nargs="+", default=list(DEFAULTS["pass_scales"]),
-                       help="one pass per scale and epoch at round(scale * size / 16) * 16 px, in this order")
+    group.add_argument("--beta", type=utils.positive_float, default=DEFAULTS["beta"],
+                       help="weight factor of background pixels (> 0)")
+    low, high = configs.PASS_SCALE_RANGE
+    group.add_argument("--pass-scales", type=utils.float_between(low, high), nargs="+",
+                       default=list(DEFAULTS["pass_scales"]), metavar="SCALE",
+                       help=f"multipliers of --size ({low:g} to {high:g}): one pass per scale and epoch at "
+                            "round(scale * size / 16) * 16 px, in this order (default: "
+                            f"{' '.join(map(str, DEFAULTS['pass_scales']))})")
     return parser
 
 
@@ -58,8 +63,9 @@ def image_task(settings: TrainSettings) -> TrainingTask:
         kind="image",
         build_model=functools.partial(build_model, settings.model, settings.config, bn=settings.bn),
         train_set=functools.partial(SODDataset, settings.datadir, flag("train_data"), mode="train",
-                                    size=settings.size),
-        val_sets=functools.partial(sod_validation_sets, settings.datadir, val_data, settings.size),
+                                    size=settings.size, max_pixels=settings.max_pixels),
+        val_sets=functools.partial(sod_validation_sets, settings.datadir, val_data, settings.size,
+                                   max_pixels=settings.max_pixels),
         loss=functools.partial(image_training_loss, beta=flag("beta"), iter_size=settings.iter_size),
         param_groups=functools.partial(train.image_param_groups, wd=settings.wd),
         train_flag=f"--train-data {flag('train_data')}", val_flag=f"--val-data {val_data}",

@@ -30,20 +30,21 @@ DEFAULTS = configs.TRAIN_DEFAULTS["video"]
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags: the shared training flags plus the video-specific ones."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = utils.ArgumentParser(description=__doc__.split("\n\n")[0])
     utils.add_training_args(parser, "video")
     group = parser.add_argument_group("video training")
     group.add_argument("--train-lst", default=DEFAULTS["train_lst"], help="training list file (paths under --datadir)")
     group.add_argument("--val-lst", default=DEFAULTS["val_lst"],
                        help="validation list file; one validation set per dataset in it; '' skips validation")
-    group.add_argument("--val-cut", type=float, default=DEFAULTS["val_cut"],
+    group.add_argument("--val-cut", type=utils.positive_float, default=DEFAULTS["val_cut"],
                        help="fraction of the sorted annotated frames kept per DAVSOD validation video (>= 1: all)")
-    group.add_argument("--framegap", type=float, default=DEFAULTS["framegap"],
-                       help="gap target of VOS training clips and of validation clips")
+    group.add_argument("--framegap", type=utils.positive_float, default=DEFAULTS["framegap"],
+                       help="gap target (frame numbers, > 0) of VOS training clips and of validation clips")
     group.add_argument("--nframes", type=utils.positive_int, default=DEFAULTS["nframes"], help="frames per clip")
     group.add_argument("--tid", nargs="+", default=list(DEFAULTS["tid"]), choices=configs.TEMPORAL_OPS,
                        help="branch ops of the temporal difference convolutions (STDC)")
-    group.add_argument("--scales", type=float, nargs="+", default=list(DEFAULTS["scales"]),
+    group.add_argument("--scales", type=utils.float_between(-100.0, 100.0), nargs="+",
+                       default=list(DEFAULTS["scales"]),
                        help="initial STDC branch logits, one per --tid op")
     group.add_argument("--nstdc", type=utils.positive_int, default=DEFAULTS["nstdc"],
                        help="STDC pairs (T-W then T-H) in each temporal module (the released models: 1)")
@@ -51,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="BCE weighting (off by default, as in the release): BETA weighs the salient pixels of a "
                             "clip by N_neg / (BETA N_pos); NAME BETA weighs the clips whose first image path contains "
                             "/NAME/ by BETA in BCE and IoU")
-    group.add_argument("--warmup", type=int, default=0,
+    group.add_argument("--warmup", type=utils.non_negative_int, default=0,
                        help="accepted as in the release, where it has no effect: video training never freezes the "
                             "branch logits (SPEC §6.3)")
-    group.add_argument("--lr-reduce", type=float, default=DEFAULTS["lr_reduce"],
+    group.add_argument("--lr-reduce", type=utils.non_negative_float, default=DEFAULTS["lr_reduce"],
                        help="lr factor of the preloaded backbone (names containing 'block')")
     bn = group.add_mutually_exclusive_group()
     bn.add_argument("--bn", dest="bn", action="store_true", default=DEFAULTS["bn"],
@@ -111,10 +112,10 @@ def video_task(settings: TrainSettings) -> TrainingTask:
                                       nstdc=settings.nstdc),
         train_set=functools.partial(VSODDataset, settings.datadir, flag("train_lst"), mode="train",
                                     nframes=settings.nframes, size=settings.size, framegap=flag("framegap"),
-                                    weighted=weighted),
+                                    weighted=weighted, max_pixels=settings.max_pixels),
         val_sets=functools.partial(vsod_validation_sets, settings.datadir, flag("val_lst"),
                                    nframes=settings.nframes, size=settings.size, framegap=flag("framegap"),
-                                   val_cut=flag("val_cut")),
+                                   val_cut=flag("val_cut"), max_pixels=settings.max_pixels),
         loss=functools.partial(video_training_loss, nframes=settings.nframes,
                                beta=float(beta[0]) if beta and len(beta) == 1 else None,
                                iter_size=settings.iter_size),

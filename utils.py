@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import random
 import re
@@ -85,18 +86,78 @@ def model_names(kind: str | None = None) -> list[str]:
     return sorted(name for name, spec in configs.MODELS.items() if kind in (None, spec["kind"]))
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """argparse type: an integer >= ``minimum``."""
+def int_at_least(minimum: int, unit: str = "") -> Callable[[str], int]:
+    """argparse type: an integer >= ``minimum`` (``unit`` names what it counts in the error)."""
     def parse(text: str) -> int:
-        value = int(text)
+        try:
+            value = int(text)
+        except ValueError:
+            what = f"a whole number{unit and ' of ' + unit}"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}{unit and ' ' + unit}, got {value}")
         return value
 
     return parse
 
 
 positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+# Square network input sizes: the smallest every model runs on (configs.MIN_INPUT_SIZE).
+def input_size(text: str) -> int:
+    """argparse type of square network input sizes in pixels: configs.MIN_INPUT_SIZE (the smallest input every model
+    accepts) to configs.MAX_INPUT_SIZE."""
+    value = int_at_least(configs.MIN_INPUT_SIZE, "pixels (the smallest input every model accepts)")(text)
+    if value > configs.MAX_INPUT_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {configs.MAX_INPUT_SIZE} pixels, got {value}")
+    return value
+
+
+def float_between(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite float in [``low``, ``high``] (``(low, high]`` with ``low_open``; high may be inf)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or (value <= low if low_open else value < low) or value > high:
+            bound = f"above {low:g}" if low_open else f"at least {low:g}"
+            upper = "" if math.isinf(high) else f" and at most {high:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound}{upper}, got {text}")
+        return value
+
+    return parse
+
+
+positive_float = float_between(0.0, float("inf"), low_open=True)
+non_negative_float = float_between(0.0, float("inf"))
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with usage errors in one line (no usage block; exit status 2 as argparse's), naming one
+    more mistake: a file whose name starts with '-' given as an input, which argparse takes for a flag (it must
+    follow '--')."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._given = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str) -> NoReturn:
+        given = getattr(self, "_given", [])
+        before = given[:given.index("--")] if "--" in given else given
+        dashed = [arg for arg in before if arg.startswith("-") and len(arg) > 1 and Path(arg).exists()]
+        if dashed:
+            message = (f"{dashed[0]} names a file but starts with '-', so it reads as a flag: put -- before such "
+                       f"inputs (e.g. {self.prog} [flags] -- {dashed[0]})")
+        self.exit(2, f"{self.prog}: error: {message} (--help lists the flags)\n")
+
+
+def add_max_megapixels_arg(parser: argparse.ArgumentParser) -> None:
+    """``--max-megapixels``: the pixel cap of every image read (data.guard; default configs.DEFAULT_MAX_MEGAPIXELS)."""
+    parser.add_argument("--max-megapixels", type=float_between(0.0, 1e4, low_open=True),
+                        default=configs.DEFAULT_MAX_MEGAPIXELS, metavar="MP",
+                        help=f"refuse images of more than MP million pixels before decoding them (default "
+                             f"{configs.DEFAULT_MAX_MEGAPIXELS:g}: a 48-megapixel photo passes)")
 
 
 # --- flags of the inference scripts (generate_salmaps_*, predict, speed_*; the model flags also convert, export_onnx)
@@ -193,9 +254,12 @@ def tune_process(device: torch.device, threads: int | None = None, *, cudnn_benc
 def parse_lr_steps(text: str) -> tuple[int, ...]:
     """``--lr-steps`` value: epochs joined by '-' as in the released scripts ('90-150'), or by ','."""
     try:
-        return tuple(int(value) for value in re.split(r"[-,]", text) if value.strip())
+        epochs = tuple(int(value) for value in re.split(r"[-,]", text) if value.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected epochs joined by '-', e.g. 90-150, got {text!r}") from None
+        epochs = ()
+    if epochs and min(epochs) < 1 or not epochs and text.strip():
+        raise argparse.ArgumentTypeError(f"expected epochs (>= 1) joined by '-', e.g. 90-150, got {text!r}")
+    return epochs
 
 
 def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
@@ -210,28 +274,35 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
     group.add_argument("--datadir", default=None, help="data root (required), laid out as in the README")
     group.add_argument("--savedir", default="results/savedir",
                        help="output folder: args.json, log.jsonl, log.txt and save_models/checkpoint_*.pth")
-    group.add_argument("--size", type=int, default=defaults["size"], help="square training input size")
-    group.add_argument("-j", "--workers", type=int, default=4, help="data loading processes per training process")
+    group.add_argument("--size", type=input_size, default=defaults["size"],
+                       help=f"square training input size in pixels ({configs.MIN_INPUT_SIZE} to "
+                            f"{configs.MAX_INPUT_SIZE})")
+    group.add_argument("-j", "--workers", type=non_negative_int, default=4,
+                       help="data loading processes per training process (0: in the training process)")
+    group.add_argument("--skip-bad-pairs", action="store_true",
+                       help="train without the training pairs the check before the first step refuses (default: "
+                            "list them and stop, exit 2)")
+    add_max_megapixels_arg(group)
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=int, default=defaults["epochs"])
-    group.add_argument("--batch-size", type=int, default=defaults["batch_size"],
-                       help="global batch size, split evenly over the training processes")
-    group.add_argument("--lr", type=float, default=defaults["lr"], help="base learning rate (Adam)")
-    group.add_argument("--wd", type=float, default=defaults["wd"],
+    group.add_argument("--epochs", type=positive_int, default=defaults["epochs"], help="training epochs")
+    group.add_argument("--batch-size", type=positive_int, default=defaults["batch_size"],
+                       help="global batch size in samples (images or clips), split evenly over the training processes")
+    group.add_argument("--lr", type=positive_float, default=defaults["lr"], help="base learning rate of Adam (> 0)")
+    group.add_argument("--wd", type=non_negative_float, default=defaults["wd"],
                        help="weight decay (L2 in Adam) of conv weights and biases; other groups get a fraction")
     group.add_argument("--lr-type", default=defaults["lr_type"], choices=["multistep", "cosine"])
     group.add_argument("--lr-steps", type=parse_lr_steps, default=defaults["lr_steps"],
                        help="multistep: epochs at which the lr is multiplied by 0.1, joined by '-' (default "
                        f"{'-'.join(map(str, defaults['lr_steps']))})")
-    group.add_argument("--seed", type=int, default=None,
+    group.add_argument("--seed", type=non_negative_int, default=None,
                        help="seed of initialisation, shuffling and augmentation (default: the time; a resumed run "
                        "keeps its checkpoint's seed)")
     group.add_argument("--iter-size", type=positive_int, default=1,
                        help="batches accumulated into one optimizer step (the loss is divided by iter-size x "
                        "batch-size, as in the release)")
-    group.add_argument("--max-steps", type=int, default=0,
+    group.add_argument("--max-steps", type=non_negative_int, default=0,
                        help="stop each pass after this many steps (0: full passes; for smoke tests and benchmarks)")
-    group.add_argument("--print-freq", type=int, default=10,
+    group.add_argument("--print-freq", type=non_negative_int, default=10,
                        help="log the running loss and images/s every this many steps of a pass (0: never)")
     group = parser.add_argument_group("how a step runs (docs/training.md)")
     group.add_argument("--train-form", default="fused", choices=configs.TRAIN_FORMS,
@@ -255,7 +326,7 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
     group.add_argument("--resume", action="store_true",
                        help="continue from <savedir>/save_models/checkpoint_latest.pth if it exists")
     group.add_argument("--resume-from", default=None, help="continue from this training checkpoint")
-    group.add_argument("--save-freq", type=int, default=10,
+    group.add_argument("--save-freq", type=non_negative_int, default=10,
                        help="also keep save_models/checkpoint_%%03d.pth every this many epochs (0: never)")
     group.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
                        help="validate these weights ('best': <savedir>/save_models/checkpoint_best.pth) on the "
@@ -279,15 +350,16 @@ def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
     parser.add_argument("--config", default="baseline", choices=sorted(configs.OP_TABLES),
                         help="'baseline': the DCR-converted network; a training op table (sdnet, sdnet-a): the "
                              "multi-branch training form, for the DCR ablation")
-    parser.add_argument("-j", "--workers", type=int, default=1,
+    parser.add_argument("-j", "--workers", type=non_negative_int, default=1,
                         help="accepted for the released command line; nothing is read from disk")
     parser.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
                         help="time these weights (training form or converted, ours or the authors') instead of "
                              "random ones; the timing does not depend on the weights")
     if kind == "image":
-        parser.add_argument("--size", type=positive_int, required=True, help="input height and width (release: 320)")
+        parser.add_argument("--size", type=input_size, required=True,
+                            help="input height and width in pixels (release: 320)")
     else:
-        parser.add_argument("--size", type=positive_int, default=256, help="frame height and width")
+        parser.add_argument("--size", type=input_size, default=256, help="frame height and width in pixels")
         parser.add_argument("--nframes", type=positive_int, default=None,
                             help="frames per clip (one pass = one clip; default 8)")
     parser.add_argument("-b", "--batch-size", type=positive_int, default=1, help="images or clips per pass")

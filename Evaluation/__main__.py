@@ -25,19 +25,21 @@ import cv2
 import torch
 
 from data.atomic import unwritable
+from data.guard import max_pixels_of
 from Evaluation.compare import comparison_tables, draw_comparison, write_comparison
 from Evaluation.evaluate import evaluate_dataset
 from Evaluation.inputs import DatasetPairs, EvaluationError, image_dataset_pairs, video_dataset_pairs
 from Evaluation.measures import MEASURES, needs_images, parse_metrics, summary_keys
+from Evaluation.provenance import maps_changed, source_record
 from Evaluation.report import format_table, json_entry, save_curves, write_metrics
-from utils import int_at_least, select_device, setup_logger
+from utils import ArgumentParser, add_max_megapixels_arg, int_at_least, select_device, setup_logger
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MISSING_SHOWN = 5
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m Evaluation", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m Evaluation", description=__doc__.split("\n\n")[0])
     tasks = parser.add_subparsers(dest="command", required=True, metavar="{sod,vsod,compare}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("testdata", help="dataset name, or several joined by '+' (e.g. ECSSD+DUTS-TE)")
@@ -56,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--metrics", default=None, metavar="NAMES",
                         help="measures besides the summary five (mae, fm, em, sm, wfm, always reported), joined by "
                              "',' or '+', or 'all': " + ", ".join(MEASURES) + " (README, \"Measures\")")
+    common.add_argument("--skip-uncomputable", action="store_true",
+                        help="leave out (named and counted) the maps a chosen measure has no value for, e.g. the "
+                             "size-invariant ones on a GT without background (default: one line naming the file, "
+                             "exit 2)")
+    add_max_megapixels_arg(common)
     sod = tasks.add_parser("sod", parents=[common], help="image datasets", description="Image SOD datasets.")
     sod.set_defaults(task="sod")
     sod.add_argument("datadir", help="folder with <DATASET>/GT/<stem>.png (e.g. ROOTDIR/sod)")
@@ -88,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _list_file(args: argparse.Namespace) -> Path:
+    return Path(args.test_lst) if args.test_lst else REPO_ROOT / "dataset" / "test_video_lst.txt"
+
+
 def chosen_metrics(args: argparse.Namespace) -> tuple[str, ...]:
     """The measure names of ``--metrics`` (EvaluationError for an unknown one)."""
     try:
@@ -112,7 +123,7 @@ def collect(args: argparse.Namespace, logger: logging.Logger) -> list[DatasetPai
     if not datadir.is_dir():
         raise EvaluationError(f"data folder not found: {datadir}")
     if args.task == "vsod":
-        list_file = Path(args.test_lst) if args.test_lst else REPO_ROOT / "dataset" / "test_video_lst.txt"
+        list_file = _list_file(args)
         if not list_file.is_file():
             raise EvaluationError(f"--test-lst: list file not found: {list_file}")
     datasets = []
@@ -145,17 +156,35 @@ def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
         cv2.setNumThreads(args.threads)
     dtype = torch.float64 if args.float64 else torch.float32
     exp_dir = Path(args.results_dir) / args.exp
+    old_path = exp_dir / f"metrics_{args.task}.json"
+    old = _read_metrics(old_path)
+    list_file = _list_file(args) if args.task == "vsod" else None
     entries = {}
     for dataset in datasets:
+        maps_folder = exp_dir / dataset.name
+        if (changed := maps_changed(old.get(dataset.name, {"source": {}}), maps_folder)) and dataset.name in old:
+            logger.info("%s: recomputing the figures of %s: %s", dataset.name, old_path, changed)
         result = evaluate_dataset(dataset, device, dtype, args.batch_size, args.workers,
-                                  progress=sys.stderr.isatty(), names=names)
+                                  progress=sys.stderr.isatty(), names=names,
+                                  max_pixels=max_pixels_of(args.max_megapixels),
+                                  skip_uncomputable=args.skip_uncomputable)
+        if result["one_pixel"]:
+            logger.warning("%s: %d maps have 1 pixel, where the E-measure (PySODMetrics' too) divides by H*W - 1 = 0 "
+                           "and gives 1/eps = 4.5e15, so maxE, meanE and adpE mean nothing (README, \"Degenerate "
+                           "maps\")", dataset.name, result["one_pixel"])
+        for line in result["skipped"]:
+            logger.warning("skipped %s", line)
+        if result["skipped"]:
+            logger.warning("%s: %d maps left out (--skip-uncomputable, listed above)", dataset.name,
+                           len(result["skipped"]))
         if result["resized"]:
             logger.warning("%s: %d predictions differ in size from their GT and were resized (bilinear)",
                            dataset.name, result["resized"])
         if result["sm_nan"]:
             logger.warning("%s: S-measure is NaN for %d maps (GT centroid on the last row or column: an empty "
                            "quadrant; PySODMetrics gives NaN too), so Sm is NaN", dataset.name, result["sm_nan"])
-        entries[dataset.name] = json_entry(result)
+        entries[dataset.name] = {**json_entry(result), "source": source_record(
+            maps_folder, dataset.gt_source, Path(args.datadir), list_file if args.task == "vsod" else None)}
         title = f"{args.exp} - {dataset.name} ({result['images']} maps" + (
             f", {result['videos']} videos)" if "videos" in result else ")")
         save_curves(exp_dir / f"curves_{args.task}_{dataset.name}.png", title, result["curves"])
@@ -172,6 +201,25 @@ def _read_metrics(path: Path) -> dict:
         return {}
 
 
+def _needs_evaluation(entry: dict | None, wanted: set[str], maps_folder: Path, logger: logging.Logger,
+                      exp: str) -> str | None:
+    """Why an experiment's figures of a dataset must be computed (again) before they are compared, or None: no
+    figures (or not every wanted measure), or maps that changed since they were computed. Figures whose maps are
+    gone, or that do not record their maps (older evaluations), are used as they are, with a warning."""
+    if not entry or not wanted <= set(entry):
+        return "no metrics" if not entry else "no metrics of every chosen measure"
+    if not maps_folder.is_dir():
+        logger.warning("%s: the maps folder %s is gone: its recorded figures are compared unchecked", exp,
+                       maps_folder)
+        return None
+    why = maps_changed(entry, maps_folder)
+    if why and "source" not in entry:
+        logger.warning("%s on %s: %s: compared as recorded (give --datadir to re-evaluate them)", exp,
+                       maps_folder.name, why)
+        return None
+    return f"its maps changed since its figures were computed ({why})" if why else None
+
+
 def compare(args: argparse.Namespace, logger: logging.Logger) -> str:
     """Read (or first compute) every experiment's metrics of the datasets, write the tables and figures; returns the
     Markdown tables."""
@@ -184,18 +232,24 @@ def compare(args: argparse.Namespace, logger: logging.Logger) -> str:
     wanted = {"release", "curves", *summary_keys(chosen_metrics(args))}
     for exp in args.exps:
         path = results / exp / f"metrics_{args.task}.json"
-        missing = [name for name in datasets if not wanted <= set(_read_metrics(path).get(name, {}))]
-        if missing and not args.datadir:
-            raise EvaluationError(f"{results / exp}: no {args.task} metrics of {exp} for {'+'.join(missing)} in "
-                                  f"{path.name}; give --datadir to evaluate its maps")
-        if missing:
-            logger.info("evaluating %s on %s first", exp, "+".join(missing))
-            extra = ["--test-lst", args.test_lst] if args.test_lst and args.task == "vsod" else []
-            metrics_flag = ["--metrics", args.metrics] if args.metrics else []
-            run(build_parser().parse_args([args.task, "+".join(missing), exp, args.datadir, "--results-dir",
-                                           str(results), "--workers", str(args.workers), "--gpu", args.gpu, *extra,
-                                           *metrics_flag]), logger)
         entries = _read_metrics(path)
+        for name in datasets:
+            if (why := _needs_evaluation(entries.get(name), wanted, results / exp / name, logger, exp)) is None:
+                continue
+            entry_source = (entries.get(name) or {}).get("source", {})
+            datadir = args.datadir or entry_source.get("datadir")
+            if not datadir:
+                what = f"no {args.task} metrics of {exp}" if why.startswith("no metrics") else why
+                raise EvaluationError(f"{results / exp}: {what} for {name} in {path.name}; give --datadir to "
+                                      "evaluate its maps")
+            logger.info("evaluating %s on %s: %s", exp, name, why)
+            test_lst = args.test_lst or entry_source.get("test_lst")
+            extra = ["--test-lst", test_lst] if test_lst and args.task == "vsod" else []
+            metrics_flag = ["--metrics", args.metrics] if args.metrics else []
+            run(build_parser().parse_args([args.task, name, exp, datadir, "--results-dir", str(results),
+                                           "--workers", str(args.workers), "--gpu", args.gpu, *extra,
+                                           *metrics_flag]), logger)
+            entries = _read_metrics(path)
         metrics[exp] = {name: entries[name] for name in datasets}
     paths = write_comparison(comparison_tables(metrics, datasets, summary_keys(chosen_metrics(args))), out, args.task)
     for name in datasets:

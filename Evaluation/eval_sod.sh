@@ -4,7 +4,6 @@
 # TESTDATA: one dataset or several joined by '+'; predictions from ../results/EXP/<DATASET>/<stem>.png;
 # GT from DATADIR/<DATASET>/GT/<stem>.png (DATADIR is ROOTDIR/sod). Writes ../results/EXP/metrics_sod.{json,md}.
 set -euo pipefail
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-python_bin="$repo/.venv/bin/python"
-[ -x "$python_bin" ] || python_bin=python3
+# shellcheck source=find_python.sh
+source "$(dirname "${BASH_SOURCE[0]}")/find_python.sh"  # sets repo and python_bin
 PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" exec "$python_bin" -m Evaluation sod --results-dir "$repo/results" "$@"

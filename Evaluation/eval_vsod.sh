@@ -5,8 +5,7 @@
 # dataset/test_video_lst.txt) whose path contains /<DATASET>; predictions from
 # ../results/EXP/<DATASET>/<video>/<frame>.png. Writes ../results/EXP/metrics_vsod.{json,md}.
 set -euo pipefail
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-python_bin="$repo/.venv/bin/python"
-[ -x "$python_bin" ] || python_bin=python3
+# shellcheck source=find_python.sh
+source "$(dirname "${BASH_SOURCE[0]}")/find_python.sh"  # sets repo and python_bin
 PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" exec "$python_bin" -m Evaluation vsod \
     --results-dir "$repo/results" --test-lst "$repo/dataset/test_video_lst.txt" "$@"

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data.readers import DEFAULT_MAX_PIXELS
 from Evaluation.batch import prepare_batch
 from Evaluation.inputs import DatasetPairs, EvaluationError, Pair, PairDataset
 from Evaluation.measures import DEFAULT_METRICS, Extras, summarize
@@ -38,11 +39,16 @@ def _chunks(pairs: list[Pair], is_video: bool) -> list[list[Pair]]:
     return chunks
 
 
-def _evaluate_chunk(task: tuple) -> tuple[list[tuple[SODMetrics, ReleaseMetrics, Extras]], int]:
-    """Decode and evaluate one chunk: accumulators per video (one for an image chunk), and the number of
-    predictions resized to their GT. Raises `EvaluationError` naming an unreadable file."""
-    pairs, device, dtype, batch_size, is_video, names = task
-    reader = PairDataset(pairs)
+def _evaluate_chunk(task: tuple) -> tuple[list[tuple[SODMetrics, ReleaseMetrics, Extras]], int, list[str], int]:
+    """Decode and evaluate one chunk: accumulators per video (one for an image chunk), the number of predictions
+    resized to their GT, the pairs skipped (``skip_uncomputable``: a chosen measure has no value for them), as
+    one line each, and the number of 1-pixel maps. Raises `EvaluationError` naming an unreadable file, or a file a
+    measure cannot judge."""
+    pairs, device, dtype, batch_size, is_video, names, max_pixels, skip_uncomputable = task
+    reader = PairDataset(pairs, max_pixels)
+    skipped: list[str] = []
+    one_pixel = 0
+    checker = Extras(names)
     groups: list[tuple[SODMetrics, ReleaseMetrics, Extras]] = []
     preds, gts, images, group, resized = [], [], [], None, 0
 
@@ -61,6 +67,12 @@ def _evaluate_chunk(task: tuple) -> tuple[list[tuple[SODMetrics, ReleaseMetrics,
         pred, gt, was_resized, error, image = reader[index]
         if error:
             raise EvaluationError(error)
+        if (uncomputable := checker.uncomputable(gt)) is not None:
+            line = f"{pair.pred}: {uncomputable[0]} cannot be computed: {uncomputable[1]} (GT {pair.gt})"
+            if not skip_uncomputable:
+                raise EvaluationError(f"{line}; --skip-uncomputable evaluates without such maps")
+            skipped.append(line)
+            continue
         if not groups or pair.group != group:
             flush()
             groups.append((SODMetrics(device, dtype), ReleaseMetrics(device, smeasure=is_video),
@@ -72,8 +84,9 @@ def _evaluate_chunk(task: tuple) -> tuple[list[tuple[SODMetrics, ReleaseMetrics,
         gts.append(gt)
         images.append(image)
         resized += bool(was_resized)
+        one_pixel += gt.size == 1
     flush()
-    return groups, resized
+    return groups, resized, skipped, one_pixel
 
 
 def _average_extras(per_video: list[dict]) -> dict:
@@ -89,29 +102,35 @@ def _start_worker(threads: int) -> None:
 
 def evaluate_dataset(dataset: DatasetPairs, device: torch.device, dtype: torch.dtype = torch.float32,
                      batch_size: int = 16, workers: int = 2, progress: bool = False,
-                     names: tuple[str, ...] = DEFAULT_METRICS) -> dict:
+                     names: tuple[str, ...] = DEFAULT_METRICS, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     skip_uncomputable: bool = False) -> dict:
     """Metrics of one dataset (see `SODMetrics.get_results` / `average_over_videos`), plus ``release`` (the authors'
     figures: images MAE, maxF, meanF, AP; videos MAE, Sm, maxF), ``extra`` (the keys of the measures ``names`` adds
     to the summary five, `Evaluation.measures.summarize`), ``resized`` (predictions resized to their GT size) and
-    ``missing`` (GT maps without a prediction, left out). A video dataset (pairs with a ``group``) is evaluated per
-    video and averaged over videos. Raises `EvaluationError` naming an unreadable file.
+    ``missing`` (GT maps without a prediction, left out) and ``skipped`` (lines naming the pairs left out with
+    ``skip_uncomputable``) and ``one_pixel`` (maps of 1 pixel, on which the E-measure is 1/eps: README,
+    "Degenerate maps"). A video dataset (pairs with a ``group``) is evaluated per video and averaged over videos.
+    Files are read under the pixel cap ``max_pixels`` (`data.guard`). Raises `EvaluationError` naming an unreadable
+    file, or a file a chosen measure cannot judge (unless ``skip_uncomputable``).
     """
     if not dataset.pairs:
         raise EvaluationError(f"{dataset.name}: no prediction/GT pair to evaluate")
     is_video = bool(dataset.pairs[0].group)
     chunks = _chunks(dataset.pairs, is_video)
-    tasks = [(chunk, device, dtype, batch_size, is_video, names) for chunk in chunks]
+    tasks = [(chunk, device, dtype, batch_size, is_video, names, max_pixels, skip_uncomputable) for chunk in chunks]
     bar = tqdm(total=len(dataset.pairs), desc=dataset.name, unit="map", disable=not progress)
     per_group: list[tuple[SODMetrics, ReleaseMetrics, Extras]] = []
-    resized = 0
+    resized, skipped, one_pixel = 0, [], 0
     pool = None
     if workers > 0 and device.type == "cpu" and len(chunks) > 1:
         # fork: the workers start at once with the modules already imported; one thread each
         pool = multiprocessing.get_context("fork").Pool(min(workers, len(chunks)), _start_worker, (1,))
     try:
         results = pool.imap(_evaluate_chunk, tasks) if pool else map(_evaluate_chunk, tasks)
-        for chunk, (groups, chunk_resized) in zip(chunks, results, strict=True):
-            if not is_video and per_group:
+        for chunk, (groups, chunk_resized, chunk_skipped, chunk_one_pixel) in zip(chunks, results, strict=True):
+            skipped += chunk_skipped
+            one_pixel += chunk_one_pixel
+            if not is_video and per_group and groups:
                 for mine, theirs in zip(per_group[0], groups[0], strict=True):
                     mine.merge(theirs)
             else:
@@ -122,12 +141,15 @@ def evaluate_dataset(dataset: DatasetPairs, device: torch.device, dtype: torch.d
         bar.close()
         if pool:
             pool.terminate()
+    if not per_group:
+        raise EvaluationError(f"{dataset.name}: every map was skipped (--skip-uncomputable); nothing to evaluate")
     ours = [metrics.get_results() for metrics, _, _ in per_group]
     release = [metrics.get_results() for _, metrics, _ in per_group]
     extras = [metrics.results() for _, _, metrics in per_group]
     result = average_over_videos(ours) if is_video else ours[0]
     release = average_release_over_videos(release) if is_video else release[0]
     keys = ("MAE", "Sm", "maxF") if is_video else ("MAE", "maxF", "meanF", "AP")
-    result.update(resized=resized, missing=len(dataset.missing), release={key: release[key] for key in keys},
+    result.update(resized=resized, missing=len(dataset.missing), skipped=skipped, one_pixel=one_pixel,
+                  release={key: release[key] for key in keys},
                   extra=summarize(_average_extras(extras) if is_video else extras[0]))
     return result

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from data.lists import annotated_frames, image_name, read_video_list, select_videos
-from data.readers import IMAGE_EXTENSIONS, DataError, decode_image
+from data.readers import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DataError, decode_image
 
 GT_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg")
 
@@ -45,13 +45,15 @@ class Pair:
 
 @dataclass
 class DatasetPairs:
-    """The pairs of one dataset (in evaluation order, videos contiguous), the GT files without a prediction, and
-    notes for the log (e.g. excluded images, videos too short to keep after dropping the ends)."""
+    """The pairs of one dataset (in evaluation order, videos contiguous), the GT files without a prediction, notes
+    for the log (e.g. excluded images, videos too short to keep after dropping the ends), and where the GT is (a
+    folder, or a list file's annotation folders; recorded with the figures)."""
 
     name: str
     pairs: list[Pair]
     missing: list[Path]
     notes: list[str]
+    gt_source: str = ""
 
 
 def _listdir(folder: Path) -> list[str]:
@@ -107,7 +109,7 @@ def image_dataset_pairs(datadir: Path, preddir: Path, name: str, keep_excluded: 
     if with_images:
         pairs = [Pair(pair.pred, pair.gt, image=_image_of(Path(datadir) / name / "images", pair.gt.stem))
                  for pair in pairs]
-    return DatasetPairs(name, pairs, missing, notes)
+    return DatasetPairs(name, pairs, missing, notes, str(gt_dir.resolve()))
 
 
 def video_dataset_pairs(root: Path, list_file: Path, preddir: Path, name: str, keep_ends: bool = False,
@@ -143,22 +145,23 @@ def video_dataset_pairs(root: Path, list_file: Path, preddir: Path, name: str, k
             pairs.append(Pair(pred_dir / entry.video / f"{image.stem}.png", Path(root) / entry.anno_dir / frame,
                               entry.video, image if with_images else None))
     pairs, missing = _split_missing(pairs)
-    return DatasetPairs(name, pairs, missing, notes)
+    gt_source = f"annotation folders of {Path(list_file).resolve()} under {Path(root).resolve()}"
+    return DatasetPairs(name, pairs, missing, notes, gt_source)
 
 
-def read_grey(path: Path) -> np.ndarray:
+def read_grey(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an image file to (H, W) uint8 grey levels (OpenCV's grey conversion, as PySODMetrics' examples read
     maps; 16-bit files are scaled to 8 bits). Raises `EvaluationError` naming the file."""
     try:
-        return decode_image(path, cv2.IMREAD_GRAYSCALE)
+        return decode_image(path, cv2.IMREAD_GRAYSCALE, max_pixels)
     except DataError as err:
         raise EvaluationError(str(err)) from None
 
 
-def read_rgb_image(path: Path, shape: tuple[int, int]) -> np.ndarray:
+def read_rgb_image(path: Path, shape: tuple[int, int], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an RGB image (H, W, 3) uint8 that must have the GT's ``shape``; EvaluationError naming the file."""
     try:
-        image = decode_image(path, cv2.IMREAD_COLOR)
+        image = decode_image(path, cv2.IMREAD_COLOR, max_pixels)
     except DataError as err:
         raise EvaluationError(str(err)) from None
     if image.shape[:2] != tuple(shape):
@@ -177,8 +180,8 @@ class PairDataset(torch.utils.data.Dataset):
     the (H, W, 3) RGB image where the pair names one (else None); on a read failure all are None and ``error`` is
     the one-line message (so it survives worker processes intact)."""
 
-    def __init__(self, pairs: list[Pair]) -> None:
-        self.pairs = pairs
+    def __init__(self, pairs: list[Pair], max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+        self.pairs, self.max_pixels = pairs, max_pixels
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -187,10 +190,10 @@ class PairDataset(torch.utils.data.Dataset):
         pair = self.pairs[index]
         image = None
         try:
-            gt = read_grey(pair.gt)
-            pred = read_grey(pair.pred)
+            gt = read_grey(pair.gt, self.max_pixels)
+            pred = read_grey(pair.pred, self.max_pixels)
             if pair.image is not None:
-                image = read_rgb_image(pair.image, gt.shape)
+                image = read_rgb_image(pair.image, gt.shape, self.max_pixels)
         except EvaluationError as err:
             return None, None, False, str(err), None
         resized = pred.shape != gt.shape

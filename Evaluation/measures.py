@@ -154,6 +154,17 @@ class Extras:
                   "ccm": lambda: Evaluation.CamouflageContextMeasure(device=device)}
         self.others = {name: make() for name, make in makers.items() if name in self.names}
 
+    def uncomputable(self, gt: np.ndarray) -> tuple[str, str] | None:
+        """``(measure names, why)`` when a chosen measure has no value for the (H, W) uint8 GT map ``gt`` (the
+        size-invariant ones on a GT without background), else None; checked before a map joins a batch."""
+        size_invariant = [name for name in self.names if name.startswith("si")]
+        if size_invariant:
+            from Evaluation.size_invariance import NO_BACKGROUND, has_background
+
+            if not has_background(gt):
+                return ", ".join(size_invariant), NO_BACKGROUND
+        return None
+
     def update(self, batch: PreparedBatch, images: list[np.ndarray] | None = None) -> None:
         for measure in (self.confusion, self.size_invariant):
             if measure is not None:

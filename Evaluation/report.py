@@ -17,7 +17,7 @@ from Evaluation.measures import MEASURES, summary_keys
 from Evaluation.metrics import SUMMARY_KEYS
 
 COLUMNS = (*SUMMARY_KEYS, "images")
-JSON_KEYS = (*SUMMARY_KEYS, "images", "videos", "resized", "missing", "sm_nan")
+JSON_KEYS = (*SUMMARY_KEYS, "images", "videos", "resized", "missing", "sm_nan", "one_pixel")
 MEASURE_KEYS = summary_keys(tuple(MEASURES))  # every reportable key, in the order tables show them
 RELEASE_TITLE = "Paper's protocol (the authors' evaluation scripts, SPEC §7.3)"
 OURS_TITLE = "PySODMetrics protocol"
@@ -35,6 +35,8 @@ def json_entry(result: dict) -> dict:
         if key in result:
             value = result[key]
             entry[key] = int(value) if key not in SUMMARY_KEYS else _number(value)
+    if "skipped" in result:
+        entry["skipped"] = len(result["skipped"])
     entry.update({key: _number(value) for key, value in result.get("extra", {}).items()})
     entry["release"] = {key: _number(value) for key, value in result["release"].items()}
     curves = result["curves"]

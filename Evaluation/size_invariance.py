@@ -25,7 +25,7 @@ from Evaluation.batch import LEVELS, PreparedBatch
 from Evaluation.fmeasurev2 import ConfusionCounts, FmeasureV2, region_counts
 from Evaluation.metrics import MAE
 
-__all__ = ["SizeInvarianceMAE", "SizeInvarianceFmeasureV2", "object_boxes"]
+__all__ = ["SizeInvarianceMAE", "SizeInvarianceFmeasureV2", "object_boxes", "NO_BACKGROUND", "has_background"]
 
 AREA_THRESHOLD = 50
 _FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
@@ -54,14 +54,30 @@ def _box_histograms(batch: PreparedBatch, b: int, boxes: list[tuple[slice, slice
     return torch.stack(hists).view(len(boxes), 2, LEVELS)
 
 
-def _check_background(boxes: list[tuple[slice, slice]], fg: torch.Tensor, name: str) -> torch.Tensor:
-    """The (H, W) bool union of the boxes (on ``fg``'s device); ValueError when it covers the whole map."""
+NO_BACKGROUND = ("the GT's objects cover the whole map (no background), which has no size-invariant value "
+                 "(PySODMetrics fails on it too)")
+
+
+def has_background(gt: np.ndarray) -> bool:
+    """Whether a GT map ((H, W) uint8, foreground > 128 as `PreparedBatch.fg`) has a size-invariant value: some pixel
+    outside every object box, or no object at all."""
+    fg = torch.from_numpy(np.ascontiguousarray(gt) > 128)
+    boxes = object_boxes(fg)
+    return not boxes or not bool(_covered(boxes, fg).all())
+
+
+def _covered(boxes: list[tuple[slice, slice]], fg: torch.Tensor) -> torch.Tensor:
     covered = torch.zeros_like(fg)
     for box in boxes:
         covered[box] = True
+    return covered
+
+
+def _check_background(boxes: list[tuple[slice, slice]], fg: torch.Tensor, name: str) -> torch.Tensor:
+    """The (H, W) bool union of the boxes (on ``fg``'s device); ValueError when it covers the whole map."""
+    covered = _covered(boxes, fg)
     if bool(covered.all()):
-        raise ValueError(f"{name}: the GT's objects cover the whole map (no background), which has no size-invariant "
-                         "value (PySODMetrics fails on it too)")
+        raise ValueError(f"{name}: {NO_BACKGROUND}")
     return covered
 
 

@@ -30,7 +30,7 @@ from data.lists import (
     image_name,
     read_video_list,
 )
-from data.readers import IMAGE_EXTENSION_TEXT, DataError, list_images, read_gt, read_rgb
+from data.readers import DEFAULT_MAX_PIXELS, IMAGE_EXTENSION_TEXT, DataError, list_images, read_gt, read_rgb
 from data.transforms import Augmentation, preprocess_test, resize_test_gt, train_gt, train_image
 
 __all__ = ["SODDataset", "VSODDataset", "test_loader", "sod_validation_sets", "vsod_validation_sets"]
@@ -110,11 +110,12 @@ class SODDataset(_Seeded, Dataset):
     """
 
     def __init__(self, root: str | os.PathLike | None, names: str | list[str], *, mode: str = "train",
-                 size: int | None = 320, seed: int = 0, with_gt: bool = False, keep_rgb: bool = False) -> None:
+                 size: int | None = 320, seed: int = 0, with_gt: bool = False, keep_rgb: bool = False,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', not {mode!r}")
         self.mode, self.size, self.seed, self.epoch = mode, size, int(seed), 0
-        self.with_gt, self.keep_rgb = with_gt or mode == "train", keep_rgb
+        self.with_gt, self.keep_rgb, self.max_pixels = with_gt or mode == "train", keep_rgb, max_pixels
         self.orient = False  # datasets are read as stored, as the authors read them (SPEC §7.2)
         self.samples: list[tuple[str, Path, Path | None]] = []  # (dataset name, image path, GT path or None)
         if root is None:  # `files`
@@ -135,10 +136,11 @@ class SODDataset(_Seeded, Dataset):
                 self.samples.append((name, image, gt_dir / gt_name if gt_name in gts else None))
 
     @classmethod
-    def files(cls, paths: list[Path], size: int | None, keep_rgb: bool = False, orient: bool = False) -> SODDataset:
+    def files(cls, paths: list[Path], size: int | None, keep_rgb: bool = False, orient: bool = False,
+              max_pixels: int = DEFAULT_MAX_PIXELS) -> SODDataset:
         """Test items (no GT, ``dataset`` '') of any image files, in the given order; with ``orient`` each image
         is turned upright by its EXIF orientation first (`data.readers.read_rgb`), ``size`` then its upright size."""
-        dataset = cls(None, "", mode="test", size=size, keep_rgb=keep_rgb)
+        dataset = cls(None, "", mode="test", size=size, keep_rgb=keep_rgb, max_pixels=max_pixels)
         dataset.samples = [("", Path(path), None) for path in paths]
         dataset.orient = orient
         return dataset
@@ -146,20 +148,25 @@ class SODDataset(_Seeded, Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def sample_pairs(self, index: int) -> list[tuple[Path, Path]]:
+        """The (image, GT) files sample ``index`` reads (training: `data.pair_check`)."""
+        _, image_path, gt_path = self.samples[index]
+        return [(image_path, gt_path)]
+
     def __getitem__(self, index: int) -> Any:
         name, image_path, gt_path = self.samples[index]
         if self.mode == "train":
-            image, gt = read_rgb(image_path), read_gt(gt_path)
+            image, gt = read_rgb(image_path, max_pixels=self.max_pixels), read_gt(gt_path, max_pixels=self.max_pixels)
             _check_pair(image, gt, image_path, gt_path)
             augmentation = Augmentation.draw(self._rng(index))
             return train_image(image, augmentation, self.size), train_gt(gt, augmentation, self.size)
         item = {"index": index, "image": None, "gt": None, "name": image_path.stem, "dataset": name,
                 "path": image_path, "size": None, "error": None}
         try:
-            image = read_rgb(image_path, orient=self.orient)
+            image = read_rgb(image_path, orient=self.orient, max_pixels=self.max_pixels)
             item["size"] = image.shape[:2]
             if self.with_gt and gt_path is not None:
-                gt = read_gt(gt_path)
+                gt = read_gt(gt_path, max_pixels=self.max_pixels)
                 _check_pair(image, gt, image_path, gt_path)
                 item["gt"] = torch.from_numpy(gt)[None]
             item["image"] = preprocess_test(image, self.size)
@@ -193,12 +200,12 @@ class VSODDataset(_Seeded, Dataset):
     def __init__(self, root: str | os.PathLike, list_file: str | os.PathLike, *, mode: str = "train",
                  nframes: int = 8, size: int | None = 256, framegap: float = 4, cut: float = 1.0,
                  dataset: str | None = None, seed: int = 0, resize_gt: bool | None = None,
-                 weighted: tuple[str, float] | None = None) -> None:
+                 weighted: tuple[str, float] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         if mode not in ("train", "val", "test"):
             raise ValueError(f"mode must be 'train', 'val' or 'test', not {mode!r}")
         self.root, self.mode, self.nframes, self.size = Path(root), mode, int(nframes), size
         self.seed, self.epoch, self.resize_gt, self.dataset = int(seed), 0, resize_gt, dataset
-        self.weighted = weighted
+        self.weighted, self.max_pixels = weighted, max_pixels
         entries = read_video_list(list_file)
         if dataset is not None:
             entries = [e for e in entries if isinstance(e, VideoEntry) and e.belongs_to(dataset)]
@@ -242,6 +249,13 @@ class VSODDataset(_Seeded, Dataset):
     def _paths(self, entry: VideoEntry, frame: str) -> tuple[Path, Path]:
         return self.root / entry.clip_dir / image_name(frame, entry), self.root / entry.anno_dir / frame
 
+    def sample_pairs(self, index: int) -> list[tuple[Path, Path]]:
+        """The (image, GT) files sample ``index`` reads: a still pair, or a clip's frames (`data.pair_check`)."""
+        entry, clip = self.samples[index]
+        if isinstance(entry, StillEntry):
+            return [(self.root / entry.image, self.root / entry.gt)]
+        return [self._paths(entry, frame) for frame in clip]
+
     def __getitem__(self, index: int) -> Any:
         if self.mode == "train":
             return self._train_item(index)
@@ -250,14 +264,10 @@ class VSODDataset(_Seeded, Dataset):
     def _train_item(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         entry, clip = self.samples[index]
         augmentation = Augmentation.draw(self._rng(index))
-        if isinstance(entry, StillEntry):
-            image_path, gt_path = self.root / entry.image, self.root / entry.gt
-            pairs = [(image_path, gt_path)]
-        else:
-            pairs = [self._paths(entry, frame) for frame in clip]
+        pairs = self.sample_pairs(index)
         images, gts = [], []
         for image_path, gt_path in pairs:
-            image, gt = read_rgb(image_path), read_gt(gt_path)
+            image, gt = read_rgb(image_path, max_pixels=self.max_pixels), read_gt(gt_path, max_pixels=self.max_pixels)
             _check_pair(image, gt, image_path, gt_path)
             images.append(train_image(image, augmentation, self.size))
             gts.append(train_gt(gt, augmentation, self.size))
@@ -279,10 +289,10 @@ class VSODDataset(_Seeded, Dataset):
             frames, gts = [], []
             for frame in clip:
                 image_path, gt_path = self._paths(entry, frame)
-                image = read_rgb(image_path)
+                image = read_rgb(image_path, max_pixels=self.max_pixels)
                 frames.append(preprocess_test(image, self.size))
                 if self.mode == "val":
-                    gt = read_gt(gt_path, dtype=np.float64)
+                    gt = read_gt(gt_path, dtype=np.float64, max_pixels=self.max_pixels)
                     _check_pair(image, gt, image_path, gt_path)
                     if resize_gt and self.size is not None:
                         gt = resize_test_gt(gt, self.size)
@@ -298,15 +308,17 @@ class VSODDataset(_Seeded, Dataset):
         return item
 
 
-def sod_validation_sets(root: str | os.PathLike, val_data: str, size: int) -> dict[str, SODDataset]:
+def sod_validation_sets(root: str | os.PathLike, val_data: str, size: int, max_pixels: int = DEFAULT_MAX_PIXELS
+                        ) -> dict[str, SODDataset]:
     """Image training's validation set by name: test-mode ``val_data`` with its GT at ``size`` ({} for '')."""
     if not val_data:
         return {}
-    return {val_data: SODDataset(root, val_data, mode="test", size=size, with_gt=True)}
+    return {val_data: SODDataset(root, val_data, mode="test", size=size, with_gt=True, max_pixels=max_pixels)}
 
 
 def vsod_validation_sets(root: str | os.PathLike, val_lst: str | os.PathLike, *, nframes: int, size: int,
-                         framegap: float, val_cut: float) -> dict[str, VSODDataset]:
+                         framegap: float, val_cut: float, max_pixels: int = DEFAULT_MAX_PIXELS
+                         ) -> dict[str, VSODDataset]:
     """Video training's validation sets: one per dataset name of the list file (DAVSOD, VOS, DAVIS, ...), in list
     order; only DAVSOD is cut to its first ``val_cut`` of annotated frames (>= 1: all; SPEC §6.3). {} without a
     list."""
@@ -314,5 +326,5 @@ def vsod_validation_sets(root: str | os.PathLike, val_lst: str | os.PathLike, *,
         return {}
     cut = val_cut if val_cut < 1 else 1.0
     return {name: VSODDataset(root, val_lst, mode="val", nframes=nframes, size=size, framegap=framegap,
-                              cut=cut if name == "DAVSOD" else 1.0, dataset=name)
+                              cut=cut if name == "DAVSOD" else 1.0, dataset=name, max_pixels=max_pixels)
             for name in dataset_names(read_video_list(val_lst))}

@@ -3,8 +3,9 @@
 Every reader returns RGB (never BGR) and converts every PNG/JPEG/BMP/WebP/TIFF mode: grey, grey+alpha, RGB, RGBA,
 palette (OpenCV expands palettes on decode) and 16-bit. Pixels are read as stored, as the authors' scikit-image
 reading does (dataset maps stay exact); `read_rgb` with ``orient=True`` (predict.py) turns them upright as photo
-viewers do, by the file's EXIF orientation. Failures raise `DataError` with a one-line
-message naming the file, so scripts can log it and exit with status 2.
+viewers do, by the file's EXIF orientation. Every file passes the guard of `data.guard` before it is decoded (a pixel
+cap, whole files of the formats we read). Failures raise `DataError` with a one-line message naming the file, so
+scripts can log it and skip the file or exit with status 2.
 """
 
 from __future__ import annotations
@@ -15,45 +16,50 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from data.guard import DataError, ImageHeader, max_pixels_of, read_guarded
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGE_EXTENSION_TEXT = "/".join(IMAGE_EXTENSIONS)  # for messages
 
 # skimage.color.rgb2gray weights (ITU-R BT.709), which the authors' `as_gray` GT reading used.
 _GREY_WEIGHTS = np.array([0.2125, 0.7154, 0.0721])
+DEFAULT_MAX_PIXELS = max_pixels_of(None)
 
 
-class DataError(ValueError):
-    """Bad or missing input data; the message is one line and names the file, pair or folder."""
-
-
-def decode_image(path: str | os.PathLike, flags: int = cv2.IMREAD_UNCHANGED) -> np.ndarray:
+def decode_image(path: str | os.PathLike, flags: int = cv2.IMREAD_UNCHANGED, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 ) -> np.ndarray:
     """Decode an image file with OpenCV ``flags``: (H, W) or (H, W, C) in OpenCV channel order, uint8 or uint16
-    (``cv2.IMREAD_GRAYSCALE`` gives (H, W) uint8). Raises `DataError` naming the file if it cannot be read or
+    (``cv2.IMREAD_GRAYSCALE`` gives (H, W) uint8). The file passes `data.guard.read_guarded` first (at most
+    ``max_pixels``, whole, a format we read). Raises `DataError` naming the file if it is refused or cannot be
     decoded."""
+    return _decode(path, flags, max_pixels)[0]
+
+
+def _decode(path: str | os.PathLike, flags: int, max_pixels: int) -> tuple[np.ndarray, ImageHeader]:
+    data, header = read_guarded(path, max_pixels)
     try:
-        buffer = np.fromfile(str(path), dtype=np.uint8)
-    except OSError as err:
-        raise DataError(f"cannot read file {path}: {err.strerror or err}") from None
-    array = cv2.imdecode(buffer, flags) if buffer.size else None
+        array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except cv2.error:
+        array = None
     if array is None:
-        raise DataError(f"cannot decode image file {path} (corrupt or not an image)")
+        raise DataError(f"cannot decode image file {path} ({header.format.upper()} data damaged)")
     if array.dtype not in (np.uint8, np.uint16):
         raise DataError(f"unsupported pixel type {array.dtype} in {path}")
-    return array
+    return array, header
 
 
 def _max_value(array: np.ndarray) -> float:
     return 65535.0 if array.dtype == np.uint16 else 255.0
 
 
-def read_rgb(path: str | os.PathLike, orient: bool = False) -> np.ndarray:
+def read_rgb(path: str | os.PathLike, orient: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode an image file to RGB, (H, W, 3) uint8 or uint16 (16-bit files keep their depth).
 
     Grey images are replicated to three channels; alpha channels are dropped (as a plain RGB read does). With
     ``orient`` the pixels are turned upright by the file's EXIF orientation (`exif_orientation`), so (H, W) is the
-    size a photo viewer shows; without it they are as stored.
+    size a photo viewer shows; without it they are as stored. ``max_pixels``: as for `decode_image`.
     """
-    array = decode_image(path)
+    array, header = _decode(path, cv2.IMREAD_UNCHANGED, max_pixels)
     if array.ndim == 2:
         array = array[:, :, None]
     channels = array.shape[2]
@@ -65,19 +71,16 @@ def read_rgb(path: str | os.PathLike, orient: bool = False) -> np.ndarray:
         rgb = cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)
     else:
         raise DataError(f"unsupported channel count {channels} in {path}")
-    return np.ascontiguousarray(upright(rgb, exif_orientation(path))) if orient else rgb
+    return np.ascontiguousarray(upright(rgb, header.orientation)) if orient else rgb
 
 
 def exif_orientation(path: str | os.PathLike) -> int:
-    """The EXIF orientation tag (1-8) of an image file, 1 (as stored) when it has none or it cannot be read."""
-    from PIL import Image, UnidentifiedImageError
-
+    """The EXIF orientation tag (1-8) of an image file, from its header (`data.guard`); 1 (as stored) when it has
+    none or the file is refused."""
     try:
-        with Image.open(path) as image:
-            orientation = image.getexif().get(0x0112, 1)
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return read_guarded(path, DEFAULT_MAX_PIXELS)[1].orientation
+    except DataError:
         return 1
-    return orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
 
 
 def upright(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -97,14 +100,14 @@ def upright(array: np.ndarray, orientation: int) -> np.ndarray:
     return transforms[orientation](array)
 
 
-def read_gt(path: str | os.PathLike, dtype: type = np.float32) -> np.ndarray:
+def read_gt(path: str | os.PathLike, dtype: type = np.float32, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Ground-truth map in [0, 1], (H, W) float ``dtype``, from a file of any mode.
 
     Single-channel files are scaled by their maximum code value (255 or 65535). Colour files whose channels
     are equal use one channel; otherwise the luminance with skimage's rgb2gray weights is used, as the authors'
-    grey-level GT reading did. Alpha is ignored.
+    grey-level GT reading did. Alpha is ignored. ``max_pixels``: as for `decode_image`.
     """
-    array = decode_image(path)
+    array = decode_image(path, max_pixels=max_pixels)
     scale = _max_value(array)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -117,18 +120,6 @@ def read_gt(path: str | os.PathLike, dtype: type = np.float32) -> np.ndarray:
             rgb = colour[:, :, ::-1].astype(np.float64)
             return (rgb @ _GREY_WEIGHTS / scale).astype(dtype)
     return (array.astype(np.float64) / scale).astype(dtype)
-
-
-def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """(height, width) of an image file, reading only its header (Pillow); DataError if unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (OSError, UnidentifiedImageError) as err:
-        raise DataError(f"cannot read image header of {path}: {err}") from None
-    return height, width
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

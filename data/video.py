@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import cv2
@@ -16,9 +17,9 @@ import numpy as np
 
 from data.atomic import atomic_path
 from data.lists import ping_pong
-from data.readers import DataError
+from data.readers import DEFAULT_MAX_PIXELS, DataError
 
-__all__ = ["VIDEO_EXTENSIONS", "silence_decoder_logs", "open_video", "read_frames", "clip_groups",
+__all__ = ["VIDEO_EXTENSIONS", "silence_decoder_logs", "VideoStream", "open_video", "read_frames", "clip_groups",
            "write_map_video"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov")
@@ -32,28 +33,68 @@ def silence_decoder_logs() -> None:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
-def open_video(path: str | os.PathLike) -> tuple[cv2.VideoCapture, float, int]:
-    """An open capture at the first frame, the frame rate (25 if the file has none) and the frame count (0 if
-    unknown). Raises `DataError` if the file cannot be decoded."""
+@dataclass
+class VideoStream:
+    """An open video: the capture at its first frame, the frame rate (25 if the file has none), the frame count
+    (0 if unknown), the frame size its header declares, and the positions of the frames that could not be decoded
+    so far (filled while `read_frames` runs)."""
+
+    capture: cv2.VideoCapture
+    fps: float
+    frame_count: int
+    width: int
+    height: int
+    bad_frames: list[int] = field(default_factory=list)
+
+    def release(self) -> None:
+        self.capture.release()
+
+
+def open_video(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoStream:
+    """The video ``path`` opened at its first frame. Raises `DataError` naming the file if it cannot be decoded or
+    its header declares frames of more than ``max_pixels`` pixels (checked before any frame is decoded)."""
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)  # not the image-sequence backend, which logs errors
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if capture.isOpened() and width * height > max_pixels:
+        capture.release()
+        raise DataError(f"refused {path}: frames of {width}x{height} = {width * height / 1e6:.1f} megapixels are "
+                        f"over the cap of {max_pixels / 1e6:g} (--max-megapixels raises it)")
     if not capture.isOpened() or not capture.grab():
         capture.release()
-        raise DataError(f"cannot read video {path} (corrupt, empty or unsupported format)")
+        raise DataError(f"cannot read video {path} (corrupt, cut short, empty or unsupported format)")
     # Opened again rather than sought back to frame 0: seeking loses the only frame of a one-frame video and can
     # land elsewhere than the first frame in other files.
     capture.release()
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     fps = capture.get(cv2.CAP_PROP_FPS)
-    return capture, fps if fps > 0 else 25.0, max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+    return VideoStream(capture, fps if fps > 0 else 25.0, max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 0),
+                       width, height)
 
 
-def read_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
-    """The frames of a capture as RGB (H, W, 3) uint8 arrays, one at a time."""
+# Consecutive undecodable frames after which a video counts as cut short there.
+MAX_BAD_RUN = 25
+
+
+def read_frames(video: VideoStream) -> Iterator[np.ndarray]:
+    """The frames of a video as RGB (H, W, 3) uint8 arrays, one at a time. A frame that cannot be decoded (a
+    damaged packet) is replaced by a black frame of the declared size and its position recorded in
+    ``video.bad_frames``, so that the frames after it keep their positions; the stream ends where reading fails at or
+    past the declared frame count, or after `MAX_BAD_RUN` bad frames in a row (a file cut short: those are not
+    yielded)."""
+    position, run = 0, []
     while True:
-        ok, bgr = capture.read()
-        if not ok:
+        ok, bgr = video.capture.read()
+        if ok:
+            for missing in run:
+                video.bad_frames.append(missing)
+                yield np.zeros((video.height, video.width, 3), np.uint8)
+            run = []
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        elif position >= video.frame_count or len(run) >= MAX_BAD_RUN:
             return
-        yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        else:
+            run.append(position)
+        position += 1
 
 
 def clip_groups(frames: Iterable[Frame], length: int) -> Iterator[tuple[list[Frame], list[int]]]:

@@ -21,13 +21,12 @@ import os
 import sys
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.atomic import write_bytes_atomic  # noqa: E402
-from utils import LOGGER_NAME, fail, setup_logger  # noqa: E402
+from data.guard import DataError, max_pixels_of, read_guarded  # noqa: E402
+from utils import LOGGER_NAME, ArgumentParser, fail, setup_logger  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 HERE = Path(__file__).resolve().parent
@@ -35,7 +34,7 @@ LOGGER = logging.getLogger(f"{LOGGER_NAME}.generate_lists")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", required=True, help="data root holding sod/ and vsod/")
     parser.add_argument("--out", default=str(HERE), help="output folder for the three list files")
     parser.add_argument("--splits", default=str(HERE / "splits.json"), help="split definitions (JSON)")
@@ -43,12 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the file header, or None if unreadable."""
+    """(width, height) from the file header (`data.guard`, the project's one reading of headers), or None if the
+    file is refused: unreadable, cut short, over the default pixel cap or not an image."""
     try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError):
+        header = read_guarded(path, max_pixels_of(None))[1]
+    except DataError:
         return None
+    return header.width, header.height
 
 
 def _pairs(root: Path, image_dir: str, label_dir: str, image_ext: str, label_ext: str,

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import configs
+from data.guard import max_pixels_of
 from engine.train_step import StepSettings
 from utils import fail
 
@@ -59,6 +60,8 @@ class TrainSettings:
     sync_bn: bool
     threads: int | None
     step: StepSettings = field(default_factory=StepSettings)
+    max_megapixels: float = configs.DEFAULT_MAX_MEGAPIXELS
+    skip_bad_pairs: bool = False
     # video models only (None for images): STDC ops, their initial logits, clip length, STDC pairs per module
     tid: tuple[str, ...] | None = None
     scales: tuple[float, ...] | None = None
@@ -69,6 +72,11 @@ class TrainSettings:
     def replace(self, **changes: Any) -> TrainSettings:
         """A copy with ``changes``."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def max_pixels(self) -> int:
+        """The pixel cap of every image read (`data.guard`)."""
+        return max_pixels_of(self.max_megapixels)
 
     def task_flag(self, name: str) -> Any:
         return dict(self.task_flags)[name]
@@ -99,7 +107,7 @@ def settings_from_flags(args: argparse.Namespace, kind: str, task_flag_names: tu
         print_freq=values["print_freq"], preload=values["preload"], finetune=values["finetune"],
         resume=values["resume"], resume_from=values["resume_from"], save_freq=values["save_freq"],
         evaluate=values["evaluate"], checkinfo=values["checkinfo"], gpu=values["gpu"], sync_bn=values["sync_bn"],
-        threads=values["threads"],
+        threads=values["threads"], max_megapixels=values["max_megapixels"], skip_bad_pairs=values["skip_bad_pairs"],
         step=StepSettings(values["train_form"], "fp16" if values["amp"] else values["precision"],
                           values["channels_last"], values["compile"]),
         tid=tuple(values["tid"]) if video else None, scales=tuple(values["scales"]) if video else None,

@@ -43,6 +43,7 @@ from engine.distributed import (
     launch,
     slurm_environment,
 )
+from engine.preflight import check_memory, checked_train_set
 from engine.settings import TrainingTask, TrainSettings
 from engine.speed import count_parameters
 from engine.train import LoopConfig, TrainingStopped, TrainJob, fit, validate
@@ -244,6 +245,14 @@ def _val_sets(task: TrainingTask) -> dict[str, Dataset]:
         fail(f"{task.val_flag}: {err}")
 
 
+def one_line(err: Exception) -> str:
+    """The message of a `DataError`, also when a DataLoader worker raised it (torch then prepends the worker's
+    traceback and ends with the original 'module.DataError: message' line)."""
+    line = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    name = f"{type(err).__module__}.{type(err).__name__}: "
+    return line[len(name):] if line.startswith(name) else line
+
+
 def _train_process(task: TrainingTask, settings: TrainSettings) -> None:
     """One training process (of one or several): the start-up sequence, then `fit`."""
     logger = setup_logger(None, 0 if is_main_process() else 1)
@@ -275,6 +284,9 @@ def _train_process(task: TrainingTask, settings: TrainSettings) -> None:
         _restore_optimizer(optimizer, resume, settings)
         if scaler.is_enabled() and "scaler" in resume.contents:
             scaler.load_state_dict(resume.contents["scaler"])
+    # The checks that take time come last: every cheaper mistake above has been named first.
+    check_memory(task, settings, ctx)
+    train_set = checked_train_set(task, train_set, settings, ctx, logger)
     # Only now, after every check passed, does rank 0 write: log.txt, args.json, the trimmed log.jsonl.
     logger = setup_logger(settings.savedir if ctx.is_main else None, ctx.rank)
     if ctx.is_main:
@@ -298,6 +310,8 @@ def _train_process(task: TrainingTask, settings: TrainSettings) -> None:
         fit(job, ctx, logger)
     except TrainingStopped as err:
         fail(str(err), 1)
+    except DataError as err:  # a file whose header passed the check but whose data is damaged
+        fail(f"{task.train_flag}: {one_line(err)}; the run stopped (resume with --resume once it is fixed or gone)", 1)
 
 
 class _TaskWorker:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,13 +39,43 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit the model; the message is one line naming the file."""
 
 
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why a file cannot be a torch.save file, from its first bytes and (for zip archives) its directory; None when
+    it may be one. torch.save writes a zip archive holding <name>/data.pkl (or, before PyTorch 1.6, a pickle)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(512)
+    except OSError as err:
+        return f"cannot read it ({err.strerror or err})"
+    if not head:
+        return "an empty file (0 bytes)"
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):
+            return "a zip archive cut short (no central directory: an incomplete download or copy?)"
+        with zipfile.ZipFile(path) as archive:
+            if not any(name.endswith("/data.pkl") for name in archive.namelist()):
+                return "a zip archive without the data.pkl of torch.save"
+        return None
+    if head[:1] == b"\x80":  # a pickle, protocol 2 or later (torch.save before 1.6)
+        return None
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"neither a zip archive nor a pickle (starts with {head[:8].hex(' ')})"
+    return "a text file" + (" (an HTML page: a download that failed?)" if b"<html" in head.lower() else "")
+
+
 def read_checkpoint(path: str | os.PathLike) -> object:
     """The object in a checkpoint file, read on the CPU with ``torch.load(weights_only=True)`` (tensors and plain
     containers only); every failure (missing, damaged, unsafe) becomes a one-line ``CheckpointError`` naming the
     file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: not a checkpoint: a folder")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if (why := _not_a_checkpoint(path)) is not None:
+        raise CheckpointError(f"{path}: not a checkpoint: {why}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

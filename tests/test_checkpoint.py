@@ -140,13 +140,22 @@ def test_missing_damaged_and_non_tensor_files(tmp_path):
         load_state_dict_file(tmp_path / "absent.pth")
     damaged = tmp_path / "damaged.pth"
     damaged.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match=r"damaged.pth: refused to load: not a plain tensor checkpoint"):
+    with pytest.raises(CheckpointError, match=r"damaged.pth: not a checkpoint: a text file$"):
+        load_state_dict_file(damaged)
+    damaged.write_bytes(b"\x80\x02garbage")  # a pickle's first bytes, then nothing torch can read
+    with pytest.raises(CheckpointError, match=r"damaged.pth: (refused to load|cannot read checkpoint)"):
+        load_state_dict_file(damaged)
+    damaged.write_bytes(b"\x00\x01\x02\xff")
+    with pytest.raises(CheckpointError, match=r"damaged.pth: not a checkpoint: neither a zip archive nor a pickle "
+                                              r"\(starts with 00 01 02 ff\)"):
         load_state_dict_file(damaged)
     truncated = tmp_path / "truncated.pth"
     torch.save({"w": torch.zeros(1000)}, truncated)
     truncated.write_bytes(truncated.read_bytes()[:-200])
-    with pytest.raises(CheckpointError, match="truncated.pth: cannot read checkpoint: "):
+    with pytest.raises(CheckpointError, match="truncated.pth: not a checkpoint: a zip archive cut short"):
         load_state_dict_file(truncated)
+    with pytest.raises(CheckpointError, match=f"{tmp_path}: not a checkpoint: a folder"):
+        load_state_dict_file(tmp_path)
     plain = tmp_path / "plain.pth"
     torch.save({"w": torch.zeros(1), "epoch": 3}, plain)
     with pytest.raises(CheckpointError, match="entry 'epoch' is a int, not a tensor"):

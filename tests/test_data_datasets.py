@@ -152,15 +152,15 @@ def test_sod_bad_inputs(tmp_path):
     with pytest.raises(DataError, match=r"GT size 31x40 differs from image size 30x40: .*im1.png / .*im1.png"):
         ds[1]
     (tmp_path / "sod/A/images/im2.bmp").write_bytes(b"not an image")
-    with pytest.raises(DataError, match=r"cannot decode image file .*im2.bmp"):
+    with pytest.raises(DataError, match=r"cannot read .*im2.bmp: not an image"):
         ds[2]
     (tmp_path / "sod/A/GT/im0.png").write_bytes(b"")
-    with pytest.raises(DataError, match=r"cannot decode image file .*GT/im0.png"):
+    with pytest.raises(DataError, match=r"empty file .*GT/im0.png \(0 bytes\)"):
         ds[0]
     # Test time: the unreadable file is reported by path in the item, not raised.
     test = SODDataset(tmp_path, "A", mode="test", size=16, with_gt=True)
     errors = [item["error"] for item in test]
-    assert errors[0].startswith("cannot decode image file") and "GT/im0.png" in errors[0]
+    assert errors[0].startswith("empty file") and "GT/im0.png" in errors[0]
     assert "GT size 31x40" in errors[1] and "im2.bmp" in errors[2] and errors[3] is None
 
 
