@@ -5,6 +5,7 @@ without the bad ones, that nothing is half-written, and for the decompression bo
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -39,6 +40,18 @@ def run(*args: str | Path, cwd: Path = REPO, env: dict | None = None) -> tuple[i
     peak = float(lines.pop().split()[1])
     assert not any("Traceback" in line for line in lines), result.stderr
     return result.returncode, lines, peak
+
+
+def run_main(script: str, argv: list, capsys) -> tuple[int, list[str]]:
+    """(exit status, stderr lines) of ``script``'s main(argv) in this process: for failures found before any model
+    runs, where a fresh interpreter would only add seconds (one case of each test also runs as a process)."""
+    module = importlib.import_module(script.removesuffix(".py"))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        module.main([str(arg) for arg in argv])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert not any("Traceback" in line for line in lines)
+    return exit_info.value.code, lines
 
 
 def errors(lines: list[str]) -> list[str]:
@@ -105,9 +118,11 @@ def test_bombs_and_broken_files_in_a_folder_cost_one_line_each(inputs: Path, tmp
     assert peak < clean_peak + 64, (peak, clean_peak)
 
 
-def test_a_named_input_that_is_no_file_is_one_line(inputs: Path, tmp_path: Path) -> None:
+def test_a_named_input_that_is_no_file_is_one_line(inputs: Path, tmp_path: Path, capsys,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     dashed = tmp_path / "-dash.jpg"
     shutil.copy(inputs / "photo.jpg", dashed)
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "dir.jpg").mkdir()
     (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")
     cases = {
@@ -119,9 +134,12 @@ def test_a_named_input_that_is_no_file_is_one_line(inputs: Path, tmp_path: Path)
         (str(tmp_path / "loop.png"),): f"input {tmp_path / 'loop.png'}: symbolic link loop",
         (str(tmp_path / "none.jpg"),): f"input {tmp_path / 'none.jpg'}: no such file or folder",
     }
-    for names, message in cases.items():
-        status, lines, _ = run(REPO / "predict.py", "--checkpoint", inputs / "sdnet.pth", "--out", tmp_path / "out",
-                               *names, cwd=tmp_path)
+    for index, (names, message) in enumerate(cases.items()):
+        argv = ["--checkpoint", inputs / "sdnet.pth", "--out", tmp_path / "out", *names]
+        if index == 0:
+            status, lines, _ = run(REPO / "predict.py", *argv, cwd=tmp_path)
+        else:
+            status, lines = run_main("predict.py", argv, capsys)
         assert status == 2 and len(lines) == 1 and lines[0].endswith(message), (names, lines)
     assert not (tmp_path / "out").exists()
     status, _, _ = run(REPO / "predict.py", "--checkpoint", inputs / "sdnet.pth", "--size", "64", "--out",
@@ -129,7 +147,7 @@ def test_a_named_input_that_is_no_file_is_one_line(inputs: Path, tmp_path: Path)
     assert status == 0 and (tmp_path / "out" / "-dash.png").is_file()
 
 
-def test_checkpoints_that_are_no_checkpoint_are_named(inputs: Path, tmp_path: Path) -> None:
+def test_checkpoints_that_are_no_checkpoint_are_named(inputs: Path, tmp_path: Path, capsys) -> None:
     full = (inputs / "sdnet.pth").read_bytes()
     cases = {"text.pth": (b"hello\n", "not a checkpoint: a text file"),
              "page.pth": (b"<!DOCTYPE html><html>404</html>", "not a checkpoint: a text file (an HTML page: a "
@@ -137,10 +155,10 @@ def test_checkpoints_that_are_no_checkpoint_are_named(inputs: Path, tmp_path: Pa
              "empty.pth": (b"", "not a checkpoint: an empty file (0 bytes)"),
              "cut.pth": (full[:len(full) // 2], "not a checkpoint: a zip archive cut short (no central directory: "
                                                 "an incomplete download or copy?)")}
-    for name, (content, message) in cases.items():
+    for index, (name, (content, message)) in enumerate(cases.items()):
         (tmp_path / name).write_bytes(content)
-        status, lines, _ = run("predict.py", "--checkpoint", tmp_path / name, "--out", tmp_path / "out",
-                               inputs / "photo.jpg")
+        argv = ["--checkpoint", tmp_path / name, "--out", tmp_path / "out", inputs / "photo.jpg"]
+        status, lines = run("predict.py", *argv)[:2] if index == 0 else run_main("predict.py", argv, capsys)
         assert status == 2 and len(lines) == 1 and lines[0].endswith(f"{tmp_path / name}: {message}"), lines
     assert not (tmp_path / "out").exists()
 
@@ -163,10 +181,15 @@ def test_checkpoints_that_are_no_checkpoint_are_named(inputs: Path, tmp_path: Pa
     ("train_vsod.py", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
 ])
 def test_numeric_flags_are_checked_where_they_are_parsed(script: str, flags: list[str], message: str,
-                                                         tmp_path: Path) -> None:
+                                                         tmp_path: Path, capsys,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", [script])
     extra = ["--checkpoint", "x.pth", "--out", str(tmp_path / "o")] if script in ("predict.py", "export_onnx.py") \
         else ["--savedir", str(tmp_path / "o")]
-    status, lines, _ = run(script, *extra, *flags, *(["photo.jpg"] if script == "predict.py" else []))
+    argv = [*extra, *flags, *(["photo.jpg"] if script == "predict.py" else [])]
+    # argparse names the program after sys.argv[0], which a process run sets to the script
+    status, lines = run(script, *argv)[:2] if flags == ["--size", "1"] and script == "predict.py" else \
+        run_main(script, argv, capsys)
     assert status == 2 and len(lines) == 1 and message in lines[0], lines
     assert lines[0].startswith(f"{script}: error: ") and not (tmp_path / "o").exists()
 
@@ -358,3 +381,23 @@ def test_regenerated_maps_are_never_compared_with_their_old_figures(inputs: Path
     status, lines, _ = run("-m", "Evaluation", "sod", "SYN-TE", "exp", sod, "--results-dir", results, "--workers",
                            "0")
     assert not any("recomputing" in line for line in lines)  # unchanged maps: nothing to say
+
+
+def test_a_bomb_in_a_test_set_costs_its_own_map_only(inputs: Path, tmp_path: Path) -> None:
+    """generate_salmaps_sod.py on a test set holding a 20000 x 20000 PNG (decoded, 400 MB of pixels and 11 GB of
+    float64 preprocessing before the guard): refused by its header, the other maps byte for byte, peak memory
+    that of the clean run."""
+    data = tmp_path / "sod"
+    shutil.copytree(inputs / "data" / "sod" / "SYN-TE", data / "TE")
+    flags = ("generate_salmaps_sod.py", "--evaluate", inputs / "sdnet.pth", "--datadir", data, "--testdata", "TE",
+             "--size", "64", "-j", "1")
+    status, _, clean_peak = run(*flags, "--savedir", tmp_path / "clean")
+    assert status == 0
+    bomb = data / "TE" / "images" / "zz_huge.png"
+    bomb.write_bytes(png(20000, 20000))
+    status, lines, peak = run(*flags, "--savedir", tmp_path / "out")
+    assert status == 1 and errors(lines) == [
+        f"refused {bomb}: PNG of 20000x20000 = 400.0 megapixels is over the cap of 64 (--max-megapixels raises it)",
+        "1 image(s) refused (listed above); their maps are missing, every other map was written"]
+    assert tree(tmp_path / "out") == tree(tmp_path / "clean")
+    assert peak < clean_peak + 64, (peak, clean_peak)

@@ -145,3 +145,18 @@ def test_damaged_pixel_data_behind_a_whole_header_is_one_line(tmp_path: Path) ->
     path.write_bytes(bytes(data))
     with pytest.raises(DataError, match=r"cannot decode image file .*x.png \(PNG data damaged\)"):
         decode_image(path)
+
+
+def test_a_video_whose_frames_are_over_the_cap_is_refused_before_decoding(tmp_path: Path) -> None:
+    from data.video import open_video
+
+    writer = cv2.VideoWriter(str(tmp_path / "v.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for _ in range(3):
+        writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    with pytest.raises(DataError, match=r"refused .*v.mp4: frames of 64x48 = 0.0 megapixels are over the cap of "
+                                        r"0.003 \(--max-megapixels raises it\)"):
+        open_video(tmp_path / "v.mp4", max_pixels=3000)
+    video = open_video(tmp_path / "v.mp4", max_pixels=3072)
+    assert (video.width, video.height, video.frame_count) == (64, 48, 3)
+    video.release()

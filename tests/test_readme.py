@@ -239,3 +239,17 @@ def test_readme_parsing() -> None:
     assert rs.expand("a ${ROOTDIR}/sod $exp", {"ROOTDIR": "/r", "exp": "e"}) == "a /r/sod e"
     programs = {command.program for command in COMMANDS}
     assert {"make demo", "make test"} <= programs and COVERED_ELSEWHERE <= programs, "stale COVERED_ELSEWHERE"
+
+
+def test_every_flag_of_every_script_has_its_line_in_the_readme() -> None:
+    """Each long flag of the scripts (and of python -m Evaluation) is named somewhere in the README."""
+    from Evaluation.__main__ import build_parser as evaluation_parser
+
+    parsers = [importlib.import_module(name).build_parser() for name in (
+        "train_sod", "train_vsod", "predict", "generate_salmaps_sod", "generate_salmaps_vsod", "speed_sod",
+        "speed_vsod", "export_onnx", "convert", "demo")]
+    parsers += list(evaluation_parser()._subparsers._group_actions[0].choices.values())
+    missing = sorted({f"{parser.prog} {flag}" for parser in parsers for action in parser._actions
+                      for flag in action.option_strings if flag.startswith("--") and flag != "--help"
+                      and not re.search(re.escape(flag) + r"(?![\w-])", README)})
+    assert not missing
