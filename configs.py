@@ -71,6 +71,9 @@ TRAIN_DEFAULTS: dict[str, dict] = {
 TRAIN_FORMS = ("fused", "separate")
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 
+# The codebase's version, which serve.py reports at /v1/info.
+VERSION = "1.0.0"
+
 # What the input-reading flags accept (utils: parse-time checks). The smallest square input every model runs on:
 # SDNet's and STDNet's five stride-2 stages end in a max-pool that needs at least 16 pixels a side (SDNet-A runs
 # from 4). Images are refused above a pixel cap before they are decoded (data.guard; --max-megapixels): a

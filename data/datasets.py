@@ -31,7 +31,7 @@ from data.lists import (
     read_video_list,
 )
 from data.readers import DEFAULT_MAX_PIXELS, IMAGE_EXTENSION_TEXT, DataError, list_images, read_gt, read_rgb
-from data.transforms import Augmentation, preprocess_test, resize_test_gt, train_gt, train_image
+from data.transforms import Augmentation, display_rgb, preprocess_test, resize_test_gt, train_gt, train_image
 
 __all__ = ["SODDataset", "VSODDataset", "test_loader", "sod_validation_sets", "vsod_validation_sets"]
 
@@ -171,7 +171,7 @@ class SODDataset(_Seeded, Dataset):
                 item["gt"] = torch.from_numpy(gt)[None]
             item["image"] = preprocess_test(image, self.size)
             if self.keep_rgb:
-                item["rgb"] = image if image.dtype == np.uint8 else (image // 257).astype(np.uint8)
+                item["rgb"] = display_rgb(image)
         except DataError as err:
             item.update(image=None, gt=None, rgb=None, error=str(err))
         return item

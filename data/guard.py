@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from configs import DEFAULT_MAX_MEGAPIXELS
 
-__all__ = ["DataError", "DEFAULT_MAX_MEGAPIXELS", "ImageHeader", "max_pixels_of", "max_file_bytes", "read_header",
-           "read_guarded"]
+__all__ = ["DataError", "ImageTooLarge", "NotAnImage", "DEFAULT_MAX_MEGAPIXELS", "ImageHeader", "max_pixels_of",
+           "max_file_bytes", "read_header", "check_image", "read_guarded"]
 
 FORMATS_TEXT = "PNG, JPEG, BMP, WebP or TIFF"
 # Formats recognised only to name them in the refusal.
@@ -54,6 +54,14 @@ def max_file_bytes(max_pixels: int) -> int:
 
 class DataError(ValueError):
     """Bad or missing input data; the message is one line and names the file, pair or folder."""
+
+
+class ImageTooLarge(DataError):
+    """An image refused for its size: more pixels than the cap, or a file larger than any image within it."""
+
+
+class NotAnImage(DataError):
+    """A file that is empty, not an image, or an image in a format we do not read."""
 
 
 class _Cut(Exception):
@@ -226,12 +234,12 @@ def read_header(data: bytes, name: str | os.PathLike) -> ImageHeader:
     """The header of the image file whose bytes are ``data`` (``name`` names it in messages). Raises `DataError`
     for an empty file, a format we do not read, a header that makes no sense, or a file cut short."""
     if not data:
-        raise DataError(f"empty file {name} (0 bytes)")
+        raise NotAnImage(f"empty file {name} (0 bytes)")
     kind = _format_of(data)
     if kind is None:
         other = next((label for magic, label in _OTHER_FORMATS.items() if data.startswith(magic)), None)
         what = f"a {other} file" if other else "not an image"
-        raise DataError(f"cannot read {name}: {what} ({FORMATS_TEXT} are read)")
+        raise NotAnImage(f"cannot read {name}: {what} ({FORMATS_TEXT} are read)")
     try:
         header = {"png": _png, "jpeg": _jpeg, "bmp": _bmp, "webp": _webp, "tiff": _tiff}[kind](data)
     except _Cut:
@@ -252,16 +260,23 @@ def read_guarded(path: str | os.PathLike, max_pixels: int) -> tuple[bytes, Image
         with open(path, "rb") as file:
             size = os.fstat(file.fileno()).st_size
             if size > max_file_bytes(max_pixels):
-                raise DataError(f"refused {path}: a file of {size / 2**20:.0f} MiB is larger than any image within "
-                                f"the pixel cap ({max_pixels / 1e6:g} megapixels; --max-megapixels raises it)")
+                raise ImageTooLarge(f"refused {path}: a file of {size / 2**20:.0f} MiB is larger than any image "
+                                    f"within the pixel cap ({max_pixels / 1e6:g} megapixels; --max-megapixels "
+                                    "raises it)")
             data = file.read()
     except IsADirectoryError:
         raise DataError(f"cannot read {path}: it is a folder, not an image file") from None
     except OSError as err:
         raise DataError(f"cannot read file {path}: {err.strerror or err}") from None
-    header = read_header(data, path)
+    return data, check_image(data, path, max_pixels)
+
+
+def check_image(data: bytes, name: str | os.PathLike, max_pixels: int) -> ImageHeader:
+    """The header of an image file's bytes (`read_header`), refused (`ImageTooLarge`) when it declares more than
+    ``max_pixels`` pixels."""
+    header = read_header(data, name)
     if header.pixels > max_pixels:
-        raise DataError(f"refused {path}: {header.format.upper()} of {header.width}x{header.height} = "
-                        f"{header.pixels / 1e6:.1f} megapixels is over the cap of {max_pixels / 1e6:g} "
-                        "(--max-megapixels raises it)")
-    return data, header
+        raise ImageTooLarge(f"refused {name}: {header.format.upper()} of {header.width}x{header.height} = "
+                            f"{header.pixels / 1e6:.1f} megapixels is over the cap of {max_pixels / 1e6:g} "
+                            "(--max-megapixels raises it)")
+    return header

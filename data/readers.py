@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data.guard import DataError, ImageHeader, max_pixels_of, read_guarded
+from data.guard import DataError, ImageHeader, check_image, max_pixels_of, read_guarded
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 IMAGE_EXTENSION_TEXT = "/".join(IMAGE_EXTENSIONS)  # for messages
@@ -37,6 +37,10 @@ def decode_image(path: str | os.PathLike, flags: int = cv2.IMREAD_UNCHANGED, max
 
 def _decode(path: str | os.PathLike, flags: int, max_pixels: int) -> tuple[np.ndarray, ImageHeader]:
     data, header = read_guarded(path, max_pixels)
+    return _decode_bytes(data, header, flags, path), header
+
+
+def _decode_bytes(data: bytes, header: ImageHeader, flags: int, path: str | os.PathLike) -> np.ndarray:
     try:
         array = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error:
@@ -45,7 +49,7 @@ def _decode(path: str | os.PathLike, flags: int, max_pixels: int) -> tuple[np.nd
         raise DataError(f"cannot decode image file {path} ({header.format.upper()} data damaged)")
     if array.dtype not in (np.uint8, np.uint16):
         raise DataError(f"unsupported pixel type {array.dtype} in {path}")
-    return array, header
+    return array
 
 
 def _max_value(array: np.ndarray) -> float:
@@ -60,6 +64,17 @@ def read_rgb(path: str | os.PathLike, orient: bool = False, max_pixels: int = DE
     size a photo viewer shows; without it they are as stored. ``max_pixels``: as for `decode_image`.
     """
     array, header = _decode(path, cv2.IMREAD_UNCHANGED, max_pixels)
+    return _as_rgb(array, header, orient, path)
+
+
+def rgb_from_bytes(data: bytes, name: str, orient: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """`read_rgb` of an image file's bytes (an upload; ``name`` names it in messages): the same guard
+    (`data.guard.check_image`), the same decoding, the same pixels."""
+    header = check_image(data, name, max_pixels)
+    return _as_rgb(_decode_bytes(data, header, cv2.IMREAD_UNCHANGED, name), header, orient, name)
+
+
+def _as_rgb(array: np.ndarray, header: ImageHeader, orient: bool, path: str | os.PathLike) -> np.ndarray:
     if array.ndim == 2:
         array = array[:, :, None]
     channels = array.shape[2]

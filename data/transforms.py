@@ -98,6 +98,11 @@ def saliency_to_uint8(saliency: torch.Tensor, size: tuple[int, int]) -> np.ndarr
     return (maps[:, 0] * 255).to(torch.uint8).cpu().numpy()
 
 
+def display_rgb(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB of 8 or 16 bits -> 8 bits (16-bit values divided by 257), for overlays and cut-outs."""
+    return rgb if rgb.dtype == np.uint8 else (rgb // 257).astype(np.uint8)
+
+
 def overlay(rgb: np.ndarray, saliency: np.ndarray) -> np.ndarray:
     """(H, W, 3) RGB and (H, W) map -> BGR image: the map as a JET heat map blended half-and-half over the photo."""
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)

@@ -1,0 +1,190 @@
+"""The HTTP interface of serve.py, a FastAPI application over a `engine.map_service.MapService`.
+
+Endpoints: ``POST /v1/saliency`` (an image as the multipart field ``file`` or as the raw body; ``?output=png``
+(default: the 8-bit map), ``overlay`` (JPEG), ``cutout`` (RGBA PNG) or ``json`` (all three, base64, with the size
+and timing)), ``GET /health`` (503 until the network is prepared, then 200), ``GET /v1/info`` (what runs) and
+``GET /`` (the page of `engine/page/index.html`). Every refused request gets a 4xx and a one-line JSON reason
+(``{"error": ...}``) and the server goes on: a body over ``max_bytes`` (413), an image over the pixel cap (413),
+not an image or a format we do not read (415), a damaged or cut-short image (400), too many requests at once
+(503, Retry-After), past ``timeout`` seconds (504), a missing or wrong API key (401; every endpoint but
+``/health``). Uploads stay in memory; nothing a client sends names a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import time
+from dataclasses import dataclass
+from email.parser import BytesParser
+from email.policy import HTTP
+from pathlib import Path
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.requests import ClientDisconnect
+
+from data.guard import DataError, ImageTooLarge, NotAnImage
+from engine.map_service import MapService, QueueFull, encode, visualisations
+
+__all__ = ["ServerLimits", "create_app", "PAGE"]
+
+PAGE = Path(__file__).with_name("page") / "index.html"
+OUTPUTS = {"png": "image/png", "overlay": "image/jpeg", "cutout": "image/png", "json": "application/json"}
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What a client may ask: ``max_bytes`` per upload, ``max_requests`` admitted at once (the rest: 503),
+    ``timeout`` seconds per request (504), ``decoders`` images decoded at once, and the ``api_key`` (None: open)."""
+
+    max_bytes: int = 20 * 2**20
+    max_requests: int = 32
+    timeout: float = 30.0
+    decoders: int = 2
+    api_key: str | None = None
+
+
+class Refused(Exception):
+    """A request answered with ``status`` and a one-line reason."""
+
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.headers = status, reason, headers or {}
+
+
+async def _body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused (413) as soon as it is known to exceed ``max_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise Refused(413, f"upload of {int(declared)} bytes is over the limit of {max_bytes} bytes (--max-bytes)")
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_bytes:
+            raise Refused(413, f"upload is over the limit of {max_bytes} bytes (--max-bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _image_bytes(body: bytes, content_type: str) -> bytes:
+    """The image of a request: the multipart field ``file``, or the raw body."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        return body
+    message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
+                                                  + body)
+    if not message.is_multipart():
+        raise Refused(400, "multipart body without parts (send the image as the field 'file', or as the raw body)")
+    for part in message.iter_parts():
+        if part.get_param("name", header="content-disposition") == "file":
+            return part.get_payload(decode=True) or b""
+    raise Refused(400, "multipart body without a field named 'file'")
+
+
+def _authorised(request: Request, api_key: str | None) -> bool:
+    if api_key is None:
+        return True
+    given = request.headers.get("x-api-key") or request.query_params.get("api_key") or ""
+    bearer = request.headers.get("authorization", "")
+    if bearer.lower().startswith("bearer "):
+        given = given or bearer[7:]
+    return hmac.compare_digest(given.encode(), api_key.encode())
+
+
+def create_app(service: MapService, info: dict, limits: ServerLimits) -> FastAPI:
+    """The application: ``service`` started and stopped with it, ``info`` served at /v1/info."""
+    decoders = anyio.CapacityLimiter(limits.decoders)
+    admitted = 0
+
+    async def lifespan(app: FastAPI):
+        service.start()
+        yield
+        service.close()
+
+    app = FastAPI(title="SDNet saliency maps", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, err: Refused) -> JSONResponse:
+        return JSONResponse({"error": err.reason}, status_code=err.status, headers=err.headers)
+
+    @app.middleware("http")
+    async def api_key(request: Request, call_next):
+        if request.url.path != "/health" and not _authorised(request, limits.api_key):
+            return JSONResponse({"error": "missing or wrong API key (X-API-Key header, Bearer token or ?api_key=)"},
+                                status_code=401)
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        return JSONResponse({"status": "ready" if service.ready else "starting"}, status_code=200 if service.ready
+                            else 503)
+
+    @app.get("/v1/info")
+    async def about() -> JSONResponse:
+        return JSONResponse({**info, "ready": service.ready})
+
+    @app.get("/")
+    async def page() -> HTMLResponse:
+        return HTMLResponse(PAGE.read_text())
+
+    @app.post("/v1/saliency")
+    async def saliency(request: Request, output: str = "png") -> Response:
+        nonlocal admitted
+        if output not in OUTPUTS:
+            raise Refused(400, f"output={output}: choose one of {', '.join(OUTPUTS)}")
+        if not service.ready:
+            raise Refused(503, "the network is still being prepared", {"Retry-After": "1"})
+        if admitted >= limits.max_requests:
+            raise Refused(503, f"{limits.max_requests} requests are being served already", {"Retry-After": "1"})
+        admitted += 1
+        start = time.perf_counter()
+        try:
+            return await asyncio.wait_for(_answer(request, output, start), limits.timeout)
+        except TimeoutError:
+            raise Refused(504, f"no answer within {limits.timeout:g} s (--timeout)") from None
+        finally:
+            admitted -= 1
+
+    async def _answer(request: Request, output: str, start: float) -> Response:
+        try:
+            body = await _body(request, limits.max_bytes)
+        except ClientDisconnect:
+            raise Refused(400, "the client went away during the upload") from None
+        data = _image_bytes(body, request.headers.get("content-type", ""))
+        try:
+            prepared = await anyio.to_thread.run_sync(service.prepare, data, "upload", limiter=decoders)
+        except ImageTooLarge as err:
+            raise Refused(413, str(err)) from None
+        except NotAnImage as err:
+            raise Refused(415, str(err)) from None
+        except DataError as err:
+            raise Refused(400, str(err)) from None
+        try:
+            future = service.submit(prepared)
+        except QueueFull as err:
+            raise Refused(503, str(err), {"Retry-After": "1"}) from None
+        try:
+            network_output = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        saliency_map = await anyio.to_thread.run_sync(service.finish, prepared, network_output, limiter=decoders)
+        if output == "png":
+            content = encode(saliency_map, ".png")
+        else:
+            files = await anyio.to_thread.run_sync(visualisations, prepared, saliency_map, limiter=decoders)
+            content = files.get(output) if output != "json" else None
+        seconds = time.perf_counter() - start
+        headers = {"X-Processing-Seconds": f"{seconds:.4f}"}
+        if output == "json":
+            height, width = saliency_map.shape
+            return JSONResponse({"width": width, "height": height, "seconds": seconds,
+                                 "salient_fraction": float(np.count_nonzero(saliency_map > 127)) / saliency_map.size,
+                                 **{f"{name}_{kind}": base64.b64encode(files[name]).decode() for name, kind in
+                                    (("map", "png"), ("overlay", "jpg"), ("cutout", "png"))}}, headers=headers)
+        return Response(content, media_type=OUTPUTS[output], headers=headers)
+
+    return app

@@ -1,0 +1,118 @@
+"""Serve saliency maps over HTTP: a page to drop a photo into, and an API for programs.
+
+    python serve.py --checkpoint checkpoints/sdnet_from_scratch.pth        # then open http://127.0.0.1:8000/
+    curl -F file=@photo.jpg http://127.0.0.1:8000/v1/saliency -o map.png
+
+The model, input size, precision and backend are fixed at start, as predict.py takes them, and a map from the
+server is byte for byte the map predict.py writes for the same file. Endpoints, limits and status codes:
+engine/http_app.py and the README ("Serving"). With ``--workers N``, N processes share the port (SO_REUSEPORT),
+each with its own network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+
+import configs
+import utils
+from data.guard import max_pixels_of
+from engine.http_app import ServerLimits, create_app
+from engine.inference import runner_from_flags
+from engine.loading import model_from_flags
+from engine.map_service import MapService
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = utils.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="the authors' release or ours, training form or converted")
+    parser.add_argument("--size", type=utils.input_size, default=None,
+                        help="square network input size in pixels (default: sdnet 320, sdneta 384, video models "
+                             "256)")
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    group.add_argument("--port", type=utils.int_at_least(0), default=8000, help="TCP port (0: any free one)")
+    group.add_argument("--workers", type=utils.positive_int, default=1,
+                       help="server processes sharing the port, each with its own network")
+    group.add_argument("--shared-port", action="store_true", help=argparse.SUPPRESS)  # a helper of --workers
+    group.add_argument("--api-key", default=None,
+                       help="key every endpoint but /health needs (X-API-Key header, Bearer token or ?api_key=); "
+                            "default: $SDNET_API_KEY, else none")
+    group = parser.add_argument_group("limits")
+    group.add_argument("--max-bytes", type=utils.positive_int, default=20 * 2**20,
+                       help="largest upload in bytes (default 20 MiB; larger: 413)")
+    utils.add_max_megapixels_arg(group)
+    group.add_argument("--queue", type=utils.positive_int, default=32,
+                       help="requests served at once; more are answered 503 with Retry-After")
+    group.add_argument("--timeout", type=utils.positive_float, default=30.0,
+                       help="seconds a request may take (then 504)")
+    group.add_argument("--decoders", type=utils.positive_int, default=2,
+                       help="uploads decoded and encoded at once (threads)")
+    utils.add_model_args(parser)
+    utils.add_device_args(parser)
+    return parser
+
+
+def listening_socket(host: str, port: int, shared: bool) -> socket.socket:
+    """A bound TCP socket (``shared``: SO_REUSEPORT, for several server processes); one line and exit 2 when the
+    address is taken or cannot be used."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if shared:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        utils.fail(f"--host {host} --port {port}: cannot listen there: {err.strerror or err}")
+    sock.listen(128)
+    return sock
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    logger = utils.setup_logger()
+    if args.workers > 1 and args.port == 0:
+        utils.fail("--workers needs a --port: processes can share only a port given in advance")
+    sock = listening_socket(args.host, args.port, shared=args.workers > 1 or args.shared_port)
+    import uvicorn  # the server stack is needed by this script only
+
+    model, description = model_from_flags(args, args.checkpoint)
+    size = args.size or configs.MODELS[description.model]["size"]
+    device = utils.select_device(args.gpu)
+    logger.info(utils.tune_process(device, args.threads))
+    runner = runner_from_flags(model, args, device)
+    video = description.kind == "video"
+    service = MapService(runner, size=size, video=video, nframes=description.nframes or 1,
+                         max_pixels=max_pixels_of(args.max_megapixels), queue_size=args.queue)
+    info = {"model": description.model, "bn": description.bn, "size": size, "precision": runner.precision,
+            "backend": runner.backend.name, "device": str(device), "checkpoint": os.path.basename(args.checkpoint),
+            "max_bytes": args.max_bytes, "max_megapixels": args.max_megapixels, "queue": args.queue,
+            "timeout": args.timeout, "workers": args.workers, "version": configs.VERSION}
+    limits = ServerLimits(max_bytes=args.max_bytes, max_requests=args.queue, timeout=args.timeout,
+                          decoders=args.decoders, api_key=args.api_key or os.environ.get("SDNET_API_KEY") or None)
+    helpers = []
+    if args.workers > 1:  # the others: the same command with one worker each, on the same port
+        position = argv.index("--workers") if "--workers" in argv else None
+        single = argv[:position] + argv[position + 2:] if position is not None else argv
+        helpers = [subprocess.Popen([sys.executable, __file__, *single, "--workers", "1", "--shared-port"])
+                   for _ in range(args.workers - 1)]
+    host, port = sock.getsockname()[:2]
+    logger.info("serving %s at %d px on http://%s:%d/ (%d process(es)); the page is at /, the API at /v1/saliency",
+                description.model, size, host, port, args.workers)
+    try:
+        uvicorn.Server(uvicorn.Config(create_app(service, info, limits), log_level="warning",
+                                      access_log=False)).run(sockets=[sock])
+    finally:
+        for helper in helpers:
+            helper.terminate()
+            helper.wait()
+
+
+if __name__ == "__main__":
+    main()

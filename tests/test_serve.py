@@ -1,0 +1,282 @@
+"""serve.py as people use it: a real server process on a free loopback port answering HTTP (the maps byte for byte
+predict.py's, concurrent clients, a client that leaves mid-upload, every refusal's status and one-line JSON reason),
+and the application in-process with a stand-in network for what depends on timing (503 before the network is
+ready, a full queue, a timeout)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_guard import png
+
+from data.synthetic import SyntheticSizes, generate
+from engine.http_app import ServerLimits, create_app
+from engine.map_service import MapService
+from models import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(url: str, body: bytes | None = None, headers: dict | None = None,
+            timeout: float = 60) -> tuple[int, dict, bytes]:
+    """(status, headers, body) of a GET (no body) or POST."""
+    req = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def multipart(field: str, data: bytes, filename: str = "photo.jpg") -> tuple[bytes, dict]:
+    boundary = "sdnet-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+class Server:
+    """serve.py in its own process group on a free port, stopped (SIGTERM, then SIGKILL) at the end."""
+
+    def __init__(self, *flags: str | Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+        self.process = subprocess.Popen([sys.executable, str(REPO / "serve.py"), "--port", str(self.port),
+                                         *map(str, flags)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve.py ended: {self.process.communicate()[1]}")
+            try:
+                if request(f"{self.url}/health", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise AssertionError("serve.py did not become ready in 120 s")
+
+    def stop(self) -> str:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.communicate()[1]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("serve")
+    generate(root / "data", 0, SyntheticSizes(sod_train=1, sod_test=4, video_train=1, video_test=1, min_frames=8,
+                                              max_frames=8), workers=0)
+    torch.manual_seed(0)
+    torch.save(build_model("sdnet").state_dict(), root / "sdnet.pth")
+    photos = root / "photos"
+    shutil.copytree(root / "data" / "sod" / "SYN-TE" / "images", photos)
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(inputs: Path):
+    running = Server("--checkpoint", inputs / "sdnet.pth", "--size", "64", "--max-bytes", "400000", "--api-key",
+                     "secret", "--queue", "16")
+    yield running
+    log = running.stop()
+    assert "Traceback" not in log, log
+
+
+KEY = {"X-API-Key": "secret"}
+
+
+def test_maps_are_predict_pys_bytes(server: Server, inputs: Path, tmp_path: Path) -> None:
+    photos = sorted((inputs / "photos").iterdir())
+    subprocess.run([sys.executable, str(REPO / "predict.py"), "--checkpoint", str(inputs / "sdnet.pth"), "--size",
+                    "64", "--overlay", "--cutout", "--out", str(tmp_path), *map(str, photos)], check=True,
+                   capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    for photo in photos:
+        data = photo.read_bytes()
+        expected = {"png": (tmp_path / f"{photo.stem}.png").read_bytes(),
+                    "overlay": (tmp_path / f"{photo.stem}_overlay.jpg").read_bytes(),
+                    "cutout": (tmp_path / f"{photo.stem}_cutout.png").read_bytes()}
+        status, headers, body = request(f"{server.url}/v1/saliency", data, KEY)
+        assert status == 200 and headers["content-type"] == "image/png" and body == expected["png"]
+        assert float(headers["x-processing-seconds"]) > 0
+        body, form = multipart("file", data)
+        for output in ("overlay", "cutout"):
+            status, _, answer = request(f"{server.url}/v1/saliency?output={output}", body, {**form, **KEY})
+            assert status == 200 and answer == expected[output], output
+        status, _, answer = request(f"{server.url}/v1/saliency?output=json", data, KEY)
+        record = json.loads(answer)
+        assert status == 200 and base64.b64decode(record["map_png"]) == expected["png"]
+        assert base64.b64decode(record["overlay_jpg"]) == expected["overlay"]
+        assert base64.b64decode(record["cutout_png"]) == expected["cutout"]
+
+
+def test_concurrent_clients_get_their_own_maps(server: Server, inputs: Path) -> None:
+    photos = sorted((inputs / "photos").iterdir())
+    single = {photo: request(f"{server.url}/v1/saliency", photo.read_bytes(), KEY)[2] for photo in photos}
+    jobs = [photos[i % len(photos)] for i in range(48)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda photo: request(f"{server.url}/v1/saliency", photo.read_bytes(), KEY), jobs))
+    assert [status for status, _, _ in answers] == [200] * len(jobs)
+    assert all(body == single[photo] for photo, (_, _, body) in zip(jobs, answers, strict=True))
+
+
+def test_what_a_client_may_not_do(server: Server, inputs: Path) -> None:
+    """Each refusal: its status, a one-line JSON reason, and the server still serving."""
+    photo = sorted((inputs / "photos").iterdir())[0].read_bytes()
+    url = f"{server.url}/v1/saliency"
+    cases = [
+        (request(url, photo), 401, "missing or wrong API key"),
+        (request(url, photo, {"X-API-Key": "wrong"}), 401, "missing or wrong API key"),
+        (request(f"{server.url}/v1/info"), 401, "missing or wrong API key"),
+        (request(url, bytes(400001), KEY), 413, "upload of 400001 bytes is over the limit of 400000 bytes"),
+        (request(url, png(50000, 50000, rows=1), KEY), 413, "refused upload: PNG of 50000x50000 = 2500.0 megapixels"),
+        (request(url, b"hello", KEY), 415, "cannot read upload: not an image"),
+        (request(url, b"", KEY), 415, "empty file upload (0 bytes)"),
+        (request(url, b"GIF89a" + bytes(20), KEY), 415, "cannot read upload: a GIF file"),
+        (request(url, photo[:len(photo) // 2], KEY), 400, "cannot read upload: truncated JPEG file"),
+        (request(f"{url}?output=svg", photo, KEY), 400, "output=svg: choose one of png, overlay, cutout, json"),
+        (request(url, *(lambda b, h: (b, {**h, **KEY}))(*multipart("image", photo))), 400,
+         "multipart body without a field named 'file'"),
+    ]
+    for (status, _, body), expected_status, reason in cases:
+        assert status == expected_status, (status, body)
+        answer = json.loads(body)
+        assert list(answer) == ["error"] and "\n" not in answer["error"] and answer["error"].startswith(reason), body
+    assert request(f"{server.url}/health")[0] == 200  # /health needs no key
+    status, _, page = request(f"{server.url}/?api_key=secret")
+    assert status == 200 and b"<title>SDNet saliency maps</title>" in page
+    assert b"http://" not in page and b"https://" not in page  # nothing fetched from elsewhere
+    assert request(url, photo, KEY)[0] == 200
+
+
+def test_a_client_that_leaves_mid_upload_costs_nothing(server: Server, inputs: Path) -> None:
+    photo = sorted((inputs / "photos").iterdir())[0].read_bytes()
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"POST /v1/saliency HTTP/1.1\r\nHost: x\r\nX-API-Key: secret\r\nContent-Length: "
+                         + str(len(photo)).encode() + b"\r\n\r\n" + photo[:len(photo) // 3])
+    assert request(f"{server.url}/v1/saliency", photo, KEY)[0] == 200
+
+
+class StandIn(torch.nn.Module):
+    """A network answering zeros after ``delay`` seconds, as a runner's ``forward`` and ``stream`` do."""
+
+    threads = 1
+
+    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
+        super().__init__()
+        self.delay, self.gate = delay, gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            self.gate.wait(30)
+        time.sleep(self.delay)
+        return torch.zeros(x.shape[0], 1, x.shape[2], x.shape[3])
+
+    def stream(self, inputs):
+        for tag, x in inputs:
+            yield tag, self(x)
+
+
+def asgi(app, path: str, body: bytes = b"", method: str = "POST") -> tuple[int, bytes, dict]:
+    """One HTTP request through the ASGI application, in this process."""
+    async def call() -> tuple[int, bytes, dict]:
+        sent, answer = [False], {"status": 0, "body": b"", "headers": {}}
+
+        async def receive():
+            if not sent[0]:
+                sent[0] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.sleep(3600)
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                answer["headers"] = {k.decode(): v.decode() for k, v in message["headers"]}
+            elif message["type"] == "http.response.body":
+                answer["body"] += message.get("body", b"")
+
+        path_only, _, query = path.partition("?")
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+                 "path": path_only, "raw_path": path_only.encode(), "query_string": query.encode(),
+                 "headers": [(b"content-length", str(len(body)).encode())], "client": ("127.0.0.1", 1),
+                 "server": ("127.0.0.1", 80), "scheme": "http", "root_path": ""}
+        await app(scope, receive, send)
+        return answer["status"], answer["body"], answer["headers"]
+
+    return asyncio.run(call())
+
+
+def service(runner: torch.nn.Module, queue_size: int = 4) -> MapService:
+    return MapService(runner, size=32, video=False, nframes=1, max_pixels=10**6, queue_size=queue_size)
+
+
+def photo_bytes() -> bytes:
+    import cv2
+
+    return cv2.imencode(".png", np.full((20, 30, 3), 90, np.uint8))[1].tobytes()
+
+
+def test_health_is_503_until_the_network_is_ready() -> None:
+    gate = threading.Event()
+    maps = service(StandIn(gate=gate))
+    app = create_app(maps, {}, ServerLimits())
+    maps.start()
+    try:
+        assert asgi(app, "/health", method="GET")[:2] == (503, b'{"status":"starting"}')
+        status, body, headers = asgi(app, "/v1/saliency", photo_bytes())
+        assert status == 503 and headers["retry-after"] == "1"
+        gate.set()
+        deadline = time.monotonic() + 10
+        while not maps.ready and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert asgi(app, "/health", method="GET")[:2] == (200, b'{"status":"ready"}')
+        assert asgi(app, "/v1/saliency", photo_bytes())[0] == 200
+    finally:
+        gate.set()
+        maps.close()
+
+
+def test_a_full_house_is_503_and_a_slow_answer_504() -> None:
+    maps = service(StandIn(delay=0.5))
+    maps.start()
+    try:
+        while not maps.ready:
+            time.sleep(0.01)
+        status, body, _ = asgi(create_app(maps, {}, ServerLimits(timeout=0.1)), "/v1/saliency", photo_bytes())
+        assert status == 504 and json.loads(body) == {"error": "no answer within 0.1 s (--timeout)"}
+        busy = create_app(maps, {}, ServerLimits(max_requests=0))
+        status, body, headers = asgi(busy, "/v1/saliency", photo_bytes())
+        assert status == 503 and headers["retry-after"] == "1"
+        assert json.loads(body) == {"error": "0 requests are being served already"}
+    finally:
+        maps.close()
