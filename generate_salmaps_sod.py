@@ -7,6 +7,9 @@ Each image of ``<datadir>/<DATASET>/images/`` is resized to size x size, normali
 is upsampled bilinearly to the original size and written to ``<savedir>/<DATASET>/<stem>.png``. The model is what
 the checkpoint holds; ``--model``, ``--bn`` and ``--train-config`` may be given and must then agree with it. Images
 that cannot be decoded are reported by path and skipped; the exit status is then 1.
+
+Under torchrun (or srun, as training) each process takes its share of the images (of the videos, whole) on the
+device of its local rank, and rank 0 reports the totals; the maps are those one process writes.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from data import DataError
 from data.atomic import unwritable, write_image_atomic
 from data.datasets import SODDataset, test_loader
 from data.guard import max_pixels_of
+from engine.distributed import cleanup_distributed, distributed_context, init_distributed
 from engine.inference import BackendError, runner_from_flags
 from engine.loading import model_from_flags
 from engine.maps import stream_maps
+from engine.sharding import share, summed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logger = utils.setup_logger()
+    ctx = distributed_context(args.gpu)  # one process, or one of several under torchrun / srun
+    logger = utils.setup_logger(None, ctx.rank)
     datadir = Path(args.datadir)
     if not datadir.is_dir():
         utils.fail(f"--datadir {datadir}: no such folder")
@@ -60,29 +66,35 @@ def main(argv: list[str] | None = None) -> None:
         except DataError as err:
             utils.fail(f"--testdata {name}: {err}")
     model, _ = model_from_flags(args, args.evaluate, kind="image")
-    device = utils.select_device(args.gpu)
-    logger.info(utils.tune_process(device, args.threads))
-    runner = runner_from_flags(model, args, device)
+    init_distributed(ctx)
+    logger.info(utils.tune_process(ctx.device, args.threads))
+    runner = runner_from_flags(model, args, ctx.device)
     failures = 0
     try:
         for name, dataset in datasets.items():
             outdir = Path(args.savedir) / name
+            total = len(dataset)
+            dataset.samples = [dataset.samples[i] for i in share(range(total), ctx.rank, ctx.world_size)]
             written = 0
             items = ((item, None if item["error"] else item["image"][None], item["size"])
                      for item in test_loader(dataset, args.workers))
             for item, maps in tqdm(stream_maps(runner, items), total=len(dataset), desc=name, unit="img",
-                                   leave=False):
+                                   leave=False, disable=not ctx.is_main):
                 if item["error"]:
                     logger.error("%s", item["error"])
                     failures += 1
                     continue
                 write_image_atomic(outdir / f"{item['name']}.png", maps[0])
                 written += 1
-            logger.info("%s: %d maps written to %s", name, written, outdir)
+            written = summed([written], ctx)[0]
+            processes = f" by {ctx.world_size} processes" if ctx.world_size > 1 else ""
+            logger.info("%s: %d of %d maps written to %s%s", name, written, total, outdir, processes)
     except BackendError as err:
         utils.fail(str(err))
     except OSError as err:  # a full disk, a folder made read-only meanwhile
         utils.fail(f"--savedir {args.savedir}: cannot write a map: {err}")
+    failures = summed([failures], ctx)[0]
+    cleanup_distributed()
     if failures:
         utils.fail(f"{failures} image(s) refused (listed above); their maps are missing, every other map was written",
                    status=1)

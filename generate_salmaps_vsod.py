@@ -9,6 +9,9 @@ annotated frames are grouped into clips of ``--nframes`` (gap target ``--framega
 is resized, predicted in one pass, and each frame's map is upsampled to the size of the clip's last frame and
 written to ``<savedir>/<DATASET>/<video>/<frame>.png``. A frame in several clips is written by the last of them.
 The model is what the checkpoint holds; the model flags may be given and must then agree with it.
+
+Under torchrun (or srun, as training) each process takes its share of the images (of the videos, whole) on the
+device of its local rank, and rank 0 reports the totals; the maps are those one process writes.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from data import DataError
 from data.atomic import unwritable, write_image_atomic
 from data.datasets import VSODDataset, test_loader
 from data.guard import max_pixels_of
+from engine.distributed import cleanup_distributed, distributed_context, init_distributed
 from engine.inference import BackendError, runner_from_flags
 from engine.loading import model_from_flags
 from engine.maps import stream_maps
+from engine.sharding import share, summed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +62,8 @@ def write_clip_maps(maps, item: dict, outdir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logger = utils.setup_logger()
+    ctx = distributed_context(args.gpu)  # one process, or one of several under torchrun / srun
+    logger = utils.setup_logger(None, ctx.rank)
     root = Path(args.datadir)
     if not root.is_dir():
         utils.fail(f"--datadir {root}: no such folder")
@@ -72,15 +78,18 @@ def main(argv: list[str] | None = None) -> None:
                                          max_pixels=max_pixels_of(args.max_megapixels))
         except DataError as err:
             utils.fail(f"--testdata {name}: {err}")
-    device = utils.select_device(args.gpu)
-    logger.info(utils.tune_process(device, args.threads))
-    runner = runner_from_flags(model, args, device)
+    init_distributed(ctx)
+    logger.info(utils.tune_process(ctx.device, args.threads))
+    runner = runner_from_flags(model, args, ctx.device)
     failures = clips = 0
     try:
         for name, dataset in datasets.items():
+            videos = [entry.video for entry, _ in dataset.samples]  # a video's clips stay in one process
+            dataset.samples = [dataset.samples[i] for i in share(videos, ctx.rank, ctx.world_size)]
             items = ((item, None if item["error"] else item["clip"][None], item["size"])
                      for item in test_loader(dataset, args.workers))
-            for item, maps in tqdm(stream_maps(runner, items), total=len(dataset), desc=name, unit="clip"):
+            for item, maps in tqdm(stream_maps(runner, items), total=len(dataset), desc=name, unit="clip",
+                                   disable=not ctx.is_main):
                 if item["error"]:
                     logger.error("%s: the %d maps of its clip of %s are missing", item["error"],
                                  len(set(item["names"])), item["video"])
@@ -92,7 +101,10 @@ def main(argv: list[str] | None = None) -> None:
         utils.fail(str(err))
     except OSError as err:  # a full disk, a folder made read-only meanwhile
         utils.fail(f"--savedir {args.savedir}: cannot write a map: {err}")
-    logger.info("%d clips predicted, maps in %s", clips, args.savedir)
+    clips, failures = summed([clips, failures], ctx)
+    cleanup_distributed()
+    processes = f" by {ctx.world_size} processes" if ctx.world_size > 1 else ""
+    logger.info("%d clips predicted%s, maps in %s", clips, processes, args.savedir)
     if failures:
         utils.fail(f"{failures} clip(s) had refused frames (listed above); the maps of those clips are missing, every "
                    "other map was written", status=1)

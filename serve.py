@@ -106,8 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("serving %s at %d px on http://%s:%d/ (%d process(es)); the page is at /, the API at /v1/saliency",
                 description.model, size, host, port, args.workers)
     try:
-        uvicorn.Server(uvicorn.Config(create_app(service, info, limits), log_level="warning",
-                                      access_log=False)).run(sockets=[sock])
+        app = create_app(service, info, limits, wait_until_ready=args.workers > 1 or args.shared_port)
+        uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
     finally:
         for helper in helpers:
             helper.terminate()

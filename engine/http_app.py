@@ -94,13 +94,18 @@ def _authorised(request: Request, api_key: str | None) -> bool:
     return hmac.compare_digest(given.encode(), api_key.encode())
 
 
-def create_app(service: MapService, info: dict, limits: ServerLimits) -> FastAPI:
-    """The application: ``service`` started and stopped with it, ``info`` served at /v1/info."""
+def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until_ready: bool = False) -> FastAPI:
+    """The application: ``service`` started and stopped with it, ``info`` served at /v1/info. With
+    ``wait_until_ready`` it takes no request before the network is prepared (processes sharing a port: the
+    kernel hands a connection to any of them, so none may answer 503 while the others are ready); without, it
+    answers from the start, /health 503 until then."""
     decoders = anyio.CapacityLimiter(limits.decoders)
     admitted = 0
 
     async def lifespan(app: FastAPI):
         service.start()
+        if wait_until_ready:
+            await anyio.to_thread.run_sync(service.wait_until_ready)
         yield
         service.close()
 
@@ -119,6 +124,8 @@ def create_app(service: MapService, info: dict, limits: ServerLimits) -> FastAPI
 
     @app.get("/health")
     async def health() -> JSONResponse:
+        if service.failure is not None:
+            return JSONResponse({"status": "failed", "error": service.failure}, status_code=503)
         return JSONResponse({"status": "ready" if service.ready else "starting"}, status_code=200 if service.ready
                             else 503)
 
@@ -135,6 +142,8 @@ def create_app(service: MapService, info: dict, limits: ServerLimits) -> FastAPI
         nonlocal admitted
         if output not in OUTPUTS:
             raise Refused(400, f"output={output}: choose one of {', '.join(OUTPUTS)}")
+        if service.failure is not None:
+            raise Refused(503, f"the network could not be prepared: {service.failure}")
         if not service.ready:
             raise Refused(503, "the network is still being prepared", {"Retry-After": "1"})
         if admitted >= limits.max_requests:

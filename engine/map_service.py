@@ -61,12 +61,17 @@ class MapService:
         self.max_pixels, self.queue_size = max_pixels, queue_size
         self._jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
+        self._prepared = threading.Event()
         self.warm_up_seconds: float | None = None
+        self.failure: str | None = None  # why the network could not be prepared
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set()
+        return self._prepared.is_set() and self.failure is None
+
+    def wait_until_ready(self) -> None:
+        """Block until the first pass is done or has failed (`start` first)."""
+        self._prepared.wait()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._serve, name="sdnet-inference", daemon=True)
@@ -104,9 +109,14 @@ class MapService:
     def _serve(self) -> None:
         warm = torch.zeros(1, 3 * (self.nframes if self.video else 1), self.size, self.size)
         start = time.perf_counter()
-        self.runner(warm)
+        try:
+            self.runner(warm)
+        except Exception as err:  # noqa: BLE001 - reported by /health and to every request
+            self.failure = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         self.warm_up_seconds = time.perf_counter() - start
-        self._ready.set()
+        self._prepared.set()
+        if self.failure is not None:
+            return
         while True:
             job = self._jobs.get()
             if job is None:

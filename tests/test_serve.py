@@ -280,3 +280,45 @@ def test_a_full_house_is_503_and_a_slow_answer_504() -> None:
         assert json.loads(body) == {"error": "0 requests are being served already"}
     finally:
         maps.close()
+
+
+def test_workers_share_the_port(inputs: Path) -> None:
+    """--workers 2: two server processes on one port, each answering with the same bytes."""
+    server = Server("--checkpoint", inputs / "sdnet.pth", "--size", "64", "--workers", "2")
+    try:
+        photo = sorted((inputs / "photos").iterdir())[0].read_bytes()
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: request(f"{server.url}/v1/saliency", photo), range(16)))
+        assert {status for status, _, _ in answers} == {200} and len({body for _, _, body in answers}) == 1
+        assert json.loads(request(f"{server.url}/v1/info")[2])["workers"] == 2
+        group = os.getpgid(server.process.pid)
+        members = [pid for pid in os.listdir("/proc") if pid.isdigit() and _group_of(int(pid)) == group]
+        assert len(members) >= 2
+    finally:
+        log = server.stop()
+    assert "Traceback" not in log, log
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
+
+
+class Broken(StandIn):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("no such device\nsecond line")
+
+
+def test_a_network_that_cannot_be_prepared_is_said_by_health() -> None:
+    maps = service(Broken())
+    app = create_app(maps, {}, ServerLimits(), wait_until_ready=True)
+    maps.start()
+    maps.wait_until_ready()
+    try:
+        assert asgi(app, "/health", method="GET")[:2] == (503, b'{"status":"failed","error":"no such device"}')
+        status, body, _ = asgi(app, "/v1/saliency", photo_bytes())
+        assert status == 503 and json.loads(body) == {"error": "the network could not be prepared: no such device"}
+    finally:
+        maps.close()
