@@ -31,6 +31,7 @@ from engine.inference import BackendError, runner_from_flags
 from engine.loading import model_from_flags
 from engine.maps import stream_maps
 from engine.sharding import share, summed
+from engine.startup import is_main_process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,8 +63,8 @@ def write_clip_maps(maps, item: dict, outdir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    logger = utils.setup_logger(None, 0 if is_main_process() else 1)  # ranks other than 0: warnings only
     ctx = distributed_context(args.gpu)  # one process, or one of several under torchrun / srun
-    logger = utils.setup_logger(None, ctx.rank)
     root = Path(args.datadir)
     if not root.is_dir():
         utils.fail(f"--datadir {root}: no such folder")

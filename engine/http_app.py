@@ -3,7 +3,8 @@
 Endpoints: ``POST /v1/saliency`` (an image as the multipart field ``file`` or as the raw body; ``?output=png``
 (default: the 8-bit map), ``overlay`` (JPEG), ``cutout`` (RGBA PNG) or ``json`` (all three, base64, with the size
 and timing)), ``GET /health`` (503 until the network is prepared, then 200), ``GET /v1/info`` (what runs) and
-``GET /`` (the page of `engine/page/index.html`). Every refused request gets a 4xx and a one-line JSON reason
+``GET /`` (the page of `engine/page/index.html`) and ``/v1/stream`` (a WebSocket: live video, one frame's map per
+message). Every refused request gets a 4xx and a one-line JSON reason
 (``{"error": ...}``) and the server goes on: a body over ``max_bytes`` (413), an image over the pixel cap (413),
 not an image or a format we do not read (415), a damaged or cut-short image (400), too many requests at once
 (503, Retry-After), past ``timeout`` seconds (504), a missing or wrong API key (401; every endpoint but
@@ -23,12 +24,12 @@ from pathlib import Path
 
 import anyio
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, HTTPConnection
 
 from data.guard import DataError, ImageTooLarge, NotAnImage
-from engine.map_service import MapService, QueueFull, encode, visualisations
+from engine.map_service import MapService, Prepared, QueueFull, encode, visualisations
 
 __all__ = ["ServerLimits", "create_app", "PAGE"]
 
@@ -84,7 +85,7 @@ def _image_bytes(body: bytes, content_type: str) -> bytes:
     raise Refused(400, "multipart body without a field named 'file'")
 
 
-def _authorised(request: Request, api_key: str | None) -> bool:
+def _authorised(request: HTTPConnection, api_key: str | None) -> bool:
     if api_key is None:
         return True
     given = request.headers.get("x-api-key") or request.query_params.get("api_key") or ""
@@ -163,6 +164,58 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
         except ClientDisconnect:
             raise Refused(400, "the client went away during the upload") from None
         data = _image_bytes(body, request.headers.get("content-type", ""))
+        saliency_map, prepared = await _map_of(data)
+        if output == "png":
+            content = encode(saliency_map, ".png")
+        else:
+            files = await anyio.to_thread.run_sync(visualisations, prepared, saliency_map, limiter=decoders)
+            content = files.get(output) if output != "json" else None
+        seconds = time.perf_counter() - start
+        headers = {"X-Processing-Seconds": f"{seconds:.4f}"}
+        if output == "json":
+            height, width = saliency_map.shape
+            return JSONResponse({"width": width, "height": height, "seconds": seconds,
+                                 "salient_fraction": float(np.count_nonzero(saliency_map > 127)) / saliency_map.size,
+                                 **{f"{name}_{kind}": base64.b64encode(files[name]).decode() for name, kind in
+                                    (("map", "png"), ("overlay", "jpg"), ("cutout", "png"))}}, headers=headers)
+        return Response(content, media_type=OUTPUTS[output], headers=headers)
+
+    @app.websocket("/v1/stream")
+    async def stream(socket: WebSocket) -> None:
+        """Live video: each binary message is one frame (an image file, e.g. a JPEG from a camera), answered
+        with its map as PNG bytes, then a text message with the frame's size, the server's seconds and frames/s
+        over the last 30 frames; a frame that is refused is answered with a text message {"error": ...} and the
+        stream goes on. (A video model sees each frame as a still clip, as on /v1/saliency.)"""
+        if not _authorised(socket, limits.api_key):
+            await socket.close(code=1008, reason="missing or wrong API key")
+            return
+        await socket.accept()
+        recent: list[float] = []
+        try:
+            while True:
+                data = await socket.receive_bytes()
+                start = time.perf_counter()
+                try:
+                    if len(data) > limits.max_bytes:
+                        raise Refused(413, f"frame of {len(data)} bytes is over the limit of {limits.max_bytes} bytes")
+                    saliency_map, _ = await _map_of(data)
+                except Refused as err:
+                    await socket.send_json({"error": err.reason})
+                    continue
+                await socket.send_bytes(encode(saliency_map, ".png"))
+                now = time.perf_counter()
+                recent = [*recent[-29:], now]
+                fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
+                height, width = saliency_map.shape
+                await socket.send_json({"width": width, "height": height, "seconds": now - start, "fps": fps})
+        except WebSocketDisconnect:
+            return
+
+    async def _map_of(data: bytes) -> tuple[np.ndarray, Prepared]:
+        """The (H, W) uint8 map of one image's bytes, and the prepared request; `Refused` for what a client may
+        not send."""
+        if not service.ready:
+            raise Refused(503, "the network is still being prepared", {"Retry-After": "1"})
         try:
             prepared = await anyio.to_thread.run_sync(service.prepare, data, "upload", limiter=decoders)
         except ImageTooLarge as err:
@@ -180,20 +233,6 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
         except asyncio.CancelledError:
             future.cancel()
             raise
-        saliency_map = await anyio.to_thread.run_sync(service.finish, prepared, network_output, limiter=decoders)
-        if output == "png":
-            content = encode(saliency_map, ".png")
-        else:
-            files = await anyio.to_thread.run_sync(visualisations, prepared, saliency_map, limiter=decoders)
-            content = files.get(output) if output != "json" else None
-        seconds = time.perf_counter() - start
-        headers = {"X-Processing-Seconds": f"{seconds:.4f}"}
-        if output == "json":
-            height, width = saliency_map.shape
-            return JSONResponse({"width": width, "height": height, "seconds": seconds,
-                                 "salient_fraction": float(np.count_nonzero(saliency_map > 127)) / saliency_map.size,
-                                 **{f"{name}_{kind}": base64.b64encode(files[name]).decode() for name, kind in
-                                    (("map", "png"), ("overlay", "jpg"), ("cutout", "png"))}}, headers=headers)
-        return Response(content, media_type=OUTPUTS[output], headers=headers)
+        return await anyio.to_thread.run_sync(service.finish, prepared, network_output, limiter=decoders), prepared
 
     return app

@@ -322,3 +322,27 @@ def test_a_network_that_cannot_be_prepared_is_said_by_health() -> None:
         assert status == 503 and json.loads(body) == {"error": "the network could not be prepared: no such device"}
     finally:
         maps.close()
+
+
+def test_live_video_over_a_websocket(server: Server, inputs: Path) -> None:
+    """/v1/stream: each frame's map (the bytes /v1/saliency gives for the same image), then its timing; a frame
+    that is refused is a one-line error and the stream goes on; no key, no stream."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    photo = sorted((inputs / "photos").iterdir())[0].read_bytes()
+    expected = request(f"{server.url}/v1/saliency", photo, KEY)[2]
+    with connect(f"ws://127.0.0.1:{server.port}/v1/stream?api_key=secret") as socket_:
+        for _ in range(3):
+            socket_.send(photo)
+            assert socket_.recv(timeout=60) == expected
+            timing = json.loads(socket_.recv(timeout=60))
+            assert set(timing) == {"width", "height", "seconds", "fps"} and timing["seconds"] > 0
+        socket_.send(b"not an image")
+        assert json.loads(socket_.recv(timeout=60)) == {
+            "error": "cannot read upload: not an image (PNG, JPEG, BMP, WebP or TIFF are read)"}
+        socket_.send(photo)
+        assert socket_.recv(timeout=60) == expected
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{server.port}/v1/stream")
+    assert refused.value.response.status_code == 403  # closed before the handshake completed

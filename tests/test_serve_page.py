@@ -47,3 +47,53 @@ def test_the_page_shows_the_servers_map(inputs: Path, tmp_path: Path) -> None:  
     finally:
         driver.quit()
         server.stop()
+
+
+def y4m_clip(path: Path, frames: int = 20) -> None:
+    """A YUV4MPEG2 clip (4:2:0, 10 frames/s) of a real photograph moving across the frame: Chromium's fake camera."""
+    import cv2
+    import matplotlib.cbook
+    import numpy as np
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as sample:
+        photo = cv2.imdecode(np.frombuffer(sample.read(), np.uint8), cv2.IMREAD_COLOR)
+    photo = cv2.resize(photo, (240, 280))
+    with open(path, "wb") as file:
+        file.write(b"YUV4MPEG2 W320 H240 F10:1 Ip A1:1 C420jpeg\n")
+        for t in range(frames):
+            frame = np.full((240, 320, 3), 40, np.uint8)
+            frame[:, 4 * t:4 * t + 240] = photo[20:260]
+            file.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420).tobytes())
+
+
+@pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM), reason="no chromium/chromedriver (apt install chromium "
+                    "chromium-driver; .ci/run does)")
+def test_the_page_streams_the_camera(inputs: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Chromium's fake camera, fed from a real clip: the page sends its frames over the WebSocket and shows the
+    maps as they come, with the server's frames/s."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    y4m_clip(tmp_path / "clip.y4m")
+    server = Server("--checkpoint", inputs / "sdnet.pth", "--size", "64")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--use-fake-ui-for-media-stream",
+                 "--use-fake-device-for-media-stream", f"--use-file-for-fake-video-capture={tmp_path / 'clip.y4m'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    try:
+        driver.get(f"{server.url}/")
+        driver.find_element(By.ID, "camera-button").click()
+        status = driver.find_element(By.ID, "live-status")
+        WebDriverWait(driver, 60).until(lambda d: int(status.get_attribute("data-frames") or 0) >= 10)
+        assert "320 x 240: " in status.text and " frames/s (the server took " in status.text
+        fps = float(status.text.split(": ")[1].split(" frames/s")[0])
+        assert fps > 0
+        shown = driver.execute_script(
+            "const img = document.getElementById('live-map'); return [img.naturalWidth, img.naturalHeight];")
+        assert shown == [320, 240]
+    finally:
+        driver.quit()
+        server.stop()
