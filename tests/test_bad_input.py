@@ -348,39 +348,42 @@ def test_degenerate_maps_give_pysodmetrics_values() -> None:
     assert one_pixel.get_results()["em"]["curve"].max() == 1 / np.finfo(np.float64).eps  # README, "Degenerate maps"
 
 
-def test_regenerated_maps_are_never_compared_with_their_old_figures(inputs: Path, tmp_path: Path) -> None:
+def test_regenerated_maps_are_never_compared_with_their_old_figures(inputs: Path, tmp_path: Path, capsys) -> None:
     """An experiment's maps regenerated with another model into the same --savedir: compare evaluates them again
-    (saying so) and its table holds the new figures, those of a fresh evaluation."""
+    (saying so) and its table holds the new figures, those of a fresh evaluation. (In this process: every step
+    succeeds; the commands' own exit paths are tested above.)"""
+    import generate_salmaps_sod
+    from Evaluation.__main__ import main as evaluation
+
     torch.manual_seed(1)
     torch.save(build_model("sdnet").state_dict(), tmp_path / "other.pth")
     sod, results = inputs / "data" / "sod", tmp_path / "results"
 
     def maps(checkpoint: Path, exp: str) -> None:
-        assert run("generate_salmaps_sod.py", "--evaluate", checkpoint, "--datadir", sod, "--testdata", "SYN-TE",
-                   "--savedir", results / exp, "--size", "64", "-j", "0")[0] == 0
+        generate_salmaps_sod.main([str(arg) for arg in ("--evaluate", checkpoint, "--datadir", sod, "--testdata",
+                                                        "SYN-TE", "--savedir", results / exp, "--size", "64", "-j",
+                                                        "0")])
 
-    def evaluate(exp: str) -> dict:
-        assert run("-m", "Evaluation", "sod", "SYN-TE", exp, sod, "--results-dir", results, "--workers", "0")[0] == 0
-        return json.loads((results / exp / "metrics_sod.json").read_text())["SYN-TE"]
+    def evaluate(exp: str) -> tuple[dict, str]:
+        capsys.readouterr()
+        evaluation(["sod", "SYN-TE", exp, str(sod), "--results-dir", str(results), "--workers", "0"])
+        return json.loads((results / exp / "metrics_sod.json").read_text())["SYN-TE"], capsys.readouterr().err
 
     maps(inputs / "sdnet.pth", "exp")
-    old = evaluate("exp")
+    old = evaluate("exp")[0]
     maps(tmp_path / "other.pth", "fresh")
-    fresh = evaluate("fresh")
+    fresh = evaluate("fresh")[0]
     maps(tmp_path / "other.pth", "exp")  # regenerated in place, with another model
-    status, lines, _ = run("-m", "Evaluation", "compare", "exp", "fresh", "--testdata", "SYN-TE", "--results-dir",
-                           results, "--workers", "0")
-    assert status == 0
-    assert any("evaluating exp on SYN-TE: its maps changed since its figures were computed (the maps changed since "
-               "(other bytes))" in line for line in lines)
+    capsys.readouterr()
+    evaluation(["compare", "exp", "fresh", "--testdata", "SYN-TE", "--results-dir", str(results), "--workers", "0"])
+    assert ("evaluating exp on SYN-TE: its maps changed since its figures were computed (the maps changed since "
+            "(other bytes))") in capsys.readouterr().err
     new = json.loads((results / "exp" / "metrics_sod.json").read_text())["SYN-TE"]
     assert new["MAE"] == fresh["MAE"] != old["MAE"] and new["source"]["maps"]["sha256"] == fresh["source"]["maps"][
         "sha256"]
     table = (results / "compare" / "compare_sod_pysodmetrics.csv").read_text().splitlines()
     assert table[1].startswith(f"exp,{fresh['MAE']!r},") and table[2].startswith(f"fresh,{fresh['MAE']!r},")
-    status, lines, _ = run("-m", "Evaluation", "sod", "SYN-TE", "exp", sod, "--results-dir", results, "--workers",
-                           "0")
-    assert not any("recomputing" in line for line in lines)  # unchanged maps: nothing to say
+    assert "recomputing" not in evaluate("exp")[1]  # unchanged maps: nothing to say
 
 
 def test_a_bomb_in_a_test_set_costs_its_own_map_only(inputs: Path, tmp_path: Path) -> None:
