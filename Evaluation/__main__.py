@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--float64", action="store_true", help="per-pixel arithmetic in float64 (default float32)")
     common.add_argument("--metrics", default=None, metavar="NAMES",
                         help="measures besides the summary five (mae, fm, em, sm, wfm, always reported), joined by "
-                             "',' or '+', or 'all': " + ", ".join(MEASURES) + " (README, \"Measures\")")
+                             "',' or '+', or 'all': " + ", ".join(MEASURES)
+                             + " (README, \"Every PySODMetrics measure, by name\")")
     common.add_argument("--skip-uncomputable", action="store_true",
                         help="leave out (named and counted) the maps a chosen measure has no value for, e.g. the "
                              "size-invariant ones on a GT without background (default: one line naming the file, "

@@ -346,3 +346,25 @@ def test_live_video_over_a_websocket(server: Server, inputs: Path) -> None:
     with pytest.raises(InvalidStatus) as refused:
         connect(f"ws://127.0.0.1:{server.port}/v1/stream")
     assert refused.value.response.status_code == 403  # closed before the handshake completed
+
+
+def test_a_full_queue_and_a_slow_upload_against_the_real_server(inputs: Path) -> None:
+    """--queue 1 --timeout 2: an upload held half-sent keeps the one place, so a second request is 503 with
+    Retry-After; held past 2 s, the first is answered 504; the server then serves again."""
+    server = Server("--checkpoint", inputs / "sdnet.pth", "--size", "64", "--queue", "1", "--timeout", "2")
+    try:
+        photo = sorted((inputs / "photos").iterdir())[0].read_bytes()
+        with socket.create_connection(("127.0.0.1", server.port)) as held:
+            held.sendall(b"POST /v1/saliency HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(len(photo)).encode()
+                         + b"\r\n\r\n" + photo[:100])
+            time.sleep(0.3)
+            status, headers, body = request(f"{server.url}/v1/saliency", photo)
+            assert status == 503 and headers["retry-after"] == "1"
+            assert json.loads(body) == {"error": "1 requests are being served already"}
+            held.settimeout(10)
+            answer = held.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 504 ") and answer.endswith(b'{"error":"no answer within 2 s (--timeout)"}')
+        assert request(f"{server.url}/v1/saliency", photo)[0] == 200
+    finally:
+        log = server.stop()
+    assert "Traceback" not in log, log
