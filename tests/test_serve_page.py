@@ -17,14 +17,21 @@ CHROMEDRIVER = shutil.which("chromedriver")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.fixture(scope="module")
+def page_server(inputs: Path):  # noqa: F811
+    server = Server("--checkpoint", inputs / "sdnet.pth", "--size", "64", "--api-key", "secret")
+    yield server
+    server.stop()
+
+
 @pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM), reason="no chromium/chromedriver (apt install chromium "
                     "chromium-driver; .ci/run does)")
-def test_the_page_shows_the_servers_map(inputs: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_the_page_shows_the_servers_map(inputs: Path, tmp_path: Path, page_server: Server) -> None:  # noqa: F811
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    server = Server("--checkpoint", inputs / "sdnet.pth", "--size", "64", "--api-key", "secret")
+    server = page_server
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900"):
@@ -46,7 +53,6 @@ def test_the_page_shows_the_servers_map(inputs: Path, tmp_path: Path) -> None:  
         driver.save_screenshot(str(tmp_path / "page.png"))
     finally:
         driver.quit()
-        server.stop()
 
 
 def y4m_clip(path: Path, frames: int = 20) -> None:
@@ -68,7 +74,7 @@ def y4m_clip(path: Path, frames: int = 20) -> None:
 
 @pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM), reason="no chromium/chromedriver (apt install chromium "
                     "chromium-driver; .ci/run does)")
-def test_the_page_streams_the_camera(inputs: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_the_page_streams_the_camera(inputs: Path, tmp_path: Path, page_server: Server) -> None:  # noqa: F811
     """Chromium's fake camera, fed from a real clip: the page sends its frames over the WebSocket and shows the
     maps as they come, with the server's frames/s."""
     webdriver = pytest.importorskip("selenium.webdriver")
@@ -76,7 +82,7 @@ def test_the_page_streams_the_camera(inputs: Path, tmp_path: Path) -> None:  # n
     from selenium.webdriver.support.ui import WebDriverWait
 
     y4m_clip(tmp_path / "clip.y4m")
-    server = Server("--checkpoint", inputs / "sdnet.pth", "--size", "64")
+    server = page_server
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--use-fake-ui-for-media-stream",
@@ -84,7 +90,7 @@ def test_the_page_streams_the_camera(inputs: Path, tmp_path: Path) -> None:  # n
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     try:
-        driver.get(f"{server.url}/")
+        driver.get(f"{server.url}/?api_key=secret")
         driver.find_element(By.ID, "camera-button").click()
         status = driver.find_element(By.ID, "live-status")
         WebDriverWait(driver, 60).until(lambda d: int(status.get_attribute("data-frames") or 0) >= 10)
@@ -96,4 +102,3 @@ def test_the_page_streams_the_camera(inputs: Path, tmp_path: Path) -> None:  # n
         assert shown == [320, 240]
     finally:
         driver.quit()
-        server.stop()
