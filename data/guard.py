@@ -23,8 +23,11 @@ __all__ = ["DataError", "ImageTooLarge", "NotAnImage", "DEFAULT_MAX_MEGAPIXELS",
            "max_file_bytes", "read_header", "check_image", "read_guarded"]
 
 FORMATS_TEXT = "PNG, JPEG, BMP, WebP or TIFF"
-# Formats recognised only to name them in the refusal.
-_OTHER_FORMATS = {b"GIF8": "GIF", b"\x00\x00\x01\x00": "ICO", b"8BPS": "PSD", b"%PDF": "PDF"}
+# Formats recognised only to name them in the refusal: by their first bytes, and ISO media files (HEIC and AVIF
+# photos of phones) by the brand after 'ftyp' at byte 4.
+_OTHER_FORMATS = {b"GIF8": "GIF", b"\x00\x00\x01\x00": "ICO", b"8BPS": "PSD", b"%PDF": "PDF",
+                  b"II+\x00": "BigTIFF", b"MM\x00+": "BigTIFF", b"\x00\x00\x00\x0cjP  ": "JPEG 2000"}
+_ISO_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC", b"mif1": "HEIF", b"avif": "AVIF"}
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,9 @@ def read_header(data: bytes, name: str | os.PathLike) -> ImageHeader:
     kind = _format_of(data)
     if kind is None:
         other = next((label for magic, label in _OTHER_FORMATS.items() if data.startswith(magic)), None)
-        what = f"a {other} file" if other else "not an image"
+        if data[4:8] == b"ftyp":
+            other = _ISO_BRANDS.get(data[8:12], "video or ISO media")
+        what = f"{'an' if other[0] in 'AEIOU' else 'a'} {other} file" if other else "not an image"
         raise NotAnImage(f"cannot read {name}: {what} ({FORMATS_TEXT} are read)")
     try:
         header = {"png": _png, "jpeg": _jpeg, "bmp": _bmp, "webp": _webp, "tiff": _tiff}[kind](data)

@@ -116,6 +116,9 @@ def test_the_pixel_cap_refuses_bombs_and_passes_a_48_megapixel_photo(tmp_path: P
     (b"", r"empty file .*x.png \(0 bytes\)"),
     (b"GIF89a" + bytes(20), r"cannot read .*x.png: a GIF file \(PNG, JPEG, BMP, WebP or TIFF are read\)"),
     (b"hello, world", r"cannot read .*x.png: not an image"),
+    (b"\x00\x00\x00\x18ftypheic" + bytes(20), r"cannot read .*x.png: a HEIC file \(PNG, JPEG, BMP, WebP or TIFF"),
+    (b"\x00\x00\x00\x1cftypavif" + bytes(20), r"cannot read .*x.png: an AVIF file"),
+    (b"II+\x00" + bytes(20), r"cannot read .*x.png: a BigTIFF file"),
     (b"\x89PNG\r\n\x1a\n" + bytes(30), r"cannot read .*x.png: (damaged|truncated) PNG"),
 ])
 def test_what_is_not_an_image_we_read_is_named(tmp_path: Path, content: bytes, message: str) -> None:
