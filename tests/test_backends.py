@@ -214,6 +214,7 @@ def test_a_backend_that_cannot_prepare_is_an_error_but_an_error_of_the_model_is_
     assert runner.path == "openvino+fp32"  # never switched to another backend
 
 
+@pytest.mark.slow  # 9-10 s of compiling on 2 cores; inductor is not the default backend anywhere
 def test_inductor_compiles_every_shape_past_dynamos_recompile_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     """One code object per shape: with the recompile limit at 2, four shapes are all compiled (a shared function
     would have run the third and fourth eagerly), weights frozen while dynamo traces."""
