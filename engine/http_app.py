@@ -26,6 +26,7 @@ import anyio
 import numpy as np
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, HTTPConnection
 
 from data.guard import DataError, ImageTooLarge, NotAnImage
@@ -115,6 +116,13 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
     @app.exception_handler(Refused)
     async def refused(request: Request, err: Refused) -> JSONResponse:
         return JSONResponse({"error": err.reason}, status_code=err.status, headers=err.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        """The framework's own refusals (404 an unknown path, 405 a wrong method) in the same one-line form."""
+        reason = {404: f"no such endpoint: {request.url.path}",
+                  405: f"{request.method} is not allowed on {request.url.path}"}.get(err.status_code, str(err.detail))
+        return JSONResponse({"error": reason}, status_code=err.status_code, headers=getattr(err, "headers", None))
 
     @app.middleware("http")
     async def api_key(request: Request, call_next):

@@ -164,6 +164,8 @@ def test_what_a_client_may_not_do(server: Server, inputs: Path) -> None:
         (request(url, b"GIF89a" + bytes(20), KEY), 415, "cannot read upload: a GIF file"),
         (request(url, photo[:len(photo) // 2], KEY), 400, "cannot read upload: truncated JPEG file"),
         (request(f"{url}?output=svg", photo, KEY), 400, "output=svg: choose one of png, overlay, cutout, json"),
+        (request(url, headers=KEY), 405, "GET is not allowed on /v1/saliency"),
+        (request(f"{server.url}/v2/maps", photo, KEY), 404, "no such endpoint: /v2/maps"),
         (request(url, *(lambda b, h: (b, {**h, **KEY}))(*multipart("image", photo))), 400,
          "multipart body without a field named 'file'"),
     ]
