@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import readme_support as rs
 import torch
@@ -227,6 +228,8 @@ def test_readme_python_snippet(block: tuple[int, list[str]], readme_data, tmp_pa
         rs.provide_checkpoint(repo / path)
     pairs = [(torch.randint(0, 256, (40, 60), dtype=torch.uint8).numpy(),) * 2 for _ in range(3)]
     namespace = {"images": torch.randn(2, 3, 64, 64), "clip": torch.randn(1, 24, 64, 64), "pairs": pairs}
+    photo = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    cv2.imwrite(str(repo / "photo.jpg"), photo)  # the photo the snippets name
     monkeypatch.chdir(repo)
     exec(compile(code, f"README.md:{block[0]}", "exec"), namespace)
 
