@@ -71,7 +71,9 @@ def image_task(settings: TrainSettings) -> TrainingTask:
         train_flag=f"--train-data {flag('train_data')}", val_flag=f"--val-data {val_data}",
         pass_sizes=tuple(round(scale * settings.size / 16) * 16 for scale in flag("pass_scales")),
         warmup=0 if (settings.preload or settings.finetune) else flag("warmup"),
-        summary=f"bn {settings.bn}")
+        summary=f"bn {settings.bn}",
+        loss_meaning="class-balanced BCE summed over each image's pixels, per image (the release's scale: "
+                     "hundreds to thousands)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -124,7 +124,8 @@ def video_task(settings: TrainSettings) -> TrainingTask:
         train_flag=f"--train-lst {flag('train_lst')}", val_flag=f"--val-lst {flag('val_lst')}",
         pass_sizes=(settings.size,), best_file="checkpoint_best_{}.pth", frames_per_sample=settings.nframes,
         drop_last=True,
-        summary=f"bn {settings.bn}, tid {' '.join(settings.tid)}, nstdc {settings.nstdc}")
+        summary=f"bn {settings.bn}, tid {' '.join(settings.tid)}, nstdc {settings.nstdc}",
+        loss_meaning="BCE (mean over pixels) + (1 - SSIM) + IoU (mean over frames), per clip")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -145,6 +145,7 @@ class TrainingTask:
     frames_per_sample: int = 1
     drop_last: bool = False
     summary: str = ""
+    loss_meaning: str = ""  # what the logged loss is, said once at the start
 
     def best_file_of(self, val_set: str) -> str:
         return self.best_file.format(val_set)

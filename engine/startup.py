@@ -301,6 +301,8 @@ def _train_process(task: TrainingTask, settings: TrainSettings) -> None:
                 step.precision, "channels_last" if step.channels_last else "NCHW",
                 ", torch.compile" if step.compile else "", torch.get_num_threads(), choose_threads(settings)[1],
                 settings.workers)
+    if task.loss_meaning:
+        logger.info("loss: %s", task.loss_meaning)
     job = TrainJob(settings=settings, model=model, optimizer=optimizer, train_set=train_set,
                    loss_fn=task.loss(settings.batch_size // ctx.world_size), pass_sizes=list(task.pass_sizes),
                    val_sets=val_sets, best_files={name: task.best_file_of(name) for name in val_sets},

@@ -116,9 +116,9 @@ def train_one_pass(model: nn.Module, loader: DataLoader, optimizer: torch.optim.
     memory layout), loss in float32, backward; one optimizer step per ``cfg.iter_size`` batches (gradients
     accumulated; a pass ending mid-way steps with what it has). Returns ``{'loss', 'steps', 'images', 'seconds',
     'images_per_s'}`` with loss, steps and images summed over all processes (loss = mean per step of the summed
-    micro-batch losses). On rank 0 a tqdm bar, and every ``cfg.print_freq`` steps a log line, show the running loss and
-    images/s. `TrainingStopped` on a non-finite loss (training on would only spread it through the weights) and
-    on a ``torch.compile`` failure (``model`` compiled by `fit`)."""
+    micro-batch losses). On rank 0 a tqdm bar, and after the first and every ``cfg.print_freq`` steps a log line,
+    show the running loss and images/s. `TrainingStopped` on a non-finite loss (training on would only spread it
+    through the weights) and on a ``torch.compile`` failure (``model`` compiled by `fit`)."""
     model.train()
     logger = logging.getLogger(LOGGER_NAME)
     total = min(len(loader), cfg.max_steps * cfg.iter_size) if cfg.max_steps else len(loader)
@@ -156,7 +156,8 @@ def train_one_pass(model: nn.Module, loader: DataLoader, optimizer: torch.optim.
         optimizer.zero_grad(set_to_none=True)
         steps, pending = steps + 1, 0
         rate = images * cfg.world_size / max(time.perf_counter() - start, 1e-9)
-        if cfg.print_freq and steps % cfg.print_freq == 0 and cfg.rank == 0:
+        # the first step too: a pass is never silent until its tenth step
+        if cfg.print_freq and (steps % cfg.print_freq == 0 or steps == 1) and cfg.rank == 0:
             bar.set_postfix(loss=f"{loss_sum / steps:.4f}", img_s=f"{rate:.1f}")
             logger.info("%s: step %d/%d, loss %.4f, %.1f images/s", desc, steps, -(-total // cfg.iter_size),
                         loss_sum / steps, rate)

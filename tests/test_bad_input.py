@@ -223,6 +223,10 @@ def test_training_data_is_checked_before_anything_is_written(inputs: Path, tmp_p
     assert any("WARNING 3 of 6 training pairs refused (listed above): training without them (--skip-bad-pairs): "
                "3 of 6 samples dropped" in line for line in lines)
     assert any("training sdnet (config sdnet, bn False) on cpu: 3 images" in line for line in lines)
+    # what the logged loss is, said once; the first step is logged, not only every --print-freq steps
+    assert any(line.endswith("INFO loss: class-balanced BCE summed over each image's pixels, per image (the release's "
+                             "scale: hundreds to thousands)") for line in lines)
+    assert any("epoch 0 @32: step 1/1, loss " in line for line in lines)
 
 
 def test_pixels_damaged_behind_a_whole_header_stop_training_in_one_line(inputs: Path, tmp_path: Path,
