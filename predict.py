@@ -243,8 +243,9 @@ def main(argv: list[str] | None = None) -> None:
             utils.fail(f"--out {args.out}: cannot write: {err}")
     count = len(inputs.images) - len(failed_images) + frames
     elapsed = time.perf_counter() - start
-    logger.info("%d images and video frames in %.2f s: %.1f images/s on %s", count, elapsed,
-                count / max(elapsed, 1e-9), device)
+    running = elapsed - runner.prepare_seconds  # a first run of a shape compiles its network: not a rate
+    logger.info("%d images and video frames in %.2f s (%.2f s of it preparing networks): %.1f images/s on %s", count,
+                elapsed, runner.prepare_seconds, count / max(running, 1e-9), device)
     if inputs.skipped:
         shown = "; ".join(inputs.skipped[:SKIPPED_SHOWN])
         more = f"; and {len(inputs.skipped) - SKIPPED_SHOWN} more" if len(inputs.skipped) > SKIPPED_SHOWN else ""

@@ -11,6 +11,7 @@ therefore depends on its own input only, never on the other inputs of a run or o
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -47,6 +48,7 @@ class InferenceRunner(nn.Module):
         self.device, self.dtype = backend.settings.device, backend.settings.dtype
         self.threads = backend.settings.threads
         self._networks: OrderedDict[tuple[tuple[int, ...], int], Network] = OrderedDict()
+        self.prepare_seconds = 0.0  # spent preparing networks (compiling, or loading them from the cache)
 
     @property
     def path(self) -> str:
@@ -61,7 +63,9 @@ class InferenceRunner(nn.Module):
         key = (tuple(x.shape), streams)
         network = self._networks.get(key)
         if network is None:
+            start = time.perf_counter()
             network = self._networks[key] = self.backend.prepare(key[0], streams)
+            self.prepare_seconds += time.perf_counter() - start
             while len(self._networks) > RUNNER_NETWORKS:
                 self._networks.popitem(last=False)
         self._networks.move_to_end(key)
