@@ -44,8 +44,8 @@ MODELS: dict[str, dict] = {
 }
 
 # Training defaults per model kind (SPEC §6.1 image SOD, §6.3 video SOD, flags §6.5): the defaults of the flags of
-# train_sod.py / train_vsod.py (utils.add_training_args). ``wd_factors`` scale --wd per parameter group (groups are
-# chosen by parameter name in engine.train.image_param_groups / video_param_groups).
+# train_sod.py / train_vsod.py (engine.settings.add_training_args). ``wd_factors`` scale --wd per parameter group
+# (groups are chosen by parameter name in engine.train.image_param_groups / video_param_groups).
 TRAIN_DEFAULTS: dict[str, dict] = {
     "image": {
         "model": "sdnet", "train_data": "DUTS-TR", "val_data": "SOD", "size": 320,
@@ -65,9 +65,9 @@ TRAIN_DEFAULTS: dict[str, dict] = {
     },
 }
 
-# How a training step computes (engine.train_step; flags of utils.add_training_args): the multi-branch blocks as one
-# convolution each ('fused', the default) or branch by branch ('separate', the authors' arithmetic), and the
-# autocast precisions (the loss stays float32; fp16 with loss scaling, CUDA only).
+# How a training step computes (engine.train_step; flags of engine.settings.add_training_args): the multi-branch
+# blocks as one convolution each ('fused', the default) or branch by branch ('separate', the authors' arithmetic),
+# and the autocast precisions (the loss stays float32; fp16 with loss scaling, CUDA only).
 TRAIN_FORMS = ("fused", "separate")
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 

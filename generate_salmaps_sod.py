@@ -24,12 +24,11 @@ from data import DataError
 from data.atomic import unwritable, write_image_atomic
 from data.datasets import SODDataset, test_loader
 from data.guard import max_pixels_of
-from engine.distributed import cleanup_distributed, distributed_context, init_distributed
+from engine.distributed import cleanup_distributed, distributed_context, init_distributed, is_main_process
 from engine.inference import BackendError, runner_from_flags
 from engine.loading import model_from_flags
 from engine.maps import stream_maps
 from engine.sharding import share, summed
-from engine.startup import is_main_process
 
 
 def build_parser() -> argparse.ArgumentParser:

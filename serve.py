@@ -5,7 +5,7 @@
 
 The model, input size, precision and backend are fixed at start, as predict.py takes them, and a map from the
 server is byte for byte the map predict.py writes for the same file. Endpoints, limits and status codes:
-engine/http_app.py and the README ("Serving"). With ``--workers N``, N processes share the port (SO_REUSEPORT),
+engine/http_app.py and docs/serving.md. With ``--workers N``, N processes share the port (SO_REUSEPORT),
 each with its own network.
 """
 

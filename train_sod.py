@@ -18,7 +18,7 @@ import configs
 import utils
 from data.datasets import SODDataset, sod_validation_sets
 from engine import startup, train
-from engine.settings import TrainingTask, TrainSettings, settings_from_flags
+from engine.settings import TrainingTask, TrainSettings, add_training_args, settings_from_flags
 from models import build_model
 from models.losses import image_training_loss
 
@@ -28,7 +28,7 @@ DEFAULTS = configs.TRAIN_DEFAULTS["image"]
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags: the shared training flags plus the image-specific ones."""
     parser = utils.ArgumentParser(description=__doc__.split("\n\n")[0])
-    utils.add_training_args(parser, "image")
+    add_training_args(parser, "image")
     group = parser.add_argument_group("image training")
     group.add_argument("--train-data", "--traindata", default=DEFAULTS["train_data"],
                        help="training set folder under --datadir (or --datadir/sod), '+'-joined for several")

@@ -21,7 +21,7 @@ import configs
 import utils
 from data.datasets import VSODDataset, vsod_validation_sets
 from engine import startup, train
-from engine.settings import TrainingTask, TrainSettings, settings_from_flags
+from engine.settings import TrainingTask, TrainSettings, add_training_args, settings_from_flags
 from models import build_model
 from models.losses import video_training_loss
 
@@ -31,7 +31,7 @@ DEFAULTS = configs.TRAIN_DEFAULTS["video"]
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags: the shared training flags plus the video-specific ones."""
     parser = utils.ArgumentParser(description=__doc__.split("\n\n")[0])
-    utils.add_training_args(parser, "video")
+    add_training_args(parser, "video")
     group = parser.add_argument_group("video training")
     group.add_argument("--train-lst", default=DEFAULTS["train_lst"], help="training list file (paths under --datadir)")
     group.add_argument("--val-lst", default=DEFAULTS["val_lst"],

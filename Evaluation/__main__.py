@@ -30,7 +30,7 @@ from Evaluation.compare import comparison_tables, draw_comparison, write_compari
 from Evaluation.evaluate import evaluate_dataset
 from Evaluation.inputs import DatasetPairs, EvaluationError, image_dataset_pairs, video_dataset_pairs
 from Evaluation.measures import MEASURES, needs_images, parse_metrics, summary_keys
-from Evaluation.provenance import maps_changed, source_record
+from Evaluation.provenance import maps_changed, maps_record, source_record
 from Evaluation.report import format_table, json_entry, save_curves, write_metrics
 from utils import ArgumentParser, add_max_megapixels_arg, int_at_least, select_device, setup_logger
 
@@ -163,7 +163,8 @@ def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
     entries = {}
     for dataset in datasets:
         maps_folder = exp_dir / dataset.name
-        if (changed := maps_changed(old.get(dataset.name, {"source": {}}), maps_folder)) and dataset.name in old:
+        maps = maps_record(maps_folder)  # read before the evaluation: what its figures are computed from
+        if dataset.name in old and (changed := maps_changed(old[dataset.name], maps)):
             logger.info("%s: recomputing the figures of %s: %s", dataset.name, old_path, changed)
         result = evaluate_dataset(dataset, device, dtype, args.batch_size, args.workers,
                                   progress=sys.stderr.isatty(), names=names,
@@ -171,8 +172,8 @@ def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
                                   skip_uncomputable=args.skip_uncomputable)
         if result["one_pixel"]:
             logger.warning("%s: %d maps have 1 pixel, where the E-measure (PySODMetrics' too) divides by H*W - 1 = 0 "
-                           "and gives 1/eps = 4.5e15, so maxE, meanE and adpE mean nothing (README, \"Degenerate "
-                           "maps\")", dataset.name, result["one_pixel"])
+                           "and gives 1/eps = 4.5e15, so maxE, meanE and adpE mean nothing (docs/bad_input.md, "
+                           "\"Evaluation: records and degenerate maps\")", dataset.name, result["one_pixel"])
         for line in result["skipped"]:
             logger.warning("skipped %s", line)
         if result["skipped"]:
@@ -185,7 +186,7 @@ def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
             logger.warning("%s: S-measure is NaN for %d maps (GT centroid on the last row or column: an empty "
                            "quadrant; PySODMetrics gives NaN too), so Sm is NaN", dataset.name, result["sm_nan"])
         entries[dataset.name] = {**json_entry(result), "source": source_record(
-            maps_folder, dataset.gt_source, Path(args.datadir), list_file if args.task == "vsod" else None)}
+            maps_folder, maps, dataset.gt_source, Path(args.datadir), list_file)}
         title = f"{args.exp} - {dataset.name} ({result['images']} maps" + (
             f", {result['videos']} videos)" if "videos" in result else ")")
         save_curves(exp_dir / f"curves_{args.task}_{dataset.name}.png", title, result["curves"])
@@ -213,7 +214,7 @@ def _needs_evaluation(entry: dict | None, wanted: set[str], maps_folder: Path, l
         logger.warning("%s: the maps folder %s is gone: its recorded figures are compared unchecked", exp,
                        maps_folder)
         return None
-    why = maps_changed(entry, maps_folder)
+    why = maps_changed(entry, maps_record(maps_folder))
     if why and "source" not in entry:
         logger.warning("%s on %s: %s: compared as recorded (give --datadir to re-evaluate them)", exp,
                        maps_folder.name, why)

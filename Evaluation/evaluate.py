@@ -21,7 +21,7 @@ from tqdm import tqdm
 from data.readers import DEFAULT_MAX_PIXELS
 from Evaluation.batch import prepare_batch
 from Evaluation.inputs import DatasetPairs, EvaluationError, Pair, PairDataset
-from Evaluation.measures import DEFAULT_METRICS, Extras, summarize
+from Evaluation.measures import DEFAULT_METRICS, Extras, summarize, uncomputable
 from Evaluation.metrics import SODMetrics, average_over_videos
 from Evaluation.release import ReleaseMetrics, average_release_over_videos
 
@@ -48,7 +48,6 @@ def _evaluate_chunk(task: tuple) -> tuple[list[tuple[SODMetrics, ReleaseMetrics,
     reader = PairDataset(pairs, max_pixels)
     skipped: list[str] = []
     one_pixel = 0
-    checker = Extras(names)
     groups: list[tuple[SODMetrics, ReleaseMetrics, Extras]] = []
     preds, gts, images, group, resized = [], [], [], None, 0
 
@@ -67,8 +66,8 @@ def _evaluate_chunk(task: tuple) -> tuple[list[tuple[SODMetrics, ReleaseMetrics,
         pred, gt, was_resized, error, image = reader[index]
         if error:
             raise EvaluationError(error)
-        if (uncomputable := checker.uncomputable(gt)) is not None:
-            line = f"{pair.pred}: {uncomputable[0]} cannot be computed: {uncomputable[1]} (GT {pair.gt})"
+        if (why := uncomputable(names, gt)) is not None:
+            line = f"{pair.pred}: {why[0]} cannot be computed: {why[1]} (GT {pair.gt})"
             if not skip_uncomputable:
                 raise EvaluationError(f"{line}; --skip-uncomputable evaluates without such maps")
             skipped.append(line)
@@ -108,8 +107,8 @@ def evaluate_dataset(dataset: DatasetPairs, device: torch.device, dtype: torch.d
     figures: images MAE, maxF, meanF, AP; videos MAE, Sm, maxF), ``extra`` (the keys of the measures ``names`` adds
     to the summary five, `Evaluation.measures.summarize`), ``resized`` (predictions resized to their GT size) and
     ``missing`` (GT maps without a prediction, left out) and ``skipped`` (lines naming the pairs left out with
-    ``skip_uncomputable``) and ``one_pixel`` (maps of 1 pixel, on which the E-measure is 1/eps: README,
-    "Degenerate maps"). A video dataset (pairs with a ``group``) is evaluated per video and averaged over videos.
+    ``skip_uncomputable``) and ``one_pixel`` (maps of 1 pixel, on which the E-measure is 1/eps:
+    docs/bad_input.md). A video dataset (pairs with a ``group``) is evaluated per video and averaged over videos.
     Files are read under the pixel cap ``max_pixels`` (`data.guard`). Raises `EvaluationError` naming an unreadable
     file, or a file a chosen measure cannot judge (unless ``skip_uncomputable``).
     """

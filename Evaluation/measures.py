@@ -34,7 +34,7 @@ from Evaluation.fmeasurev2 import (
 from Evaluation.msiou import MSIoU
 
 __all__ = ["MEASURES", "DEFAULT_METRICS", "Measure", "parse_metrics", "Extras", "summarize", "summary_keys",
-           "LOWER_IS_BETTER", "needs_images"]
+           "LOWER_IS_BETTER", "needs_images", "uncomputable"]
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,18 @@ def summary_keys(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(key for name in names for key in MEASURES[name].keys)
 
 
+def uncomputable(names: tuple[str, ...], gt: np.ndarray) -> tuple[str, str] | None:
+    """``(measure names, why)`` when a measure of ``names`` has no value for the (H, W) uint8 GT map ``gt`` (the
+    size-invariant ones on a GT without background), else None; checked before a map joins a batch."""
+    size_invariant = [name for name in names if name.startswith("si")]
+    if size_invariant:
+        from Evaluation.size_invariance import NO_BACKGROUND, has_background
+
+        if not has_background(gt):
+            return ", ".join(size_invariant), NO_BACKGROUND
+    return None
+
+
 class Extras:
     """The chosen measures beyond the summary five, fed the same `PreparedBatch` (and, for ccm, the RGB images)."""
 
@@ -153,17 +165,6 @@ class Extras:
                   "cm": lambda: Evaluation.ContextMeasure(device=device),
                   "ccm": lambda: Evaluation.CamouflageContextMeasure(device=device)}
         self.others = {name: make() for name, make in makers.items() if name in self.names}
-
-    def uncomputable(self, gt: np.ndarray) -> tuple[str, str] | None:
-        """``(measure names, why)`` when a chosen measure has no value for the (H, W) uint8 GT map ``gt`` (the
-        size-invariant ones on a GT without background), else None; checked before a map joins a batch."""
-        size_invariant = [name for name in self.names if name.startswith("si")]
-        if size_invariant:
-            from Evaluation.size_invariance import NO_BACKGROUND, has_background
-
-            if not has_background(gt):
-                return ", ".join(size_invariant), NO_BACKGROUND
-        return None
 
     def update(self, batch: PreparedBatch, images: list[np.ndarray] | None = None) -> None:
         for measure in (self.confusion, self.size_invariant):

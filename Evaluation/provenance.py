@@ -31,25 +31,25 @@ def maps_record(folder: Path) -> dict:
     return {"files": count, "bytes": size, "sha256": digest.hexdigest()}
 
 
-def source_record(maps_folder: Path, gt: str, datadir: Path, test_lst: Path | None = None) -> dict:
-    """The ``"source"`` entry of a dataset's figures: its maps (`maps_record`, with their folder relative to the
-    experiment folder that holds the JSON file, so that a copied experiment keeps a true record), the GT it was
-    compared with (``gt``: a folder, or the list file's annotation folders) and what re-evaluating it takes (the
-    data folder and, for videos, the list file)."""
-    record = {"maps": {"folder": Path(maps_folder).name, **maps_record(maps_folder)}, "gt": gt,
+def source_record(maps_folder: Path, maps: dict, gt: str, datadir: Path, test_lst: Path | None = None) -> dict:
+    """The ``"source"`` entry of a dataset's figures: its maps (``maps``: their `maps_record`, with their folder
+    relative to the experiment folder that holds the JSON file, so that a copied experiment keeps a true record),
+    the GT it was compared with (``gt``: a folder, or the list file's annotation folders) and what re-evaluating it
+    takes (the data folder and, for videos, the list file)."""
+    record = {"maps": {"folder": Path(maps_folder).name, **maps}, "gt": gt,
               "datadir": str(Path(datadir).resolve())}
     if test_lst is not None:
         record["test_lst"] = str(Path(test_lst).resolve())
     return record
 
 
-def maps_changed(entry: dict, maps_folder: Path) -> str | None:
-    """Why a dataset's recorded figures no longer describe the maps in ``maps_folder`` (one phrase), or None when
-    they still do. An entry without a record (written before records were kept) cannot be trusted either."""
+def maps_changed(entry: dict, now: dict) -> str | None:
+    """Why a dataset's recorded figures no longer describe the maps whose `maps_record` is ``now`` (one phrase), or
+    None when they still do. An entry without a record (written before records were kept) cannot be trusted
+    either."""
     recorded = entry.get("source", {}).get("maps")
     if not isinstance(recorded, dict):
         return "the figures do not record which maps they were computed from (an older evaluation)"
-    now = maps_record(maps_folder)
     if all(recorded.get(key) == now[key] for key in ("files", "bytes", "sha256")):
         return None
     if recorded.get("files") != now["files"]:

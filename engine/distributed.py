@@ -23,8 +23,8 @@ from torch import nn
 
 from utils import LOGGER_NAME, parse_gpu_list, select_device
 
-__all__ = ["DistContext", "distributed_context", "init_distributed", "cleanup_distributed", "spawn_workers",
-           "launch", "slurm_environment", "SyncBatchNorm2d", "convert_sync_batchnorm"]
+__all__ = ["DistContext", "is_main_process", "distributed_context", "init_distributed", "cleanup_distributed",
+           "spawn_workers", "launch", "slurm_environment", "SyncBatchNorm2d", "convert_sync_batchnorm"]
 
 SLURM_PORT_BASE = 29500  # MASTER_PORT of a SLURM job without one: this + job id mod 1000, the same on every node
 
@@ -62,6 +62,12 @@ def slurm_environment(env: Mapping[str, str]) -> dict[str, str]:
     return {"RANK": env["SLURM_PROCID"], "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
             "WORLD_SIZE": env["SLURM_NTASKS"], "MASTER_ADDR": env.get("MASTER_ADDR") or _first_host(nodelist),
             "MASTER_PORT": port}
+
+
+def is_main_process(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process is rank 0 of its run (torchrun's RANK or SLURM's task id; a lone process is), for
+    what a script logs once per run before its distributed context exists."""
+    return int(slurm_environment(env).get("RANK", env.get("RANK", "0"))) == 0
 
 
 def distributed_context(gpu: str | None, env: Mapping[str, str] = os.environ) -> DistContext:

@@ -36,6 +36,9 @@ __all__ = ["ServerLimits", "create_app", "PAGE"]
 
 PAGE = Path(__file__).with_name("page") / "index.html"
 OUTPUTS = {"png": "image/png", "overlay": "image/jpeg", "cutout": "image/png", "json": "application/json"}
+# The files of each output (`engine.map_service.visualisations`): json carries all three, base64-encoded.
+OUTPUT_FILES = {"png": ("map",), "overlay": ("overlay",), "cutout": ("cutout",), "json": ("map", "overlay", "cutout")}
+JSON_NAMES = {"map": "map_png", "overlay": "overlay_jpg", "cutout": "cutout_png"}
 
 
 @dataclass(frozen=True)
@@ -151,10 +154,7 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
         nonlocal admitted
         if output not in OUTPUTS:
             raise Refused(400, f"output={output}: choose one of {', '.join(OUTPUTS)}")
-        if service.failure is not None:
-            raise Refused(503, f"the network could not be prepared: {service.failure}")
-        if not service.ready:
-            raise Refused(503, "the network is still being prepared", {"Retry-After": "1"})
+        _refuse_unless_ready()  # before the upload is read
         if admitted >= limits.max_requests:
             raise Refused(503, f"{limits.max_requests} requests are being served already", {"Retry-After": "1"})
         admitted += 1
@@ -173,20 +173,18 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
             raise Refused(400, "the client went away during the upload") from None
         data = _image_bytes(body, request.headers.get("content-type", ""))
         saliency_map, prepared = await _map_of(data)
-        if output == "png":
-            content = encode(saliency_map, ".png")
-        else:
-            files = await anyio.to_thread.run_sync(visualisations, prepared, saliency_map, limiter=decoders)
-            content = files.get(output) if output != "json" else None
+        files = await anyio.to_thread.run_sync(visualisations, prepared, saliency_map, OUTPUT_FILES[output],
+                                               limiter=decoders)
         seconds = time.perf_counter() - start
         headers = {"X-Processing-Seconds": f"{seconds:.4f}"}
         if output == "json":
             height, width = saliency_map.shape
             return JSONResponse({"width": width, "height": height, "seconds": seconds,
                                  "salient_fraction": float(np.count_nonzero(saliency_map > 127)) / saliency_map.size,
-                                 **{f"{name}_{kind}": base64.b64encode(files[name]).decode() for name, kind in
-                                    (("map", "png"), ("overlay", "jpg"), ("cutout", "png"))}}, headers=headers)
-        return Response(content, media_type=OUTPUTS[output], headers=headers)
+                                 **{JSON_NAMES[kind]: base64.b64encode(content).decode()
+                                    for kind, content in files.items()}},
+                                headers=headers)
+        return Response(files[OUTPUT_FILES[output][0]], media_type=OUTPUTS[output], headers=headers)
 
     @app.websocket("/v1/stream")
     async def stream(socket: WebSocket) -> None:
@@ -210,7 +208,7 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
                 except Refused as err:
                     await socket.send_json({"error": err.reason})
                     continue
-                await socket.send_bytes(encode(saliency_map, ".png"))
+                await socket.send_bytes(encode(saliency_map, ".png"))  # small: encoded on the loop
                 now = time.perf_counter()
                 recent = [*recent[-29:], now]
                 fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
@@ -219,11 +217,16 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
         except WebSocketDisconnect:
             return
 
+    def _refuse_unless_ready() -> None:
+        if service.failure is not None:
+            raise Refused(503, f"the network could not be prepared: {service.failure}")
+        if not service.ready:
+            raise Refused(503, "the network is still being prepared", {"Retry-After": "1"})
+
     async def _map_of(data: bytes) -> tuple[np.ndarray, Prepared]:
         """The (H, W) uint8 map of one image's bytes, and the prepared request; `Refused` for what a client may
         not send."""
-        if not service.ready:
-            raise Refused(503, "the network is still being prepared", {"Retry-After": "1"})
+        _refuse_unless_ready()
         try:
             prepared = await anyio.to_thread.run_sync(service.prepare, data, "upload", limiter=decoders)
         except ImageTooLarge as err:

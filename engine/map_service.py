@@ -141,7 +141,15 @@ class MapService:
                         future.set_exception(err)
 
 
-def visualisations(prepared: Prepared, saliency: np.ndarray) -> dict[str, bytes]:
-    """The files predict.py writes for an image: the map (.png), ``--overlay`` (.jpg) and ``--cutout`` (.png)."""
-    return {"map": encode(saliency, ".png"), "overlay": encode(overlay(prepared.rgb, saliency), ".jpg"),
-            "cutout": encode(cutout(prepared.rgb, saliency), ".png")}
+def visualisations(prepared: Prepared, saliency: np.ndarray, kinds: tuple[str, ...]) -> dict[str, bytes]:
+    """The files predict.py writes for an image, those of ``kinds``: 'map' (.png), 'overlay' (``--overlay``, .jpg)
+    and 'cutout' (``--cutout``, .png)."""
+    files = {}
+    for kind in kinds:
+        if kind == "map":
+            files[kind] = encode(saliency, ".png")
+        elif kind == "overlay":
+            files[kind] = encode(overlay(prepared.rgb, saliency), ".jpg")
+        else:
+            files[kind] = encode(cutout(prepared.rgb, saliency), ".png")
+    return files

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,11 +19,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import configs
+import utils
 from data.guard import max_pixels_of
 from engine.train_step import StepSettings
 from utils import fail
 
-__all__ = ["TrainSettings", "TrainingTask", "settings_from_flags"]
+__all__ = ["TrainSettings", "TrainingTask", "add_training_args", "parse_lr_steps", "settings_from_flags"]
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class TrainSettings:
 
 def settings_from_flags(args: argparse.Namespace, kind: str, task_flag_names: tuple[str, ...],
                         **changes: Any) -> TrainSettings:
-    """`TrainSettings` of parsed training flags (`utils.add_training_args` plus the script's ``task_flag_names``),
+    """`TrainSettings` of parsed training flags (`add_training_args` plus the script's ``task_flag_names``),
     ``changes`` applied (a script's own resolution, e.g. a rounded size). Nothing is checked here that needs the
     device; `engine.startup` checks the rest before anything is written."""
     values = {**vars(args), **changes}
@@ -149,3 +151,96 @@ class TrainingTask:
 
     def best_file_of(self, val_set: str) -> str:
         return self.best_file.format(val_set)
+
+
+# --- the training flags, which `settings_from_flags` resolves ------------------------------------------------------
+
+
+def parse_lr_steps(text: str) -> tuple[int, ...]:
+    """``--lr-steps`` value: epochs joined by '-' as in the released scripts ('90-150'), or by ','."""
+    try:
+        epochs = tuple(int(value) for value in re.split(r"[-,]", text) if value.strip())
+    except ValueError:
+        epochs = ()
+    if epochs and min(epochs) < 1 or not epochs and text.strip():
+        raise argparse.ArgumentTypeError(f"expected epochs (>= 1) joined by '-', e.g. 90-150, got {text!r}")
+    return epochs
+
+
+def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
+    """Flags shared by train_sod.py (``kind='image'``) and train_vsod.py (``'video'``), defaults from
+    ``configs.TRAIN_DEFAULTS[kind]``; ``--model`` only offers the ``configs.MODELS`` entries of that kind."""
+    defaults = configs.TRAIN_DEFAULTS[kind]
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default=defaults["model"], choices=utils.model_names(kind), help="model to train")
+    group.add_argument("--config", default=None, choices=sorted(configs.OP_TABLES),
+                       help="training op table of the backbone (SPEC §4.2; default: the model's own)")
+    group = parser.add_argument_group("data and output")
+    group.add_argument("--datadir", default=None, help="data root (required), laid out as in the README")
+    group.add_argument("--savedir", default="results/savedir",
+                       help="output folder: args.json, log.jsonl, log.txt and save_models/checkpoint_*.pth")
+    group.add_argument("--size", type=utils.input_size, default=defaults["size"],
+                       help=f"square training input size in pixels ({configs.MIN_INPUT_SIZE} to "
+                            f"{configs.MAX_INPUT_SIZE})")
+    group.add_argument("-j", "--workers", type=utils.non_negative_int, default=4,
+                       help="data loading processes per training process (0: in the training process)")
+    group.add_argument("--skip-bad-pairs", action="store_true",
+                       help="train without the training pairs the check before the first step refuses (default: "
+                            "list them and stop, exit 2)")
+    utils.add_max_megapixels_arg(group)
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--epochs", type=utils.positive_int, default=defaults["epochs"], help="training epochs")
+    group.add_argument("--batch-size", type=utils.positive_int, default=defaults["batch_size"],
+                       help="global batch size in samples (images or clips), split evenly over the training processes")
+    group.add_argument("--lr", type=utils.positive_float, default=defaults["lr"],
+                       help="base learning rate of Adam (> 0)")
+    group.add_argument("--wd", type=utils.non_negative_float, default=defaults["wd"],
+                       help="weight decay (L2 in Adam) of conv weights and biases; other groups get a fraction")
+    group.add_argument("--lr-type", default=defaults["lr_type"], choices=["multistep", "cosine"])
+    group.add_argument("--lr-steps", type=parse_lr_steps, default=defaults["lr_steps"],
+                       help="multistep: epochs at which the lr is multiplied by 0.1, joined by '-' (default "
+                       f"{'-'.join(map(str, defaults['lr_steps']))})")
+    group.add_argument("--seed", type=utils.non_negative_int, default=None,
+                       help="seed of initialisation, shuffling and augmentation (default: the time; a resumed run "
+                       "keeps its checkpoint's seed)")
+    group.add_argument("--iter-size", type=utils.positive_int, default=1,
+                       help="batches accumulated into one optimizer step (the loss is divided by iter-size x "
+                       "batch-size, as in the release)")
+    group.add_argument("--max-steps", type=utils.non_negative_int, default=0,
+                       help="stop each pass after this many steps (0: full passes; for smoke tests and benchmarks)")
+    group.add_argument("--print-freq", type=utils.non_negative_int, default=10,
+                       help="log the running loss and images/s every this many steps of a pass (0: never)")
+    group = parser.add_argument_group("how a step runs (docs/training.md)")
+    group.add_argument("--train-form", default="fused", choices=configs.TRAIN_FORMS,
+                       help="fused (default): each linear multi-branch block as one convolution with its mixed "
+                            "kernel, the same function of the same parameters; separate: the authors' arithmetic")
+    group.add_argument("--precision", default="fp32", choices=configs.TRAIN_PRECISIONS,
+                       help="autocast of the forward pass (the loss stays fp32): fp32, bf16 (CPUs with AVX512-BF16 "
+                            "or AMX, GPUs with bf16), fp16 (CUDA, loss scaling)")
+    group.add_argument("--amp", action="store_true", help="the release's flag: --precision fp16 (no CUDA: fp32)")
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                       help="NHWC parameters and inputs (default: on, faster on the CPUs measured)")
+    group.add_argument("--compile", action="store_true", help="torch.compile the model (failure: one line, exit 1)")
+    group.add_argument("--threads", type=utils.positive_int, default=None,
+                       help="torch CPU threads per process (default: OMP_NUM_THREADS, else usable cores / processes)")
+    group = parser.add_argument_group("initialisation and resuming")
+    group.add_argument("--preload", default=None,
+                       help="backbone weights to start from (every entry whose name contains 'block')")
+    group.add_argument("--finetune", default=None,
+                       help="full model weights to start from (our checkpoint or a released state dict); fresh "
+                       "optimizer, epoch 0")
+    group.add_argument("--resume", action="store_true",
+                       help="continue from <savedir>/save_models/checkpoint_latest.pth if it exists")
+    group.add_argument("--resume-from", default=None, help="continue from this training checkpoint")
+    group.add_argument("--save-freq", type=utils.non_negative_int, default=10,
+                       help="also keep save_models/checkpoint_%%03d.pth every this many epochs (0: never)")
+    group.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
+                       help="validate these weights ('best': <savedir>/save_models/checkpoint_best.pth) on the "
+                       "validation sets and exit; nothing is written")
+    group.add_argument("--checkinfo", action="store_true", help="log the model's parameter count and exit")
+    group = parser.add_argument_group("devices")
+    group.add_argument("--gpu", default="",
+                       help="CUDA devices, e.g. 0 or 0,1 (one DDP process per device); '' = CPU. Under torchrun or "
+                       "srun each process takes the device of its local rank")
+    group.add_argument("--sync-bn", action="store_true",
+                       help="BatchNorm statistics over the batch of all processes (default: per process)")

@@ -40,6 +40,7 @@ from engine.distributed import (
     convert_sync_batchnorm,
     distributed_context,
     init_distributed,
+    is_main_process,
     launch,
     slurm_environment,
 )
@@ -52,12 +53,6 @@ from models import CheckpointError, load_checkpoint, load_weights, preload_backb
 from utils import LOGGER_NAME, fail, parse_gpu_list, seed_everything, setup_logger
 
 __all__ = ["run", "resolve_training_settings", "resolve_list_file", "choose_threads", "is_main_process"]
-
-
-def is_main_process(env: Mapping[str, str] = os.environ) -> bool:
-    """Whether this process is rank 0 of its run (torchrun's RANK or SLURM's task id; a lone process is), for
-    what a script logs once per run before `run`."""
-    return int(slurm_environment(env).get("RANK", env.get("RANK", "0"))) == 0
 
 
 def choose_threads(settings: TrainSettings, env: Mapping[str, str] = os.environ) -> tuple[int, str]:
@@ -93,9 +88,6 @@ def resolve_training_settings(settings: TrainSettings, ctx: DistContext) -> Trai
         value = getattr(settings, flag)
         if value and not Path(value).is_file():
             fail(f"--{flag.replace('_', '-')} {value}: no such file")
-    for flag in ("epochs", "batch_size", "size"):
-        if getattr(settings, flag) < 1:
-            fail(f"--{flag.replace('_', '-')} must be at least 1")
     if (why := unwritable(settings.savedir, folder=True)) is not None:
         fail(f"--savedir {settings.savedir}: {why}")
     if settings.batch_size % ctx.world_size:

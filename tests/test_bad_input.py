@@ -355,7 +355,7 @@ def test_degenerate_maps_give_pysodmetrics_values() -> None:
                                                err_msg=f"{name} {key} {part} {pred.shape}")
     one_pixel = Evaluation.Emeasure()
     one_pixel.step(pred=np.full((1, 1), 9, np.uint8), gt=np.full((1, 1), 255, np.uint8))
-    assert one_pixel.get_results()["em"]["curve"].max() == 1 / np.finfo(np.float64).eps  # README, "Degenerate maps"
+    assert one_pixel.get_results()["em"]["curve"].max() == 1 / np.finfo(np.float64).eps  # docs/bad_input.md
 
 
 def test_regenerated_maps_are_never_compared_with_their_old_figures(inputs: Path, tmp_path: Path, capsys) -> None:

@@ -18,16 +18,16 @@ from torch import nn
 import configs
 import utils
 from data import atomic
-from engine import checkpoints, distributed, train
+from engine import checkpoints, distributed, settings, train
 from models import CheckpointError, ModelDescription, build_model, load_checkpoint, load_weights
 
 
 def test_parse_lr_steps():
-    assert utils.parse_lr_steps("90-150") == (90, 150)
-    assert utils.parse_lr_steps("30,50") == (30, 50)
-    assert utils.parse_lr_steps("") == ()
+    assert settings.parse_lr_steps("90-150") == (90, 150)
+    assert settings.parse_lr_steps("30,50") == (30, 50)
+    assert settings.parse_lr_steps("") == ()
     with pytest.raises(argparse.ArgumentTypeError):
-        utils.parse_lr_steps("90-x")
+        settings.parse_lr_steps("90-x")
 
 
 def test_lr_schedule_multistep_and_cosine():
@@ -209,7 +209,7 @@ def test_rng_state_roundtrip_through_weights_only_file():
 
 def _image_args(tmp_path: Path, **overrides) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    utils.add_training_args(parser, "image")
+    settings.add_training_args(parser, "image")
     args = parser.parse_args(["--savedir", str(tmp_path), "--seed", "3"])
     args.config, args.bn = "sdnet", False
     vars(args).update(overrides)
@@ -292,7 +292,7 @@ def test_trim_log_drops_epochs_to_be_redone(tmp_path):
 def test_model_choices_follow_the_kind():
     for kind in ("image", "video"):
         parser = argparse.ArgumentParser()
-        utils.add_training_args(parser, kind)
+        settings.add_training_args(parser, kind)
         names = {name for name, spec in configs.MODELS.items() if spec["kind"] == kind}
         assert set(next(a for a in parser._actions if a.dest == "model").choices) == names
         other = next(name for name, spec in configs.MODELS.items() if spec["kind"] != kind)
