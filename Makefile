@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo lint venv gpu-check gpu-wheels
+.PHONY: test demo lint venv docs gpu-check gpu-wheels
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,3 +27,7 @@ gpu-check:
 # The pure-Python packages the GPU machine lacks, carried to it as wheels (docs/gpu_check.md).
 gpu-wheels:
 	python3 -m pip download -q --no-deps --only-binary=:all: -d .whl pysodmetrics==1.6.2
+
+# The pages of docs/ written from the code (tests/test_docs.py checks they are current).
+docs: venv
+	$(PY) docs/make_pages.py

@@ -1,4 +1,4 @@
-"""Model variants, per-layer op tables and stage widths (SPEC §4.2, §4.3, §10), and training defaults (§6).
+"""Model variants, per-layer op tables and stage widths (design §4.2, §4.3, §10), and training defaults (§6).
 
 ``OP_TABLES`` maps a config name to the PDC op list of every backbone layer: entry 0 is the initial block, entry i
 the i-th DiffBlock in construction order (MobileViT blocks take no entry). ``BACKBONE_STAGES`` gives the widths
@@ -21,13 +21,13 @@ OP_TABLES: dict[str, tuple[tuple[str, ...], ...]] = {
     "sdnet-a": (CV_CD_AD,) + (CV_CD_AD, CV_CD_AD, CV_CD_AD_RD) + (CV_CD_AD,) * 6,
 }
 
-# Ops an STDC branch may use on its (time x space) plane (SPEC §3): rd reaches two taps away, which a 3x3 plane conv
+# Ops an STDC branch may use on its (time x space) plane (design §3): rd reaches two taps away, which a 3x3 plane conv
 # with one frame of temporal padding cannot express. The release's default tid is all three, in this order.
 TEMPORAL_OPS = ("cv", "cd", "ad")
 
 # Width of the initial block, and per backbone stage: (output channels, number of DiffBlocks, MobileViTv2 patch size
 # or None). The first DiffBlock of every stage has stride 2; a MobileViTv2 block (depth 2) follows the DiffBlocks
-# where a patch size is given (SPEC §4.3, §4.5).
+# where a patch size is given (design §4.3, §4.5).
 INIT_CHANNELS = 60
 BACKBONE_STAGES: dict[str, tuple[tuple[int, int, int | None], ...]] = {
     "sdnet": ((60, 3, None), (120, 4, None), (240, 4, None), (240, 4, None)),
@@ -35,7 +35,7 @@ BACKBONE_STAGES: dict[str, tuple[tuple[int, int, int | None], ...]] = {
 }
 
 # kind: 'image' or 'video' (which constructor build_model uses); backbone: the stage layout in models/sdnet.py;
-# config: the default training op table; size: the input size the model is evaluated at (SPEC §5).
+# config: the default training op table; size: the input size the model is evaluated at (design §5).
 MODELS: dict[str, dict] = {
     "sdnet": {"kind": "image", "backbone": "sdnet", "config": "sdnet", "size": 320},
     "sdneta": {"kind": "image", "backbone": "sdnet-a", "config": "sdnet-a", "size": 384},
@@ -43,7 +43,7 @@ MODELS: dict[str, dict] = {
     "stdneta": {"kind": "video", "backbone": "sdnet-a", "config": "sdnet-a", "size": 256},
 }
 
-# Training defaults per model kind (SPEC §6.1 image SOD, §6.3 video SOD, flags §6.5): the defaults of the flags of
+# Training defaults per model kind (design §6.1 image SOD, §6.3 video SOD, flags §6.5): the defaults of the flags of
 # train_sod.py / train_vsod.py (engine.settings.add_training_args). ``wd_factors`` scale --wd per parameter group
 # (groups are chosen by parameter name in engine.train.image_param_groups / video_param_groups).
 TRAIN_DEFAULTS: dict[str, dict] = {

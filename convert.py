@@ -1,4 +1,4 @@
-"""Convert a trained checkpoint with DCR (SPEC §2.3) and save the single-branch inference weights.
+"""Convert a trained checkpoint with DCR (design §2.3) and save the single-branch inference weights.
 
     python convert.py --checkpoint results/exp1/save_models/checkpoint_latest.pth --out checkpoints/sdnet_converted.pth
 
@@ -16,7 +16,7 @@ import logging
 import utils
 from data.atomic import unwritable
 from engine.checkpoints import save_checkpoint
-from engine.loading import model_from_flags
+from engine.loading import ModelFlags, add_model_args, model_from_flags
 from engine.speed import count_parameters
 
 
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = utils.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="training-form checkpoint (the authors' release or ours)")
     parser.add_argument("--out", required=True, help="where to write the converted checkpoint (.pth)")
-    utils.add_model_args(parser)
+    add_model_args(parser)
     return parser
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--inference-config: convert.py always writes the converted ('baseline') form")
     if (why := unwritable(args.out, folder=False)) is not None:
         utils.fail(f"--out {args.out}: {why}")
-    model, description = model_from_flags(args, args.checkpoint)
+    model, description = model_from_flags(ModelFlags.from_args(args), args.checkpoint)
     save_checkpoint(args.out, model.state_dict(), description)
     logger.info("%s converted: %d parameters, written to %s", description.model, count_parameters(model), args.out)
 

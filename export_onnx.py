@@ -19,7 +19,7 @@ import configs
 import utils
 from data.atomic import unwritable
 from engine.export import ONNX_OPSET, export_onnx
-from engine.loading import model_from_flags
+from engine.loading import ModelFlags, add_model_args, model_from_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--any-size", action="store_true",
                         help="height and width free in the graph (batch and frames stay fixed); --size is then "
                              "only the example the graph is traced on")
-    utils.add_model_args(parser)
+    add_model_args(parser)
     return parser
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     logger = utils.setup_logger()
     if (why := unwritable(args.out, folder=False)) is not None:
         utils.fail(f"--out {args.out}: {why}")
-    model, description = model_from_flags(args, args.checkpoint)
+    model, description = model_from_flags(ModelFlags.from_args(args), args.checkpoint)
     video = description.kind == "video"
     size = args.size or configs.MODELS[description.model]["size"]
     channels = 3 * description.nframes if video else 3

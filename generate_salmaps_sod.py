@@ -1,4 +1,4 @@
-"""Write the saliency maps of image SOD test sets (SPEC §7.2): one 8-bit PNG per image, at the image's size.
+"""Write the saliency maps of image SOD test sets (design §7.2): one 8-bit PNG per image, at the image's size.
 
     python generate_salmaps_sod.py --model sdnet --inference-config baseline --train-config sdnet --gpu 0 \
         --datadir ROOT/sod --testdata ECSSD+DUTS-TE --savedir results/EXP --evaluate checkpoints/EXP.pth --size 320
@@ -25,8 +25,8 @@ from data.atomic import unwritable, write_image_atomic
 from data.datasets import SODDataset, test_loader
 from data.guard import max_pixels_of
 from engine.distributed import cleanup_distributed, distributed_context, init_distributed, is_main_process
-from engine.inference import BackendError, runner_from_flags
-from engine.loading import model_from_flags
+from engine.inference import BackendError, RunnerFlags, add_device_args, runner_from_flags
+from engine.loading import ModelFlags, add_model_args, model_from_flags
 from engine.maps import stream_maps
 from engine.sharding import share, summed
 
@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="square network input size in pixels (default: no resize)")
     parser.add_argument("-j", "--workers", type=utils.non_negative_int, default=4, help="image reading processes")
     utils.add_max_megapixels_arg(parser)
-    utils.add_model_args(parser, "image")
-    utils.add_device_args(parser)
+    add_model_args(parser, "image")
+    add_device_args(parser)
     return parser
 
 
@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> None:
                                         max_pixels=max_pixels_of(args.max_megapixels))
         except DataError as err:
             utils.fail(f"--testdata {name}: {err}")
-    model, _ = model_from_flags(args, args.evaluate, kind="image")
+    model, _ = model_from_flags(ModelFlags.from_args(args), args.evaluate, kind="image")
     init_distributed(ctx)
     logger.info(utils.tune_process(ctx.device, args.threads))
-    runner = runner_from_flags(model, args, ctx.device)
+    runner = runner_from_flags(model, RunnerFlags.from_args(args), ctx.device)
     failures = 0
     try:
         for name, dataset in datasets.items():

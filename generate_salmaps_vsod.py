@@ -1,11 +1,11 @@
-"""Write the saliency maps of video SOD test sets (SPEC §7.2): one 8-bit PNG per annotated frame.
+"""Write the saliency maps of video SOD test sets (design §7.2): one 8-bit PNG per annotated frame.
 
     python generate_salmaps_vsod.py --model stdnet --inference-config baseline --train-config sdnet --gpu 0 \
         --datadir ROOT --testdata DAVSOD --savedir results/EXP --size 256 --evaluate checkpoints/EXP_DAVSOD.pth \
         --tid cv cd ad
 
 The videos of a dataset are the ``--test-lst`` lines whose clip folder contains ``/<DATASET>``. Each video's sorted
-annotated frames are grouped into clips of ``--nframes`` (gap target ``--framegap``, no cut, SPEC §6.3); every clip
+annotated frames are grouped into clips of ``--nframes`` (gap target ``--framegap``, no cut, design §6.3); every clip
 is resized, predicted in one pass, and each frame's map is upsampled to the size of the clip's last frame and
 written to ``<savedir>/<DATASET>/<video>/<frame>.png``. A frame in several clips is written by the last of them.
 The model is what the checkpoint holds; the model flags may be given and must then agree with it.
@@ -27,8 +27,8 @@ from data.atomic import unwritable, write_image_atomic
 from data.datasets import VSODDataset, test_loader
 from data.guard import max_pixels_of
 from engine.distributed import cleanup_distributed, distributed_context, init_distributed, is_main_process
-from engine.inference import BackendError, runner_from_flags
-from engine.loading import model_from_flags
+from engine.inference import BackendError, RunnerFlags, add_device_args, runner_from_flags
+from engine.loading import ModelFlags, add_model_args, model_from_flags
 from engine.maps import stream_maps
 from engine.sharding import share, summed
 
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="target gap of frame numbers inside a clip (> 0)")
     parser.add_argument("-j", "--workers", type=utils.non_negative_int, default=4, help="frame reading processes")
     utils.add_max_megapixels_arg(parser)
-    utils.add_model_args(parser, "video")
-    utils.add_device_args(parser)
+    add_model_args(parser, "video")
+    add_device_args(parser)
     return parser
 
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         utils.fail(f"--datadir {root}: no such folder")
     if (why := unwritable(args.savedir, folder=True)) is not None:
         utils.fail(f"--savedir {args.savedir}: {why}")
-    model, description = model_from_flags(args, args.evaluate, kind="video")
+    model, description = model_from_flags(ModelFlags.from_args(args), args.evaluate, kind="video")
     datasets = {}
     for name in (name for name in args.testdata.split("+") if name):
         try:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             utils.fail(f"--testdata {name}: {err}")
     init_distributed(ctx)
     logger.info(utils.tune_process(ctx.device, args.threads))
-    runner = runner_from_flags(model, args, ctx.device)
+    runner = runner_from_flags(model, RunnerFlags.from_args(args), ctx.device)
     failures = clips = 0
     try:
         for name, dataset in datasets.items():

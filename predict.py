@@ -37,8 +37,8 @@ from data.guard import max_pixels_of
 from data.readers import IMAGE_EXTENSION_TEXT, IMAGE_EXTENSIONS
 from data.transforms import cutout, overlay
 from data.video import VIDEO_EXTENSIONS, open_video, read_frames, silence_decoder_logs, write_map_video
-from engine.inference import BackendError, runner_from_flags
-from engine.loading import model_from_flags
+from engine.inference import BackendError, RunnerFlags, add_device_args, runner_from_flags
+from engine.loading import ModelFlags, add_model_args, model_from_flags
 from engine.maps import Predictor, video_maps
 
 
@@ -55,8 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-j", "--workers", type=utils.non_negative_int, default=2,
                         help="image reading processes (0: in the main one)")
     utils.add_max_megapixels_arg(parser)
-    utils.add_model_args(parser)
-    utils.add_device_args(parser)
+    add_model_args(parser)
+    add_device_args(parser)
     return parser
 
 
@@ -219,11 +219,11 @@ def main(argv: list[str] | None = None) -> None:
         video.release()
         videos.append((path, target))
         frame_counts.append(video.frame_count)
-    model, description = model_from_flags(args, args.checkpoint)
+    model, description = model_from_flags(ModelFlags.from_args(args), args.checkpoint)
     size = args.size or configs.MODELS[description.model]["size"]
     device = utils.select_device(args.gpu)
     logger.info(utils.tune_process(device, args.threads))
-    runner = runner_from_flags(model, args, device)
+    runner = runner_from_flags(model, RunnerFlags.from_args(args), device)
     predictor = Predictor(runner, description.kind == "video", description.nframes or 1)
     start, frames = time.perf_counter(), 0
     with tqdm(total=len(inputs.images) + sum(frame_counts), unit="img") as bar:

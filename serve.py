@@ -21,8 +21,8 @@ import configs
 import utils
 from data.guard import max_pixels_of
 from engine.http_app import ServerLimits, create_app
-from engine.inference import runner_from_flags
-from engine.loading import model_from_flags
+from engine.inference import RunnerFlags, add_device_args, runner_from_flags
+from engine.loading import ModelFlags, add_model_args, model_from_flags
 from engine.map_service import MapService
 
 
@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds a request may take (then 504)")
     group.add_argument("--decoders", type=utils.positive_int, default=2,
                        help="uploads decoded and encoded at once (threads)")
-    utils.add_model_args(parser)
-    utils.add_device_args(parser)
+    add_model_args(parser)
+    add_device_args(parser)
     return parser
 
 
@@ -82,11 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     sock = listening_socket(args.host, args.port, shared=args.workers > 1 or args.shared_port)
     import uvicorn  # the server stack is needed by this script only
 
-    model, description = model_from_flags(args, args.checkpoint)
+    model, description = model_from_flags(ModelFlags.from_args(args), args.checkpoint)
     size = args.size or configs.MODELS[description.model]["size"]
     device = utils.select_device(args.gpu)
     logger.info(utils.tune_process(device, args.threads))
-    runner = runner_from_flags(model, args, device)
+    runner = runner_from_flags(model, RunnerFlags.from_args(args), device)
     video = description.kind == "video"
     service = MapService(runner, size=size, video=video, nframes=description.nframes or 1,
                          max_pixels=max_pixels_of(args.max_megapixels), queue_size=args.queue)

@@ -1,4 +1,4 @@
-"""Inference speed of the image models (SDNet, SDNet-A) with random weights, as the release measures it (SPEC §8).
+"""Inference speed of the image models (SDNet, SDNet-A) with random weights, as the release measures it (design §8).
 
     python speed_sod.py --model sdnet --config baseline -j 1 --gpu 0 --size 320
 
@@ -14,22 +14,21 @@ from __future__ import annotations
 import argparse
 
 import utils
-from engine.speed import run_speed
+from engine.speed import SpeedFlags, add_speed_args, run_speed
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = utils.ArgumentParser(description="Time an image saliency model (SDNet, SDNet-A) on random input.")
-    utils.add_speed_args(parser, "image")
+    add_speed_args(parser, "image")
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logger = utils.setup_logger()
     device = utils.select_device(args.gpu)
     logger.info(utils.tune_process(device, args.threads, cudnn_benchmark=True))
-    return run_speed(args, parser, "image", device)
+    return run_speed(SpeedFlags.from_args(args), "image", device)
 
 
 if __name__ == "__main__":

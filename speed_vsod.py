@@ -1,4 +1,4 @@
-"""Inference speed of the video models (STDNet, STDNet-A) with random weights, as the release measures it (SPEC §8).
+"""Inference speed of the video models (STDNet, STDNet-A) with random weights, as the release measures it (design §8).
 
     python speed_vsod.py --model stdnet --config baseline -j 1 --gpu 0 --size 256
 
@@ -15,22 +15,21 @@ from __future__ import annotations
 import argparse
 
 import utils
-from engine.speed import run_speed
+from engine.speed import SpeedFlags, add_speed_args, run_speed
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = utils.ArgumentParser(description="Time a video saliency model (STDNet, STDNet-A) on a random clip.")
-    utils.add_speed_args(parser, "video")
+    add_speed_args(parser, "video")
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logger = utils.setup_logger()
     device = utils.select_device(args.gpu)
     logger.info(utils.tune_process(device, args.threads, cudnn_benchmark=True))
-    return run_speed(args, parser, "video", device)
+    return run_speed(SpeedFlags.from_args(args), "video", device)
 
 
 if __name__ == "__main__":

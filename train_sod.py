@@ -1,4 +1,4 @@
-"""Train SDNet / SDNet-A for image salient object detection (SPEC §6.1).
+"""Train SDNet / SDNet-A for image salient object detection (design §6.1).
 
 Each epoch makes one pass over the training set per ``--pass-scales`` entry (480, 400, 240, 320 px for
 ``--size 320``) with class-balanced BCE, then measures the MAE on ``--val-data``. Runs on the CPU, one GPU, several

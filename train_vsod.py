@@ -1,4 +1,4 @@
-"""Train STDNet / STDNet-A for video salient object detection (SPEC §6.3).
+"""Train STDNet / STDNet-A for video salient object detection (design §6.3).
 
 Clips of ``--nframes`` frames from the list file ``--train-lst`` (still images become static clips), loss BCE +
 (1 - SSIM) + IoU, the preloaded backbone trained at lr x ``--lr-reduce``; after each epoch the MAE on every
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "/NAME/ by BETA in BCE and IoU")
     group.add_argument("--warmup", type=utils.non_negative_int, default=0,
                        help="accepted as in the release, where it has no effect: video training never freezes the "
-                            "branch logits (SPEC §6.3)")
+                            "branch logits (docs/design.md §6.3)")
     group.add_argument("--lr-reduce", type=utils.non_negative_float, default=DEFAULTS["lr_reduce"],
                        help="lr factor of the preloaded backbone (names containing 'block')")
     bn = group.add_mutually_exclusive_group()

@@ -1,6 +1,7 @@
-"""Small script helpers: logging set-up, device selection, `fail`, seeding, the parse-time flag types and the
-inference and speed flag groups the scripts share (the training flags are `engine.settings.add_training_args`), and
-the process-wide settings of the inference scripts (`tune_process`, which only a script's ``main`` calls).
+"""Small script helpers: logging set-up, device selection, `fail`, seeding, the parse-time flag types, and the
+process-wide settings of the inference scripts (`tune_process`, which only a script's ``main`` calls). The flags of
+each job are declared by the engine module that reads them (`engine.settings`, `engine.loading`, `engine.inference`,
+`engine.speed`).
 
 Every package may use this module; it imports nothing of the project but ``configs``. The jobs themselves
 (training, inference, speed) live in ``engine/``.
@@ -24,10 +25,6 @@ import torch
 import configs
 
 LOGGER_NAME = "sdnet"
-# The inference backends of engine.backends and the precisions of --precision (named here so that the flags need not
-# import them; fp16 is the release's --half).
-BACKENDS = ("auto", "eager", "channels_last", "inductor", "openvino", "cuda_graphs")
-PRECISIONS = ("fp32", "bf16")
 
 
 def setup_logger(savedir: str | os.PathLike | None = None, rank: int = 0) -> logging.Logger:
@@ -160,53 +157,6 @@ def add_max_megapixels_arg(parser: argparse.ArgumentParser) -> None:
                              f"{configs.DEFAULT_MAX_MEGAPIXELS:g}: a 48-megapixel photo passes)")
 
 
-# --- flags of the inference scripts (generate_salmaps_*, predict, speed_*; the model flags also convert, export_onnx)
-
-
-def add_model_args(parser: argparse.ArgumentParser, kind: str | None = None) -> None:
-    """Flags describing the model behind a checkpoint. Each defaults to what the checkpoint says
-    (`engine.loading.load_model`); given, it must agree with it. ``kind`` limits ``--model`` to that kind (and
-    "image" leaves out the video models' ``--tid`` / ``--nframes``)."""
-    group = parser.add_argument_group("model (default: what the checkpoint says)")
-    group.add_argument("--model", default=None, choices=model_names(kind), help="the model the checkpoint holds")
-    group.add_argument("--train-config", default=None, choices=sorted(configs.OP_TABLES),
-                       help="op table the checkpoint was trained with (e.g. sdnet)")
-    group.add_argument("--inference-config", default="baseline",
-                       help="'baseline' (default) runs the DCR-converted model; the training config runs the "
-                            "training form")
-    bn = group.add_mutually_exclusive_group()
-    bn.add_argument("--bn", dest="bn", action="store_const", const=True, default=None,
-                    help="the checkpoint has BatchNorm in the backbone blocks")
-    bn.add_argument("--nobn", dest="bn", action="store_const", const=False,
-                    help="the checkpoint has no BatchNorm in the backbone blocks")
-    if kind == "image":
-        return
-    group.add_argument("--tid", nargs="+", default=None, choices=configs.TEMPORAL_OPS,
-                       help="STDC branch ops of a video checkpoint (the release's: cv cd ad)")
-    group.add_argument("--nframes", type=positive_int, default=None, help="frames per clip of a video model (8)")
-
-
-def add_device_args(parser: argparse.ArgumentParser) -> None:
-    """Where and how a model runs at inference (`engine.inference.runner_from_flags`)."""
-    group = parser.add_argument_group("device")
-    group.add_argument("--gpu", default="", help="CUDA device(s), e.g. 0 or 0,1 (the first is used); '' = CPU "
-                                                 "(without CUDA: the CPU, warned)")
-    group.add_argument("--backend", default="auto", choices=BACKENDS,
-                       help="how the network runs (engine.backends; default: cuda_graphs on CUDA, openvino on the "
-                            "CPU)")
-    group.add_argument("--eager", action="store_true", help="plain eager NCHW float32: the same as --backend eager")
-    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                       help="fp32 (default, the authors' maps to float rounding) or bf16 (the CPU, OpenVINO, on "
-                            "CPUs with AVX512-BF16 or AMX: about 2x faster, maps moved as the README measures)")
-    group.add_argument("--half", action="store_true", help="float16 on CUDA (the release's flag)")
-    group.add_argument("--threads", type=positive_int, default=None,
-                       help="CPU threads (default: PyTorch's, one per physical core)")
-    group.add_argument("--cache-dir", default=None,
-                       help="folder of compiled networks kept between runs (default: $SDNET_CACHE_DIR, else "
-                            "~/.cache/sdnet)")
-    group.add_argument("--no-cache", action="store_true", help="keep no compiled networks between runs")
-
-
 # glibc malloc serves blocks above a (dynamic) threshold with mmap and unmaps them when freed, so every pass pays
 # page faults to touch its activations again: ~90,000 per STDNet clip on the CPU, a third of its time. Blocks up to
 # this size are kept in the heap instead and reused (resident memory stays at the peak of a pass; BENCHMARKS.md).
@@ -246,35 +196,3 @@ def tune_process(device: torch.device, threads: int | None = None, *, cudnn_benc
     elif keep_freed_memory():
         done.append("freed memory kept for reuse")
     return "process settings: " + ", ".join(done)
-
-
-# --- flags of the speed scripts --------------------------------------------------------------------------------------
-
-
-def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
-    """Flags of ``speed_sod.py`` (``kind='image'``) and ``speed_vsod.py`` (``'video'``)."""
-    parser.add_argument("--model", default=None, choices=model_names(kind),
-                        help=f"model to time (default: {model_names(kind)[0]}, or what --evaluate holds)")
-    parser.add_argument("--config", default="baseline", choices=sorted(configs.OP_TABLES),
-                        help="'baseline': the DCR-converted network; a training op table (sdnet, sdnet-a): the "
-                             "multi-branch training form, for the DCR ablation")
-    parser.add_argument("-j", "--workers", type=non_negative_int, default=1,
-                        help="accepted for the released command line; nothing is read from disk")
-    parser.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
-                        help="time these weights (training form or converted, ours or the authors') instead of "
-                             "random ones; the timing does not depend on the weights")
-    if kind == "image":
-        parser.add_argument("--size", type=input_size, required=True,
-                            help="input height and width in pixels (release: 320)")
-    else:
-        parser.add_argument("--size", type=input_size, default=256, help="frame height and width in pixels")
-        parser.add_argument("--nframes", type=positive_int, default=None,
-                            help="frames per clip (one pass = one clip; default 8)")
-    parser.add_argument("-b", "--batch-size", type=positive_int, default=1, help="images or clips per pass")
-    parser.add_argument("-n", "--passes", type=positive_int, default=None,
-                        help="timed passes (default: the release's, e.g. 98 on the CPU and 899 on a GPU for images)")
-    parser.add_argument("--warmup", type=int_at_least(0), default=None,
-                        help="untimed passes first, the first of them compiling (CPU) or the third capturing (CUDA) "
-                             "the fast path for the input shape (default: the release's, 12 for images on the CPU)")
-    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures to this JSON file")
-    add_device_args(parser)

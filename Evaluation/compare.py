@@ -18,8 +18,9 @@ from Evaluation.report import draw_curves
 
 __all__ = ["PROTOCOLS", "comparison_tables", "write_comparison", "draw_comparison"]
 
-# protocol -> (title, metric keys or None for the release's keys, where its figures are in a dataset entry)
-PROTOCOLS = {"pysodmetrics": "PySODMetrics protocol", "paper": "Paper's protocol (the authors' scripts, SPEC §7.3)"}
+# protocol -> the title of its tables
+PROTOCOLS = {"pysodmetrics": "PySODMetrics protocol",
+             "paper": "Paper's protocol (the authors' scripts, docs/design.md §7.3)"}
 
 
 def _figures(entry: dict, protocol: str, keys: tuple[str, ...]) -> dict[str, float | None]:

@@ -1,5 +1,5 @@
 """Evaluation of a dataset's pairs in fixed chunks: each chunk's maps are decoded, grouped into batches of equal size
-and fed to `SODMetrics` (PySODMetrics' protocol), `ReleaseMetrics` (the authors' scripts, SPEC §7.3) and the other
+and fed to `SODMetrics` (PySODMetrics' protocol), `ReleaseMetrics` (the authors' scripts, design §7.3) and the other
 measures asked for (`Evaluation.measures.Extras`); the chunks' running sums are merged in order, so memory does not
 grow with the number of maps.
 

@@ -24,7 +24,7 @@ from data.readers import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, DataError, decode
 
 GT_EXTENSIONS = (".png", ".bmp", ".jpg", ".jpeg")
 
-# The authors' evaluation drops these five PASCAL-S images (SPEC §7.1).
+# The authors' evaluation drops these five PASCAL-S images (design §7.1).
 EXCLUDED = {"PASCAL-S": frozenset({"359", "408", "424", "460", "622"})}
 
 

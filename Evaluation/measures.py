@@ -118,6 +118,13 @@ def parse_metrics(text: str | None) -> tuple[str, ...]:
     return tuple(name for name in MEASURES if name in chosen)
 
 
+def measures_markdown() -> str:
+    """The table of every measure (name, reported keys, what it measures, source) as Markdown: docs/measures.md
+    holds it between its ``generated`` markers (``make docs`` writes it; a test checks it is current)."""
+    rows = [f"| `{m.name}` | {', '.join(m.keys)} | {m.what} | {m.source} |" for m in MEASURES.values()]
+    return "\n".join(["| name | reports | what it measures | source |", "|---|---|---|---|", *rows]) + "\n"
+
+
 def needs_images(names: tuple[str, ...]) -> bool:
     return "ccm" in names
 

@@ -1,4 +1,4 @@
-"""The figures the authors' released evaluation scripts print (SPEC §7.3), computed the way those scripts compute them.
+"""The figures the authors' released evaluation scripts print (design §7.3), computed their way.
 
 Images: MAE, maxF, meanF and AP; videos: MAE, S-measure and maxF. Unlike PySODMetrics (`Evaluation.metrics`) the
 release keeps the grey GT as a soft GT (P = PNG / 255 and G = GT / 255, both float32), min-max normalises the map
@@ -45,7 +45,7 @@ class ReleaseMetrics:
 
     Per map: MAE = mean |P - G|; precision / recall / F curves over the 255 thresholds (B = [Pn >= t], tp = sum B G,
     precision = tp / (sum B + 1e-20), recall = tp / (sum G + 1e-20), F = 1.3 P R / (0.3 P + R), NaN -> 0); the
-    S-measure of SPEC §7.3 (alpha 0.5; empty GT 1 - mean Pn, full GT mean Pn; else G binarised at 0.5, object and
+    S-measure of design §7.3 (alpha 0.5; empty GT 1 - mean Pn, full GT mean Pn; else G binarised at 0.5, object and
     four-quadrant region terms around the 0-based rounded centroid, clamped at 0).
     """
 
@@ -161,7 +161,7 @@ class ReleaseMetrics:
 
 
 def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
-    """VOC-style AP of averaged curves (SPEC §7.3), float64: r = [0, recall, 1], p = [0, precision, 0] sorted by r;
+    """VOC-style AP of averaged curves (design §7.3), float64: r = [0, recall, 1], p = [0, precision, 0] sorted by r;
     from the end p[i-1] = max(p[i], p[i-1]); AP = sum over i with r[i+1] != r[i] of (r[i+1] - r[i]) p[i+1]."""
     r = np.concatenate([[0.0], np.asarray(recall, dtype=np.float64), [1.0]])
     p = np.concatenate([[0.0], np.asarray(precision, dtype=np.float64), [0.0]])

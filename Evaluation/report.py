@@ -19,7 +19,7 @@ from Evaluation.metrics import SUMMARY_KEYS
 COLUMNS = (*SUMMARY_KEYS, "images")
 JSON_KEYS = (*SUMMARY_KEYS, "images", "videos", "resized", "missing", "sm_nan", "one_pixel")
 MEASURE_KEYS = summary_keys(tuple(MEASURES))  # every reportable key, in the order tables show them
-RELEASE_TITLE = "Paper's protocol (the authors' evaluation scripts, SPEC §7.3)"
+RELEASE_TITLE = "Paper's protocol (the authors' evaluation scripts, docs/design.md §7.3)"
 OURS_TITLE = "PySODMetrics protocol"
 
 

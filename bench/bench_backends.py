@@ -4,7 +4,7 @@ from eager float32, for the four models, idle and with one busy loop per core be
     .venv/bin/python bench/bench_backends.py [--models sdnet sdneta stdnet stdneta] [--json PATH] [--md PATH]
 
 Every measurement runs in a fresh process (this script with ``--one``), as a user's command would: the model of
-the speed scripts (random weights, DCR-converted, SPEC §8) at its size (SDNet 320, SDNet-A 384, video models one
+the speed scripts (random weights, DCR-converted, design §8) at its size (SDNet 320, SDNet-A 384, video models one
 8-frame clip at 256), batch 1, torch's default threads, `utils.tune_process` called as the inference scripts call
 it. In that process:
 

@@ -2,7 +2,7 @@
 
 Usage: python bench/bench_speed.py [--gpu 0] [--rounds 5] [--passes 10] [--json PATH]
 
-Rows (random weights, batch 1, input on the device, median seconds per pass, SPEC §8):
+Rows (random weights, batch 1, input on the device, median seconds per pass, design §8):
 - SDNet @320 and STDNet @256 with 8-frame clips, converted: default path (`inference.prepare_for_inference`, warmed up
   to its steady state: OpenVINO on the CPU, CUDA graph on a GPU) vs ``--eager`` (plain eager NCHW float32), and,
   on the CPU, channels_last eager; the max abs difference between their maps;

@@ -3,7 +3,7 @@
 Usage: python bench/profile_inference.py [--model sdnet] [--config baseline] [--path inductor] [--size 320]
        [--passes 20] [--top 12] [--gemm]
 
-Random weights as the speed scripts (SPEC §8), batch 1; ``--config baseline`` is the DCR-converted network, a
+Random weights as the speed scripts (design §8), batch 1; ``--config baseline`` is the DCR-converted network, a
 training op table (``sdnet``) its multi-branch training form. ``--path``: a PyTorch backend of
 `engine.inference.prepare_for_inference`, warmed up to its steady state: ``inductor`` (compiled), ``channels_last``
 or ``eager``; ``openvino`` (the default CPU backend, outside torch.profiler's view) is read from OpenVINO's own

@@ -1,4 +1,4 @@
-"""Image SOD and video SOD datasets (SPEC §6.1, §6.3, §7.2, §9): the one reading path of each kind of data, for
+"""Image SOD and video SOD datasets (design §6.1, §6.3, §7.2, §9): the one reading path of each kind of data, for
 training, validation and inference.
 
 Randomness: a training item's augmentation comes only from ``np.random.default_rng([seed, epoch, size, index])``,
@@ -116,7 +116,7 @@ class SODDataset(_Seeded, Dataset):
             raise ValueError(f"mode must be 'train' or 'test', not {mode!r}")
         self.mode, self.size, self.seed, self.epoch = mode, size, int(seed), 0
         self.with_gt, self.keep_rgb, self.max_pixels = with_gt or mode == "train", keep_rgb, max_pixels
-        self.orient = False  # datasets are read as stored, as the authors read them (SPEC §7.2)
+        self.orient = False  # datasets are read as stored, as the authors read them (design §7.2)
         self.samples: list[tuple[str, Path, Path | None]] = []  # (dataset name, image path, GT path or None)
         if root is None:  # `files`
             return
@@ -178,7 +178,7 @@ class SODDataset(_Seeded, Dataset):
 
 
 class VSODDataset(_Seeded, Dataset):
-    """Video SOD clips from a list file (SPEC §6.3, §7.2); paths in the list are relative to ``root``.
+    """Video SOD clips from a list file (design §6.3, §7.2); paths in the list are relative to ``root``.
 
     Clips come from the sorted annotated frames of each video (`data.lists.build_clips`), T = ``nframes``.
 
@@ -187,7 +187,7 @@ class VSODDataset(_Seeded, Dataset):
       ``ds[i]`` -> ``(clip, gt)``: float32 tensors (3T, S, S) (frame t in channels 3t..3t+2, normalised) and
       (T, 1, S, S) in [0, 1], one random crop/flip of (seed, epoch, size, i) shared by all frames.
     - ``mode='val'`` / ``'test'``: video lines only (optionally only those containing ``/<dataset>``), gap target
-      ``framegap``, the first ``int(N * cut)`` annotated frames when ``cut < 1`` (SPEC applies ``--val-cut`` to
+      ``framegap``, the first ``int(N * cut)`` annotated frames when ``cut < 1`` (the release applies ``--val-cut`` to
       the DAVSOD val set only). ``ds[i]`` -> dict with ``clip`` (3T, S, S) float32 by the authors' test
       preprocessing, ``gt`` ('val' only: (T, 1, H, W) float32 at the original size, or (T, 1, S, S) resized like
       the images when ``resize_gt``; its default None resizes only VOS GT, as the authors' validation did),
@@ -320,7 +320,7 @@ def vsod_validation_sets(root: str | os.PathLike, val_lst: str | os.PathLike, *,
                          framegap: float, val_cut: float, max_pixels: int = DEFAULT_MAX_PIXELS
                          ) -> dict[str, VSODDataset]:
     """Video training's validation sets: one per dataset name of the list file (DAVSOD, VOS, DAVIS, ...), in list
-    order; only DAVSOD is cut to its first ``val_cut`` of annotated frames (>= 1: all; SPEC §6.3). {} without a
+    order; only DAVSOD is cut to its first ``val_cut`` of annotated frames (>= 1: all; design §6.3). {} without a
     list."""
     if not val_lst:
         return {}

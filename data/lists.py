@@ -1,4 +1,4 @@
-"""List files of the video training/validation/test splits and the clip builder (SPEC §6.3, §9).
+"""List files of the video training/validation/test splits and the clip builder (design §6.3, §9).
 
 A list file has one entry per line, paths relative to the data root:
 - ``image gt`` (two columns): a still image and its GT (DUTS-TR in the training list; used as static clips);
@@ -102,7 +102,7 @@ def dataset_names(entries: list[ListEntry]) -> list[str]:
 
 
 def annotated_frames(root: str | os.PathLike, entry: VideoEntry, cut: float = 1.0) -> list[str]:
-    """Annotation file names of a video (SPEC §6.3): names in ``root/anno_dir`` containing ``label_ext``,
+    """Annotation file names of a video (design §6.3): names in ``root/anno_dir`` containing ``label_ext``,
     sorted lexicographically (plain string order); with ``cut < 1`` only the first ``int(N * cut)`` are kept.
 
     Raises `DataError` naming the folder if it is missing or has no annotated frame.
@@ -159,7 +159,7 @@ def ping_pong(frames: list[str], nframes: int) -> list[str]:
 
 
 def build_clips(frames: list[str], nframes: int, gap_target: float) -> list[list[str]]:
-    """Split a video's sorted annotated frames into clips of ``nframes`` frames (SPEC §6.3).
+    """Split a video's sorted annotated frames into clips of ``nframes`` frames (design §6.3).
 
     Fewer than ``nframes`` frames: one ping-pong padded clip. Otherwise r = min(clip_rate, N // nframes);
     consecutive chunks of ``nframes * r`` frames from the start, each giving r interleaved clips

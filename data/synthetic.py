@@ -1,4 +1,4 @@
-"""Bundled synthetic SOD / VSOD data in the real layouts (SPEC §9): ``python -m data.synthetic --root DIR``.
+"""Bundled synthetic SOD / VSOD data in the real layouts (design §9): ``python -m data.synthetic --root DIR``.
 
 Writes ``DIR/sod/SYN-TR`` and ``DIR/sod/SYN-TE`` (``images/*.jpg|png`` + ``GT/*.png``), ``DIR/vsod/SYN-V-train``
 and ``DIR/vsod/SYN-V-test`` (DAVSOD layout: ``<video>/Imgs/<video>_00001.png`` and ``<video>/GT_object_level/``)

@@ -1,4 +1,4 @@
-"""Test-time preprocessing and map output (exactly the authors', SPEC §7.2) and the training augmentation (SPEC
+"""Test-time preprocessing and map output (exactly the authors', design §7.2) and the training augmentation (design
 §6.1, §6.3).
 
 Test time: float64 in [0, 1], scikit-image ``resize(order=1, mode='reflect', anti_aliasing=False)`` semantics
@@ -87,7 +87,7 @@ def preprocess_test(image: np.ndarray, size: int | None) -> torch.Tensor:
 
 
 def saliency_to_uint8(saliency: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """Sigmoid maps (N, 1, h, w) -> 8-bit maps (N, H, W) at ``size`` = (H, W), as the authors wrote them (SPEC §7.2).
+    """Sigmoid maps (N, 1, h, w) -> 8-bit maps (N, H, W) at ``size`` = (H, W), as the authors wrote them (design §7.2).
 
     Bilinear upsampling (align_corners=False) in float32, times 255 in float32, cast to uint8 by truncation
     (no rounding, 1.0 -> 255). Runs on the maps' device; only the uint8 result is copied to the host.

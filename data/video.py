@@ -103,7 +103,7 @@ def clip_groups(frames: Iterable[Frame], length: int) -> Iterator[tuple[list[Fra
 
     Consecutive groups of ``length``; a leftover tail is the clip of the last ``length`` frames (only its new
     frames kept); a stream shorter than one clip is one ping-pong padded clip (a frame's last occurrence kept),
-    as SPEC §6.3 builds test clips at frame rate 1.
+    as design §6.3 builds test clips at frame rate 1.
     """
     recent: list[Frame] = []
     pending = count = 0

@@ -4,28 +4,40 @@
 anything runs; `InferenceRunner` keeps the networks of the last few input shapes and sends every input, one at a
 time (`InferenceRunner.forward`) or several in flight (`InferenceRunner.stream`), to the network of its shape. A map
 therefore depends on its own input only, never on the other inputs of a run or on the machine's load.
-`runner_from_flags` is the same from the scripts' flags. Nothing here changes process-wide state: the scripts'
-``main`` set threads and memory behaviour (`utils.tune_process`).
+`runner_from_flags` is the same from the scripts' flags (`add_device_args`, resolved once into `RunnerFlags`).
+Nothing here changes process-wide state: the scripts' ``main`` set threads and memory behaviour
+(`utils.tune_process`).
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from engine.backends import Backend, BackendError, Network, Settings, backend_class, choose_backend
+from engine.backends import (
+    BACKENDS,
+    PRECISIONS,
+    Backend,
+    BackendError,
+    Network,
+    Settings,
+    backend_class,
+    choose_backend,
+)
 from engine.network_cache import default_cache_dir
-from utils import LOGGER_NAME, fail, select_device
+from utils import LOGGER_NAME, fail, positive_int, select_device
 
-__all__ = ["RUNNER_NETWORKS", "BackendError", "InferenceRunner", "prepare_for_inference", "runner_from_flags",
-           "precision_from_flags"]
+__all__ = ["RUNNER_NETWORKS", "BackendError", "InferenceRunner", "prepare_for_inference", "add_device_args",
+           "RunnerFlags", "runner_from_flags"]
 
 # Prepared networks a runner keeps (the least recently used is dropped): a compiled network holds its weights and
 # the activation memory of its shape, so full-resolution maps of many sizes must not keep one per size. A dropped
@@ -135,34 +147,75 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, *, backe
     return InferenceRunner(backend_class(name)(model, settings))
 
 
-def precision_from_flags(args, device: torch.device) -> str:
-    """The precision the flags ask for: ``--precision`` (fp32, bf16), or fp16 for the release's ``--half`` on CUDA
-    (on the CPU, or with ``--eager``, --half is ignored with a warning, so that the release's commands run)."""
-    precision = getattr(args, "precision", "fp32")
-    if not getattr(args, "half", False):
-        return precision
-    if precision != "fp32":
-        fail(f"--half and --precision {precision}: give one of them")
-    if device.type != "cuda" or args.eager:
-        logging.getLogger(LOGGER_NAME).warning("--half %s: running float32", "is ignored with --eager"
-                                               if args.eager else "needs CUDA")
-        return "fp32"
-    return "fp16"
+def add_device_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of where and how a model runs at inference, resolved by `RunnerFlags.from_args`."""
+    group = parser.add_argument_group("device")
+    group.add_argument("--gpu", default="", help="CUDA device(s), e.g. 0 or 0,1 (the first is used); '' = CPU "
+                                                 "(without CUDA: the CPU, warned)")
+    group.add_argument("--backend", default="auto", choices=BACKENDS,
+                       help="how the network runs (docs/runtime.md; default: cuda_graphs on CUDA, openvino on the "
+                            "CPU)")
+    group.add_argument("--eager", action="store_true", help="the release's flag: --backend eager (plain eager NCHW)")
+    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                       help="fp32 (default, the authors' maps to float rounding), bf16 (the CPU with OpenVINO, on "
+                            "CPUs with AVX512-BF16 or AMX: about 2x faster, maps moved as docs/runtime.md "
+                            "measures) or fp16 (CUDA)")
+    group.add_argument("--half", action="store_true",
+                       help="the release's flag: --precision fp16 on CUDA (elsewhere fp32, warned)")
+    group.add_argument("--threads", type=positive_int, default=None,
+                       help="CPU threads (default: PyTorch's, one per physical core)")
+    group.add_argument("--cache-dir", default=None,
+                       help="folder of compiled networks kept between runs (default: $SDNET_CACHE_DIR, else "
+                            "~/.cache/sdnet)")
+    group.add_argument("--no-cache", action="store_true", help="keep no compiled networks between runs")
 
 
-def runner_from_flags(model: nn.Module, args, device: torch.device | None = None) -> InferenceRunner:
-    """`prepare_for_inference` from the flags of `utils.add_device_args` (``--gpu`` unless ``device`` is given,
-    ``--backend``, ``--eager``, ``--precision``, ``--half``, ``--threads``, ``--cache-dir``, ``--no-cache``); logs
-    the backend. A request that cannot run here ends the script with one error line (exit status 2)."""
-    device = device if device is not None else select_device(args.gpu)
-    cache = None if args.no_cache else args.cache_dir or default_cache_dir()
+@dataclass(frozen=True)
+class RunnerFlags:
+    """The device flags, resolved: ``gpu`` (``--gpu``), ``backend`` and ``precision`` with the release's aliases
+    folded in (``--eager`` is backend 'eager', ``--half`` precision 'fp16'), ``half`` (fp16 came from --half, which
+    falls back to fp32 with a warning where fp16 cannot run, as the release's commands expect), ``threads`` and
+    ``cache`` (the folder of compiled networks, None for none)."""
+
+    gpu: str = ""
+    backend: str = "auto"
+    precision: str = "fp32"
+    half: bool = False
+    threads: int | None = None
+    cache: Path | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunnerFlags:
+        """From the flags of `add_device_args`; contradicting ones end the script with one line (exit 2)."""
+        if args.eager and args.backend not in ("auto", "eager"):
+            fail(f"--eager and --backend {args.backend}: give one of them")
+        if args.half and args.precision != "fp32":
+            fail(f"--half and --precision {args.precision}: give one of them")
+        cache = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+        return cls(gpu=args.gpu, backend="eager" if args.eager else args.backend,
+                   precision="fp16" if args.half else args.precision, half=args.half, threads=args.threads,
+                   cache=cache)
+
+    def precision_on(self, device: torch.device) -> str:
+        """The precision to run on ``device``: the release's ``--half`` runs float32 where float16 cannot run
+        (the CPU, the eager backend), warned, so that its commands run as written."""
+        if self.half and (device.type != "cuda" or self.backend == "eager"):
+            logging.getLogger(LOGGER_NAME).warning("--half %s: running float32", "is ignored with --eager"
+                                                   if self.backend == "eager" else "needs CUDA")
+            return "fp32"
+        return self.precision
+
+
+def runner_from_flags(model: nn.Module, flags: RunnerFlags, device: torch.device | None = None) -> InferenceRunner:
+    """`prepare_for_inference` as ``flags`` ask (on ``flags.gpu`` unless ``device`` is given); logs the backend. A
+    request that cannot run here ends the script with one error line (exit status 2)."""
+    device = device if device is not None else select_device(flags.gpu)
     try:
-        runner = prepare_for_inference(model, device, backend="eager" if args.eager else args.backend,
-                                       precision=precision_from_flags(args, device), threads=args.threads,
-                                       cache=cache)
+        runner = prepare_for_inference(model, device, backend=flags.backend, precision=flags.precision_on(device),
+                                       threads=flags.threads, cache=flags.cache)
     except BackendError as err:
         fail(str(err))
     logging.getLogger(LOGGER_NAME).info("inference backend %s on %s, %d CPU threads%s", runner.path, device,
-                                        runner.threads, f", compiled networks cached in {cache}"
-                                        if cache and runner.backend.name == "openvino" else "")
+                                        runner.threads, f", compiled networks cached in {flags.cache}"
+                                        if flags.cache and runner.backend.name == "openvino" else "")
     return runner

@@ -21,7 +21,7 @@ def stream_maps(runner: nn.Module, items: Iterable[tuple[Any, torch.Tensor | Non
                 ) -> Iterator[tuple[Any, np.ndarray | None]]:
     """(tag, input or None, (H, W)) -> (tag, (N, H, W) uint8 maps or None), in order, through the runner's `stream`
     (several inputs in flight where the backend has streams). An input is a (1, 3, S, S) image or a (1, 3T, S, S)
-    clip; each of its N maps (1, or T for a clip) is upsampled bilinearly to (H, W) and quantised (SPEC §7.2)."""
+    clip; each of its N maps (1, or T for a clip) is upsampled bilinearly to (H, W) and quantised (design §7.2)."""
     inputs = (((tag, size), x) for tag, x, size in items)
     for (tag, size), out in runner.stream(inputs):
         yield tag, None if out is None else saliency_to_uint8(out, size)
@@ -47,7 +47,7 @@ def video_maps(predictor: Predictor, frames: Iterator[np.ndarray], size: int | N
     """One (H, W) uint8 map per RGB frame of a stream, in order, holding at most a few clips of frames in memory.
 
     An image model sees one frame at a time; a video model clips of ``nframes`` consecutive frames, grouped by
-    `data.video.clip_groups` (the tail and short videos as the test clips of SPEC §6.3 are built).
+    `data.video.clip_groups` (the tail and short videos as the test clips of design §6.3 are built).
     """
     shape: tuple[int, int] | None = None
 

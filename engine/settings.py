@@ -174,7 +174,7 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", default=defaults["model"], choices=utils.model_names(kind), help="model to train")
     group.add_argument("--config", default=None, choices=sorted(configs.OP_TABLES),
-                       help="training op table of the backbone (SPEC §4.2; default: the model's own)")
+                       help="training op table of the backbone (docs/design.md §4.2; default: the model's own)")
     group = parser.add_argument_group("data and output")
     group.add_argument("--datadir", default=None, help="data root (required), laid out as in the README")
     group.add_argument("--savedir", default="results/savedir",

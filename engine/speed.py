@@ -1,7 +1,8 @@
-"""Model cost and the timing protocol of ``speed_sod.py`` / ``speed_vsod.py`` (SPEC §8).
+"""Model cost and the timing protocol of ``speed_sod.py`` / ``speed_vsod.py`` (design §8), and their flags.
 
-Parameters and MACs (convolution multiply-accumulates, SPEC §5), and FPS: batch 1 by default, a random input already
-on the device, the median over timed passes after a warm-up, each pass synchronised on a GPU.
+Parameters and MACs (convolution multiply-accumulates, design §5), and FPS: batch 1 by default, a random input
+already on the device, the median over timed passes after a warm-up, each pass synchronised on a GPU. The scripts'
+flags (`add_speed_args`) are resolved once into `SpeedFlags`, which `run_speed` takes.
 """
 
 from __future__ import annotations
@@ -13,23 +14,80 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import configs
 from data.atomic import unwritable, write_json_atomic
-from engine.inference import BackendError, prepare_for_inference, runner_from_flags
+from engine.inference import BackendError, RunnerFlags, add_device_args, prepare_for_inference, runner_from_flags
 from engine.loading import DEFAULT_NFRAMES, load_model
 from models import CheckpointError, build_model
-from utils import LOGGER_NAME, fail, model_names
+from utils import LOGGER_NAME, fail, input_size, int_at_least, model_names, non_negative_int, positive_int
 
-__all__ = ["count_parameters", "count_macs", "time_passes", "peak_memory_mb", "run_speed", "device_name"]
+__all__ = ["count_parameters", "count_macs", "time_passes", "peak_memory_mb", "add_speed_args", "SpeedFlags",
+           "run_speed", "device_name"]
+
+
+def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
+    """The flags of ``speed_sod.py`` (``kind='image'``) and ``speed_vsod.py`` (``'video'``), with the device flags
+    (`engine.inference.add_device_args`); `SpeedFlags.from_args` resolves them."""
+    parser.add_argument("--model", default=None, choices=model_names(kind),
+                        help=f"model to time (default: {model_names(kind)[0]}, or what --evaluate holds)")
+    parser.add_argument("--config", default="baseline", choices=sorted(configs.OP_TABLES),
+                        help="the op table to time: 'baseline' times the DCR-converted network, a training op table "
+                             "(sdnet, sdnet-a) the multi-branch training form, for the DCR ablation")
+    parser.add_argument("-j", "--workers", type=non_negative_int, default=1,
+                        help="accepted for the released command line; nothing is read from disk")
+    parser.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
+                        help="time these weights (training form or converted, ours or the authors') instead of "
+                             "random ones; the timing does not depend on the weights")
+    if kind == "image":
+        parser.add_argument("--size", type=input_size, required=True,
+                            help="input height and width in pixels (release: 320)")
+    else:
+        parser.add_argument("--size", type=input_size, default=256, help="frame height and width in pixels")
+        parser.add_argument("--nframes", type=positive_int, default=None,
+                            help="frames per clip (one pass = one clip; default 8)")
+    parser.add_argument("-b", "--batch-size", type=positive_int, default=1, help="images or clips per pass")
+    parser.add_argument("-n", "--passes", type=positive_int, default=None,
+                        help="timed passes (default: the release's, e.g. 98 on the CPU and 899 on a GPU for images)")
+    parser.add_argument("--warmup", type=int_at_least(0), default=None,
+                        help="untimed passes first, the first of them compiling (CPU) or the third capturing (CUDA) "
+                             "the fast path for the input shape (default: the release's, 12 for images on the CPU)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures to this JSON file")
+    add_device_args(parser)
+
+
+@dataclass(frozen=True)
+class SpeedFlags:
+    """The speed scripts' flags, resolved: the network to time (``model``, ``config``: 'baseline' = converted,
+    ``weights``: a checkpoint or None for random weights), the input (``size``, ``nframes``, ``batch_size``), the
+    protocol (``passes``, ``warmup``: None = the release's counts), ``json`` and how it runs (``runner``)."""
+
+    model: str | None
+    config: str
+    weights: str | None
+    size: int
+    nframes: int | None
+    batch_size: int
+    passes: int | None
+    warmup: int | None
+    json: str | None
+    runner: RunnerFlags
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SpeedFlags:
+        return cls(model=args.model, config=args.config, weights=args.evaluate, size=args.size,
+                   nframes=getattr(args, "nframes", None), batch_size=args.batch_size, passes=args.passes,
+                   warmup=args.warmup, json=args.json, runner=RunnerFlags.from_args(args))
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of parameter elements (buffers such as BN running statistics and pre-biases excluded, SPEC §5)."""
+    """Number of parameter elements (buffers such as BN running statistics and pre-biases excluded, design §5)."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -37,7 +95,7 @@ def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
     """Multiply-accumulates of one forward pass of ``model`` on ``inputs`` = FLOPs / 2 by FlopCounterMode.
 
     PyTorch's counter counts convolutions and matrix products only (not pooling, interpolation or element-wise
-    ops), which is the convention of SPEC §5. It counts what the module actually executes, so a training-form
+    ops), which is the convention of design §5. It counts what the module actually executes, so a training-form
     model is charged for each of its branches. The pass runs on the meta device (shapes only, no arithmetic) and
     falls back to a real pass on ``inputs``' device if some op has no meta kernel.
     """
@@ -80,53 +138,53 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-# Released protocol (SPEC §8) as (timed passes, warm-up passes) per model kind and device type.
+# Released protocol (design §8) as (timed passes, warm-up passes) per model kind and device type.
 SPEED_PASSES = {("image", "cuda"): (899, 101), ("image", "cpu"): (98, 12),
                 ("video", "cuda"): (89, 11), ("video", "cpu"): (9, 2)}
 
 
-def _speed_model(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str) -> tuple[nn.Module, str, int]:
+def _speed_model(flags: SpeedFlags, kind: str) -> tuple[nn.Module, str, int]:
     """The model to time, its name and frames per clip: random weights (as the release) of the converted
     architecture (``--config baseline``) or of the training form, or the weights of ``--evaluate``."""
-    converted = args.config == "baseline"
-    nframes = getattr(args, "nframes", None)
-    if args.evaluate:
+    converted = flags.config == "baseline"
+    nframes = flags.nframes
+    if flags.weights:
         try:
-            model, description = load_model(args.evaluate, kind=kind, model=args.model,
-                                             train_config=None if converted else args.config,
-                                             inference_config="baseline" if converted else args.config,
-                                             nframes=nframes)
+            model, description = load_model(flags.weights, kind=kind, model=flags.model,
+                                            train_config=None if converted else flags.config,
+                                            inference_config="baseline" if converted else flags.config,
+                                            nframes=nframes)
         except CheckpointError as err:
-            fail(f"--evaluate {args.evaluate}: {err}")
+            fail(f"--evaluate {flags.weights}: {err}")
         return model, description.model, description.nframes or 1
-    name = args.model or model_names(kind)[0]
+    name = flags.model or model_names(kind)[0]
     nframes = (nframes or DEFAULT_NFRAMES) if kind == "video" else 1
     torch.manual_seed(0)
     try:
         # baseline = the converted (deploy) architecture of the model's own table
-        model = build_model(name, None if converted else args.config, deploy=converted, nframes=nframes)
+        model = build_model(name, None if converted else flags.config, deploy=converted, nframes=nframes)
     except ValueError as err:
-        parser.error(f"--config {args.config}: {err}")
+        fail(f"--config {flags.config}: {err}")
     return model, name, nframes
 
 
-def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: str, device: torch.device) -> dict:
-    """Build the model of ``args``, count its cost, time it on ``device`` as SPEC §8 and log/return the figures.
+def run_speed(flags: SpeedFlags, kind: str, device: torch.device) -> dict:
+    """Build the model ``flags`` name, count its cost, time it on ``device`` as design §8 and log/return the figures.
     The precision is the one the compiled network reports; a precision other than fp32 also reports its largest
     difference from the fp32 maps of the same backend on the timed input."""
     logger = logging.getLogger(LOGGER_NAME)
-    if args.json and (why := unwritable(args.json, folder=False)) is not None:
-        fail(f"--json {args.json}: {why}")
+    if flags.json and (why := unwritable(flags.json, folder=False)) is not None:
+        fail(f"--json {flags.json}: {why}")
     passes, warmup = SPEED_PASSES[(kind, "cuda" if device.type == "cuda" else "cpu")]
-    passes = args.passes if args.passes is not None else passes
-    warmup = args.warmup if args.warmup is not None else warmup
-    model, name, nframes = _speed_model(args, parser, kind)
-    converted = args.config == "baseline"
+    passes = flags.passes if flags.passes is not None else passes
+    warmup = flags.warmup if flags.warmup is not None else warmup
+    model, name, nframes = _speed_model(flags, kind)
+    converted = flags.config == "baseline"
     channels = 3 * nframes if kind == "video" else 3
-    x = torch.randn(args.batch_size, channels, args.size, args.size)
+    x = torch.randn(flags.batch_size, channels, flags.size, flags.size)
     params = count_parameters(model)
     macs = count_macs(model.eval(), x[:1])
-    runner = runner_from_flags(model, args, device=device)
+    runner = runner_from_flags(model, flags.runner, device=device)
     x = x.to(device, runner.dtype)
     try:
         start = time.perf_counter()
@@ -139,15 +197,15 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
             precision_diff = (runner(x) - reference(x.float())).abs().max().item()
     except BackendError as err:
         fail(str(err))
-    frames = args.batch_size * (nframes if kind == "video" else 1)
+    frames = flags.batch_size * (nframes if kind == "video" else 1)
     median, mean = statistics.median(times), statistics.fmean(times)
     result = {
-        "model": name, "config": args.config, "form": "converted" if converted else "training",
-        "weights": args.evaluate or "random weights",
+        "model": name, "config": flags.config, "form": "converted" if converted else "training",
+        "weights": flags.weights or "random weights",
         "kind": kind, "device": str(device), "device_name": device_name(device), "path": runner.path,
         "precision": runner.precision,
         "torch": torch.__version__, "threads": runner.threads, "input_shape": list(x.shape),
-        "batch_size": args.batch_size, "frames_per_pass": frames, "params": params, "macs_per_pass": macs,
+        "batch_size": flags.batch_size, "frames_per_pass": frames, "params": params, "macs_per_pass": macs,
         "macs_per_frame": macs // (nframes if kind == "video" else 1), "passes": passes, "warmup": warmup,
         "warmup_s": warmup_seconds,
         "ms_median": median * 1e3, "ms_mean": mean * 1e3, "fps": frames / median, "fps_mean": frames / mean,
@@ -156,8 +214,8 @@ def run_speed(args: argparse.Namespace, parser: argparse.ArgumentParser, kind: s
     if runner.precision != "fp32":
         result["max_abs_diff_vs_fp32"] = precision_diff
     log_speed(logger, result, nframes)
-    if args.json:
-        write_json_atomic(args.json, result)
+    if flags.json:
+        write_json_atomic(flags.json, result)
     return result
 
 

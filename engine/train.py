@@ -47,7 +47,7 @@ def _group_list(named: dict[str, list[nn.Parameter]], wd: float, factors: dict[s
 
 
 def image_param_groups(model: nn.Module, wd: float) -> list[dict]:
-    """Adam parameter groups of image training (SPEC §6.1), by parameter name: ``scales`` (branch logits alpha,
+    """Adam parameter groups of image training (design §6.1), by parameter name: ``scales`` (branch logits alpha,
     wd x 0.5), ``bn`` (BN0/BN1 of the DiffBlocks, wd x 0.1), ``other`` (everything else, wd). Each group carries
     its ``name`` and ``lr_scale`` (1) for `set_epoch_lr`."""
     named: dict[str, list[nn.Parameter]] = {"scales": [], "bn": [], "other": []}
@@ -58,7 +58,7 @@ def image_param_groups(model: nn.Module, wd: float) -> list[dict]:
 
 
 def video_param_groups(model: nn.Module, wd: float, lr_reduce: float, preloaded: bool) -> list[dict]:
-    """Adam parameter groups of video training (SPEC §6.3), by parameter name. With a preloaded backbone:
+    """Adam parameter groups of video training (design §6.3), by parameter name. With a preloaded backbone:
     ``backbone`` (names containing 'block': lr x ``lr_reduce``, wd x 0.5), ``norm`` (other names containing
     'norm': wd x 0.1), ``other`` (wd). From scratch: ``norm`` (names containing 'norm' or 'bn', wd x 0.1) and
     ``other`` (wd), no lr reduction."""

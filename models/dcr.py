@@ -1,4 +1,4 @@
-"""Difference Convolution Reparameterization (DCR) of a whole model (SPEC §2.3).
+"""Difference Convolution Reparameterization (DCR) of a whole model (design §2.3).
 
 Conversion works at module level: every module with a ``reparameterize()`` method (InitialBlock, DiffBlock, and
 the video models' temporal layers) swaps itself for its single-conv form. Nothing matches parameter names.

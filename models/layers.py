@@ -1,4 +1,4 @@
-"""Building blocks of SDNet / SDNet-A (SPEC §4.1) and their DCR reparameterization (SPEC §2.3).
+"""Building blocks of SDNet / SDNet-A (design §4.1) and their DCR reparameterization (design §2.3).
 
 Convertible modules (``InitialBlock``, ``DiffBlock``) exist in two states: the multi-branch training form and the
 converted (deploy) form. ``reparameterize()`` switches a module in place from the first to the second and is a
@@ -31,7 +31,7 @@ __all__ = ["bn_scale_shift", "uses_batch_statistics", "PDCConv", "InitialBlock",
 
 
 def init_branch_logits(num_branches: int) -> torch.Tensor:
-    """Initial branch logits alpha = [0, 1, 1, ...]: softmax gives 0.155/0.422/0.422 for 3 branches (SPEC §2.3)."""
+    """Initial branch logits alpha = [0, 1, 1, ...]: softmax gives 0.155/0.422/0.422 for 3 branches (design §2.3)."""
     return torch.tensor([0.0] + [1.0] * (num_branches - 1))
 
 
@@ -61,7 +61,7 @@ def _check_ops(ops: Sequence[str]) -> tuple[str, ...]:
 
 
 class PDCConv(nn.Module):
-    """One pixel difference convolution branch with a 3x3 weight, applied as PDC ``op`` (SPEC §2.2).
+    """One pixel difference convolution branch with a 3x3 weight, applied as PDC ``op`` (design §2.2).
 
     Holds only ``weight`` (C_out, C_in/groups, 3, 3), initialised like ``nn.Conv2d`` (kaiming_uniform, a=sqrt(5)).
     forward: (N, C_in, H, W) -> (N, C_out, H', W'), zero padding so that stride 1 keeps the size.
@@ -84,7 +84,7 @@ class PDCConv(nn.Module):
 
 
 class InitialBlock(nn.Module):
-    """Full 3x3 conv C_in -> C_out with softmax-mixed PDC branches, no bias, BN or activation (SPEC §4.1).
+    """Full 3x3 conv C_in -> C_out with softmax-mixed PDC branches, no bias, BN or activation (design §4.1).
 
     Training form: ``scales`` (alpha, one logit per op) and ``conv.{i}.weight``; converted form: ``weight``
     (C_out, C_in, k, k), k = 5 if ``ops`` has ``rd`` else 3. forward: (N, C_in, H, W) -> (N, C_out, H, W);
@@ -132,7 +132,7 @@ class InitialBlock(nn.Module):
 
 
 class DiffBlock(nn.Module):
-    """Backbone block: [2x2 max-pool] -> depthwise multi-branch PDC -> ReLU -> 1x1 conv, plus shortcut (SPEC §4.1).
+    """Backbone block: [2x2 max-pool] -> depthwise multi-branch PDC -> ReLU -> 1x1 conv, plus shortcut (design §4.1).
 
     Training form: z = BN0(x); u = sum_i s_i BN1_i(PDC_i(z; W_i)) with s = softmax(``scales``) (BNs only if ``bn``);
     y = conv2(ReLU(u)) + shortcut(x), x being the (pooled) input. Converted form: u = conv1(x + ``bias``) with
@@ -210,7 +210,7 @@ class DiffBlock(nn.Module):
                 (weights[:, None] * torch.stack(shifts)).sum(0))
 
     def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """DCR of the training form (SPEC §2.3): kernel K (C, 1, k, k), conv bias b (C,), pre-bias c (1, C, 1, 1).
+        """DCR of the training form (design §2.3): kernel K (C, 1, k, k), conv bias b (C,), pre-bias c (1, C, 1, 1).
 
         K = a0 * sum_i s_i (gamma_i / sigma_i) T_i(W_i), b = sum_i s_i (beta_i - mu_i gamma_i / sigma_i),
         c = sigma0 beta0 / gamma0 - mu0 with a0 = gamma0 / sigma0, from the BN running statistics (so the result
@@ -258,7 +258,7 @@ class DiffBlock(nn.Module):
 
 
 class CSAM(nn.Module):
-    """Compact spatial attention (SPEC §4.1): x * sigmoid(conv2_{3x3, 4->1, no bias}(conv1_{1x1, C->4}(ReLU(x)))).
+    """Compact spatial attention (design §4.1): x * sigmoid(conv2_{3x3, 4->1, no bias}(conv1_{1x1, C->4}(ReLU(x)))).
 
     forward: (N, C, H, W) -> (N, C, H, W).
     """
@@ -274,7 +274,7 @@ class CSAM(nn.Module):
 
 
 class CDCM(nn.Module):
-    """Image compact dilation module (SPEC §4.1): ReLU -> 1x1 conv C_in -> C_out -> sum of dilated branches.
+    """Image compact dilation module (design §4.1): ReLU -> 1x1 conv C_in -> C_out -> sum of dilated branches.
 
     Dilation 1 is the identity (the 1x1 output itself); dilation d > 1 is a 3x3 conv C_out -> C_out, dilation d,
     no bias, stored as ``conv_dils.{j}`` with j its position in ``dilations``. forward: (N, C_in, H, W) ->
@@ -352,7 +352,7 @@ class LinearTransformerBlock(nn.Module):
 
 
 class MobileViTv2Block(nn.Module):
-    """Simplified MobileViTv2 block of SDNet-A (SPEC §4.1), D = C // 2, no residual around the block.
+    """Simplified MobileViTv2 block of SDNet-A (design §4.1), D = C // 2, no residual around the block.
 
     1x1 conv C -> D (no bias); unfold into p x p patches (pixel (h, w) -> in-patch index (h mod p) p + (w mod p),
     patch index (h // p)(W / p) + w // p); ``depth`` linear transformer blocks; GroupNorm; fold; 1x1 conv D -> C

@@ -1,4 +1,4 @@
-"""Training losses: weighted BCE for still images (SPEC §6.1) and BCE + (1 - SSIM) + IoU for clips (SPEC §6.3).
+"""Training losses: weighted BCE for still images (design §6.1) and BCE + (1 - SSIM) + IoU for clips (design §6.3).
 
 All functions take sigmoid maps ``pred`` and ground truth ``target`` in [0, 1] of shape (N, 1, H, W), where N is
 the batch size for images and B*T frames for clips, and return a scalar tensor. Pure torch, differentiable in
@@ -60,7 +60,7 @@ def bce_weights(target: torch.Tensor, beta: float = 1.1) -> torch.Tensor:
 def weighted_bce_loss(
     pred: torch.Tensor, target: torch.Tensor, beta: float = 1.1, divisor: float | None = None
 ) -> torch.Tensor:
-    """Class-balanced BCE of SDNet training (SPEC §6.1): sum over all pixels of the batch, divided by ``divisor``.
+    """Class-balanced BCE of SDNet training (design §6.1): sum over all pixels of the batch, divided by ``divisor``.
 
     pred, target: (N, 1, H, W) in [0, 1]. Weights from :func:`bce_weights` (no gradient through them). PyTorch's
     ``binary_cross_entropy`` clamps the log terms at -100, as in the authors' training. ``divisor`` defaults to N;
@@ -116,7 +116,7 @@ def iou_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def clip_bce_weights(target: torch.Tensor, nframes: int, beta: float) -> torch.Tensor:
-    """Video ``--beta`` pixel weights (SPEC §6.3), counted per clip of ``nframes`` frames: 1 for GT < 0.01,
+    """Video ``--beta`` pixel weights (design §6.3), counted per clip of ``nframes`` frames: 1 for GT < 0.01,
     N_neg / (beta N_pos) for GT > 0.8, their mean in between. target: (B*T, 1, H, W); a clip without positive
     pixels counts one (no division by zero)."""
     clips = target.reshape(-1, nframes * target[0].numel())
@@ -130,7 +130,7 @@ def clip_bce_weights(target: torch.Tensor, nframes: int, beta: float) -> torch.T
 
 def bce_ssim_iou_loss(pred: torch.Tensor, target: torch.Tensor, frame_weights: torch.Tensor | None = None,
                       pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """STDNet training loss (SPEC §6.3): BCE (mean over all pixels) + (1 - SSIM) + IoU (mean over frames).
+    """STDNet training loss (design §6.3): BCE (mean over all pixels) + (1 - SSIM) + IoU (mean over frames).
 
     pred, target: (B*T, 1, H, W) maps of all frames of the batch. Unweighted by default; the video ``--beta``
     options weight the BCE pixels (``pixel_weights``, shaped like ``target``) or every frame's BCE and IoU terms

@@ -1,7 +1,7 @@
 """Pixel difference convolutions (PDC) and their exact vanilla-kernel conversions.
 
 Each op is a pure function ``<op>_conv(x, weight, ...)`` computing the difference convolution, paired with
-``<op>_kernel(weight)`` returning the vanilla kernel that gives the same output under ``F.conv2d`` (SPEC §2.2).
+``<op>_kernel(weight)`` returning the vanilla kernel that gives the same output under ``F.conv2d`` (design §2.2).
 ``PDC_OPS`` is the one table the rest of the code reads. Kernels are indexed k = 3u + v (row u, column v).
 ``mixed_kernel`` / ``mixed_conv`` are the one place where several branches become one kernel: DCR after training
 and the fused training form (each step, differentiably) both use them.
@@ -127,7 +127,7 @@ def pdc_kernel(op: str, weight: torch.Tensor, size: int | None = None) -> torch.
 
 def mixed_kernel(ops: Sequence[str], weights: Sequence[torch.Tensor], coefficients: torch.Tensor,
                  size: int | None = None) -> torch.Tensor:
-    """The one vanilla kernel of parallel PDC branches mixed linearly: sum_i c_i T_i(W_i) (SPEC §2.3).
+    """The one vanilla kernel of parallel PDC branches mixed linearly: sum_i c_i T_i(W_i) (design §2.3).
 
     ``weights[i]``: (C_out, C_in/groups, 3, 3) of op ``ops[i]``; ``coefficients``: (n,) per branch or (n, C_out)
     per branch and output channel (e.g. softmax logits times an eval BatchNorm's scale). Kernels are embedded in

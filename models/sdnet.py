@@ -1,4 +1,4 @@
-"""SDNet and SDNet-A (SPEC §4.3-§4.5): a strided four-stage DiffBlock backbone and a top-down decoder.
+"""SDNet and SDNet-A (design §4.3-§4.5): a strided four-stage DiffBlock backbone and a top-down decoder.
 
 ``SDNetBackbone`` is shared with the video models. Blocks are direct attributes named like the authors' keys
 (``init_block``, ``block1_1`` ... ``block4_4``) so state-dict keys stay flat and the released checkpoints load as

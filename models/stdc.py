@@ -1,4 +1,4 @@
-"""SpatioTemporal Difference Convolution (STDC) and the temporal module STDM of STDNet (SPEC §3).
+"""SpatioTemporal Difference Convolution (STDC) and the temporal module STDM of STDNet (design §3).
 
 An STDC is a dense 3x3 convolution over the (time x one spatial axis) planes of a clip: the (T, W) plane of every
 image row or the (T, H) plane of every column. Kernel rows index the time offset, columns the spatial offset. Frames
@@ -68,7 +68,7 @@ class STDC(nn.Module):
     per op in ``tid``), ``convs.{i}.weight`` (C, C, 3, 3) without bias, ``norms.{i}`` BatchNorm2d(C) when ``bn``;
     output sum_i softmax(alpha)_i * BN_i(PDC_i(x)). Single-branch form (one op, no BN, e.g. the converted layer):
     one conv ``convs`` (C, C, 3, 3) with bias, initialised to 0; ``deploy=True`` builds this form with op ``cv``,
-    which is what ``reparameterize()`` leaves. The ``cd`` and ``ad`` ops are those of SPEC §2.2
+    which is what ``reparameterize()`` leaves. The ``cd`` and ``ad`` ops are those of design §2.2
     on the (t, s) plane; their centre tap is always the unpadded pixel, so folding them into a plain kernel is exact
     at the borders, with replicate temporal padding too. ``train_form`` 'fused' (see ``models.layers``) runs the
     branches as one kernel (BN at running statistics folded in); while BN uses batch statistics, as the separate

@@ -1,4 +1,4 @@
-"""STDNet and STDNet-A video saliency models (SPEC §4.6) and backbone preloading.
+"""STDNet and STDNet-A video saliency models (design §4.6) and backbone preloading.
 
 The SDNet / SDNet-A backbone runs on every frame (frames folded into the batch); a four-level top-down decoder
 mixes a spatial branch (video CDCM) and a temporal branch (STDM, ``models.stdc``) at each level. Decoder modules
@@ -26,7 +26,7 @@ VIDEO_CDCM_DILATIONS = (1, 3, 5)
 
 
 class VideoCDCM(nn.Module):
-    """Spatial branch of the video decoder: (N, C_in, H, W) -> (N, C_out, H, W) (SPEC §4.1, video version).
+    """Spatial branch of the video decoder: (N, C_in, H, W) -> (N, C_out, H, W) (design §4.1, video version).
 
     ``conv1`` = 1x1 conv C_in -> C_out with bias (no BN, no ReLU); the sum of the identity (dilation 1) and 3x3
     convs C_out -> C_out without bias at dilations 3 and 5 (``conv_dils.1``, ``conv_dils.2``); then BN and ReLU.
@@ -48,7 +48,7 @@ class VideoCDCM(nn.Module):
 
 
 class STDNet(SDNetBackbone):
-    """STDNet (``variant='sdnet'``) / STDNet-A (``'sdnet-a'``) video saliency model (SPEC §4.6).
+    """STDNet (``variant='sdnet'``) / STDNet-A (``'sdnet-a'``) video saliency model (design §4.6).
 
     forward: (B, 3*T, H, W) normalised clips (frame t in channels 3t..3t+2) -> (B*T, 1, H, W) sigmoid maps, frame
     by frame; T is read from the input's channel count (``nframes`` is the clip length the model is meant for).

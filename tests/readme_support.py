@@ -1,4 +1,5 @@
-"""tests/test_readme.py's help: README commands, a fake data root, a repository copy, and checkpoints to read."""
+"""tests/test_readme.py's help: the commands of README.md and docs/, a fake data root, a repository copy, and
+checkpoints to read."""
 
 from __future__ import annotations
 
@@ -27,12 +28,13 @@ OUTPUT_FOLDERS, UNLINKED = ("results", "checkpoints", "dataset"), (".git", "__py
 
 
 class Command(NamedTuple):
-    """One command of a README shell block, as words, with the folder and variables its block's earlier lines set."""
+    """One command of a shell block, as words, with the folder and variables its block's earlier lines set."""
 
     line: int
     words: tuple[str, ...]
     cwd: str = ""
     variables: tuple[tuple[str, str], ...] = ()
+    page: str = "README.md"
 
     @property
     def program(self) -> str:
@@ -58,7 +60,24 @@ def shell_blocks(text: str, languages: tuple[str, ...] = ("bash",)) -> list[tupl
     return blocks
 
 
-def readme_commands(text: str) -> list[Command]:
+def documented_pages() -> dict[str, str]:
+    """README.md and every page of docs/, by their path in the repository."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    return {str(page.relative_to(REPO)): page.read_text() for page in pages}
+
+
+def documented_commands() -> list[Command]:
+    """Every distinct command of README.md and docs/ (one shown on two pages runs once, where it appears first)."""
+    seen, commands = set(), []
+    for page, text in documented_pages().items():
+        for command in readme_commands(text, page):
+            if (key := (command.words, command.cwd, command.variables)) not in seen:
+                seen.add(key)
+                commands.append(command)
+    return commands
+
+
+def readme_commands(text: str, page: str = "README.md") -> list[Command]:
     """The commands of the shell blocks: lines joined, comments dropped, ``&&`` split, ``cd``/``X=y`` carried on."""
     commands = []
     for start, lines in shell_blocks(text):
@@ -80,7 +99,7 @@ def readme_commands(text: str) -> list[Command]:
                 elif all("=" in word for word in part):
                     variables.update(word.split("=", 1) for word in part)
                 else:
-                    commands.append(Command(first, tuple(part), folder, tuple(variables.items())))
+                    commands.append(Command(first, tuple(part), folder, tuple(variables.items()), page))
             cwd = cwd if subshell else folder
     return commands
 
@@ -96,7 +115,7 @@ def _link(path: Path, target: Path) -> None:
 
 
 def build_fake_root(root: Path, lists: Path) -> None:
-    """ROOTDIR (SPEC §9) as links to synthetic data, with every DAVIS/VOS video of splits.json; its small lists."""
+    """ROOTDIR (design §9) as links to synthetic data, with every DAVIS/VOS video of splits.json; its small lists."""
     synthetic.generate(root, seed=0, sizes=synthetic.SyntheticSizes(**TINY), workers=1)
     sod, vsod, jpg = root / "sod", root / "vsod", root / "vsod" / "jpg-video"
     for image in sorted((sod / "SYN-TR" / "images").glob("*.jpg")):

@@ -293,17 +293,25 @@ def test_prepare_for_inference_leaves_the_callers_model_alone() -> None:
     assert not runner.model.training and not any(p.requires_grad for p in runner.parameters())
 
 
-def test_half_without_cuda_warns_and_runs_float32(capsys: pytest.CaptureFixture) -> None:
+def test_the_release_aliases_resolve_in_one_place(capsys: pytest.CaptureFixture) -> None:
+    """--eager is --backend eager and --half --precision fp16 (RunnerFlags.from_args); --half without CUDA warns and
+    runs float32, as the release's commands expect, and an alias contradicting its flag is one line."""
     utils.setup_logger()
     parser = __import__("argparse").ArgumentParser()
-    utils.add_device_args(parser)
-    runner = inference.runner_from_flags(build_model("sdnet", deploy=True), parser.parse_args(["--half"]))
+    inference.add_device_args(parser)
+    flags = inference.RunnerFlags.from_args(parser.parse_args(["--eager", "--half", "--no-cache"]))
+    assert (flags.backend, flags.precision, flags.half, flags.cache) == ("eager", "fp16", True, None)
+    runner = inference.runner_from_flags(build_model("sdnet", deploy=True),
+                                         inference.RunnerFlags.from_args(parser.parse_args(["--half"])))
     assert runner.dtype == torch.float32 and runner.path == "openvino+fp32"
     assert "--half needs CUDA: running float32" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        inference.runner_from_flags(build_model("sdnet", deploy=True),
-                                    parser.parse_args(["--half", "--precision", "bf16"]))
-    assert "--half and --precision bf16: give one of them" in capsys.readouterr().err
+    for argv, why in ((["--half", "--precision", "bf16"], "--half and --precision bf16: give one of them"),
+                      (["--eager", "--backend", "openvino"], "--eager and --backend openvino: give one of them")):
+        with pytest.raises(SystemExit):
+            inference.RunnerFlags.from_args(parser.parse_args(argv))
+        assert why in capsys.readouterr().err
+    with pytest.raises(inference.BackendError, match="fp16 .*runs on CUDA only"):
+        inference.prepare_for_inference(build_model("sdnet", deploy=True), "cpu", precision="fp16")
 
 
 # --- the compiled-network cache ----------------------------------------------------------------------------------

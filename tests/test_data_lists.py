@@ -1,4 +1,4 @@
-"""List-file parsing, annotated-frame selection and the clip builder (SPEC §6.3)."""
+"""List-file parsing, annotated-frame selection and the clip builder (design §6.3)."""
 
 import pytest
 

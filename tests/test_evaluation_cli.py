@@ -139,7 +139,7 @@ def test_eval_sod_script_as_written(tree):
     assert "1 predictions differ in size" in done.stderr
     markdown = (exp / "metrics_sod.md").read_text()
     assert markdown.startswith("**PySODMetrics protocol**\n\n| Dataset | MAE | maxF |") and "| DSB |" in markdown
-    assert "scripts, SPEC §7.3)**\n\n| Dataset | MAE | maxF | meanF | AP |" in markdown
+    assert "scripts, docs/design.md §7.3)**\n\n| Dataset | MAE | maxF | meanF | AP |" in markdown
     assert set(results["DSA"]["release"]) == {"MAE", "maxF", "meanF", "AP"}
     for name in ("DSA", "DSB"):
         assert (exp / f"curves_sod_{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

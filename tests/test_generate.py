@@ -1,4 +1,4 @@
-"""Map generators (SPEC §7.2): the README commands, parity with the authors' maps, bad input."""
+"""Map generators (design §7.2): the README commands, parity with the authors' maps, bad input."""
 
 from __future__ import annotations
 

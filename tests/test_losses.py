@@ -131,7 +131,7 @@ def test_losses_are_differentiable():
 
 
 def test_video_beta_weights_and_clip_weights():
-    """Video --beta (SPEC §6.3): BETA weighs a clip's salient pixels by N_neg / (BETA N_pos) (background 1, the
+    """Video --beta (design §6.3): BETA weighs a clip's salient pixels by N_neg / (BETA N_pos) (background 1, the
     mean in between), counted over the whole clip; NAME BETA weighs whole clips in BCE and IoU."""
     from models.losses import bce_ssim_iou_loss, clip_bce_weights
 

@@ -263,16 +263,6 @@ def test_evaluation_is_a_drop_in_for_pysodmetrics() -> None:
             assert all(p.default is not inspect.Parameter.empty for p in extra), f"{name}.{method}"
 
 
-def test_the_readme_lists_every_measure_name() -> None:
-    from pathlib import Path
-
-    from Evaluation.measures import MEASURES
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    for measure in MEASURES.values():
-        assert f"| `{measure.name}` | {', '.join(measure.keys)} | {measure.what} | {measure.source} |" in readme
-
-
 def test_maps_of_another_size_are_refused_as_pysodmetrics_refuses_them() -> None:
     """PySODMetrics takes no prediction of another size than its GT (the evaluation command resizes it first)."""
     pred, gt = np.zeros((20, 30), np.uint8), np.zeros((20, 31), np.uint8)

@@ -201,7 +201,7 @@ def test_map_videos_of_odd_sizes_keep_the_pixels_they_can(tmp_path: Path) -> Non
     (1, [([0, 0, 0, 0], [3])]),
 ])
 def test_stream_clips_and_tail(count: int, clips: list) -> None:
-    """Every frame gets exactly one map, in order, from the clips SPEC §6.3 would build for a stream (rate 1): the
+    """Every frame gets exactly one map, in order, from the clips design §6.3 would build for a stream (rate 1): the
     kept positions of the clips, in order, name each frame once."""
     groups = list(clip_groups(iter(range(count)), 4))
     assert groups == clips

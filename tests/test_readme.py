@@ -1,8 +1,9 @@
-"""Every command of README.md's shell blocks runs here as written (or is listed as covered elsewhere): in a copy of
-the repository on a tiny fake data root in the real layouts (SPEC §9; tests/readme_support.py), variables substituted,
-the ``cd`` of its block followed, long jobs made tiny by flags appended (argparse: the last occurrence wins). A command
-passes when it exits with status 0 and has written the files it must write; what they hold is each script's tests'
-business."""
+"""Every command of the shell blocks of README.md and docs/*.md runs here as written (or is listed as covered
+elsewhere): in a copy of the repository on a tiny fake data root in the real layouts (design §9;
+tests/readme_support.py), variables substituted, the ``cd`` of its block followed, long jobs made tiny by flags
+appended (argparse: the last occurrence wins). A command passes when it exits with status 0 and has written the
+files it must write; what they hold is each script's tests' business. Every Python block runs too, and asserts what
+it shows."""
 
 from __future__ import annotations
 
@@ -30,8 +31,10 @@ from data.lists import annotated_frames, image_name, read_video_list, select_vid
 from data.readers import list_images
 from data.video import VIDEO_EXTENSIONS, write_map_video
 
-README = (rs.REPO / "README.md").read_text()
-COMMANDS = rs.readme_commands(README)
+PAGES = rs.documented_pages()
+COMMANDS = rs.documented_commands()
+PYTHON_BLOCKS = [(page, line, lines) for page, text in PAGES.items()
+                 for line, lines in rs.shell_blocks(text, ("python",))]
 # What `$exp` stands for after a command's --model: the authors' checkpoint names.
 EXPERIMENTS = {"sdnet": "sdnet_from_scratch", "sdneta": "sdneta_from_pretrained", "stdnet": "stdnet_from_scratch",
                "stdneta": "stdneta_from_pretrained"}
@@ -53,8 +56,8 @@ IN_PROCESS = {
 SUBPROCESS = ("bash eval_sod.sh", "bash eval_vsod.sh", "python dataset/generate_lists.py", "torchrun")
 # Installation and the suite: `make demo` / `make test` do the same; downloads and SLURM: tests/test_{hub,train}.py;
 # the server and its clients (a long-running process, a browser, curl): tests/test_serve.py, tests/test_serve_page.py.
-COVERED_ELSEWHERE = {"make demo", "make test", "python -m venv", "source .venv/bin/activate", "pip install",
-                     "python -m pytest", "python -m engine.hub", "srun python", "python serve.py",
+COVERED_ELSEWHERE = {"make demo", "make test", "make venv", "python -m venv", "source .venv/bin/activate",
+                     "pip install", "python -m pytest", "python -m engine.hub", "srun python", "python serve.py",
                      "python -m webbrowser", "curl"}
 
 
@@ -188,12 +191,14 @@ def run_torchrun(ctx: Context) -> list[Path]:
     return outputs
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=[f"L{c.line}-{c.program.replace(' ', '-')}" for c in COMMANDS])
-def test_readme_command(command: rs.Command, readme_data, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("command", COMMANDS,
+                         ids=[f"{c.page}:L{c.line}-{c.program.replace(' ', '-')}" for c in COMMANDS])
+def test_documented_command(command: rs.Command, readme_data, tmp_path, monkeypatch) -> None:
     program = command.program
     if program in COVERED_ELSEWHERE:
         return
-    assert program in IN_PROCESS or program in SUBPROCESS, f"README.md:{command.line}: {shlex.join(command.words)}\n" \
+    where = f"{command.page}:{command.line}"
+    assert program in IN_PROCESS or program in SUBPROCESS, f"{where}: {shlex.join(command.words)}\n" \
         "is neither run here nor in COVERED_ELSEWHERE: add it"
     ctx = Context(command, readme_data, tmp_path)
     if program == "torchrun":
@@ -213,14 +218,16 @@ def test_readme_command(command: rs.Command, readme_data, tmp_path, monkeypatch)
                                                                sizes=synthetic.SyntheticSizes(**rs.TINY)))
         importlib.import_module(module).main(argv)
     missing = [str(path) for path in outputs if not path.is_file()]
-    assert outputs and not missing, f"README.md:{command.line}: {shlex.join(ctx.words)}\ndid not write {missing[:5]}"
+    assert outputs and not missing, f"{where}: {shlex.join(ctx.words)}\ndid not write {missing[:5]}"
 
 
-@pytest.mark.parametrize("block", rs.shell_blocks(README, ("python",)), ids=lambda block: f"L{block[0]}")
-def test_readme_python_snippet(block: tuple[int, list[str]], readme_data, tmp_path, monkeypatch) -> None:
-    """Each Python block runs in a repository copy, with the checkpoints it names and the inputs its comments
-    describe."""
-    code, repo = "\n".join(block[1]), rs.make_repo_copy(tmp_path, readme_data["lists"])
+@pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=[f"{page}:L{line}" for page, line, _ in PYTHON_BLOCKS])
+def test_documented_python_block(block: tuple[str, int, list[str]], readme_data, tmp_path, monkeypatch) -> None:
+    """Each Python block asserts what it shows and runs in a repository copy, with the checkpoints it names and
+    the inputs its comments describe."""
+    page, line, lines = block
+    code, repo = "\n".join(lines), rs.make_repo_copy(tmp_path, readme_data["lists"])
+    assert re.search(r"^\s*assert ", code, re.M), f"{page}:{line}: a Python block that asserts nothing"
     for path in re.findall(r"[\"'](checkpoints/[\w.-]+\.pth)[\"']", code):
         if "pretrained=True" in code and not (rs.REFERENCE_CHECKPOINTS / Path(path).name).is_file():
             # torch.hub checks a released file against its recorded SHA-256: random stand-in weights would be
@@ -232,7 +239,7 @@ def test_readme_python_snippet(block: tuple[int, list[str]], readme_data, tmp_pa
     photo = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
     cv2.imwrite(str(repo / "photo.jpg"), photo)  # the photo the snippets name
     monkeypatch.chdir(repo)
-    exec(compile(code, f"README.md:{block[0]}", "exec"), namespace)
+    exec(compile(code, f"{page}:{line}", "exec"), namespace)
 
 
 def test_readme_parsing() -> None:
@@ -251,7 +258,7 @@ def test_every_flag_of_every_script_has_its_line_in_the_readme() -> None:
     """Each long flag of the scripts (and of python -m Evaluation) is named in the README or a page of docs/."""
     from Evaluation.__main__ import build_parser as evaluation_parser
 
-    text = README + "".join(page.read_text() for page in sorted((rs.REPO / "docs").glob("*.md")))
+    text = "".join(PAGES.values())
     parsers = [importlib.import_module(name).build_parser() for name in (
         "train_sod", "train_vsod", "predict", "serve", "generate_salmaps_sod", "generate_salmaps_vsod", "speed_sod",
         "speed_vsod", "export_onnx", "convert", "demo")]

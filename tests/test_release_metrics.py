@@ -1,6 +1,6 @@
-"""The paper's protocol (the authors' evaluation scripts, SPEC §7.3) against a reference derived from the text.
+"""The paper's protocol (the authors' evaluation scripts, design §7.3) against a reference derived from the text.
 
-The reference below transcribes SPEC §7.3 literally, one map at a time, pixel by pixel in float32 torch as the
+The reference below transcribes design §7.3 literally, one map at a time, pixel by pixel in float32 torch as the
 release does: P = PNG / 255 and G = GT / 255 (grey values kept), MAE on the raw P; P min-max normalised with
 +1e-20; a loop over the 255 thresholds ``linspace(0, 1 - 1e-10, 255)``; the per-map curves averaged; AP in float64;
 the video S-measure with its 1e-20 guards and its 0-based centroid. `ReleaseMetrics` computes the same from
@@ -28,7 +28,7 @@ from Evaluation.release import ReleaseMetrics
 
 
 def reference_map(pred: np.ndarray, gt: np.ndarray) -> dict:
-    """SPEC §7.3 for one map, literally (float32 torch, pixel by pixel)."""
+    """design §7.3 for one map, literally (float32 torch, pixel by pixel)."""
     p = torch.from_numpy(pred.copy()).float() / 255
     g = torch.from_numpy(gt.copy()).float() / 255
     mae = (p - g).abs().mean()

@@ -1,4 +1,4 @@
-"""SDNet / SDNet-A: structure, parameter counts, branch weights and the authors' golden outputs (SPEC §5, §13)."""
+"""SDNet / SDNet-A: structure, parameter counts, branch weights and the authors' golden outputs (design §5, §13)."""
 
 import numpy as np
 import pytest
@@ -50,7 +50,7 @@ def test_released_sdnet_branch_weights():
                 weights = torch.softmax(module.scales, 0)
                 assert weights.argmin().item() == 0  # the vanilla branch gets the smallest weight
                 if "rd" in module.ops:
-                    assert 0.23 <= round(weights[3].item(), 2) <= 0.26  # SPEC §7.4 gives 2 decimals
+                    assert 0.23 <= round(weights[3].item(), 2) <= 0.26  # design §7.4 gives 2 decimals
 
 
 def test_backbone_layout():

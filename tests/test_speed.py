@@ -13,8 +13,8 @@ import speed_vsod
 from engine import speed
 from engine.backends.openvino import native_bf16
 
-# (script, model, size, params, MACs per frame in G as SPEC §5 / §13 writes them)
-SPEC_COUNTS = [
+# (script, model, size, params, MACs per frame in G as design §5 / §13 writes them)
+DESIGN_COUNTS = [
     (speed_sod, "sdnet", 320, 705_725, "1.835"),
     (speed_sod, "sdneta", 320, 818_531, "2.001"),
     (speed_vsod, "stdnet", 256, 874_469, "2.219"),
@@ -22,7 +22,7 @@ SPEC_COUNTS = [
 ]
 
 
-@pytest.mark.parametrize(("script", "name", "size", "params", "gmacs"), SPEC_COUNTS)
+@pytest.mark.parametrize(("script", "name", "size", "params", "gmacs"), DESIGN_COUNTS)
 def test_speed_script_reports_the_spec_counts(script, name: str, size: int, params: int, gmacs: str,
                                               tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "speed.json"
@@ -80,7 +80,7 @@ def test_training_form_and_eager_are_selectable(tmp_path: Path) -> None:
     result = speed_sod.main(["--model", "sdnet", "--config", "sdnet", "--size", "64", "-n", "2", "--warmup", "1",
                              "--eager"])
     assert result["form"] == "training" and result["path"] == "eager+fp32"
-    # The training form is charged for its branches: 745,197 parameters (SPEC §13.2).
+    # The training form is charged for its branches: 745,197 parameters (design §5, §13).
     assert result["params"] == 745_197 and result["passes"] == 2 and result["warmup"] == 1
 
 

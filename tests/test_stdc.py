@@ -25,7 +25,7 @@ def _randomise(module, generator):
 
 
 def _pad_plane(x):
-    """(N', C, T, S) -> (N', C, T+2, S+2): one frame replicated at both temporal ends, zeros along space (SPEC §3)."""
+    """(N', C, T, S) -> (N', C, T+2, S+2): one frame replicated at both temporal ends, zeros along space (§3)."""
     return F.pad(F.pad(x, (0, 0, 1, 1), mode="replicate"), (1, 1, 0, 0))
 
 
@@ -134,7 +134,7 @@ def test_stdc_refuses_rd_bad_scales_a_bad_axis_and_partial_clips():
 
 
 def _plane_conv(stdc, plane):
-    """The STDC as one 3x3 conv (its equivalent kernel and bias) on (N', C, T, S) planes, padded as SPEC §3 says."""
+    """The STDC as one 3x3 conv (its equivalent kernel and bias) on (N', C, T, S) planes, padded as design §3 says."""
     kernel, bias = stdc.equivalent_kernel_bias()
     return F.conv2d(_pad_plane(plane), kernel, bias)
 

@@ -29,7 +29,6 @@ import torch
 from torch import nn
 
 from models import skip_zero_pre_biases
-from utils import BACKENDS, PRECISIONS
 
 __all__ = ["BACKENDS", "PRECISIONS", "BackendError", "Settings", "Network", "Backend", "backend_class",
            "choose_backend", "openvino_available"]
@@ -39,6 +38,10 @@ _MODULES = {"eager": ("eager", "EagerBackend"), "channels_last": ("eager", "Chan
             "inductor": ("inductor", "InductorBackend"), "openvino": ("openvino", "OpenVINOBackend"),
             "cuda_graphs": ("cuda_graphs", "CudaGraphBackend")}
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# What ``--backend`` and ``--precision`` take: every backend above ("auto": `choose_backend`), every precision (fp16
+# on CUDA, bf16 on the CPU with OpenVINO).
+BACKENDS = ("auto", *_MODULES)
+PRECISIONS = tuple(TORCH_DTYPES)
 
 
 class BackendError(RuntimeError):
@@ -143,5 +146,6 @@ def choose_backend(device: torch.device, requested: str = "auto", precision: str
         raise BackendError("--precision bf16 runs on the CPU with the openvino backend"
                            + (" (on CUDA, --half runs float16)" if cuda else f", not --backend {requested}"))
     if precision == "fp16" and (not cuda or requested == "eager"):
-        raise BackendError("--half runs float16 on CUDA only" if not cuda else "--half is not run by --eager")
+        raise BackendError("--precision fp16 (--half) runs on CUDA only" if not cuda else
+                           "--precision fp16 (--half) is not run by --backend eager")
     return requested
