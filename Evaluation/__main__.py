@@ -108,9 +108,26 @@ def chosen_metrics(args: argparse.Namespace) -> tuple[str, ...]:
         raise EvaluationError(str(err)) from None
 
 
-def collect(args: argparse.Namespace, logger: logging.Logger) -> list[DatasetPairs]:
+def computable_metrics(args: argparse.Namespace, names: tuple[str, ...], logger: logging.Logger) -> tuple[str, ...]:
+    """``names`` without the camouflage context measure when ``--metrics all`` (not ccm by name) asked for it and an
+    image dataset has no ``images/`` folder beside its GT (a GT-only dataset): `all` means what can be computed,
+    and the log says what was left out. ccm asked for by name still needs the images."""
+    asked = {name.strip().lower() for name in (args.metrics or "").replace("+", ",").split(",")}
+    if not needs_images(names) or "ccm" in asked or args.task != "sod":
+        return names
+    without = [name for name in args.testdata.split("+")
+               if name and not (Path(args.datadir) / name / "images").is_dir()]
+    if not without:
+        return names
+    logger.warning("--metrics all: ccm left out (the camouflage context measure needs the RGB images; %s has no "
+                   "images/ folder beside GT/)", ", ".join(without))
+    return tuple(name for name in names if name != "ccm")
+
+
+def collect(args: argparse.Namespace, logger: logging.Logger,
+            metrics: tuple[str, ...]) -> list[DatasetPairs]:
     """The pairs of every requested dataset, checked before any map is read."""
-    with_images = needs_images(chosen_metrics(args))
+    with_images = needs_images(metrics)
     names = [name for name in args.testdata.split("+") if name]
     if not names:
         raise EvaluationError(f"no dataset name in {args.testdata!r}")
@@ -149,8 +166,8 @@ def collect(args: argparse.Namespace, logger: logging.Logger) -> list[DatasetPai
 
 def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
     """Evaluate, write the outputs, return the JSON records of this run's datasets."""
-    datasets = collect(args, logger)
-    names = chosen_metrics(args)
+    names = computable_metrics(args, chosen_metrics(args), logger)
+    datasets = collect(args, logger, names)
     device = select_device(args.gpu)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)

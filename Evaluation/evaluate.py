@@ -21,7 +21,7 @@ from tqdm import tqdm
 from data.readers import DEFAULT_MAX_PIXELS
 from Evaluation.batch import prepare_batch
 from Evaluation.inputs import DatasetPairs, EvaluationError, Pair, PairDataset
-from Evaluation.measures import DEFAULT_METRICS, Extras, summarize, uncomputable
+from Evaluation.measures import SUMMARY_FIVE, Extras, summarize, uncomputable
 from Evaluation.metrics import SODMetrics, average_over_videos
 from Evaluation.release import ReleaseMetrics, average_release_over_videos
 
@@ -101,7 +101,7 @@ def _start_worker(threads: int) -> None:
 
 def evaluate_dataset(dataset: DatasetPairs, device: torch.device, dtype: torch.dtype = torch.float32,
                      batch_size: int = 16, workers: int = 2, progress: bool = False,
-                     names: tuple[str, ...] = DEFAULT_METRICS, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     names: tuple[str, ...] = SUMMARY_FIVE, max_pixels: int = DEFAULT_MAX_PIXELS,
                      skip_uncomputable: bool = False) -> dict:
     """Metrics of one dataset (see `SODMetrics.get_results` / `average_over_videos`), plus ``release`` (the authors'
     figures: images MAE, maxF, meanF, AP; videos MAE, Sm, maxF), ``extra`` (the keys of the measures ``names`` adds

@@ -33,7 +33,7 @@ from Evaluation.fmeasurev2 import (
 )
 from Evaluation.msiou import MSIoU
 
-__all__ = ["MEASURES", "DEFAULT_METRICS", "Measure", "parse_metrics", "Extras", "summarize", "summary_keys",
+__all__ = ["MEASURES", "SUMMARY_FIVE", "Measure", "parse_metrics", "Extras", "summarize", "summary_keys",
            "LOWER_IS_BETTER", "needs_images", "uncomputable"]
 
 
@@ -98,8 +98,8 @@ def _table() -> dict[str, Measure]:
 
 
 MEASURES = _table()
-DEFAULT_METRICS = ("mae", "fm", "wfm", "sm", "em")
-SUMMARY_FIVE = frozenset(DEFAULT_METRICS)
+# The summary five: `SODMetrics` computes them, every evaluation reports them (their keys: `SUMMARY_KEYS`).
+SUMMARY_FIVE = ("mae", "fm", "wfm", "sm", "em")
 LOWER_IS_BETTER = frozenset({"MAE", "simae", "hce", "bifpr", "biber", "adpfpr", "adpber", "adpsifpr", "adpsiber",
                              *(f"{kind}{name}" for kind in ("max", "mean") for name in ("fpr", "ber", "sifpr",
                                                                                          "siber"))})
@@ -114,7 +114,7 @@ def parse_metrics(text: str | None) -> tuple[str, ...]:
     unknown = [name for name in names if name not in MEASURES]
     if unknown:
         raise ValueError(f"--metrics: unknown {', '.join(unknown)}; choose from all, {', '.join(MEASURES)}")
-    chosen = set(names) | SUMMARY_FIVE
+    chosen = set(names) | set(SUMMARY_FIVE)
     return tuple(name for name in MEASURES if name in chosen)
 
 

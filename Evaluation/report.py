@@ -16,7 +16,6 @@ from data.atomic import atomic_path, locked, write_bytes_atomic, write_json_atom
 from Evaluation.measures import MEASURES, summary_keys
 from Evaluation.metrics import SUMMARY_KEYS
 
-COLUMNS = (*SUMMARY_KEYS, "images")
 JSON_KEYS = (*SUMMARY_KEYS, "images", "videos", "resized", "missing", "sm_nan", "one_pixel")
 MEASURE_KEYS = summary_keys(tuple(MEASURES))  # every reportable key, in the order tables show them
 RELEASE_TITLE = "Paper's protocol (the authors' evaluation scripts, docs/design.md §7.3)"

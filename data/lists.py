@@ -54,8 +54,6 @@ class VideoEntry:
             if "/" + name in path:
                 return name
         parts = Path(self.clip_dir).parts
-        if len(parts) >= 3 and parts[-1] == "Imgs":
-            return parts[-3]
         return parts[-3] if len(parts) >= 3 else parts[0]
 
     def belongs_to(self, name: str) -> bool:
@@ -133,7 +131,7 @@ def frame_number(name: str) -> int | None:
         return None
 
 
-def clip_rate(frames: list[str], nframes: int, gap_target: float) -> int:
+def clip_rate(frames: list[str], gap_target: float) -> int:
     """Sampling rate r = max(1, int(gap_target // g)) with g the mean frame-number gap of the first and last frame.
 
     Where the rate is undefined (fewer than two frames, frame numbers that are not integers, or g <= 0) the
@@ -172,7 +170,7 @@ def build_clips(frames: list[str], nframes: int, gap_target: float) -> list[list
         raise ValueError("build_clips needs at least one frame")
     if count < nframes:
         return [ping_pong(frames, nframes)]
-    rate = min(clip_rate(frames, nframes, gap_target), count // nframes)
+    rate = min(clip_rate(frames, gap_target), count // nframes)
     chunk = nframes * rate
     starts = list(range(0, count - chunk + 1, chunk))
     if count % chunk:

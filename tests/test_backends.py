@@ -163,7 +163,8 @@ def test_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     for device, request, precision, message in [
             (cpu, "cuda_graphs", "fp32", "needs a CUDA device"), (cuda, "openvino", "fp32", "runs on the CPU"),
             (cpu, "eager", "bf16", "--precision bf16 runs on the CPU with the openvino backend, not --backend eager"),
-            (cuda, "auto", "bf16", "on CUDA, --half runs float16"), (cpu, "auto", "fp16", "float16 on CUDA only"),
+            (cuda, "auto", "bf16", "on CUDA: --precision fp16"),
+            (cpu, "auto", "fp16", r"fp16 \(--half\) runs on CUDA only"),
             (cpu, "tpu", "fp32", "--backend tpu: choose from")]:
         with pytest.raises(BackendError, match=message):
             choose(device, request, precision)

@@ -81,11 +81,11 @@ def test_ping_pong():
 
 
 def test_clip_rate_from_mean_gap():
-    assert clip_rate(frames(range(0, 100)), 8, 4) == 4
-    assert clip_rate(frames(range(0, 100, 2)), 8, 4) == 2
-    assert clip_rate(frames(range(0, 100, 5)), 8, 8) == 1  # 8 // 5 = 1
-    assert clip_rate(frames(range(0, 100, 5)), 8, 1) == 1
-    assert clip_rate(["a.png", "b.png"], 8, 4) == 4  # no frame numbers: taken as consecutive
+    assert clip_rate(frames(range(0, 100)), 4) == 4
+    assert clip_rate(frames(range(0, 100, 2)), 4) == 2
+    assert clip_rate(frames(range(0, 100, 5)), 8) == 1  # 8 // 5 = 1
+    assert clip_rate(frames(range(0, 100, 5)), 1) == 1
+    assert clip_rate(["a.png", "b.png"], 4) == 4  # no frame numbers: taken as consecutive
 
 
 def test_build_clips_chunks_rate_and_tail():

@@ -383,6 +383,28 @@ def test_every_measure_by_name_equals_pysodmetrics(tmp_path):
     assert header == "| " + " | ".join(["Dataset", *summary_keys(tuple(MEASURES)), "images"]) + " |"
 
 
+def test_all_on_a_gt_only_dataset_leaves_out_ccm_and_says_so(tmp_path, capsys):
+    """``--metrics all`` on a dataset with GT masks only (no images/ folder): every measure but ccm, which needs the
+    RGB images, and one warning naming what was left out; ccm asked for by name is a one-line error."""
+    rng = np.random.default_rng(5)
+    for index in range(3):
+        pred, gt = _pair(rng, 30, 40)
+        _write(tmp_path / "data" / "GTONLY" / "GT" / f"m{index}.png", gt)
+        _write(tmp_path / "results" / "exp" / "GTONLY" / f"m{index}.png", pred)
+    argv = ["sod", "GTONLY", "exp", str(tmp_path / "data"), "--results-dir", str(tmp_path / "results"),
+            "--workers", "0"]
+    main([*argv, "--metrics", "all"])
+    err = capsys.readouterr().err
+    entry = json.loads((tmp_path / "results" / "exp" / "metrics_sod.json").read_text())["GTONLY"]
+    from Evaluation.measures import MEASURES, summary_keys
+
+    assert set(summary_keys(tuple(MEASURES))) - set(entry) == {"ccm"}
+    assert "--metrics all: ccm left out" in err and "GTONLY has no images/ folder" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--metrics", "ccm"])
+    assert exit_info.value.code == 2
+
+
 def test_the_default_set_and_bad_names(tree, tmp_path, capsys):
     """Without --metrics the JSON has exactly the summary keys of before; an unknown name is a one-line error."""
     import shutil

@@ -273,3 +273,10 @@ def test_maps_of_another_size_are_refused_as_pysodmetrics_refuses_them() -> None
         args = (handlers(Evaluation),) if name == "FmeasureV2" else (True, True) if name == "MSIoU" else ()
         with pytest.raises(ValueError, match="shape mismatch"):
             getattr(Evaluation, name)(*args).step(pred, gt)
+
+
+def test_the_summary_five_have_one_name_and_their_keys_follow_the_table() -> None:
+    from Evaluation.measures import SUMMARY_FIVE, summary_keys
+    from Evaluation.metrics import SUMMARY_KEYS
+
+    assert SUMMARY_KEYS == summary_keys(SUMMARY_FIVE)

@@ -144,7 +144,7 @@ def choose_backend(device: torch.device, requested: str = "auto", precision: str
         raise BackendError("--backend openvino needs the openvino package (pip install -r requirements.txt)")
     if precision == "bf16" and (cuda or requested != "openvino"):
         raise BackendError("--precision bf16 runs on the CPU with the openvino backend"
-                           + (" (on CUDA, --half runs float16)" if cuda else f", not --backend {requested}"))
+                           + (" (on CUDA: --precision fp16)" if cuda else f", not --backend {requested}"))
     if precision == "fp16" and (not cuda or requested == "eager"):
         raise BackendError("--precision fp16 (--half) runs on CUDA only" if not cuda else
                            "--precision fp16 (--half) is not run by --backend eager")
