@@ -65,11 +65,10 @@ TRAIN_DEFAULTS: dict[str, dict] = {
     },
 }
 
-# How a training step computes (engine.train_step; flags of engine.settings.add_training_args): the multi-branch
-# blocks as one convolution each ('fused', the default) or branch by branch ('separate', the authors' arithmetic),
-# and the autocast precisions (the loss stays float32; fp16 with loss scaling, CUDA only).
+# How a training step computes the multi-branch blocks (models.dcr.set_train_form; --train-form): as one convolution
+# each ('fused', the default) or branch by branch ('separate', the authors' arithmetic). The precisions are
+# engine.backends.PRECISIONS, for training (autocast) and inference alike.
 TRAIN_FORMS = ("fused", "separate")
-TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 
 # The codebase's version, which serve.py reports at /v1/info.
 VERSION = "1.0.0"

@@ -21,10 +21,22 @@ from typing import NoReturn
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import configs
 
 LOGGER_NAME = "sdnet"
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes each record above the progress bars on the terminal (`tqdm.write` clears and redraws them), so that a
+    line logged while a bar runs never splits it and the bar is not drawn twice."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging's own contract: report, never raise
+            self.handleError(record)
 
 
 def setup_logger(savedir: str | os.PathLike | None = None, rank: int = 0) -> logging.Logger:
@@ -34,7 +46,7 @@ def setup_logger(savedir: str | os.PathLike | None = None, rank: int = 0) -> log
     logger.propagate = False
     logger.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    console = logging.StreamHandler(sys.stderr)
+    console = _ConsoleHandler(sys.stderr)
     console.setFormatter(fmt)
     logger.addHandler(console)
     if savedir is not None and rank == 0:

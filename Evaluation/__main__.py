@@ -19,11 +19,13 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import cv2
 import torch
 
+from configs import DEFAULT_MAX_MEGAPIXELS
 from data.atomic import unwritable
 from data.guard import max_pixels_of
 from Evaluation.compare import comparison_tables, draw_comparison, write_comparison
@@ -50,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--allow-missing", action="store_true",
                         help="evaluate the maps that exist when some GT maps have no prediction (counted)")
     common.add_argument("--batch-size", type=int_at_least(1), default=16, help="maps of one size per metric step")
-    common.add_argument("--workers", type=int_at_least(0), default=2, help="DataLoader processes decoding the maps")
+    common.add_argument("--workers", type=int_at_least(0), default=2,
+                        help="processes decoding the maps and computing their metrics (CPU; 0: in this process)")
     common.add_argument("--threads", type=int_at_least(1), default=1,
                         help="CPU threads of torch/OpenCV in the main process (default 1: the metric ops are small, "
                              "and on a shared CPU extra threads slow them down)")
@@ -58,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--metrics", default=None, metavar="NAMES",
                         help="measures besides the summary five (mae, fm, em, sm, wfm, always reported), joined by "
                              "',' or '+', or 'all': " + ", ".join(MEASURES)
-                             + " (README, \"Every PySODMetrics measure, by name\")")
+                             + " (docs/measures.md)")
     common.add_argument("--skip-uncomputable", action="store_true",
                         help="leave out (named and counted) the maps a chosen measure has no value for, e.g. the "
                              "size-invariant ones on a GT without background (default: one line naming the file, "
@@ -88,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "lack a dataset")
     compare.add_argument("--test-lst", default=None, help="list file of the test videos (vsod)")
     compare.add_argument("--out", default=None, help="folder of the tables and figures (<results-dir>/compare)")
-    compare.add_argument("--workers", type=int_at_least(0), default=2, help="DataLoader processes decoding the maps")
+    compare.add_argument("--workers", type=int_at_least(0), default=2,
+                         help="processes decoding and computing, where an experiment is evaluated first")
     compare.add_argument("--gpu", default="", help="'' for the CPU (default), '0' for cuda:0")
     compare.add_argument("--metrics", default=None, metavar="NAMES",
                          help="measures to compare besides the summary five (as for sod / vsod; evaluated where an "
@@ -96,11 +100,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _list_file(args: argparse.Namespace) -> Path:
+@dataclass(frozen=True)
+class Request:
+    """One evaluation (``sod`` / ``vsod``), its flags resolved: ``compare`` makes one for each experiment it
+    evaluates instead of parsing a command line again. Field defaults are the flags'."""
+
+    task: str
+    testdata: str
+    exp: str
+    datadir: str
+    results_dir: str = str(REPO_ROOT / "results")
+    gpu: str = ""
+    allow_missing: bool = False
+    batch_size: int = 16
+    workers: int = 2
+    threads: int = 1
+    float64: bool = False
+    metrics: str | None = None
+    skip_uncomputable: bool = False
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    keep_excluded: bool = False
+    test_lst: str | None = None
+    keep_ends: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Request:
+        return cls(**{field.name: getattr(args, field.name) for field in fields(cls) if hasattr(args, field.name)})
+
+
+def _list_file(args: argparse.Namespace | Request) -> Path:
     return Path(args.test_lst) if args.test_lst else REPO_ROOT / "dataset" / "test_video_lst.txt"
 
 
-def chosen_metrics(args: argparse.Namespace) -> tuple[str, ...]:
+def chosen_metrics(args: argparse.Namespace | Request) -> tuple[str, ...]:
     """The measure names of ``--metrics`` (EvaluationError for an unknown one)."""
     try:
         return parse_metrics(args.metrics)
@@ -108,7 +140,7 @@ def chosen_metrics(args: argparse.Namespace) -> tuple[str, ...]:
         raise EvaluationError(str(err)) from None
 
 
-def computable_metrics(args: argparse.Namespace, names: tuple[str, ...], logger: logging.Logger) -> tuple[str, ...]:
+def computable_metrics(args: Request, names: tuple[str, ...], logger: logging.Logger) -> tuple[str, ...]:
     """``names`` without the camouflage context measure when ``--metrics all`` (not ccm by name) asked for it and an
     image dataset has no ``images/`` folder beside its GT (a GT-only dataset): `all` means what can be computed,
     and the log says what was left out. ccm asked for by name still needs the images."""
@@ -124,7 +156,7 @@ def computable_metrics(args: argparse.Namespace, names: tuple[str, ...], logger:
     return tuple(name for name in names if name != "ccm")
 
 
-def collect(args: argparse.Namespace, logger: logging.Logger,
+def collect(args: Request, logger: logging.Logger,
             metrics: tuple[str, ...]) -> list[DatasetPairs]:
     """The pairs of every requested dataset, checked before any map is read."""
     with_images = needs_images(metrics)
@@ -164,7 +196,7 @@ def collect(args: argparse.Namespace, logger: logging.Logger,
     return datasets
 
 
-def run(args: argparse.Namespace, logger: logging.Logger) -> dict[str, dict]:
+def run(args: Request, logger: logging.Logger) -> dict[str, dict]:
     """Evaluate, write the outputs, return the JSON records of this run's datasets."""
     names = computable_metrics(args, chosen_metrics(args), logger)
     datasets = collect(args, logger, names)
@@ -263,11 +295,8 @@ def compare(args: argparse.Namespace, logger: logging.Logger) -> str:
                                       "evaluate its maps")
             logger.info("evaluating %s on %s: %s", exp, name, why)
             test_lst = args.test_lst or entry_source.get("test_lst")
-            extra = ["--test-lst", test_lst] if test_lst and args.task == "vsod" else []
-            metrics_flag = ["--metrics", args.metrics] if args.metrics else []
-            run(build_parser().parse_args([args.task, name, exp, datadir, "--results-dir", str(results),
-                                           "--workers", str(args.workers), "--gpu", args.gpu, *extra,
-                                           *metrics_flag]), logger)
+            run(Request(args.task, name, exp, datadir, results_dir=str(results), gpu=args.gpu, workers=args.workers,
+                        metrics=args.metrics, test_lst=test_lst if args.task == "vsod" else None), logger)
             entries = _read_metrics(path)
         metrics[exp] = {name: entries[name] for name in datasets}
     paths = write_comparison(comparison_tables(metrics, datasets, summary_keys(chosen_metrics(args))), out, args.task)
@@ -284,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "compare":
             print(compare(args, logger))
             return
-        entries = run(args, logger)
+        entries = run(Request.from_args(args), logger)
     except EvaluationError as err:
         logger.error("%s", err)
         raise SystemExit(2) from None

@@ -17,20 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from Evaluation import fmeasurev2
 from Evaluation.batch import PreparedBatch
-from Evaluation.fmeasurev2 import (
-    BERHandler,
-    DICEHandler,
-    FmeasureHandler,
-    FmeasureV2,
-    FPRHandler,
-    IOUHandler,
-    KappaHandler,
-    OverallAccuracyHandler,
-    PrecisionHandler,
-    RecallHandler,
-    SpecificityHandler,
-)
 from Evaluation.msiou import MSIoU
 
 __all__ = ["MEASURES", "SUMMARY_FIVE", "Measure", "parse_metrics", "Extras", "summarize", "summary_keys",
@@ -39,7 +27,7 @@ __all__ = ["MEASURES", "SUMMARY_FIVE", "Measure", "parse_metrics", "Extras", "su
 
 @dataclass(frozen=True)
 class Measure:
-    """A reportable measure: what it is (README), the paper it comes from, and its reported keys."""
+    """A reportable measure: what it is (docs/measures.md), the paper it comes from, and its reported keys."""
 
     name: str
     what: str
@@ -48,17 +36,17 @@ class Measure:
 
 
 _HANDLERS = {  # name -> (handler class, options, what it measures)
-    "fmeasure": (FmeasureHandler, {"beta": 0.3}, "F-measure, beta^2 = 0.3"),
-    "f1": (FmeasureHandler, {"beta": 1.0}, "F1 score (Dice of the binarised map)"),
-    "precision": (PrecisionHandler, {}, "precision tp / (tp + fp)"),
-    "recall": (RecallHandler, {}, "recall, sensitivity, TPR: tp / (tp + fn)"),
-    "iou": (IOUHandler, {}, "intersection over union tp / (tp + fp + fn)"),
-    "dice": (DICEHandler, {}, "Dice 2 tp / (2 tp + fp + fn)"),
-    "specificity": (SpecificityHandler, {}, "specificity, TNR: tn / (tn + fp)"),
-    "ber": (BERHandler, {}, "balanced error rate 1 - (TPR + TNR) / 2"),
-    "kappa": (KappaHandler, {}, "Cohen's kappa (PySODMetrics' formula)"),
-    "oa": (OverallAccuracyHandler, {}, "overall accuracy (tp + tn) / all"),
-    "fpr": (FPRHandler, {}, "false positive rate fp / (fp + tn)"),
+    "fmeasure": (fmeasurev2.FmeasureHandler, {"beta": 0.3}, "F-measure, beta^2 = 0.3"),
+    "f1": (fmeasurev2.FmeasureHandler, {"beta": 1.0}, "F1 score (Dice of the binarised map)"),
+    "precision": (fmeasurev2.PrecisionHandler, {}, "precision tp / (tp + fp)"),
+    "recall": (fmeasurev2.RecallHandler, {}, "recall, sensitivity, TPR: tp / (tp + fn)"),
+    "iou": (fmeasurev2.IOUHandler, {}, "intersection over union tp / (tp + fp + fn)"),
+    "dice": (fmeasurev2.DICEHandler, {}, "Dice 2 tp / (2 tp + fp + fn)"),
+    "specificity": (fmeasurev2.SpecificityHandler, {}, "specificity, TNR: tn / (tn + fp)"),
+    "ber": (fmeasurev2.BERHandler, {}, "balanced error rate 1 - (TPR + TNR) / 2"),
+    "kappa": (fmeasurev2.KappaHandler, {}, "Cohen's kappa (PySODMetrics' formula)"),
+    "oa": (fmeasurev2.OverallAccuracyHandler, {}, "overall accuracy (tp + tn) / all"),
+    "fpr": (fmeasurev2.FPRHandler, {}, "false positive rate fp / (fp + tn)"),
 }
 _CONFUSION = "the confusion counts of the binarised map (PySODMetrics' FmeasureV2 handlers)"
 _SI = "Li et al., Size-invariance Matters, ICML 2024"
@@ -160,7 +148,7 @@ class Extras:
             if base in _HANDLERS:
                 cls, options, _ = _HANDLERS[base]
                 handlers[name] = cls(**(binary if base != name else gray), **options)
-        self.confusion = FmeasureV2(handlers, device) if handlers else None
+        self.confusion = fmeasurev2.FmeasureV2(handlers, device) if handlers else None
         si = {name: _HANDLERS[name[2:]][0](**gray, **_HANDLERS[name[2:]][1]) for name in self.names
               if name.startswith("si") and name[2:] in _HANDLERS}
         import Evaluation  # the measures needing SciPy or more OpenCV are loaded only when asked for

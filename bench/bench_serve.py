@@ -61,6 +61,18 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def wait_until_ready(url: str, seconds: float) -> None:
+    """Poll ``url``/health until the server says it is ready, for at most ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+
+
 def post(url: str, data: bytes) -> int:
     request = urllib.request.Request(url, data=data, method="POST")
     try:
@@ -119,14 +131,7 @@ def main(argv: list[str] | None = None) -> None:
                                   start_new_session=True)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                        if response.status == 200:
-                            break
-                except OSError:
-                    time.sleep(0.2)
+            wait_until_ready(url, 120)
             bodies = [image.read_bytes() for image in images]
             for body in bodies:  # every shape prepared once, as predict.py's run prepares its own
                 post(f"{url}/v1/saliency", body)

@@ -36,9 +36,10 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 import torch  # noqa: E402
 
 import utils  # noqa: E402
-from configs import TRAIN_FORMS, TRAIN_PRECISIONS  # noqa: E402
+from configs import TRAIN_FORMS  # noqa: E402
 from data.atomic import write_json_atomic  # noqa: E402
 from engine import speed, train  # noqa: E402
+from engine.backends import PRECISIONS  # noqa: E402
 from engine.train_step import (  # noqa: E402
     StepError,
     StepSettings,
@@ -66,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gpu", default="", help="CUDA device, e.g. 0 ('' = CPU)")
     parser.add_argument("--cases", nargs="+", default=["sdnet", "stdnet"], choices=list(CASES))
     parser.add_argument("--train-form", default="fused", choices=TRAIN_FORMS)
-    parser.add_argument("--precision", default="fp32", choices=TRAIN_PRECISIONS)
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                         help="NHWC (default: on, as train_*.py)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model, as train_*.py --compile")

@@ -16,8 +16,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from bench_serve import wait_until_ready  # bench/ is the script's folder, first on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,13 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         options.add_argument(flag)
     driver = None
     try:
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
+        wait_until_ready(f"http://127.0.0.1:{port}", 120)
         with tempfile.TemporaryDirectory() as scratch:
             photo = Path(scratch) / "grace_hopper.jpg"
             with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as sample:

@@ -103,16 +103,23 @@ def _sha256(path: Path) -> str:
 def hub_model(name: str, pretrained: bool = False, checkpoint_dir: str | os.PathLike | None = None,
               dataset: str = "DAVSOD", verify: bool = True, base_url: str | None = None) -> torch.nn.Module:
     """The converted (DCR) model ``name`` in eval mode: with ``pretrained`` the released weights (downloaded into
-    ``checkpoint_dir``, default checkpoints/, if missing; video models the ``dataset`` file, unverified only with
-    ``verify=False``), else random weights. Image models (B, 3, H, W) -> (B, 1, H, W); video models
-    (B, 3T, H, W) -> (B*T, 1, H, W)."""
+    ``checkpoint_dir``, default checkpoints/, if missing; video models the ``dataset`` file, which is not hashed
+    yet: one put there by hand loads, a download needs ``verify=False``), else random weights. Image models
+    (B, 3, H, W) -> (B, 1, H, W); video models (B, 3T, H, W) -> (B*T, 1, H, W). Raises `HubError` (one line)
+    when the weights are neither there nor downloadable."""
     if name not in configs.MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {sorted(configs.MODELS)}")
     if not pretrained:
         return build_model(name, deploy=True).eval()
-    checkpoint = download(HUB_CHECKPOINTS[name].format(dataset=dataset), checkpoint_dir or REPO / "checkpoints",
-                          base_url, verify)
-    return load_model(checkpoint, model=name)[0]
+    file = HUB_CHECKPOINTS[name].format(dataset=dataset)
+    local = Path(checkpoint_dir or REPO / "checkpoints") / f"{file}.pth"
+    if verify and RELEASED.get(file, "") is None:  # not hashed: nothing to check a download against
+        if not local.is_file():
+            raise HubError(f"{name}, pretrained=True: {local} is not there. The authors' video checkpoints have no "
+                           f"recorded SHA-256 yet, so they are not downloaded unchecked: put {file}.pth there by "
+                           "hand, or pass verify=False to download it unchecked")
+        return load_model(local, model=name)[0]
+    return load_model(download(file, local.parent, base_url, verify), model=name)[0]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 import configs
 import utils
 from data.guard import max_pixels_of
+from engine.backends import PRECISIONS
 from engine.train_step import StepSettings
 from utils import fail
 
@@ -176,7 +177,7 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
     group.add_argument("--config", default=None, choices=sorted(configs.OP_TABLES),
                        help="training op table of the backbone (docs/design.md §4.2; default: the model's own)")
     group = parser.add_argument_group("data and output")
-    group.add_argument("--datadir", default=None, help="data root (required), laid out as in the README")
+    group.add_argument("--datadir", default=None, help="data root (required), laid out as docs/data.md says")
     group.add_argument("--savedir", default="results/savedir",
                        help="output folder: args.json, log.jsonl, log.txt and save_models/checkpoint_*.pth")
     group.add_argument("--size", type=utils.input_size, default=defaults["size"],
@@ -214,7 +215,7 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
     group.add_argument("--train-form", default="fused", choices=configs.TRAIN_FORMS,
                        help="fused (default): each linear multi-branch block as one convolution with its mixed "
                             "kernel, the same function of the same parameters; separate: the authors' arithmetic")
-    group.add_argument("--precision", default="fp32", choices=configs.TRAIN_PRECISIONS,
+    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
                        help="autocast of the forward pass (the loss stays fp32): fp32, bf16 (CPUs with AVX512-BF16 "
                             "or AMX, GPUs with bf16), fp16 (CUDA, loss scaling)")
     group.add_argument("--amp", action="store_true", help="the release's flag: --precision fp16 (no CUDA: fp32)")

@@ -81,7 +81,7 @@ def resolve_training_settings(settings: TrainSettings, ctx: DistContext) -> Trai
     exist, a batch size that does not split over the processes, a step setting the device cannot run
     (``--precision``); ``--amp`` without CUDA trains in float32 (warned), as the release's flag always did."""
     if not settings.datadir:
-        fail("--datadir is required: the data root (see the README's data section)")
+        fail("--datadir is required: the data root (laid out as docs/data.md says)")
     if not Path(settings.datadir).is_dir():
         fail(f"--datadir {settings.datadir}: no such directory")
     for flag in ("preload", "finetune", "resume_from"):

@@ -202,7 +202,7 @@ def validate(model: nn.Module, loader: DataLoader, cfg: LoopConfig) -> dict:
 
 @dataclass
 class TrainJob:
-    """Everything the epoch loop `fit` needs; built by `run`."""
+    """Everything the epoch loop `fit` needs; built by each training process (`engine.startup`)."""
 
     settings: TrainSettings
     model: nn.Module  # unwrapped, already on the device, prepared (engine.train_step.prepare_model)

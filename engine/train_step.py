@@ -15,14 +15,14 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from configs import TRAIN_FORMS, TRAIN_PRECISIONS
+from configs import TRAIN_FORMS
+from engine.backends import PRECISIONS, TORCH_DTYPES
 from engine.hardware import cpu_has_native_bf16
 from models import set_train_form
 
 __all__ = ["StepSettings", "StepError", "precision_error", "resolve_step_settings", "prepare_model",
            "step_autocast", "to_step_input", "compile_errors"]
 
-_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class StepError(ValueError):
@@ -54,8 +54,8 @@ class StepSettings:
 def precision_error(precision: str, device: torch.device) -> str | None:
     """Why ``precision`` cannot train on ``device`` (one line naming ``--precision``), or None when it can: bf16
     needs native bf16 (a CPU with AVX512-BF16 or AMX, a GPU with bf16 arithmetic); fp16 needs CUDA."""
-    if precision not in TRAIN_PRECISIONS:
-        return f"--precision {precision}: choose from {', '.join(TRAIN_PRECISIONS)}"
+    if precision not in PRECISIONS:
+        return f"--precision {precision}: choose from {', '.join(PRECISIONS)}"
     if precision == "fp16" and device.type != "cuda":
         return "--precision fp16 trains on CUDA only (float16 on the CPU is emulated); use bf16 or fp32"
     if precision == "bf16":
@@ -92,7 +92,7 @@ def step_autocast(settings: StepSettings, device: torch.device) -> contextlib.Ab
     """The autocast context of a forward pass under ``settings`` (a no-op for fp32)."""
     if settings.precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[settings.precision])
+    return torch.autocast(device.type, dtype=TORCH_DTYPES[settings.precision])
 
 
 def to_step_input(tensor: torch.Tensor, settings: StepSettings, device: torch.device) -> torch.Tensor:

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import cv2
 import torch
+from reference import REFERENCE
 
 import configs
 from data import synthetic
@@ -20,7 +21,7 @@ from dataset import generate_lists
 from models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_CHECKPOINTS = REPO.parent / "shared" / "reference" / "checkpoints"
+REFERENCE_CHECKPOINTS = REFERENCE / "checkpoints"
 SOD_TEST_SETS = ("ECSSD", "PASCAL-S", "SOD", "DUT-O", "HKU-IS", "DUTS-TE")
 # The synthetic data's sizes (the bundled ones take 20 s); folders made anew in the repository copy, entries left out.
 TINY = {"sod_train": 6, "sod_test": 3, "video_train": 1, "video_test": 1, "min_frames": 8, "max_frames": 9}

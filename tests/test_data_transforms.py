@@ -1,10 +1,10 @@
 """Test-time preprocessing equals the authors' (skimage resize, golden inputs); training transforms stay aligned."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from reference import REFERENCE
 
 from data.transforms import (
     IMAGENET_MEAN,
@@ -16,7 +16,7 @@ from data.transforms import (
     train_image,
 )
 
-GOLDEN = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "golden"
+GOLDEN = REFERENCE / "golden"
 
 
 @pytest.mark.parametrize("shape, out", [

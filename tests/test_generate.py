@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import REFERENCE
 
 import generate_salmaps_sod
 import generate_salmaps_vsod
@@ -21,7 +22,6 @@ from engine.inference import prepare_for_inference
 from engine.loading import load_model
 from models import build_model
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 SDNET_RELEASE = REFERENCE / "checkpoints" / "sdnet_from_scratch.pth"
 needs_release = pytest.mark.skipif(not SDNET_RELEASE.is_file(), reason=f"reference checkpoint absent: {SDNET_RELEASE}")
 

@@ -14,6 +14,7 @@ from reference import reference_file
 
 from engine import hub
 from engine.loading import load_model
+from models import build_model
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -98,3 +99,17 @@ def test_torch_hub_load_gives_the_converted_released_model(server: str, tmp_path
         assert torch.equal(model(images), expected(images))
     random = torch.hub.load(str(repo), "stdneta", source="local")
     assert not random.training and sum(p.numel() for p in random.parameters()) == 987_275
+
+
+def test_an_unhashed_video_checkpoint_loads_from_disk_and_says_what_to_do_when_absent(tmp_path: Path) -> None:
+    """The video checkpoints have no recorded hash: torch.hub loads one put in place by hand, and without it says
+    so (where to put it, or verify=False), never a download error."""
+    repo = Path(__file__).resolve().parents[1]
+    with pytest.raises(hub.HubError, match=r"stdnet, pretrained=True: .*stdnet_from_scratch_VOS.pth is not there.*"
+                                           r"put stdnet_from_scratch_VOS.pth there by hand, or pass verify=False"):
+        torch.hub.load(str(repo), "stdnet", source="local", pretrained=True, checkpoint_dir=tmp_path, dataset="VOS")
+    weights = build_model("stdnet", bn=True, tid=("cv", "cd", "ad"), scales=(0, 1, 1)).state_dict()
+    torch.save({f"module.{key}": value for key, value in weights.items()}, tmp_path / "stdnet_from_scratch_VOS.pth")
+    model = torch.hub.load(str(repo), "stdnet", source="local", pretrained=True, checkpoint_dir=tmp_path,
+                           dataset="VOS")
+    assert not model.training and sum(p.numel() for p in model.parameters()) == 874_469

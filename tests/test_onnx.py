@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from reference import REFERENCE
 
 import export_onnx
 from engine.loading import load_model
@@ -15,7 +16,6 @@ from engine.loading import load_model
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
 SIZE = 64
 # Weights whose maps spread over (0, 1) on real images (the released SDNet; the golden STDNet weights, whose output
 # conv was scaled for that), so that an export error cannot hide in a flat map.

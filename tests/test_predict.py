@@ -10,8 +10,10 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from reference import REFERENCE
 
 import predict
+import utils
 from data import DataError
 from data.readers import read_rgb
 from data.transforms import preprocess_test, saliency_to_uint8
@@ -251,8 +253,7 @@ def test_missing_input_and_wrong_checkpoint_are_one_line_errors(inputs: Path, tm
     assert not (tmp_path / "out").exists()
 
 
-SDNETA_RELEASE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "checkpoints" / \
-    "sdneta_from_pretrained.pth"
+SDNETA_RELEASE = REFERENCE / "checkpoints" / "sdneta_from_pretrained.pth"
 
 
 @pytest.mark.skipif(not SDNETA_RELEASE.is_file(), reason=f"reference checkpoint absent: {SDNETA_RELEASE}")
@@ -332,3 +333,22 @@ def test_the_same_bytes_on_an_idle_and_a_busy_machine(inputs: Path, tmp_path: Pa
     assert len(idle) == 4 and busy == idle  # photo, x, y and the video
     streams.clear()
     assert run(tmp_path / "one", 1) == idle and set(streams) == {1}
+
+
+def test_a_line_logged_while_a_progress_bar_runs_never_splits_it() -> None:
+    """The scripts' console handler writes above the bars (tqdm.write): the bar is cleared first, so the logged line
+    starts a line of its own and the bar is not left drawn twice (issue 30)."""
+    import io
+
+    from tqdm import tqdm
+
+    stream = io.StringIO()
+    logger = utils.setup_logger()
+    logger.handlers[0].setStream(stream)
+    with tqdm(total=2, file=stream, ascii=True) as bar:
+        bar.update()
+        logger.info("network compiled")
+        bar.update()
+    logged = next(line for line in stream.getvalue().split("\n") if "network compiled" in line)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO network compiled", logged.split("\r")[-1])
+    utils.setup_logger()

@@ -97,8 +97,9 @@ def test_the_page_streams_the_camera(inputs: Path, tmp_path: Path, page_server: 
         assert "320 x 240: " in status.text and " frames/s (the server took " in status.text
         fps = float(status.text.split(": ")[1].split(" frames/s")[0])
         assert fps > 0
-        shown = driver.execute_script(
-            "const img = document.getElementById('live-map'); return [img.naturalWidth, img.naturalHeight];")
+        # each map replaces the image's source, which then decodes in the background: read it once one has
+        shown_size = "const img = document.getElementById('live-map'); return [img.naturalWidth, img.naturalHeight];"
+        shown = WebDriverWait(driver, 30).until(lambda d: (size := d.execute_script(shown_size))[0] > 0 and size)
         assert shown == [320, 240]
     finally:
         driver.quit()

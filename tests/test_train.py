@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference import REFERENCE
 
 import train_sod
 import train_vsod
@@ -28,7 +29,7 @@ from models import build_model, convert_model
 from models.losses import image_training_loss, video_training_loss
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference" / "checkpoints"
+REFERENCE_CHECKPOINTS = REFERENCE / "checkpoints"
 
 
 @pytest.fixture(scope="module")
@@ -303,7 +304,7 @@ def test_a_failed_compile_is_one_line_and_no_eager_run(synthetic_root, tmp_path,
 
 
 def _backbone(name: str) -> str:
-    path = REFERENCE / name
+    path = REFERENCE_CHECKPOINTS / name
     if not path.is_file():
         pytest.skip(f"reference checkpoint {path} not available")
     return str(path)

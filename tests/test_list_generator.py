@@ -7,9 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from reference import REFERENCE
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference" / "dataset"
+REFERENCE_LISTS = REFERENCE / "dataset"
 SPLITS = ("train", "val", "test")
 
 
@@ -47,9 +48,9 @@ def _build_tree(root: Path, lines: set[str]) -> None:
 
 
 def test_generator_reproduces_reference_lists(tmp_path):
-    if not all((REFERENCE / f"{split}_video_lst.txt").exists() for split in SPLITS):
-        pytest.skip(f"reference list files absent in {REFERENCE}")
-    reference = {split: (REFERENCE / f"{split}_video_lst.txt").read_text().splitlines() for split in SPLITS}
+    if not all((REFERENCE_LISTS / f"{split}_video_lst.txt").exists() for split in SPLITS):
+        pytest.skip(f"reference list files absent in {REFERENCE_LISTS}")
+    reference = {split: (REFERENCE_LISTS / f"{split}_video_lst.txt").read_text().splitlines() for split in SPLITS}
     root = tmp_path / "root"
     _build_tree(root, set().union(*reference.values()))
     _load_generator().main(["--root", str(root), "--out", str(tmp_path / "out")])
