@@ -15,20 +15,17 @@ from __future__ import annotations
 import argparse
 
 import utils
-from engine.speed import SpeedFlags, add_speed_args, run_speed
+from engine.speed import SpeedFlags, run_speed, speed_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = utils.ArgumentParser(description="Time a video saliency model (STDNet, STDNet-A) on a random clip.")
-    add_speed_args(parser, "video")
-    return parser
+    return speed_parser("video")
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    logger = utils.setup_logger()
     device = utils.select_device(args.gpu)
-    logger.info(utils.tune_process(device, args.threads, cudnn_benchmark=True))
+    utils.setup_logger().info(utils.tune_process(device, args.threads, cudnn_benchmark=True))
     return run_speed(SpeedFlags.from_args(args), "video", device)
 
 

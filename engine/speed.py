@@ -26,10 +26,31 @@ from data.atomic import unwritable, write_json_atomic
 from engine.inference import BackendError, RunnerFlags, add_device_args, prepare_for_inference, runner_from_flags
 from engine.loading import DEFAULT_NFRAMES, load_model
 from models import CheckpointError, build_model
-from utils import LOGGER_NAME, fail, input_size, int_at_least, model_names, non_negative_int, positive_int
+from utils import (
+    LOGGER_NAME,
+    ArgumentParser,
+    fail,
+    input_size,
+    int_at_least,
+    model_names,
+    non_negative_int,
+    positive_int,
+)
 
-__all__ = ["count_parameters", "count_macs", "time_passes", "peak_memory_mb", "add_speed_args", "SpeedFlags",
+__all__ = ["count_parameters", "count_macs", "time_passes", "peak_memory_mb", "speed_parser", "add_speed_args",
+           "SpeedFlags",
            "run_speed", "device_name"]
+
+
+DESCRIPTIONS = {"image": "Time an image saliency model (SDNet, SDNet-A) on random input.",
+                "video": "Time a video saliency model (STDNet, STDNet-A) on a random clip."}
+
+
+def speed_parser(kind: str) -> argparse.ArgumentParser:
+    """The parser of ``speed_sod.py`` (``kind='image'``) or ``speed_vsod.py`` (``'video'``)."""
+    parser = ArgumentParser(description=DESCRIPTIONS[kind])
+    add_speed_args(parser, kind)
+    return parser
 
 
 def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:

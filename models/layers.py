@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 from .pdc import PDC_OPS, mixed_conv, mixed_kernel
 
-__all__ = ["bn_scale_shift", "uses_batch_statistics", "PDCConv", "InitialBlock", "DiffBlock", "CSAM", "CDCM",
-           "FuseConv", "MobileViTv2Block"]
+__all__ = ["bn_scale_shift", "uses_batch_statistics", "keep_release_keys", "PDCConv", "InitialBlock", "DiffBlock",
+           "CSAM", "CDCM", "FuseConv", "MobileViTv2Block"]
 
 
 def init_branch_logits(num_branches: int) -> torch.Tensor:
@@ -51,6 +51,33 @@ def uses_batch_statistics(norms: Sequence[nn.Module] | None) -> bool:
     """Whether any of these per-branch BatchNorms normalises by the batch (training mode): then the branches are
     not linear in the input as a whole and cannot be folded into one kernel."""
     return norms is not None and any(norm.training for norm in norms)
+
+
+def _renamed(state_dict: dict, prefix: str, names: dict[str, str]) -> None:
+    """Rename, in place, the entries of ``state_dict`` under ``prefix`` whose first name is a key of ``names``. The
+    renamed entries move to the end, in order: where they already are when a module's state-dict hook runs."""
+    entries = [(key, state_dict.pop(key)) for key in [key for key in state_dict if key.startswith(prefix)]]
+    for key, value in entries:
+        head, dot, rest = key[len(prefix):].partition(".")
+        state_dict[prefix + names.get(head, head) + dot + rest] = value
+
+
+def _save_release_keys(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    _renamed(state_dict, prefix, module.SAVED_AS)
+
+
+def _load_release_keys(module: nn.Module, state_dict: dict, prefix: str, *_) -> None:
+    _renamed(state_dict, prefix, module.loaded_as())
+
+
+def keep_release_keys(module: nn.Module) -> None:
+    """Give ``module`` attribute names of its own while its state dict keeps the release's keys, so that the
+    authors' checkpoints and ours load as they are: ``module.SAVED_AS`` maps an attribute to the key it is saved
+    under, ``module.loaded_as()`` (asked at load time: it depends on the module's form) a key to the attribute it
+    loads into. The hooks are module-level functions of the module they are given, so copies and pickles of it
+    keep working."""
+    module.register_state_dict_post_hook(_save_release_keys)
+    module.register_load_state_dict_pre_hook(_load_release_keys)
 
 
 def _check_ops(ops: Sequence[str]) -> tuple[str, ...]:
@@ -134,16 +161,22 @@ class InitialBlock(nn.Module):
 class DiffBlock(nn.Module):
     """Backbone block: [2x2 max-pool] -> depthwise multi-branch PDC -> ReLU -> 1x1 conv, plus shortcut (design §4.1).
 
-    Training form: z = BN0(x); u = sum_i s_i BN1_i(PDC_i(z; W_i)) with s = softmax(``scales``) (BNs only if ``bn``);
-    y = conv2(ReLU(u)) + shortcut(x), x being the (pooled) input. Converted form: u = conv1(x + ``bias``) with
-    ``conv1`` one depthwise k x k conv with bias (k = 5 if ``ops`` has ``rd``) and ``bias`` the (1, C_in, 1, 1)
-    input pre-bias that carries BN0's shift exactly, borders included. The shortcut is a 1x1 conv with bias when
+    Training form: z = BN0(x); u = sum_i s_i BN1_i(PDC_i(z; W_i)) with s = softmax(``scales``) (BNs only if ``bn``),
+    the PDC branches being ``branches``; y = conv2(ReLU(u)) + shortcut(x), x being the (pooled) input. Converted
+    form: u = merged(x + ``pre_bias``) with ``merged`` one depthwise k x k conv with bias (k = 5 if ``ops`` has
+    ``rd``) and ``pre_bias`` the (1, C_in, 1, 1) input pre-bias that carries BN0's shift exactly, borders included.
+    The state dict keeps the release's keys: ``branches`` and ``merged`` are saved as ``conv1``, ``pre_bias`` as
+    ``bias`` (`keep_release_keys`). The shortcut is a 1x1 conv with bias when
     ``stride`` > 1 or the channel count changes, else the identity. forward: (N, C_in, H, W) ->
     (N, C_out, H // stride, W // stride). ``train_form`` 'fused' computes u as one depthwise conv with the mixed
     kernel (BN1 at running statistics folded into it); while BN1 uses batch statistics, branch by branch.
     """
 
     train_form = "separate"
+    SAVED_AS = {"branches": "conv1", "merged": "conv1", "pre_bias": "bias"}
+
+    def loaded_as(self) -> dict[str, str]:
+        return {"conv1": "merged" if self.deploy else "branches", "bias": "pre_bias"}
 
     def __init__(self, in_channels: int, out_channels: int, ops: Sequence[str], *, stride: int = 1,
                  bn: bool = False, deploy: bool = False):
@@ -153,6 +186,7 @@ class DiffBlock(nn.Module):
         self.kernel_size = 5 if "rd" in self.ops else 3
         self.deploy = deploy
         # Registration order follows the authors' state dicts: scales, shortcut, bn0, conv1, bn1, conv2.
+        keep_release_keys(self)
         if not deploy:
             self.scales = nn.Parameter(init_branch_logits(len(self.ops)))
         if stride > 1 or in_channels != out_channels:
@@ -160,11 +194,12 @@ class DiffBlock(nn.Module):
         else:
             self.shortcut = None
         if deploy:
-            self.register_buffer("bias", torch.zeros(1, in_channels, 1, 1))
-            self.conv1 = self._converted_conv()
+            self.register_buffer("pre_bias", torch.zeros(1, in_channels, 1, 1))
+            self.merged = self._converted_conv()
         else:
             self.bn0 = nn.BatchNorm2d(in_channels) if bn else None
-            self.conv1 = nn.ModuleList(PDCConv(op, in_channels, in_channels, groups=in_channels) for op in self.ops)
+            self.branches = nn.ModuleList(PDCConv(op, in_channels, in_channels, groups=in_channels)
+                                          for op in self.ops)
             self.bn1 = nn.ModuleList(nn.BatchNorm2d(in_channels) for _ in self.ops) if bn else None
         self.conv2 = nn.Conv2d(in_channels, out_channels, 1)
 
@@ -176,7 +211,7 @@ class DiffBlock(nn.Module):
         if self.stride > 1:
             x = F.max_pool2d(x, self.stride, self.stride)
         if self.deploy:
-            u = self.conv1(x if self.bias is None else x + self.bias)
+            u = self.merged(x if self.pre_bias is None else x + self.pre_bias)
         elif self.train_form == "fused" and not uses_batch_statistics(self.bn1):
             kernel, bias = self._branch_kernel_bias()
             u = F.conv2d(self.bn0(x) if self.bn0 is not None else x, kernel, bias if self.bn1 is not None else None,
@@ -185,7 +220,7 @@ class DiffBlock(nn.Module):
             z = self.bn0(x) if self.bn0 is not None else x
             weights = torch.softmax(self.scales, dim=0)
             u = 0
-            for i, conv in enumerate(self.conv1):
+            for i, conv in enumerate(self.branches):
                 branch = conv(z)
                 if self.bn1 is not None:
                     branch = self.bn1[i](branch)
@@ -200,7 +235,7 @@ class DiffBlock(nn.Module):
         sigma_i) T_i(W_i) (C, 1, k, k) and b = sum_i s_i (beta_i - mu_i gamma_i / sigma_i) (C,) (zeros without
         BN)."""
         weights = torch.softmax(self.scales, dim=0)
-        branch_weights = [conv.weight for conv in self.conv1]
+        branch_weights = [conv.weight for conv in self.branches]
         if self.bn1 is None:
             return (mixed_kernel(self.ops, branch_weights, weights, self.kernel_size),
                     weights.new_zeros(self.in_channels))
@@ -218,8 +253,9 @@ class DiffBlock(nn.Module):
         block it returns the converted tensors.
         """
         if self.deploy:
-            pre_bias = self.bias if self.bias is not None else self.conv1.weight.new_zeros(1, self.in_channels, 1, 1)
-            return self.conv1.weight, self.conv1.bias, pre_bias
+            pre_bias = self.pre_bias if self.pre_bias is not None else \
+                self.merged.weight.new_zeros(1, self.in_channels, 1, 1)
+            return self.merged.weight, self.merged.bias, pre_bias
         kernel, bias = self._branch_kernel_bias()
         pre_bias = kernel.new_zeros(1, self.in_channels, 1, 1)
         if self.bn0 is not None:
@@ -241,9 +277,9 @@ class DiffBlock(nn.Module):
         conv = self._converted_conv().to(device=kernel.device, dtype=kernel.dtype)
         conv.weight.copy_(kernel)
         conv.bias.copy_(bias)
-        del self.scales, self.bn0, self.conv1, self.bn1
-        self.conv1 = conv
-        self.register_buffer("bias", pre_bias.detach().clone())
+        del self.scales, self.bn0, self.branches, self.bn1
+        self.merged = conv
+        self.register_buffer("pre_bias", pre_bias.detach().clone())
         self.deploy = True
 
     @torch.no_grad()
@@ -251,9 +287,9 @@ class DiffBlock(nn.Module):
         """For inference copies: drop a converted block's pre-bias when it is exactly zero (always so without BN),
         so that forward skips adding zeros to its input. Exact; the dropped buffer leaves the state dict, so save
         weights from the converted model, not from this copy. Returns True when the pre-bias was dropped."""
-        if not self.deploy or self.bias is None or bool(self.bias.any()):
+        if not self.deploy or self.pre_bias is None or bool(self.pre_bias.any()):
             return False
-        self.bias = None
+        self.pre_bias = None
         return True
 
 

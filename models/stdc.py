@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from configs import TEMPORAL_OPS
 
-from .layers import bn_scale_shift, uses_batch_statistics
+from .layers import bn_scale_shift, keep_release_keys, uses_batch_statistics
 from .pdc import mixed_kernel, pdc_kernel
 
 __all__ = ["ProjectLayer", "STDC", "STDM"]
@@ -65,10 +65,11 @@ class STDC(nn.Module):
     (B*T, C, H, W), frames of a clip consecutive in the batch dimension (see the module docstring).
 
     Training form (several branches, or any branch with ``bn``): parameters ``scales`` (branch logits alpha, one
-    per op in ``tid``), ``convs.{i}.weight`` (C, C, 3, 3) without bias, ``norms.{i}`` BatchNorm2d(C) when ``bn``;
-    output sum_i softmax(alpha)_i * BN_i(PDC_i(x)). Single-branch form (one op, no BN, e.g. the converted layer):
-    one conv ``convs`` (C, C, 3, 3) with bias, initialised to 0; ``deploy=True`` builds this form with op ``cv``,
-    which is what ``reparameterize()`` leaves. The ``cd`` and ``ad`` ops are those of design §2.2
+    per op in ``tid``), ``branches.{i}.weight`` (C, C, 3, 3) without bias, ``norms.{i}`` BatchNorm2d(C) when
+    ``bn``; output sum_i softmax(alpha)_i * BN_i(PDC_i(x)). Single-branch form (one op, no BN, e.g. the converted
+    layer): one conv ``conv`` (C, C, 3, 3) with bias, initialised to 0; ``deploy=True`` builds this form with op
+    ``cv``, which is what ``reparameterize()`` leaves. Both are saved under the release's key ``convs``
+    (`models.layers.keep_release_keys`). The ``cd`` and ``ad`` ops are those of design §2.2
     on the (t, s) plane; their centre tap is always the unpadded pixel, so folding them into a plain kernel is exact
     at the borders, with replicate temporal padding too. ``train_form`` 'fused' (see ``models.layers``) runs the
     branches as one kernel (BN at running statistics folded in); while BN uses batch statistics, as the separate
@@ -76,6 +77,10 @@ class STDC(nn.Module):
     """
 
     train_form = "separate"
+    SAVED_AS = {"branches": "convs", "conv": "convs"}
+
+    def loaded_as(self) -> dict[str, str]:
+        return {"convs": "conv" if self.single_conv else "branches"}
 
     def __init__(
         self,
@@ -94,20 +99,21 @@ class STDC(nn.Module):
             raise ValueError(f"STDC tid must be a non-empty list of {'/'.join(TEMPORAL_OPS)}, got {list(tid)}")
         self.tid = tid
         self.bn = bn
+        keep_release_keys(self)
         if len(tid) == 1 and not bn:
-            self.convs = nn.Conv2d(channels, channels, 3, bias=True)
-            nn.init.zeros_(self.convs.bias)
+            self.conv = nn.Conv2d(channels, channels, 3, bias=True)
+            nn.init.zeros_(self.conv.bias)
             return
         if len(scales) != len(tid):
             raise ValueError(f"STDC needs one initial scale per temporal op: tid {list(tid)}, scales {list(scales)}")
         self.scales = nn.Parameter(torch.tensor([float(s) for s in scales]))
-        self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, bias=False) for _ in tid)
+        self.branches = nn.ModuleList(nn.Conv2d(channels, channels, 3, bias=False) for _ in tid)
         self.norms = nn.ModuleList(nn.BatchNorm2d(channels) for _ in tid) if bn else None
 
     @property
     def single_conv(self) -> bool:
         """True in the single-conv form (one branch with bias, no BN)."""
-        return isinstance(self.convs, nn.Conv2d)
+        return isinstance(getattr(self, "conv", None), nn.Conv2d)
 
     @property
     def deploy(self) -> bool:
@@ -128,10 +134,10 @@ class STDC(nn.Module):
             kernels, bias = self.equivalent_kernel_bias()  # linear in x: the branches as one kernel
             stacked = False
         elif self.single_conv:
-            kernels, bias, stacked = pdc_kernel(self.tid[0], self.convs.weight), self.convs.bias, False
+            kernels, bias, stacked = pdc_kernel(self.tid[0], self.conv.weight), self.conv.bias, False
         else:
             # All branch kernels stacked along the output channels; per-branch BN after the conv.
-            kernels = torch.cat([pdc_kernel(op, conv.weight) for op, conv in zip(self.tid, self.convs)])
+            kernels = torch.cat([pdc_kernel(op, conv.weight) for op, conv in zip(self.tid, self.branches)])
             bias, stacked = None, True
         previous, following = _time_neighbours(x, nframes)
         padding = (0, 1) if axis == 3 else (1, 0)
@@ -155,9 +161,9 @@ class STDC(nn.Module):
     def equivalent_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The single 3x3 kernel (C, C, 3, 3) and bias (C,) equal to this layer in eval mode (BN running stats)."""
         if self.single_conv:
-            return pdc_kernel(self.tid[0], self.convs.weight), self.convs.bias
+            return pdc_kernel(self.tid[0], self.conv.weight), self.conv.bias
         weights = torch.softmax(self.scales, dim=0)
-        branch_weights = [conv.weight for conv in self.convs]
+        branch_weights = [conv.weight for conv in self.branches]
         if self.norms is None:
             kernel = mixed_kernel(self.tid, branch_weights, weights)
             return kernel, kernel.new_zeros(kernel.shape[0])
@@ -175,10 +181,10 @@ class STDC(nn.Module):
         conv = nn.Conv2d(channels, channels, 3, bias=True).to(device=kernel.device, dtype=kernel.dtype)
         conv.weight.copy_(kernel)
         conv.bias.copy_(bias)
-        for name in ("scales", "convs", "norms"):
+        for name in ("scales", "branches", "norms"):
             if hasattr(self, name):
                 delattr(self, name)
-        self.convs = conv
+        self.conv = conv
         self.tid = ("cv",)
         self.bn = False
 

@@ -50,13 +50,13 @@ def test_diffblock_reparameterize_is_exact(ops, bn, stride, in_ch, out_ch):
     with torch.no_grad():
         diff = (block(x) - converted(x)).abs().max().item()
     assert diff < 1e-10
-    assert converted.conv1.kernel_size == ((5, 5) if "rd" in ops else (3, 3))
+    assert converted.merged.kernel_size == ((5, 5) if "rd" in ops else (3, 3))
     assert not any(isinstance(m, (PDCConv, nn.BatchNorm2d)) for m in converted.modules())
     for key, value in block.state_dict().items():
         assert torch.equal(value, before[key]), f"conversion mutated {key}"
     kernel, bias, pre_bias = converted.equivalent_kernel_bias()
     converted.reparameterize()  # no-op on a converted block
-    assert converted.conv1.weight is kernel and converted.conv1.bias is bias and converted.bias is pre_bias
+    assert converted.merged.weight is kernel and converted.merged.bias is bias and converted.pre_bias is pre_bias
 
 
 @pytest.mark.parametrize("ops", [OPS3, OPS4])
@@ -78,7 +78,7 @@ def test_bn0_shift_goes_to_pre_bias_not_output_bias():
         block.bn0.bias.fill_(3.0)
     converted = copy.deepcopy(block)
     converted.reparameterize()
-    assert torch.allclose(converted.bias, torch.full((1, 2, 1, 1), 3.0, dtype=torch.float64))
+    assert torch.allclose(converted.pre_bias, torch.full((1, 2, 1, 1), 3.0, dtype=torch.float64))
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
     with torch.no_grad():
         assert (block(x) - converted(x)).abs().max().item() < 1e-12
@@ -173,9 +173,9 @@ def test_converted_model_has_no_training_only_parts(name):
     assert "init_block.weight" in keys
     for block in ("block1_3", "block2_1"):
         assert {f"{block}.conv1.weight", f"{block}.conv1.bias", f"{block}.bias"} <= set(keys)
-    assert converted.block1_3.conv1.weight.shape == (60, 1, 5, 5)
-    assert converted.block2_1.conv1.weight.shape == (60, 1, 3, 3)
-    assert converted.block1_1.bias.shape == (1, 60, 1, 1)
+    assert converted.block1_3.merged.weight.shape == (60, 1, 5, 5)
+    assert converted.block2_1.merged.weight.shape == (60, 1, 3, 3)
+    assert converted.block1_1.pre_bias.shape == (1, 60, 1, 1)
 
 
 def test_zero_pre_biases_are_skipped_bitwise_and_others_kept():
@@ -185,13 +185,40 @@ def test_zero_pre_biases_are_skipped_bitwise_and_others_kept():
     plain = convert_model(build_model("sdnet")).eval()  # no BN: every pre-bias is 0
     skipped = copy.deepcopy(plain)
     assert skip_zero_pre_biases(skipped) == 15 and skip_zero_pre_biases(skipped) == 0
-    assert skipped.block1_1.bias is None and "block1_1.bias" not in skipped.state_dict()
+    assert skipped.block1_1.pre_bias is None and "block1_1.bias" not in skipped.state_dict()
     with torch.no_grad():
         assert torch.equal(skipped(x), plain(x))
     kernel, bias, pre_bias = skipped.block1_1.equivalent_kernel_bias()
     assert torch.equal(pre_bias, torch.zeros(1, 60, 1, 1))
 
     with_bn = convert_model(randomize(build_model("sdnet", bn=True)).float().eval())
-    nonzero = [name for name, m in with_bn.named_modules() if isinstance(m, DiffBlock) and bool(m.bias.any())]
+    nonzero = [name for name, m in with_bn.named_modules() if isinstance(m, DiffBlock) and bool(m.pre_bias.any())]
     assert len(nonzero) == 15 and skip_zero_pre_biases(with_bn) == 0
     assert skip_zero_pre_biases(build_model("sdnet", bn=True)) == 0  # training form: nothing to skip
+
+
+def test_our_attribute_names_are_saved_and_loaded_under_the_release_keys() -> None:
+    """DiffBlock.branches / merged / pre_bias and STDC.branches / conv keep the release's state-dict keys (conv1,
+    bias, convs), in the release's order, both ways, in copies and pickles too."""
+    import copy
+    import pickle
+
+    from models.stdc import STDC
+
+    block = DiffBlock(4, 4, ("cv", "cd", "ad"), bn=True)
+    bn = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    assert list(block.state_dict()) == ["scales", *(f"bn0.{k}" for k in bn), "conv1.0.weight", "conv1.1.weight",
+                                        "conv1.2.weight", *(f"bn1.{i}.{k}" for i in range(3) for k in bn),
+                                        "conv2.weight", "conv2.bias"]
+    converted = pickle.loads(pickle.dumps(copy.deepcopy(block)))
+    converted.reparameterize()
+    fresh = DiffBlock(4, 4, ("cv", "cd", "ad"), deploy=True)
+    assert list(fresh.state_dict()) == ["bias", "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"]
+    assert sorted(converted.state_dict()) == sorted(fresh.state_dict())
+    fresh.load_state_dict(converted.state_dict())
+    assert torch.equal(fresh.merged.weight, converted.merged.weight) and torch.equal(fresh.pre_bias,
+                                                                                     converted.pre_bias)
+    layer = STDC(4, ("cv", "cd"), scales=(0.0, 1.0), bn=False)
+    assert list(layer.state_dict()) == ["scales", "convs.0.weight", "convs.1.weight"]
+    layer.reparameterize()
+    assert list(layer.state_dict()) == ["convs.weight", "convs.bias"]

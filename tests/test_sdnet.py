@@ -88,7 +88,7 @@ def test_baseline_config_is_single_branch():
     assert len(blocks) == 15 and all(m.ops == ("cv",) and m.kernel_size == 3 for m in blocks)
     assert model.init_block.ops == ("cv",)
     converted = convert_model(model)
-    assert all(m.conv1.weight.shape[-1] == 3 for m in converted.modules() if isinstance(m, DiffBlock))
+    assert all(m.merged.weight.shape[-1] == 3 for m in converted.modules() if isinstance(m, DiffBlock))
 
 
 def test_build_model_rejects_bad_arguments():

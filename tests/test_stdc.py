@@ -54,7 +54,7 @@ def _stdc_definition(layer, x):
     weights = torch.softmax(layer.scales, dim=0)
     out = 0
     for i, op in enumerate(layer.tid):
-        y = _branch_definition(op, x, layer.convs[i].weight)
+        y = _branch_definition(op, x, layer.branches[i].weight)
         if layer.norms is not None:
             norm = layer.norms[i]
             shape = (1, -1, 1, 1)
@@ -118,8 +118,8 @@ def test_stdc_converted_form_and_keys():
     assert layer.deploy and not STDC(4).deploy
     deploy = STDC(4, deploy=True)
     deploy.load_state_dict(state)
-    assert deploy.deploy and torch.equal(deploy.convs.bias, state["convs.bias"])
-    assert torch.equal(STDC(4, ("cv",), bn=False).convs.bias, torch.zeros(4))
+    assert deploy.deploy and torch.equal(deploy.conv.bias, state["convs.bias"])
+    assert torch.equal(STDC(4, ("cv",), bn=False).conv.bias, torch.zeros(4))
 
 
 def test_stdc_refuses_rd_bad_scales_a_bad_axis_and_partial_clips():
