@@ -24,8 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    logger = utils.setup_logger()  # first: choosing the device may warn
     device = utils.select_device(args.gpu)
-    utils.setup_logger().info(utils.tune_process(device, args.threads, cudnn_benchmark=True))
+    logger.info(utils.tune_process(device, args.threads, cudnn_benchmark=True))
     return run_speed(SpeedFlags.from_args(args), "video", device)
 
 
