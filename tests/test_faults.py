@@ -280,7 +280,9 @@ def kill_and_rerun(name: str, inputs: Inputs, expected: Path, point: int, moment
     case.compare(expected, folder)
 
 
-@pytest.mark.parametrize("name", list(CASES))
+# train_vsod (20 s) is in the slow sample only: train_sod runs the same training checkpoints and log writers.
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name == "train_vsod" else name
+                                  for name in CASES])
 def test_a_kill_at_a_write_loses_nothing(name: str, inputs: Inputs, uninterrupted) -> None:
     expected, targets = uninterrupted(name)
     assert targets, f"{name} wrote nothing through data/atomic.py"

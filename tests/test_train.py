@@ -447,6 +447,7 @@ def test_a_slurm_job_runs_without_torchrun(synthetic_root, tmp_path):
     assert _latest(savedir)["epoch"] == 0
 
 
+@pytest.mark.slow  # three trainings (24 s); SyncBatchNorm2d itself: tests/test_engine.py, exact in float64
 def test_sync_bn_two_gloo_processes_equal_one_process(synthetic_root, tmp_path):
     """--sync-bn: SDNet-A with BN, 2 Gloo processes of 4 images each equal 1 process of 8 (weights and BN
     statistics); without it each process normalises by its own 4 images."""
