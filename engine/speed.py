@@ -70,7 +70,9 @@ def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
         parser.add_argument("--size", type=input_size, required=True,
                             help="input height and width in pixels (release: 320)")
     else:
-        parser.add_argument("--size", type=input_size, default=256, help="frame height and width in pixels")
+        parser.add_argument("--size", type=input_size, nargs="+", default=[256], metavar="PIXELS",
+                            help="frame height and width in pixels: one value for a square frame, or H W (the "
+                                 "release's; default 256)")
         parser.add_argument("--nframes", type=positive_int, default=None,
                             help="frames per clip (one pass = one clip; default 8)")
     parser.add_argument("-b", "--batch-size", type=positive_int, default=1, help="images or clips per pass")
@@ -86,13 +88,14 @@ def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
 @dataclass(frozen=True)
 class SpeedFlags:
     """The speed scripts' flags, resolved: the network to time (``model``, ``config``: 'baseline' = converted,
-    ``weights``: a checkpoint or None for random weights), the input (``size``, ``nframes``, ``batch_size``), the
-    protocol (``passes``, ``warmup``: None = the release's counts), ``json`` and how it runs (``runner``)."""
+    ``weights``: a checkpoint or None for random weights), the input (``size`` as (H, W), ``nframes``,
+    ``batch_size``), the protocol (``passes``, ``warmup``: None = the release's counts), ``json`` and how it runs
+    (``runner``)."""
 
     model: str | None
     config: str
     weights: str | None
-    size: int
+    size: tuple[int, int]
     nframes: int | None
     batch_size: int
     passes: int | None
@@ -102,7 +105,10 @@ class SpeedFlags:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SpeedFlags:
-        return cls(model=args.model, config=args.config, weights=args.evaluate, size=args.size,
+        size = list(args.size) if isinstance(args.size, list) else [args.size]
+        if len(size) > 2:
+            fail(f"--size {' '.join(map(str, size))}: give one value (a square) or two (H W)")
+        return cls(model=args.model, config=args.config, weights=args.evaluate, size=(size[0], size[-1]),
                    nframes=getattr(args, "nframes", None), batch_size=args.batch_size, passes=args.passes,
                    warmup=args.warmup, json=args.json, runner=RunnerFlags.from_args(args))
 
@@ -202,7 +208,7 @@ def run_speed(flags: SpeedFlags, kind: str, device: torch.device) -> dict:
     model, name, nframes = _speed_model(flags, kind)
     converted = flags.config == "baseline"
     channels = 3 * nframes if kind == "video" else 3
-    x = torch.randn(flags.batch_size, channels, flags.size, flags.size)
+    x = torch.randn(flags.batch_size, channels, *flags.size)
     params = count_parameters(model)
     macs = count_macs(model.eval(), x[:1])
     runner = runner_from_flags(model, flags.runner, device=device)

@@ -243,7 +243,8 @@ def test_inductor_compiles_every_shape_past_dynamos_recompile_limit(monkeypatch:
     assert answers and all(answers) and runner.path == "inductor+fp32"
 
 
-@pytest.mark.parametrize("name", ["sdnet"])  # a video model compiles for 15 s on 2 cores
+@pytest.mark.slow  # the opt-in inductor backend compiles for 20 s on 2 cores (a video model longer)
+@pytest.mark.parametrize("name", ["sdnet"])
 def test_inductor_gives_the_eager_converted_maps(name: str) -> None:
     model = converted(name, seed=3)
     x = torch.randn(1, 24 if name in VIDEO_MODELS else 3, 32, 48)

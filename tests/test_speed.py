@@ -155,3 +155,11 @@ def test_gpu_check_runs_its_set_up_under_a_plain_python3_and_says_what_it_would_
     report.part("broken part", (), 1.0, lambda: 1 / 0)
     assert report.lines[0].startswith("- slow part: skipped: about 60 s needed, ")
     assert report.lines[1].startswith("- broken part (0 s): FAILED: ZeroDivisionError")
+
+
+def test_the_video_speed_script_takes_the_releases_height_and_width() -> None:
+    """speed_vsod.py --size H W, as the release's script takes it (one value: a square frame)."""
+    result = speed_vsod.main(["--model", "stdnet", "--size", "32", "48", "--nframes", "2", "-n", "1", "--warmup", "0"])
+    assert result["input_shape"] == [1, 6, 32, 48]
+    with pytest.raises(SystemExit):
+        speed_vsod.main(["--size", "32", "48", "64", "-n", "1"])
