@@ -1,6 +1,7 @@
 """torch.hub entry points: ``torch.hub.load(REPO_OR_DIR, "sdnet", pretrained=True)`` gives the converted (DCR) SDNet
 with the released weights, in eval mode; likewise ``sdneta``, ``stdnet`` and ``stdneta`` (video models: the DAVSOD
-checkpoint unless ``dataset="VOS"`` / ``"DAVIS"``; not hashed yet, so they load only with ``verify=False``).
+checkpoint unless ``dataset="VOS"`` / ``"DAVIS"``; not hashed yet: one put into ``checkpoints/`` by hand loads, a
+download needs ``verify=False``).
 
 Weights are downloaded into the ``checkpoints/`` folder beside this file (``checkpoint_dir=``) by
 `engine.hub.download`, checked by SHA-256.
