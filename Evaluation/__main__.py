@@ -31,7 +31,7 @@ from data.guard import max_pixels_of
 from Evaluation.compare import comparison_tables, draw_comparison, write_comparison
 from Evaluation.evaluate import evaluate_dataset
 from Evaluation.inputs import DatasetPairs, EvaluationError, image_dataset_pairs, video_dataset_pairs
-from Evaluation.measures import MEASURES, needs_images, parse_metrics, summary_keys
+from Evaluation.measures import MEASURES, named_metrics, needs_images, parse_metrics, summary_keys
 from Evaluation.provenance import maps_changed, maps_record, source_record
 from Evaluation.report import format_table, json_entry, save_curves, write_metrics
 from utils import ArgumentParser, add_max_megapixels_arg, int_at_least, select_device, setup_logger
@@ -144,8 +144,7 @@ def computable_metrics(args: Request, names: tuple[str, ...], logger: logging.Lo
     """``names`` without the camouflage context measure when ``--metrics all`` (not ccm by name) asked for it and an
     image dataset has no ``images/`` folder beside its GT (a GT-only dataset): `all` means what can be computed,
     and the log says what was left out. ccm asked for by name still needs the images."""
-    asked = {name.strip().lower() for name in (args.metrics or "").replace("+", ",").split(",")}
-    if not needs_images(names) or "ccm" in asked or args.task != "sod":
+    if not needs_images(names) or "ccm" in named_metrics(args.metrics) or args.task != "sod":
         return names
     without = [name for name in args.testdata.split("+")
                if name and not (Path(args.datadir) / name / "images").is_dir()]

@@ -21,8 +21,8 @@ from Evaluation import fmeasurev2
 from Evaluation.batch import PreparedBatch
 from Evaluation.msiou import MSIoU
 
-__all__ = ["MEASURES", "SUMMARY_FIVE", "Measure", "parse_metrics", "Extras", "summarize", "summary_keys",
-           "LOWER_IS_BETTER", "needs_images", "uncomputable"]
+__all__ = ["MEASURES", "SUMMARY_FIVE", "Measure", "named_metrics", "parse_metrics", "Extras", "summarize",
+           "summary_keys", "LOWER_IS_BETTER", "needs_images", "uncomputable"]
 
 
 @dataclass(frozen=True)
@@ -93,10 +93,15 @@ LOWER_IS_BETTER = frozenset({"MAE", "simae", "hce", "bifpr", "biber", "adpfpr", 
                                                                                          "siber"))})
 
 
+def named_metrics(text: str | None) -> list[str]:
+    """The words of ``--metrics`` as given (joined by ',' or '+'), lower-cased: ``all`` stays ``all``."""
+    return [name.strip().lower() for name in (text or "").replace("+", ",").split(",") if name.strip()]
+
+
 def parse_metrics(text: str | None) -> tuple[str, ...]:
     """``--metrics``: names joined by ',' or '+' (or ``all``) -> the names, in the table's order, the summary five
     always included. Raises ValueError naming an unknown one."""
-    names = [name.strip().lower() for name in (text or "").replace("+", ",").split(",") if name.strip()]
+    names = named_metrics(text)
     if "all" in names:
         return tuple(MEASURES)
     unknown = [name for name in names if name not in MEASURES]

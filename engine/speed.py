@@ -38,8 +38,7 @@ from utils import (
 )
 
 __all__ = ["count_parameters", "count_macs", "time_passes", "peak_memory_mb", "speed_parser", "add_speed_args",
-           "SpeedFlags",
-           "run_speed", "device_name"]
+           "SpeedFlags", "run_speed", "device_name"]
 
 
 DESCRIPTIONS = {"image": "Time an image saliency model (SDNet, SDNet-A) on random input.",
