@@ -221,8 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         frame_counts.append(video.frame_count)
     model, description = model_from_flags(ModelFlags.from_args(args), args.checkpoint)
     size = args.size or configs.MODELS[description.model]["size"]
-    device = utils.select_device(args.gpu)
-    logger.info(utils.tune_process(device, args.threads))
+    device = utils.inference_device(args.gpu, args.threads)
     runner = runner_from_flags(model, RunnerFlags.from_args(args), device)
     predictor = Predictor(runner, description.kind == "video", description.nframes or 1)
     start, frames = time.perf_counter(), 0

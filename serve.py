@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> None:
 
     model, description = model_from_flags(ModelFlags.from_args(args), args.checkpoint)
     size = args.size or configs.MODELS[description.model]["size"]
-    device = utils.select_device(args.gpu)
-    logger.info(utils.tune_process(device, args.threads))
+    device = utils.inference_device(args.gpu, args.threads)
     runner = runner_from_flags(model, RunnerFlags.from_args(args), device)
     video = description.kind == "video"
     service = MapService(runner, size=size, video=video, nframes=description.nframes or 1,

@@ -23,9 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    logger = utils.setup_logger()  # first: choosing the device may warn
-    device = utils.select_device(args.gpu)
-    logger.info(utils.tune_process(device, args.threads, cudnn_benchmark=True))
+    device = utils.start_inference(args.gpu, args.threads, cudnn_benchmark=True)
     return run_speed(SpeedFlags.from_args(args), "image", device)
 
 

@@ -1,5 +1,6 @@
 """Small script helpers: logging set-up, device selection, `fail`, seeding, the parse-time flag types, and the
-process-wide settings of the inference scripts (`tune_process`, which only a script's ``main`` calls). The flags of
+process-wide settings of the inference scripts (`tune_process`, `inference_device`, `start_inference`, which only a
+script's ``main`` calls). The flags of
 each job are declared by the engine module that reads them (`engine.settings`, `engine.loading`, `engine.inference`,
 `engine.speed`).
 
@@ -208,3 +209,19 @@ def tune_process(device: torch.device, threads: int | None = None, *, cudnn_benc
     elif keep_freed_memory():
         done.append("freed memory kept for reuse")
     return "process settings: " + ", ".join(done)
+
+
+def inference_device(gpu: str | None, threads: int | None = None, *, cudnn_benchmark: bool = False) -> torch.device:
+    """The device of ``--gpu`` (`select_device`) with the process tuned for inference on it (`tune_process`, whose
+    line is logged): the start-up of predict.py and serve.py once their inputs are checked; only a script's ``main``
+    calls it."""
+    device = select_device(gpu)
+    logging.getLogger(LOGGER_NAME).info(tune_process(device, threads, cudnn_benchmark=cudnn_benchmark))
+    return device
+
+
+def start_inference(gpu: str | None, threads: int | None = None, *, cudnn_benchmark: bool = False) -> torch.device:
+    """The start-up of a script with nothing to check before it runs inference (the speed scripts): the console
+    logger (`setup_logger`; first, since choosing the device may warn), then `inference_device`."""
+    setup_logger()
+    return inference_device(gpu, threads, cudnn_benchmark=cudnn_benchmark)

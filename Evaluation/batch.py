@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 __all__ = ["EPS", "LEVELS", "ArrayLike", "PreparedBatch", "prepare_batch", "mean_prediction", "threshold_counts",
-           "adaptive_counts"]
+           "adaptive_counts", "PerMapMean"]
 
 # MATLAB's eps, as PySODMetrics uses it (np.spacing(1)).
 EPS = float(np.spacing(1))
@@ -189,3 +189,29 @@ def prepare_batch(pred: ArrayLike, gt: ArrayLike, device: torch.device | str | N
     bins = (values * 255).to(torch.uint8).long()
     fg_count = fg.view(torch.uint8).sum(2, dtype=torch.int32).sum(1, dtype=torch.int64)
     return PreparedBatch(pred_t, gt_t, fg, values, bins, fg_count)
+
+
+class PerMapMean:
+    """A measure scored map by map and averaged over maps (the context measures, HCE): a subclass's ``update(batch)``
+    adds each map's score of a `PreparedBatch` to ``total`` and counts it in ``count``; ``step(pred, gt)`` takes uint8
+    maps, (H, W) or (B, H, W); ``get_results()`` -> ``{key: float64 mean}`` (NaN before any map)."""
+
+    key: str
+
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.total, self.count = 0.0, 0
+
+    def step(self, pred: ArrayLike, gt: ArrayLike, normalize: bool = True) -> None:
+        self.update(prepare_batch(pred, gt, self.device, normalize))
+
+    def update(self, batch: PreparedBatch) -> None:
+        raise NotImplementedError
+
+    def merge(self, other: PerMapMean) -> None:
+        """Add the maps of ``other`` (the same measure, e.g. from another process)."""
+        self.total += other.total
+        self.count += other.count
+
+    def get_results(self) -> dict:
+        return {self.key: np.float64(self.total / self.count) if self.count else np.float64("nan")}

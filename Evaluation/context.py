@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 
-from Evaluation.batch import EPS, ArrayLike, PreparedBatch, prepare_batch
+from Evaluation.batch import EPS, ArrayLike, PerMapMean, PreparedBatch, prepare_batch
 
 __all__ = ["ContextMeasure", "CamouflageContextMeasure", "rgb_to_lab", "ciede2000"]
 
@@ -60,7 +60,7 @@ def context_score(pred: np.ndarray, gt: np.ndarray, degree: np.ndarray, beta2: f
     return (1 + beta2) * mean_forward * weighted_reverse / (beta2 * mean_forward + weighted_reverse + EPS)
 
 
-class ContextMeasure:
+class ContextMeasure(PerMapMean):
     """The context measure averaged over maps (PySODMetrics' class): ``beta2`` weighs forward inference against
     reverse deduction, ``alpha`` the kernel's spread; ``step(pred, gt)`` with uint8 maps, (H, W) or (B, H, W);
     ``get_results()`` -> {'cm': float}."""
@@ -68,12 +68,8 @@ class ContextMeasure:
     key = "cm"
 
     def __init__(self, beta2: float = 1.0, alpha: float = 6.0, device: torch.device | str = "cpu") -> None:
+        super().__init__(device)
         self.beta2, self.alpha = beta2, alpha
-        self.device = torch.device(device)
-        self.total, self.count = 0.0, 0
-
-    def step(self, pred: ArrayLike, gt: ArrayLike, normalize: bool = True) -> None:
-        self.update(prepare_batch(pred, gt, self.device, normalize))
 
     def update(self, batch: PreparedBatch, images: list[np.ndarray] | None = None) -> None:
         """Add a `PreparedBatch` (shared with the other metrics of an evaluation); ``images``: the RGB images,
@@ -88,12 +84,6 @@ class ContextMeasure:
     def _degree(self, image: np.ndarray, gt: np.ndarray) -> np.ndarray:
         return np.zeros_like(gt)
 
-    def merge(self, other: ContextMeasure) -> None:
-        self.total += other.total
-        self.count += other.count
-
-    def get_results(self) -> dict:
-        return {self.key: np.float64(self.total / self.count) if self.count else np.float64("nan")}
 
 
 # --- the camouflage degree -------------------------------------------------------------------------------------------

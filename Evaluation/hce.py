@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from Evaluation.batch import ArrayLike, PreparedBatch, prepare_batch
+from Evaluation.batch import PerMapMean, PreparedBatch
 
 __all__ = ["HumanCorrectionEffortMeasure", "skeletonize"]
 
@@ -133,17 +133,16 @@ def human_correction_effort(pred: np.ndarray, gt: np.ndarray, relax: int = 5, ep
     return effort
 
 
-class HumanCorrectionEffortMeasure:
+class HumanCorrectionEffortMeasure(PerMapMean):
     """HCE averaged over maps (PySODMetrics' class): ``relax`` erosion/dilation steps, RDP ``epsilon``;
-    ``step(pred, gt)`` with uint8 maps, (H, W) or (B, H, W); ``get_results()`` -> {'hce': float}."""
+    ``step(pred, gt)`` with uint8 maps, (H, W) or (B, H, W); ``get_results()`` -> {'hce': float}, the mean effort per
+    map."""
+
+    key = "hce"
 
     def __init__(self, relax: int = 5, epsilon: float = 2.0, device: torch.device | str = "cpu") -> None:
+        super().__init__(device)
         self.relax, self.epsilon = relax, epsilon
-        self.device = torch.device(device)
-        self.total, self.count = 0, 0
-
-    def step(self, pred: ArrayLike, gt: ArrayLike, normalize: bool = True) -> None:
-        self.update(prepare_batch(pred, gt, self.device, normalize))
 
     def update(self, batch: PreparedBatch) -> None:
         """Add a `PreparedBatch` (shared with the other metrics of an evaluation)."""
@@ -153,11 +152,3 @@ class HumanCorrectionEffortMeasure:
             binary = above[b][preds[b]].numpy()
             self.total += human_correction_effort(binary, fgs[b].numpy(), self.relax, self.epsilon)
             self.count += 1
-
-    def merge(self, other: HumanCorrectionEffortMeasure) -> None:
-        self.total += other.total
-        self.count += other.count
-
-    def get_results(self) -> dict:
-        """``{'hce': float}``: the mean effort per map."""
-        return {"hce": np.float64(self.total / self.count) if self.count else np.float64("nan")}

@@ -96,7 +96,8 @@ def test_utils_stays_small() -> None:
 
 
 # Calls that change the whole process; ``Evaluation/evaluate.py`` sets the threads of the worker processes it starts.
-PROCESS_WIDE = {"set_num_threads", "setNumThreads", "tune_process", "keep_freed_memory", "mallopt"}
+PROCESS_WIDE = {"set_num_threads", "setNumThreads", "tune_process", "inference_device", "start_inference",
+                "keep_freed_memory", "mallopt"}
 WORKER_SETUP = {Path("Evaluation/evaluate.py"): {"set_num_threads", "setNumThreads"}}
 
 
@@ -119,12 +120,12 @@ def test_library_code_changes_nothing_process_wide(relative: Path) -> None:
     assert not calls, f"{relative} calls {sorted(calls)}: only a script's main changes the process"
 
 
-@pytest.mark.parametrize("script", ["generate_salmaps_sod", "generate_salmaps_vsod", "predict", "speed_sod",
-                                    "speed_vsod"])
+@pytest.mark.parametrize("script", ["generate_salmaps_sod", "generate_salmaps_vsod", "predict", "serve",
+                                    "speed_sod", "speed_vsod"])
 def test_inference_scripts_set_the_process_up_in_main(script: str) -> None:
     tree = ast.parse((REPO / f"{script}.py").read_text())
     [main] = [node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == "main"]
-    assert "tune_process" in process_wide_calls(ast.unparse(main))
+    assert process_wide_calls(ast.unparse(main)) & {"tune_process", "inference_device", "start_inference"}
     assert process_wide_calls("torch.backends.cudnn.benchmark = True\ntorch.set_num_threads(2)\n") == {
         "cudnn.benchmark", "set_num_threads"}
 

@@ -13,15 +13,7 @@ from metric_pairs import PAIRS, blob_pair
 
 import Evaluation.spatial as spatial
 from Evaluation.batch import prepare_batch
-from Evaluation.metrics import (
-    MAE,
-    Emeasure,
-    Fmeasure,
-    Smeasure,
-    SODMetrics,
-    WeightedFmeasure,
-    average_over_videos,
-)
+from Evaluation.metrics import MAE, Emeasure, Fmeasure, Smeasure, SODMetrics, WeightedFmeasure, average_over_videos
 
 py_sod_metrics = pytest.importorskip("py_sod_metrics")
 scipy_ndimage = pytest.importorskip("scipy.ndimage")
