@@ -85,7 +85,6 @@ class ContextMeasure(PerMapMean):
         return np.zeros_like(gt)
 
 
-
 # --- the camouflage degree -------------------------------------------------------------------------------------------
 
 # scikit-image's sRGB (D65) -> XYZ matrix and the D65 2-degree white point

@@ -186,6 +186,23 @@ def test_context_measure_per_map(index: int) -> None:
                             run(py_sod_metrics.ContextMeasure(**options), pair), f"pair {index}")
 
 
+def test_per_map_means_merge_to_the_mean_over_all_maps() -> None:
+    """HCE and the context measure kept in two parts (two worker processes) and merged hold every map once and give
+    PySODMetrics' mean over all the maps (HCE, a mean of whole numbers, to the bit of one measure kept over all the
+    maps); with no map the result is NaN."""
+    pairs = PAIRS[:8]
+    for ours, theirs in ((Evaluation.HumanCorrectionEffortMeasure, py_sod_metrics.HumanCorrectionEffortMeasure),
+                         (Evaluation.ContextMeasure, py_sod_metrics.ContextMeasure)):
+        whole, first, second = ours(), ours(), ours()
+        run(whole, pairs), run(first, pairs[:3]), run(second, pairs[3:])
+        parts = first.total + second.total
+        first.merge(second)
+        assert (first.count, first.total) == (len(pairs), parts)
+        assert_same_results(first.get_results(), run(theirs(), pairs))
+        assert ours is not Evaluation.HumanCorrectionEffortMeasure or first.get_results() == whole.get_results()
+        assert np.isnan(next(iter(ours().get_results().values())))
+
+
 def test_lab_and_ciede2000_are_scikit_images() -> None:
     from skimage.color import deltaE_ciede2000, rgb2lab
 
