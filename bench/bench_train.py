@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cases", nargs="+", default=["sdnet", "stdnet"], choices=list(CASES))
     parser.add_argument("--train-form", default="fused", choices=TRAIN_FORMS)
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                        help="NHWC (default: on, as train_*.py)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="NHWC (default: as train_*.py, on unless bf16 fails its channels_last check here)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model, as train_*.py --compile")
     parser.add_argument("--variants", action="store_true",
                         help="every form x precision x layout, one fresh process per row (the BENCHMARKS table)")
@@ -147,12 +147,13 @@ def variant_flags(device: torch.device) -> list[list[str]]:
     """The rows of ``--variants``: separate / fused x fp32 / bf16 (where native) x NCHW / channels_last."""
     precisions = ["fp32"] + (["bf16"] if resolve_ok(device, "bf16") else [])
     return [["--train-form", form, "--precision", precision, "--channels-last" if nhwc else "--no-channels-last"]
-            for form in ("separate", "fused") for precision in precisions for nhwc in (False, True)]
+            for form in ("separate", "fused") for precision in precisions for nhwc in (False, True)
+            if not nhwc or resolve_ok(device, precision, channels_last=True)]
 
 
-def resolve_ok(device: torch.device, precision: str) -> bool:
+def resolve_ok(device: torch.device, precision: str, channels_last: bool | None = None) -> bool:
     try:
-        resolve_step_settings(device, precision=precision)
+        resolve_step_settings(device, precision=precision, channels_last=channels_last)
     except StepError:
         return False
     return True

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-__all__ = ["cpu_flags", "cpu_has_native_bf16", "memory_bytes"]
+__all__ = ["cpu_flags", "cpu_has_native_bf16", "bf16_channels_last_gradients", "memory_bytes"]
 
 # AVX512-BF16 (dot products of bf16 pairs) or AMX (bf16 tile multiplies): where neither is present, bf16 is
 # emulated in float32 and is slower than float32 itself.
@@ -30,6 +32,52 @@ def cpu_flags() -> frozenset[str]:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX)."""
     return bool(NATIVE_BF16_FLAGS & cpu_flags())
+
+
+# The weight gradients of 3x3 convolutions in bf16 and channels_last (the CDCM's dilated convolutions of 24 channels
+# among them), each compared with float32 arithmetic on the same bf16 values. On a CPU with AVX512-BF16 but no AMX
+# (AMD Zen 4; or oneDNN held to AVX512_CORE_BF16 / AVX512_CORE) PyTorch 2.14's oneDNN computes some of them wrong:
+# NaN or garbage from 20 channels and 32 x 32 pixels up, and at times a segmentation fault. Products of bf16 values
+# are exact in float32 and the kernels accumulate in float32, so a correct gradient is the float32 one rounded once
+# to bf16 (2^-8 relative) plus accumulation rounding; a wrong one is off by 100 % or NaN. 5 % of the largest entry
+# separates the two. It runs in a child process, which a crashing kernel cannot take down with the caller, and
+# which inherits the environment (ONEDNN_MAX_CPU_ISA included) and so the kernels training will use.
+_BF16_PROBE = """
+import torch, torch.nn.functional as F
+torch.set_num_threads(1)
+g = torch.Generator().manual_seed(0)
+worst = 0.0
+for channels, size, dilation in ((24, 32, 3), (24, 16, 3), (24, 32, 5), (20, 32, 2), (24, 32, 1), (48, 32, 1)):
+    cl = torch.channels_last
+    x, dy = (torch.randn(2, channels, size, size, generator=g).bfloat16().contiguous(memory_format=cl)
+             for _ in range(2))
+    w = torch.randn(channels, channels, 3, 3, generator=g).bfloat16().contiguous(memory_format=cl).requires_grad_()
+    F.conv2d(x, w, None, 1, dilation, dilation).backward(dy)
+    w32 = w.detach().float().requires_grad_()
+    F.conv2d(x.float(), w32, None, 1, dilation, dilation).backward(dy.float())
+    error = (w.grad.float() - w32.grad).abs().max().item() / w32.grad.abs().max().item()
+    worst = max(worst, error) if error == error else float("inf")
+print(worst)
+"""
+BF16_PROBE_RELATIVE = 0.05
+
+
+@functools.cache
+def bf16_channels_last_gradients() -> str | None:
+    """None when this CPU's bf16 convolutions in channels_last give correct weight gradients (the check above, about
+    2 s in a child process, once per process), else what went wrong, in words."""
+    try:
+        probe = subprocess.run([sys.executable, "-c", _BF16_PROBE], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"the check could not run ({err})"
+    if probe.returncode != 0:
+        how = f"signal {-probe.returncode}" if probe.returncode < 0 else f"exit status {probe.returncode}"
+        return f"a bf16 convolution crashed ({how})"
+    worst = float(probe.stdout.strip() or "inf")
+    if not worst <= BF16_PROBE_RELATIVE:
+        return ("bf16 convolutions give wrong weight gradients" + (" (NaN)" if worst == float("inf") else
+                                                                     f" ({100 * worst:.0f} % off)"))
+    return None
 
 
 def memory_bytes(device) -> tuple[int, str]:

@@ -219,8 +219,9 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
                        help="autocast of the forward pass (the loss stays fp32): fp32, bf16 (CPUs with AVX512-BF16 "
                             "or AMX, GPUs with bf16), fp16 (CUDA, loss scaling)")
     group.add_argument("--amp", action="store_true", help="the release's flag: --precision fp16 (no CUDA: fp32)")
-    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                       help="NHWC parameters and inputs (default: on, faster on the CPUs measured)")
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="NHWC parameters and inputs (default: on, faster on the CPUs measured; off for bf16 on a "
+                            "CPU whose bf16 channels_last convolutions fail a check at start-up, e.g. AMD Zen 4)")
     group.add_argument("--compile", action="store_true", help="torch.compile the model (failure: one line, exit 1)")
     group.add_argument("--threads", type=utils.positive_int, default=None,
                        help="torch CPU threads per process (default: OMP_NUM_THREADS, else usable cores / processes)")

@@ -48,7 +48,7 @@ from engine.preflight import check_memory, checked_train_set
 from engine.settings import TrainingTask, TrainSettings
 from engine.speed import count_parameters
 from engine.train import LoopConfig, TrainingStopped, TrainJob, fit, validate
-from engine.train_step import StepError, prepare_model, resolve_step_settings
+from engine.train_step import StepError, nchw_reason, prepare_model, resolve_step_settings
 from models import CheckpointError, load_checkpoint, load_weights, preload_backbone
 from utils import LOGGER_NAME, fail, parse_gpu_list, seed_everything, setup_logger
 
@@ -102,6 +102,9 @@ def resolve_training_settings(settings: TrainSettings, ctx: DistContext) -> Trai
                                      channels_last=asked.channels_last, compile=asked.compile)
     except StepError as err:
         fail(str(err))
+    if asked.channels_last is None and not step.channels_last and ctx.is_main:
+        logging.getLogger(LOGGER_NAME).warning("--precision bf16 trains in NCHW here: on this CPU %s in channels_last "
+                                               "(a check at start-up)", nchw_reason(step.precision, ctx.device))
     return settings.replace(step=step, amp=step.precision == "fp16")
 
 

@@ -137,11 +137,15 @@ def train_one_pass(model: nn.Module, loader: DataLoader, optimizer: torch.optim.
         except compile_errors() as err:
             raise TrainingStopped(f"--compile: torch.compile failed: {str(err).strip().splitlines()[0]} (train "
                                   "without --compile)") from err
+        # Non-finite maps stop the run as a non-finite loss does, before BCE refuses them with a traceback.
+        if not torch.isfinite(pred).all():
+            raise TrainingStopped(f"{desc}: the maps are not finite at batch {index + 1} ({_step_words(cfg.step)}): "
+                                  "stopped; the checkpoints written so far are intact")
         # BCE is not autocast-safe: the loss always runs in float32.
         loss = loss_fn(pred.float(), target, *(w.to(cfg.device) for w in weight))
         if not torch.isfinite(loss):
-            raise TrainingStopped(f"{desc}: the loss is {loss.item()} at batch {index + 1} ({cfg.step.precision}, "
-                                  f"{cfg.step.train_form} form): stopped; the checkpoints written so far are intact")
+            raise TrainingStopped(f"{desc}: the loss is {loss.item()} at batch {index + 1} ({_step_words(cfg.step)}): "
+                                  "stopped; the checkpoints written so far are intact")
         (cfg.scaler.scale(loss) if scaled else loss).backward()
         loss_sum += loss.item()
         images += inputs.shape[0] * cfg.frames_per_sample
@@ -168,6 +172,10 @@ def train_one_pass(model: nn.Module, loader: DataLoader, optimizer: torch.optim.
     loss_sum, steps, images = totals.tolist()
     return {"loss": loss_sum / max(steps, 1), "steps": int(steps), "images": int(images), "seconds": seconds,
             "images_per_s": images / max(seconds, 1e-9)}
+
+
+def _step_words(step: StepSettings) -> str:
+    return f"{step.precision}, {step.train_form} form, {'channels_last' if step.channels_last else 'NCHW'}"
 
 
 def validate(model: nn.Module, loader: DataLoader, cfg: LoopConfig) -> dict:

@@ -17,10 +17,10 @@ from torch import nn
 
 from configs import TRAIN_FORMS
 from engine.backends import PRECISIONS, TORCH_DTYPES
-from engine.hardware import cpu_has_native_bf16
+from engine.hardware import bf16_channels_last_gradients, cpu_has_native_bf16
 from models import set_train_form
 
-__all__ = ["StepSettings", "StepError", "precision_error", "resolve_step_settings", "prepare_model",
+__all__ = ["StepSettings", "StepError", "precision_error", "resolve_step_settings", "nchw_reason", "prepare_model",
            "step_autocast", "to_step_input", "compile_errors"]
 
 
@@ -38,7 +38,7 @@ class StepSettings:
 
     train_form: str = "fused"
     precision: str = "fp32"
-    channels_last: bool = True
+    channels_last: bool | None = True  # None: not asked, until `resolve_step_settings` decides
     compile: bool = False
 
     @property
@@ -68,15 +68,32 @@ def precision_error(precision: str, device: torch.device) -> str | None:
 
 
 def resolve_step_settings(device: torch.device, *, train_form: str = "fused", precision: str = "fp32",
-                          channels_last: bool = True, compile: bool = False) -> StepSettings:
-    """The settings a run trains with on ``device`` (channels_last by default: faster for every model and form
-    measured on the CPU, and what cuDNN's NHWC kernels want); `StepError` for a precision the device cannot run or
-    an unknown form."""
+                          channels_last: bool | None = None, compile: bool = False) -> StepSettings:
+    """The settings a run trains with on ``device``; `StepError` for a precision the device cannot run, an unknown
+    form, or bf16 asked in channels_last where this CPU computes it wrong.
+
+    ``channels_last`` None (not asked) is channels_last: faster for every model and form measured on the CPU, and
+    what cuDNN's NHWC kernels want; except bf16 on a CPU whose bf16 channels_last convolutions fail
+    `engine.hardware.bf16_channels_last_gradients` (AMD Zen 4: NaN weights from the first step, or a crash), which
+    trains in NCHW (`nchw_reason` says why)."""
     if train_form not in TRAIN_FORMS:
         raise StepError(f"--train-form {train_form}: choose from {', '.join(TRAIN_FORMS)}")
     if (why := precision_error(precision, device)) is not None:
         raise StepError(why)
-    return StepSettings(train_form, precision, channels_last, compile)
+    if channels_last is not False and (why := nchw_reason(precision, device)) is not None:
+        if channels_last:
+            raise StepError(f"--precision bf16 --channels-last: on this CPU {why} in channels_last (a check at "
+                            "start-up); train with --no-channels-last")
+        channels_last = False
+    return StepSettings(train_form, precision, channels_last is not False, compile)
+
+
+def nchw_reason(precision: str, device: torch.device) -> str | None:
+    """Why ``precision`` must train in NCHW on ``device`` (bf16 where this CPU's channels_last bf16 convolutions
+    fail their check), or None."""
+    if precision != "bf16" or device.type != "cpu":
+        return None
+    return bf16_channels_last_gradients()
 
 
 def prepare_model(model: nn.Module, settings: StepSettings) -> nn.Module:

@@ -8,6 +8,7 @@ runs in separate processes are comparable bit for bit and the file stays within 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ import train_vsod
 import utils
 from data.atomic import FAULT_VARIABLE, WRITE_LOG_VARIABLE
 from data.synthetic import SyntheticSizes, generate
-from engine import checkpoints, train
+from engine import checkpoints, hardware, train, train_step
 from models import build_model, convert_model
 from models.losses import image_training_loss, video_training_loss
 
@@ -132,30 +133,46 @@ def test_resume_after_sigkill_is_bitwise_identical(synthetic_root, uninterrupted
     assert [line["loss"] for line in _log(resumed)] == [line["loss"] for line in _log(reference)]
 
 
+# The loss of one step, logged by two runs that split its batch differently: a mean of nonnegative terms (BCE per
+# pixel), whose relative rounding is that of its sums, not amplified by cancellation. PyTorch sums a tensor in blocks
+# and pairs: about log2(N) u = 1e-6 for N = 8 x 64 x 64 x 5 side outputs (u = 6e-8), plus one rounding for each
+# micro-batch loss added. 1e-5 keeps a factor of 10; splitting the batch wrongly moves the loss by percents.
+LOSS_RELATIVE = 1e-5
+
+
 def assert_same_step(one: dict, two: dict, seed: int, name: str = "sdnet", bn: bool = False) -> None:
-    """Two runs' weights (and BN statistics) after the same optimizer step(s) from the initialisation of ``seed``
-    agree within float rounding, and every entry moved."""
+    """Two runs' checkpoints after the same single Adam step from the initialisation of ``seed`` took the same
+    gradient (and, with BN, the same batch statistics), and every weight tensor moved.
+
+    The gradient is read from Adam's state: after one step ``exp_avg`` is (1 - beta1) * (g + wd * w0), one rounding
+    from the gradient. The weights themselves are not compared: Adam's first step moves a weight by
+    lr * g / (|g| + eps) whatever g's size, so an entry whose exact gradient is 0 (a cd branch's centre tap) or below
+    float32 noise moves by anything in [-lr, lr] depending on how the CPU summed it; no float bound holds there.
+
+    Bound: the runs sum the same float32 terms in another order (8 images in one batch; 4 + 4 accumulated by
+    --iter-size or all-reduced by DDP). A weight's gradient sums N = 8 x 64 x 64 products per layer; rounding
+    errors of random sign grow as sqrt(N) u (u = 6e-8; kernels sum in blocks and trees, never one long chain), about
+    1.1e-5 per layer, and the backward pass chains about 40 layers of SDNet: 4.4e-4 of the magnitudes involved,
+    taken as the tensor's largest gradient (at least 1e-3 of the model's largest, for a tensor whose exact
+    gradient is 0 everywhere and which holds noise only). 1e-3 keeps twice that; an error of the accumulation or
+    the all-reduce (a micro-batch lost, a loss not divided) moves gradients by 50 % or more."""
+    relative = 1e-3
     utils.seed_everything(seed)  # the initialisation both runs started from
     model = build_model(name, bn=bn)
     initial = {key: value.clone() for key, value in model.state_dict().items()}
-    # The centre tap of a cd branch never reaches the output (the branch applies W_c - sum W = -sum of the other
-    # taps), so its exact gradient is 0 and its float gradient is summation noise, which depends on how the batch
-    # is split; Adam's first step turns that noise into +-lr. Those taps are compared through the converted
-    # model, where they cancel; every other entry is compared directly.
-    cd_weights = {f"{name}.weight" for name, module in model.named_modules() if getattr(module, "op", "") == "cd"}
-    for key, value in one.items():
-        other = two[key]
-        if key in cd_weights:
-            value, other = value.clone(), other.clone()
-            value[:, :, 1, 1] = other[:, :, 1, 1] = 0
-        assert (other.double() - value.double()).abs().max().item() < 1e-5, key
-        assert key.endswith("num_batches_tracked") or not torch.equal(one[key], initial[key]), f"{key} took no step"
-    converted = []
-    for state_dict in (one, two):
-        model.load_state_dict(state_dict)
-        converted.append(convert_model(model).state_dict())
-    for key, value in converted[0].items():
-        assert (converted[1][key] - value).abs().max().item() < 1e-5, key
+    ids = {id(parameter): key for key, parameter in model.named_parameters()}
+    names = [ids[id(p)] for group in train.image_param_groups(model, 0.0) for p in group["params"]]
+    gradients = [[state["exp_avg"] for _, state in sorted(run["optimizer"]["state"].items())] for run in (one, two)]
+    assert len(gradients[0]) == len(gradients[1]) == len(names)
+    floor = 1e-3 * max(g.abs().max().item() for g in gradients[0])
+    for key, first, second in zip(names, *gradients, strict=True):
+        scale = max(first.abs().max().item(), floor)
+        assert (second.double() - first.double()).abs().max().item() <= relative * scale, key
+    for key, value in one["state_dict"].items():
+        if key.endswith(("running_mean", "running_var")):  # sums of the same terms: the same bound
+            scale = value.abs().max().item()
+            assert (two["state_dict"][key].double() - value.double()).abs().max().item() <= relative * scale, key
+        assert key.endswith("num_batches_tracked") or not torch.equal(value, initial[key]), f"{key} took no step"
 
 
 def test_ddp_two_gloo_processes_equal_one_process(synthetic_root, tmp_path):
@@ -169,8 +186,8 @@ def test_ddp_two_gloo_processes_equal_one_process(synthetic_root, tmp_path):
                             env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "2 process(es)" in (ddp / "log.txt").read_text()
-    assert_same_step(_latest(single)["state_dict"], _latest(ddp)["state_dict"], seed=9)
-    assert _log(ddp)[0]["loss"] == pytest.approx(_log(single)[0]["loss"], rel=1e-5)
+    assert_same_step(_latest(single), _latest(ddp), seed=9)
+    assert _log(ddp)[0]["loss"] == pytest.approx(_log(single)[0]["loss"], rel=LOSS_RELATIVE)
 
 
 def _error_lines(text: str) -> list[str]:
@@ -265,21 +282,37 @@ def test_the_step_settings_run_and_are_recorded(synthetic_root, tmp_path, capsys
         assert (line["train_form"], line["precision"], line["channels_last"], line["compile"]) == (*expected, False)
         recorded = json.loads((tmp_path / run_ / "args.json").read_text())
         assert (recorded["train_form"], recorded["precision"], recorded["channels_last"]) == expected
-    # Adam's first step moves a weight by lr g / (|g| + eps): +-lr wherever |g| >> eps, so float32 rounding (the
-    # two forms sum in other orders) shows only where |g| is near eps = 1e-8: a cd branch's centre tap (exact
-    # gradient 0: rounding noise in the separate form, 0 in the fused one) by up to lr, a few other weights by
-    # a few % of lr (1.04e-5 seen), all but 0.1 % of the weights within 1e-3 lr.
-    fused, separate = (_latest(tmp_path / run_)["state_dict"] for run_ in ("fused", "separate"))
-    weights = [key for key, value in fused.items() if value.is_floating_point()]
-    close = sum(int(((fused[k] - separate[k]).abs() <= 1e-6).sum()) for k in weights)
-    assert close / sum(fused[k].numel() for k in weights) > 0.999
-    cd_weights = {f"{name}.weight" for name, module in build_model("sdnet").named_modules()
-                  if getattr(module, "op", "") == "cd"}
-    for key in weights:
-        difference = (fused[key] - separate[key]).abs()
-        if key in cd_weights:
-            difference[:, :, 1, 1] = 0
-        assert difference.max().item() < 0.05 * 1e-3, key
+    # The forms compute the same function in another order (a mixed kernel, or the branches summed): the same
+    # gradient within float32 rounding (the bound of assert_same_step), and every weight moved.
+    assert_same_step(_latest(tmp_path / "fused"), _latest(tmp_path / "separate"), seed=8)
+
+
+@pytest.mark.skipif(not train_step.cpu_has_native_bf16(), reason="this CPU has no native bf16: bf16 is refused")
+def test_bf16_trains_several_steps(synthetic_root, tmp_path, capsys, monkeypatch):
+    """train_sod.py --precision bf16 at 128 px trains 4 steps with finite losses: in channels_last where this CPU's
+    bf16 channels_last convolutions pass their start-up check (engine.hardware), in NCHW (warned) where they fail
+    (AMD Zen 4: NaN weights after one step, or a crash). There, --channels-last is refused in one line before the
+    first step; the refusal is also checked here with the check made to fail."""
+    flags = ("--epochs", "1", "--batch-size", "4", "--max-steps", "4", "--pass-scales", "1.0", "--seed", "3",
+             "--warmup", "0", "--val-data", "", "--precision", "bf16", "--size", "128", "--print-freq", "1")
+    why = hardware.bf16_channels_last_gradients()
+    train_sod.main(_image_flags(synthetic_root, tmp_path / "bf16", *flags))
+    logged = capsys.readouterr().err
+    assert f"step: fused form, bf16, {'NCHW' if why else 'channels_last'}; " in logged
+    assert ("trains in NCHW here" in logged) == bool(why)
+    [line] = _log(tmp_path / "bf16")
+    assert math.isfinite(line["loss"]) and line["channels_last"] == (why is None)
+    assert "step 4/4" in (tmp_path / "bf16" / "log.txt").read_text()
+    monkeypatch.setattr(train_step, "bf16_channels_last_gradients", lambda: "bf16 convolutions give wrong weight "
+                        "gradients (NaN)")
+    with pytest.raises(SystemExit) as exit_info:
+        train_sod.main(_image_flags(synthetic_root, tmp_path / "refused", *flags, "--channels-last"))
+    assert exit_info.value.code == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "ERROR" in lines[0] and lines[0].endswith(
+        "--precision bf16 --channels-last: on this CPU bf16 convolutions give wrong weight gradients (NaN) in "
+        "channels_last (a check at start-up); train with --no-channels-last"), lines
+    assert not (tmp_path / "refused").exists()
 
 
 def test_a_failed_compile_is_one_line_and_no_eager_run(synthetic_root, tmp_path, capsys, monkeypatch):
@@ -367,9 +400,9 @@ def test_iter_size_accumulates_like_a_bigger_batch(synthetic_root, tmp_path, one
     train_sod.main(_image_flags(synthetic_root, tmp_path / "eight", "--batch-size", "8", *flags))
     train_sod.main(_image_flags(synthetic_root, tmp_path / "accumulated", "--batch-size", "4", "--iter-size", "2",
                                 *flags))
-    assert_same_step(_latest(tmp_path / "eight")["state_dict"], _latest(tmp_path / "accumulated")["state_dict"],
-                     seed=4)
-    assert _log(tmp_path / "accumulated")[0]["loss"] == pytest.approx(_log(tmp_path / "eight")[0]["loss"], rel=1e-5)
+    assert_same_step(_latest(tmp_path / "eight"), _latest(tmp_path / "accumulated"), seed=4)
+    assert _log(tmp_path / "accumulated")[0]["loss"] == pytest.approx(_log(tmp_path / "eight")[0]["loss"],
+                                                                                   rel=LOSS_RELATIVE)
     # --print-freq 1: one line per optimizer step, in log.txt (the progress bar shows the same)
     assert "epoch 0 @64: step 1/1, loss" in (tmp_path / "accumulated" / "log.txt").read_text()
 
@@ -378,17 +411,25 @@ def test_iter_size_accumulates_like_a_bigger_batch(synthetic_root, tmp_path, one
 def test_iter_size_gives_the_gradient_of_a_bigger_batch(video: bool, one_thread) -> None:
     """One optimizer step of SGD (lr 1: the step is the gradient) on a batch of 8 and on two batches of 4 with
     --iter-size 2, with each script's loss: the same step, images and clips alike. BatchNorm layers run in eval mode,
-    so that no statistic depends on how the batch is split."""
+    so that no statistic depends on how the batch is split.
+
+    In float64, where the two splits sum the same terms in another order: each entry differs by float64 rounding,
+    at most about sqrt(N) u = 2e-14 per layer (N = 8 x 32 x 32 products, u = 1.1e-16) over some 40 layers, 1e-12 of
+    the magnitudes involved, taken as the tensor's largest step (at least 1e-3 of the model's largest, for a tensor
+    whose exact gradient is 0 and which holds noise only); 1e-10 keeps a factor of 100, and a split done wrong moves
+    steps by 50 % or more."""
     import copy
 
     torch.manual_seed(0)
-    model = build_model("stdnet" if video else "sdnet", bn=video, nframes=2)
+    model = build_model("stdnet" if video else "sdnet", bn=video, nframes=2).double()
     for module in model.modules():
         if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
             module.eval()
             module.train = lambda mode=True, module=module: module  # stays in eval mode
     generator = torch.Generator().manual_seed(1)
-    inputs = torch.rand(8, 6 if video else 3, 32, 32, generator=generator)
+    inputs = torch.rand(8, 6 if video else 3, 32, 32, generator=generator, dtype=torch.float64)
+    # The loop computes the loss in float32 (pred.float()): its per-pixel gradient is the same element-wise
+    # arithmetic for both splits, so the float64 backward below it is where they differ.
     target = (torch.rand((8, 2, 1, 32, 32) if video else (8, 1, 32, 32), generator=generator) > 0.5).float()
     steps = []
     for iter_size, batch in ((1, 8), (2, 4)):
@@ -401,9 +442,10 @@ def test_iter_size_gives_the_gradient_of_a_bigger_batch(video: bool, one_thread)
         cfg = train.LoopConfig(device=torch.device("cpu"), iter_size=iter_size, frames_per_sample=2 if video else 1)
         assert train.train_one_pass(network, loader, optimizer, loss, cfg)["steps"] == 1
         steps.append({name: before[name] - p.detach() for name, p in network.named_parameters()})
-    moved = 0
+    moved, floor = 0, 1e-3 * max(step.abs().max().item() for step in steps[0].values())
     for name, step in steps[0].items():
-        assert (steps[1][name] - step).abs().max().item() <= 1e-6 + 1e-4 * step.abs().max().item(), name
+        scale = max(step.abs().max().item(), floor)
+        assert (steps[1][name] - step).abs().max().item() <= 1e-10 * scale, name
         moved += bool(step.abs().max() > 0)
     assert moved > len(steps[0]) // 2
 
