@@ -2,6 +2,7 @@
 
 import copy
 
+import bounds
 import pytest
 import torch
 import torch.nn as nn
@@ -49,7 +50,7 @@ def test_diffblock_reparameterize_is_exact(ops, bn, stride, in_ch, out_ch):
     converted.reparameterize()
     with torch.no_grad():
         diff = (block(x) - converted(x)).abs().max().item()
-    assert diff < 1e-10
+    assert diff < bounds.FLOAT64
     assert converted.merged.kernel_size == ((5, 5) if "rd" in ops else (3, 3))
     assert not any(isinstance(m, (PDCConv, nn.BatchNorm2d)) for m in converted.modules())
     for key, value in block.state_dict().items():
@@ -67,7 +68,7 @@ def test_initial_block_reparameterize_is_exact(ops):
     converted.reparameterize()
     x = torch.randn(2, 3, 11, 14, dtype=torch.float64)
     with torch.no_grad():
-        assert (block(x) - converted(x)).abs().max().item() < 1e-10
+        assert (block(x) - converted(x)).abs().max().item() < bounds.FLOAT64
     assert list(converted.state_dict()) == ["weight"]
 
 
@@ -81,7 +82,7 @@ def test_bn0_shift_goes_to_pre_bias_not_output_bias():
     assert torch.allclose(converted.pre_bias, torch.full((1, 2, 1, 1), 3.0, dtype=torch.float64))
     x = torch.randn(1, 2, 5, 5, dtype=torch.float64)
     with torch.no_grad():
-        assert (block(x) - converted(x)).abs().max().item() < 1e-12
+        assert (block(x) - converted(x)).abs().max().item() < bounds.FLOAT64_LAYER
 
 
 def test_zero_bn0_weight_cannot_be_folded():
@@ -130,10 +131,10 @@ def test_converted_model_equals_training_form(name, bn):
         (y, features), (y_conv, features_conv) = _run_with_features(model, x), _run_with_features(converted, x)
         assert y.shape == (1, 1, height, width)
         assert y.std().item() > 0.1  # maps spread over (0, 1)
-        assert (y - y_conv).abs().max().item() < 1e-10
+        assert (y - y_conv).abs().max().item() < bounds.FLOAT64
         assert len(features) == 4
         for f, fc in zip(features, features_conv):
-            assert (f - fc).abs().max().item() < 1e-10 * max(1.0, f.abs().max().item())
+            assert (f - fc).abs().max().item() < bounds.FLOAT64 * max(1.0, f.abs().max().item())
 
 
 @pytest.mark.parametrize("name,bn", [("sdnet", False), ("sdnet", True), ("sdneta", True)])

@@ -9,6 +9,7 @@ import os
 import random
 from pathlib import Path
 
+import bounds
 import numpy as np
 import pytest
 import torch
@@ -369,10 +370,10 @@ def test_sync_batchnorm_is_exact_in_float64(tmp_path, monkeypatch):
     # the loss of the whole batch is the sum of the two halves' losses; DDP's average halves parameter gradients
     expected = [conv.weight.grad / 2, norm.weight.grad / 2, norm.bias.grad / 2]
     parts = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(2)]
-    torch.testing.assert_close(torch.cat([p["out"] for p in parts]), out.detach(), atol=1e-12, rtol=0)
-    torch.testing.assert_close(torch.cat([p["x_grad"] for p in parts]), x.grad, atol=1e-12, rtol=0)
+    torch.testing.assert_close(torch.cat([p["out"] for p in parts]), out.detach(), atol=bounds.FLOAT64_LAYER, rtol=0)
+    torch.testing.assert_close(torch.cat([p["x_grad"] for p in parts]), x.grad, atol=bounds.FLOAT64_LAYER, rtol=0)
     for part in parts:
         for grad, reference in zip(part["grads"], expected, strict=True):
-            torch.testing.assert_close(grad, reference, atol=1e-12, rtol=0)
-        torch.testing.assert_close(part["mean"], norm.running_mean, atol=1e-12, rtol=0)
-        torch.testing.assert_close(part["var"], norm.running_var, atol=1e-12, rtol=0)
+            torch.testing.assert_close(grad, reference, atol=bounds.FLOAT64_LAYER, rtol=0)
+        torch.testing.assert_close(part["mean"], norm.running_mean, atol=bounds.FLOAT64_LAYER, rtol=0)
+        torch.testing.assert_close(part["var"], norm.running_var, atol=bounds.FLOAT64_LAYER, rtol=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import bounds
 import cv2
 import numpy as np
 import pytest
@@ -72,7 +73,7 @@ def assert_only_truncation_flips(ours: np.ndarray, reference: np.ndarray, refere
     difference = np.abs(ours.astype(int) - reference.astype(int))
     assert difference.max() <= 1
     boundary_distance = np.abs(reference_float255 - np.round(reference_float255))
-    assert (boundary_distance[difference > 0] < 2e-3).all()
+    assert (boundary_distance[difference > 0] < bounds.QUANTISATION_BOUNDARY).all()
 
 
 @needs_release

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import bounds
 import numpy as np
 import pytest
 import torch
@@ -50,8 +51,8 @@ def test_onnx_output_equals_pytorch(name: str, any_size: bool, tmp_path: Path) -
         training = load_model(checkpoint, inference_config="sdnet")[0](image)
     assert exported.shape == (1 if name == "sdnet" else 8, 1, SIZE, SIZE)
     assert exported.max() - exported.min() > 0.5
-    np.testing.assert_allclose(exported, converted.numpy(), rtol=0, atol=1e-4)
-    np.testing.assert_allclose(exported, training.numpy(), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(exported, converted.numpy(), rtol=0, atol=bounds.MAP_FLOAT32)
+    np.testing.assert_allclose(exported, training.numpy(), rtol=0, atol=bounds.MAP_FLOAT32)
 
 
 def test_export_refuses_old_opsets(tmp_path: Path) -> None:

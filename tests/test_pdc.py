@@ -1,5 +1,6 @@
 """Each PDC op equals its vanilla kernel and its definitional difference formula (float64, borders included)."""
 
+import bounds
 import pytest
 import torch
 import torch.nn.functional as F
@@ -49,8 +50,8 @@ def test_pdc_equals_definition_and_kernel(op, channels, dilation):
     kernel = pdc_kernel(op, weight)
     pad = kernel.shape[-1] // 2 * dilation
     vanilla = F.conv2d(x, kernel, None, 1, pad, dilation, channels)
-    assert (conv - reference).abs().max().item() < 1e-10
-    assert (vanilla - reference).abs().max().item() < 1e-10
+    assert (conv - reference).abs().max().item() < bounds.FLOAT64
+    assert (vanilla - reference).abs().max().item() < bounds.FLOAT64
 
 
 @pytest.mark.parametrize("op", sorted(PDC_OPS))
@@ -65,7 +66,7 @@ def test_pdc_dense_strided_equals_kernel(op, stride, dilation):
     pad = kernel.shape[-1] // 2 * dilation
     vanilla = F.conv2d(x, kernel, None, stride, pad, dilation)
     assert conv.shape == vanilla.shape
-    assert (conv - vanilla).abs().max().item() < 1e-10
+    assert (conv - vanilla).abs().max().item() < bounds.FLOAT64
 
 
 def test_kernel_conversion_does_not_mutate():
