@@ -21,7 +21,7 @@ test: venv lint
 # order, as another CPU does, so a float bound observed on one CPU fails here (tests/bounds.py derives them).
 NUMERICS := tests/test_train.py tests/test_train_form.py tests/test_dcr.py tests/test_pdc.py tests/test_stdc.py \
 	tests/test_sdnet.py tests/test_stdnet.py tests/test_convert.py tests/test_checkpoint.py tests/test_backends.py \
-	tests/test_onnx.py tests/test_losses.py tests/test_engine.py tests/test_generate.py tests/test_data_transforms.py
+	tests/test_onnx.py tests/test_losses.py tests/test_distributed.py tests/test_training_settings.py tests/test_generate.py tests/test_data_transforms.py
 ISAS := AVX2 SSE41
 
 test-isa: venv

@@ -44,8 +44,8 @@ MODELS: dict[str, dict] = {
 }
 
 # Training defaults per model kind (design §6.1 image SOD, §6.3 video SOD, flags §6.5): the defaults of the flags of
-# train_sod.py / train_vsod.py (engine.settings.add_training_args). ``wd_factors`` scale --wd per parameter group
-# (groups are chosen by parameter name in engine.train.image_param_groups / video_param_groups).
+# train_sod.py / train_vsod.py (engine.training.settings.add_training_args). ``wd_factors`` scale --wd per parameter
+# group (groups are chosen by parameter name in engine.training.loop.image_param_groups / video_param_groups).
 TRAIN_DEFAULTS: dict[str, dict] = {
     "image": {
         "model": "sdnet", "train_data": "DUTS-TR", "val_data": "SOD", "size": 320,
@@ -67,7 +67,7 @@ TRAIN_DEFAULTS: dict[str, dict] = {
 
 # How a training step computes the multi-branch blocks (models.dcr.set_train_form; --train-form): as one convolution
 # each ('fused', the default) or branch by branch ('separate', the authors' arithmetic). The precisions are
-# engine.backends.PRECISIONS, for training (autocast) and inference alike.
+# engine.inference.backends.PRECISIONS, for training (autocast) and inference alike.
 TRAIN_FORMS = ("fused", "separate")
 
 # The codebase's version, which serve.py reports at /v1/info.

@@ -15,9 +15,9 @@ import logging
 
 import utils
 from data.atomic import unwritable
-from engine.checkpoints import save_checkpoint
-from engine.loading import ModelFlags, add_model_args, model_from_flags
-from engine.speed import count_parameters
+from engine.checkpoint_file import save_checkpoint
+from engine.inference.loading import ModelFlags, add_model_args, model_from_flags
+from models import count_parameters
 
 
 def build_parser() -> argparse.ArgumentParser:

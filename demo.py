@@ -26,7 +26,7 @@ import numpy as np
 import utils
 from data.atomic import write_image_atomic, write_json_atomic
 from data.synthetic import centre_prior
-from engine.checkpoints import LATEST_CHECKPOINT, checkpoint_path
+from engine.training.checkpoints import LATEST_CHECKPOINT, checkpoint_path
 
 REPO = Path(__file__).resolve().parent
 

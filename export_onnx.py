@@ -15,11 +15,11 @@ import argparse
 
 import torch
 
-import configs
 import utils
 from data.atomic import unwritable
-from engine.export import ONNX_OPSET, export_onnx
-from engine.loading import ModelFlags, add_model_args, model_from_flags
+from engine.inference.export import ONNX_OPSET, export_onnx
+from engine.inference.loading import ModelFlags, add_model_args, model_from_flags
+from engine.inference.predictor import ModelInput
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,22 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.opset < ONNX_OPSET:
-        parser.error(f"--opset {args.opset}: must be >= {ONNX_OPSET}")
     if args.inference_config != "baseline":
         parser.error("--inference-config: only the converted model ('baseline') is exported")
     logger = utils.setup_logger()
     if (why := unwritable(args.out, folder=False)) is not None:
         utils.fail(f"--out {args.out}: {why}")
     model, description = model_from_flags(ModelFlags.from_args(args), args.checkpoint)
-    video = description.kind == "video"
-    size = args.size or configs.MODELS[description.model]["size"]
-    channels = 3 * description.nframes if video else 3
-    example = torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(0))
+    model_input = ModelInput.of(description, args.size)
+    example = torch.randn(model_input.shape(), generator=torch.Generator().manual_seed(0))
     export_onnx(model, example, args.out, args.opset, any_size=args.any_size)
-    maps = description.nframes if video else 1
-    side = ("H", "W") if args.any_size else (size, size)
-    logger.info("wrote %s: input 'image' %s, output 'saliency' %s", args.out, (1, channels, *side), (maps, 1, *side))
+    side = ("H", "W") if args.any_size else (model_input.size, model_input.size)
+    logger.info("wrote %s: input 'image' %s, output 'saliency' %s", args.out, (1, model_input.channels, *side),
+                (model_input.nframes, 1, *side))
 
 
 if __name__ == "__main__":

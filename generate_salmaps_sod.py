@@ -9,7 +9,7 @@ the checkpoint holds; ``--model``, ``--bn`` and ``--train-config`` may be given 
 that cannot be decoded are reported by path and skipped; the exit status is then 1.
 
 Under torchrun (or srun, as training) each process makes the maps of its share of the images on the device of its
-local rank (`engine.sharding`); the maps are those one process writes.
+local rank (`engine.inference.sharding`); the maps are those one process writes.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from data import DataError
 from data.atomic import write_image_atomic
 from data.datasets import SODDataset
 from data.guard import max_pixels_of
-from engine import generation
-from engine.sharding import summed
+from engine.inference import generation
+from engine.inference.sharding import summed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> None:
                                         max_pixels=max_pixels_of(args.max_megapixels))
         except DataError as err:
             utils.fail(f"--testdata {name}: {err}")
-    model, _ = generation.generation_model(args, "image")
+    model, description = generation.generation_model(args, "image")
     logger.info(utils.tune_process(ctx.device, args.threads))
-    runner = generation.generation_runner(model, args, ctx)
+    predictor = generation.generation_predictor(model, description, args, ctx)
     failures = 0
     with generation.writing_maps(args.savedir):
         for name, dataset in datasets.items():
@@ -57,13 +57,13 @@ def main(argv: list[str] | None = None) -> None:
             total = len(dataset)
             generation.take_share(dataset, list(range(total)), ctx)
             written = 0
-            for item, maps in generation.test_set_maps(runner, dataset, args.workers, "image", desc=name, unit="img",
+            for item, saliency in generation.test_set_maps(predictor, dataset, args.workers, desc=name, unit="img",
                                                        show=ctx.is_main):
                 if item["error"]:
                     logger.error("%s", item["error"])
                     failures += 1
                     continue
-                write_image_atomic(outdir / f"{item['name']}.png", maps[0])
+                write_image_atomic(outdir / f"{item['name']}.png", saliency)
                 written += 1
             written = summed([written], ctx)[0]
             processes = f" by {ctx.world_size} processes" if ctx.world_size > 1 else ""

@@ -23,7 +23,7 @@ from data import DataError
 from data.atomic import write_image_atomic
 from data.datasets import VSODDataset
 from data.guard import max_pixels_of
-from engine import generation
+from engine.inference import generation
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,13 +58,13 @@ def main(argv: list[str] | None = None) -> None:
         except DataError as err:
             utils.fail(f"--testdata {name}: {err}")
     logger.info(utils.tune_process(ctx.device, args.threads))
-    runner = generation.generation_runner(model, args, ctx)
+    predictor = generation.generation_predictor(model, description, args, ctx)
     failures = clips = 0
     with generation.writing_maps(args.savedir):
         for name, dataset in datasets.items():
             videos = [entry.video for entry, _ in dataset.samples]  # a video's clips stay in one process
             generation.take_share(dataset, videos, ctx)
-            for item, maps in generation.test_set_maps(runner, dataset, args.workers, "clip", desc=name, unit="clip",
+            for item, maps in generation.test_set_maps(predictor, dataset, args.workers, desc=name, unit="clip",
                                                        show=ctx.is_main):
                 if item["error"]:
                     logger.error("%s: the %d maps of its clip of %s are missing", item["error"],

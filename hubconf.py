@@ -11,7 +11,7 @@ from pathlib import Path as _Path
 
 from engine.hub import hub_model as _hub_model
 
-dependencies = ["torch", "torchvision", "numpy", "cv2"]
+dependencies = ["torch", "numpy", "cv2"]  # what the models and checkpoint loading import
 _CHECKPOINTS = _Path(__file__).absolute().parent / "checkpoints"
 
 

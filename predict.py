@@ -28,18 +28,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-import configs
 import utils
 from data import DataError
-from data.atomic import unwritable, write_image_atomic
+from data.atomic import unwritable, write_bytes_atomic
 from data.datasets import SODDataset, test_loader
 from data.guard import max_pixels_of
 from data.readers import IMAGE_EXTENSION_TEXT, IMAGE_EXTENSIONS
-from data.transforms import cutout, overlay
 from data.video import VIDEO_EXTENSIONS, open_video, read_frames, silence_decoder_logs, write_map_video
-from engine.inference import BackendError, RunnerFlags, add_device_args, runner_from_flags
-from engine.loading import ModelFlags, add_model_args, model_from_flags
-from engine.maps import Predictor, video_maps
+from engine.inference.loading import ModelFlags, add_model_args, model_from_flags
+from engine.inference.predictor import FILE_KINDS, ModelInput, Predictor
+from engine.inference.runner import BackendError, RunnerFlags, add_device_args, runner_from_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,13 +151,14 @@ def collect_inputs(inputs: list[str], out: Path) -> Inputs:
     return collected
 
 
-def predict_images(predictor: Predictor, images: list[tuple[Path, Path]], size: int, args, bar: tqdm,
-                   logger) -> list[Path]:
-    """Write the maps (and visualisations) of ``images``; returns the images refused (each logged in one line)."""
-    dataset = SODDataset.files([path for path, _ in images], size, keep_rgb=args.overlay or args.cutout, orient=True,
-                               max_pixels=max_pixels_of(args.max_megapixels))
+def predict_images(predictor: Predictor, images: list[tuple[Path, Path]], args, bar: tqdm, logger) -> list[Path]:
+    """Write the files of ``images`` (`Predictor.files`: the map, and with --overlay / --cutout those too), images
+    read and preprocessed by ``--workers`` processes; returns the images refused (each logged in one line)."""
+    kinds = ["map"] + ["overlay"] * args.overlay + ["cutout"] * args.cutout
+    dataset = SODDataset.files([path for path, _ in images], predictor.input.size, keep_rgb=len(kinds) > 1,
+                               orient=True, max_pixels=max_pixels_of(args.max_megapixels))
     failures = []
-    items = ((item, None if item["error"] else item["image"][None], item["size"])
+    items = ((item, None if item["error"] else item["image"], item["size"])
              for item in test_loader(dataset, args.workers))
     for item, saliency in predictor.images(items):
         bar.update()
@@ -168,16 +167,13 @@ def predict_images(predictor: Predictor, images: list[tuple[Path, Path]], size: 
             failures.append(images[item["index"]][0])
             continue
         target = images[item["index"]][1]
-        write_image_atomic(target.with_suffix(".png"), saliency)
-        if args.overlay:
-            write_image_atomic(target.with_name(target.name + "_overlay.jpg"), overlay(item["rgb"], saliency))
-        if args.cutout:
-            write_image_atomic(target.with_name(target.name + "_cutout.png"), cutout(item["rgb"], saliency))
+        for kind, data in predictor.files(item.get("rgb"), saliency, kinds).items():
+            tail, suffix = FILE_KINDS[kind]
+            write_bytes_atomic(target.with_name(target.name + tail + suffix), data)
     return failures
 
 
-def predict_video(predictor: Predictor, path: Path, target: Path, size: int, bar: tqdm, max_pixels: int
-                  ) -> tuple[int, list[int]]:
+def predict_video(predictor: Predictor, path: Path, target: Path, bar: tqdm, max_pixels: int) -> tuple[int, list[int]]:
     """Stream ``path`` into an .mp4 of maps at ``target``; returns the number of frames and the positions of the
     frames that could not be decoded (their maps are black: `data.video.read_frames`)."""
     video = open_video(path, max_pixels)
@@ -189,7 +185,7 @@ def predict_video(predictor: Predictor, path: Path, target: Path, size: int, bar
             yield np.zeros_like(saliency) if index in bad else saliency
 
     try:
-        frames = write_map_video(target, counted(video_maps(predictor, read_frames(video), size)), video.fps)
+        frames = write_map_video(target, counted(predictor.video(read_frames(video))), video.fps)
     finally:
         video.release()
     return frames, video.bad_frames
@@ -220,17 +216,16 @@ def main(argv: list[str] | None = None) -> None:
         videos.append((path, target))
         frame_counts.append(video.frame_count)
     model, description = model_from_flags(ModelFlags.from_args(args), args.checkpoint)
-    size = args.size or configs.MODELS[description.model]["size"]
     device = utils.inference_device(args.gpu, args.threads)
     runner = runner_from_flags(model, RunnerFlags.from_args(args), device)
-    predictor = Predictor(runner, description.kind == "video", description.nframes or 1)
+    predictor = Predictor(runner, ModelInput.of(description, args.size))
     start, frames = time.perf_counter(), 0
     with tqdm(total=len(inputs.images) + sum(frame_counts), unit="img") as bar:
         try:
-            failed_images = predict_images(predictor, inputs.images, size, args, bar, logger) if inputs.images else []
+            failed_images = predict_images(predictor, inputs.images, args, bar, logger) if inputs.images else []
             refused += failed_images
             for path, target in videos:
-                count, bad = predict_video(predictor, path, target.with_suffix(".mp4"), size, bar, max_pixels)
+                count, bad = predict_video(predictor, path, target.with_suffix(".mp4"), bar, max_pixels)
                 frames += count
                 if bad:
                     logger.error("%s: %d of %d frames could not be decoded (frames %s, counted from 0): their maps "

@@ -5,7 +5,7 @@
 
 The model, input size, precision and backend are fixed at start, as predict.py takes them, and a map from the
 server is byte for byte the map predict.py writes for the same file. Endpoints, limits and status codes:
-engine/http_app.py and docs/serving.md. With ``--workers N``, N processes share the port (SO_REUSEPORT),
+engine/serving/app.py and docs/serving.md. With ``--processes N``, N processes share the port (SO_REUSEPORT),
 each with its own network.
 """
 
@@ -20,10 +20,11 @@ import sys
 import configs
 import utils
 from data.guard import max_pixels_of
-from engine.http_app import ServerLimits, create_app
-from engine.inference import RunnerFlags, add_device_args, runner_from_flags
-from engine.loading import ModelFlags, add_model_args, model_from_flags
-from engine.map_service import MapService
+from engine.inference.loading import ModelFlags, add_model_args, model_from_flags
+from engine.inference.predictor import ModelInput, Predictor
+from engine.inference.runner import RunnerFlags, add_device_args, runner_from_flags
+from engine.serving.app import ServerLimits, create_app
+from engine.serving.service import MapService
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,9 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("server")
     group.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
     group.add_argument("--port", type=utils.int_at_least(0), default=8000, help="TCP port (0: any free one)")
-    group.add_argument("--workers", type=utils.positive_int, default=1,
+    group.add_argument("--processes", type=utils.positive_int, default=1,
                        help="server processes sharing the port, each with its own network")
-    group.add_argument("--shared-port", action="store_true", help=argparse.SUPPRESS)  # a helper of --workers
+    # The flag's earlier name: -j/--workers means data-reading processes in every other script.
+    group.add_argument("--workers", dest="processes", type=utils.positive_int, default=argparse.SUPPRESS,
+                       help=argparse.SUPPRESS)
+    group.add_argument("--shared-port", action="store_true", help=argparse.SUPPRESS)  # a helper of --processes
     group.add_argument("--api-key", default=None,
                        help="key every endpoint but /health needs (X-API-Key header, Bearer token or ?api_key=); "
                             "default: $SDNET_API_KEY, else none")
@@ -73,39 +77,50 @@ def listening_socket(host: str, port: int, shared: bool) -> socket.socket:
     return sock
 
 
+def one_process(argv: list[str]) -> list[str]:
+    """``argv`` without its process count (``--processes N``, ``--processes=N`` or the earlier ``--workers``)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--processes", "--workers"):
+            skip = True
+        elif not arg.startswith(("--processes=", "--workers=")):
+            kept.append(arg)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logger = utils.setup_logger()
-    if args.workers > 1 and args.port == 0:
-        utils.fail("--workers needs a --port: processes can share only a port given in advance")
-    sock = listening_socket(args.host, args.port, shared=args.workers > 1 or args.shared_port)
+    if args.processes > 1 and args.port == 0:
+        utils.fail("--processes needs a --port: processes can share only a port given in advance")
+    sock = listening_socket(args.host, args.port, shared=args.processes > 1 or args.shared_port)
     import uvicorn  # the server stack is needed by this script only
 
     model, description = model_from_flags(ModelFlags.from_args(args), args.checkpoint)
-    size = args.size or configs.MODELS[description.model]["size"]
+    model_input = ModelInput.of(description, args.size)
+    size = model_input.size
     device = utils.inference_device(args.gpu, args.threads)
     runner = runner_from_flags(model, RunnerFlags.from_args(args), device)
-    video = description.kind == "video"
-    service = MapService(runner, size=size, video=video, nframes=description.nframes or 1,
-                         max_pixels=max_pixels_of(args.max_megapixels), queue_size=args.queue)
+    service = MapService(Predictor(runner, model_input), max_pixels=max_pixels_of(args.max_megapixels),
+                         queue_size=args.queue)
     info = {"model": description.model, "bn": description.bn, "size": size, "precision": runner.precision,
             "backend": runner.backend.name, "device": str(device), "checkpoint": os.path.basename(args.checkpoint),
             "max_bytes": args.max_bytes, "max_megapixels": args.max_megapixels, "queue": args.queue,
-            "timeout": args.timeout, "workers": args.workers, "version": configs.VERSION}
+            "timeout": args.timeout, "processes": args.processes, "version": configs.VERSION}
     limits = ServerLimits(max_bytes=args.max_bytes, max_requests=args.queue, timeout=args.timeout,
                           decoders=args.decoders, api_key=args.api_key or os.environ.get("SDNET_API_KEY") or None)
     helpers = []
-    if args.workers > 1:  # the others: the same command with one worker each, on the same port
-        position = argv.index("--workers") if "--workers" in argv else None
-        single = argv[:position] + argv[position + 2:] if position is not None else argv
-        helpers = [subprocess.Popen([sys.executable, __file__, *single, "--workers", "1", "--shared-port"])
-                   for _ in range(args.workers - 1)]
+    if args.processes > 1:  # the others: the same command as one process each, on the same port
+        helpers = [subprocess.Popen([sys.executable, __file__, *one_process(argv), "--shared-port"])
+                   for _ in range(args.processes - 1)]
     host, port = sock.getsockname()[:2]
     logger.info("serving %s at %d px on http://%s:%d/ (%d process(es)); the page is at /, the API at /v1/saliency",
-                description.model, size, host, port, args.workers)
+                description.model, size, host, port, args.processes)
     try:
-        app = create_app(service, info, limits, wait_until_ready=args.workers > 1 or args.shared_port)
+        app = create_app(service, info, limits, wait_until_ready=args.processes > 1 or args.shared_port)
         uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
     finally:
         for helper in helpers:

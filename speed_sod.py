@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 import utils
-from engine.speed import SpeedFlags, run_speed, speed_parser
+from engine.inference.speed import SpeedFlags, run_speed, speed_parser
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,8 +17,8 @@ import torch
 import configs
 import utils
 from data.datasets import SODDataset, sod_validation_sets
-from engine import startup, train
-from engine.settings import TrainingTask, TrainSettings, add_training_args, settings_from_flags
+from engine.training import loop, startup
+from engine.training.settings import TrainingTask, TrainSettings, add_training_args, settings_from_flags
 from models import build_model
 from models.losses import image_training_loss
 
@@ -67,7 +67,7 @@ def image_task(settings: TrainSettings) -> TrainingTask:
         val_sets=functools.partial(sod_validation_sets, settings.datadir, val_data, settings.size,
                                    max_pixels=settings.max_pixels),
         loss=functools.partial(image_training_loss, beta=flag("beta"), iter_size=settings.iter_size),
-        param_groups=functools.partial(train.image_param_groups, wd=settings.wd),
+        param_groups=functools.partial(loop.image_param_groups, wd=settings.wd),
         train_flag=f"--train-data {flag('train_data')}", val_flag=f"--val-data {val_data}",
         pass_sizes=tuple(round(scale * settings.size / 16) * 16 for scale in flag("pass_scales")),
         warmup=0 if (settings.preload or settings.finetune) else flag("warmup"),

@@ -20,8 +20,8 @@ import torch
 import configs
 import utils
 from data.datasets import VSODDataset, vsod_validation_sets
-from engine import startup, train
-from engine.settings import TrainingTask, TrainSettings, add_training_args, settings_from_flags
+from engine.training import loop, startup
+from engine.training.settings import TrainingTask, TrainSettings, add_training_args, settings_from_flags
 from models import build_model
 from models.losses import video_training_loss
 
@@ -70,8 +70,9 @@ TASK_FLAGS = ("train_lst", "val_lst", "val_cut", "framegap", "beta", "warmup", "
 
 def resolve_flags(args: argparse.Namespace) -> TrainSettings:
     """The settings of the video flags: ``--scales`` one per ``--tid`` op, ``--size`` rounded to a multiple of 32
-    (as the released script), ``--beta`` BETA or NAME BETA, the list files found (`engine.startup.resolve_list_file`;
-    not for ``--checkinfo``, which reads no data). One line and exit 2 for a flag that cannot work."""
+    (as the released script), ``--beta`` BETA or NAME BETA, the list files found
+    (`engine.training.startup.resolve_list_file`; not for ``--checkinfo``, which reads no data). One line and exit 2
+    for a flag that cannot work."""
     if len(args.scales) != len(args.tid):
         utils.fail(f"--scales needs one value per --tid op ({len(args.tid)}), got {len(args.scales)}")
     logger = logging.getLogger(utils.LOGGER_NAME)
@@ -119,7 +120,7 @@ def video_task(settings: TrainSettings) -> TrainingTask:
         loss=functools.partial(video_training_loss, nframes=settings.nframes,
                                beta=float(beta[0]) if beta and len(beta) == 1 else None,
                                iter_size=settings.iter_size),
-        param_groups=functools.partial(train.video_param_groups, wd=settings.wd, lr_reduce=flag("lr_reduce"),
+        param_groups=functools.partial(loop.video_param_groups, wd=settings.wd, lr_reduce=flag("lr_reduce"),
                                        preloaded=bool(settings.preload)),
         train_flag=f"--train-lst {flag('train_lst')}", val_flag=f"--val-lst {flag('val_lst')}",
         pass_sizes=(settings.size,), best_file="checkpoint_best_{}.pth", frames_per_sample=settings.nframes,

@@ -1,7 +1,7 @@
 """Small script helpers: logging set-up, device selection, `fail`, seeding, the parse-time flag types, and the
 process-wide settings of the inference scripts (`tune_process`, `inference_device`, `start_inference`, which only a
-script's ``main`` calls). The flags of each job are declared by the engine module that reads them (`engine.settings`,
-`engine.loading`, `engine.inference`, `engine.speed`).
+script's ``main`` calls). The flags of each job are declared by the engine module that reads them
+(`engine.training.settings`, `engine.inference.loading`, `engine.inference.runner`, `engine.inference.speed`).
 
 Every package may use this module; it imports nothing of the project but ``configs``. The jobs themselves
 (training, inference, speed) live in ``engine/``.

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--allow-missing", action="store_true",
                         help="evaluate the maps that exist when some GT maps have no prediction (counted)")
     common.add_argument("--batch-size", type=int_at_least(1), default=16, help="maps of one size per metric step")
-    common.add_argument("--workers", type=int_at_least(0), default=2,
+    common.add_argument("-j", "--workers", type=int_at_least(0), default=2,
                         help="processes decoding the maps and computing their metrics (CPU; 0: in this process)")
     common.add_argument("--threads", type=int_at_least(1), default=1,
                         help="CPU threads of torch/OpenCV in the main process (default 1: the metric ops are small, "
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "lack a dataset")
     compare.add_argument("--test-lst", default=None, help="list file of the test videos (vsod)")
     compare.add_argument("--out", default=None, help="folder of the tables and figures (<results-dir>/compare)")
-    compare.add_argument("--workers", type=int_at_least(0), default=2,
+    compare.add_argument("-j", "--workers", type=int_at_least(0), default=2,
                          help="processes decoding and computing, where an experiment is evaluated first")
     compare.add_argument("--gpu", default="", help="'' for the CPU (default), '0' for cuda:0")
     compare.add_argument("--metrics", default=None, metavar="NAMES",

@@ -17,8 +17,8 @@ it. In that process:
   flight on one thread each.
 
 Each (model, backend) runs three times: idle with the on-disk caches it uses empty (TorchInductor's, OpenVINO's
-compiled networks, `engine.network_cache`; in a fresh folder), idle again (later run: caches warm), then with one
-busy loop (``while True: pass``) per core beside it. ``onnxruntime`` is measured from the same ONNX export as
+compiled networks, `engine.inference.network_cache`; in a fresh folder), idle again (later run: caches warm), then
+with one busy loop (``while True: pass``) per core beside it. ``onnxruntime`` is measured from the same ONNX export as
 ``openvino`` (CPU execution provider, torch's thread count) but is not a backend of the project: the table says why.
 ``openvino_bf16`` is the openvino backend with ``--precision bf16`` (CPUs with AVX512-BF16 or AMX only).
 """
@@ -61,7 +61,7 @@ def onnxruntime_runner(model: torch.nn.Module, x: torch.Tensor):
     """The exported network of ``model`` for ``x``'s shape in an onnxruntime CPU session, as a tensor function."""
     import onnxruntime
 
-    from engine.export import export_onnx
+    from engine.inference.export import export_onnx
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "network.onnx"
@@ -75,8 +75,9 @@ def onnxruntime_runner(model: torch.nn.Module, x: torch.Tensor):
 def measure_one(name: str, backend: str, passes: int, warmup: int) -> dict:
     """The figures of one (model, backend) in this process (see the module's docstring)."""
     import utils
-    from engine import inference, speed
-    from engine.network_cache import default_cache_dir
+    from engine import inference
+    from engine.inference import speed
+    from engine.inference.network_cache import default_cache_dir
     from models import build_model
 
     video = name.startswith("st")
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     print(f"{name} {backend} {load}: first map {record['first_map_s']:.2f} s, "
                           f"{record['fps']:.1f} FPS, max diff {record['max_abs_diff']:.1e}", file=sys.stderr)
     table = markdown(results)
-    from engine.speed import device_name
+    from engine.inference.speed import device_name
 
     header = (f"{started} to {time.strftime('%H:%M UTC', time.gmtime())}, {device_name(torch.device('cpu'))}, "
               f"torch {torch.__version__}, {results[0]['threads']} threads")

@@ -11,7 +11,7 @@ Needs ``make demo`` first (its synthetic data and its trained SDNet and STDNet).
    grey levels (mean and max over all pixels).
 2. *The released checkpoints* (``../shared/reference``): the authors' SDNet and SDNet-A on their golden photos, and
    the golden STDNet / STDNet-A weights on the golden clip, at the inputs' sizes: bf16 maps against fp32 in grey
-   levels (mean and max), through `engine.maps.stream_maps` as the scripts run them.
+   levels (mean and max), through `engine.inference.Predictor` as the scripts run them.
 3. *Speed as commands*: ``speed_sod.py --model sdnet --size 320`` and ``speed_vsod.py --model stdnet --size 256``
    with ``--precision fp32``, ``--precision bf16`` and ``--eager``, each in its own process, alternated for
    ``--rounds`` rounds: median FPS and the ratios.
@@ -106,21 +106,22 @@ def released_accuracy() -> list[dict]:
     """Table 2: bf16 against fp32 on the released checkpoints' golden inputs, in grey levels."""
     import torch
 
-    from engine.inference import prepare_for_inference
-    from engine.loading import load_model
-    from engine.maps import stream_maps
+    from engine.inference import ModelInput, Predictor, prepare_for_inference
+    from models import load_model
 
     rows = []
     for name, (checkpoint, golden) in RELEASED.items():
         video = name.startswith("st")
-        model, _ = load_model(REFERENCE / checkpoint, kind="video" if video else "image",
-                              tid=("cv", "cd", "ad") if video else None)
+        model, description = load_model(REFERENCE / checkpoint, kind="video" if video else "image",
+                                        tid=("cv", "cd", "ad") if video else None)
         inputs = torch.from_numpy(np.load(REFERENCE / golden)["input"])
         maps = {}
         for precision in PRECISIONS:
-            runner = prepare_for_inference(model, "cpu", precision=precision)
-            items = ((i, inputs[i:i + 1], tuple(inputs.shape[2:])) for i in range(len(inputs)))
-            maps[precision] = np.concatenate([out for _, out in stream_maps(runner, items)]).astype(int)
+            predictor = Predictor(prepare_for_inference(model, "cpu", precision=precision),
+                                  ModelInput.of(description, full_resolution=True))
+            items = ((i, inputs[i], tuple(inputs.shape[2:])) for i in range(len(inputs)))
+            found = predictor.clips(items) if video else ((i, m[None]) for i, m in predictor.images(items))
+            maps[precision] = np.concatenate([out for _, out in found]).astype(int)
         difference = np.abs(maps["fp32"] - maps["bf16"])
         rows.append({"model": name, "checkpoint": checkpoint, "maps": len(difference),
                      "size": "x".join(map(str, inputs.shape[2:])), "grey_mean": float(difference.mean()),
@@ -178,8 +179,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     import torch
 
-    from engine.backends.openvino import native_bf16
-    from engine.speed import device_name
+    from engine.inference.backends.openvino import native_bf16
+    from engine.inference.speed import device_name
 
     if not native_bf16():
         raise SystemExit("bench_precision: this CPU has no native bf16 (AVX512-BF16 or AMX)")

@@ -20,9 +20,11 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import torch  # noqa: E402
 
-from engine.inference import prepare_for_inference  # noqa: E402
-from engine.loading import load_model  # noqa: E402
-from models import build_model  # noqa: E402
+from engine.inference.runner import prepare_for_inference  # noqa: E402
+from models import (
+    build_model,  # noqa: E402
+    load_model,  # noqa: E402
+)
 
 RELEASED = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints" / "sdnet_from_scratch.pth"
 

@@ -37,8 +37,9 @@ import torch  # noqa: E402
 
 import utils  # noqa: E402
 from data.atomic import write_json_atomic  # noqa: E402
-from engine import inference, speed  # noqa: E402
-from models import build_model, convert_model  # noqa: E402
+from engine import inference  # noqa: E402
+from engine.inference import speed  # noqa: E402
+from models import build_model, convert_model, count_parameters  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,7 +117,7 @@ def compare_dcr(x: torch.Tensor, device: torch.device, args: argparse.Namespace)
         variants["converted_channels_last"] = first_stage(converted, device)
         variants["training_channels_last"] = first_stage(training, device)
     record = {"model": "sdnet", "input_shape": list(x.shape), "warm_up_s": warm_up_all(variants, x, args.warmup),
-              "params": {"converted": speed.count_parameters(converted), "training": speed.count_parameters(training)},
+              "params": {"converted": count_parameters(converted), "training": count_parameters(training)},
               "max_abs_diff": (variants["converted"](x) - variants["training_eager"](x)).abs().max().item()}
     record["seconds"] = interleaved(variants, x, args)
     record["speedup_converted_vs_training"] = speedup(record["seconds"], "training", "converted")

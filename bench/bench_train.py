@@ -8,7 +8,7 @@ Rows: SDNet (no BN) and SDNet-A (with per-branch BN) @320 with batch 8 (weighted
 STDNet @256 with one 8-frame clip, without BN (``stdnet``, the row of earlier runs) and with it (``stdnet_bn``, as
 train_vsod.py trains by default) (BCE + SSIM + IoU, video parameter groups with lr_reduce 0.05), in training form,
 random weights, on a fixed random batch with a random binary GT already on the device. A step is forward (under
-the step settings of ``engine.train_step``, as ``train_*.py`` runs them), loss in float32, backward and Adam step.
+the step settings of ``engine.training.step``, as ``train_*.py`` runs them), loss in float32, backward and Adam step.
 Each round times ``--steps`` steps; the median over rounds is reported, plus the process CPU seconds per image
 (less sensitive to other load on a shared machine than wall time) and the peak memory of the steps (CUDA: the
 allocator's peak; CPU: the growth of the process's peak RSS over the model and batch, from a fresh process per row
@@ -38,9 +38,10 @@ import torch  # noqa: E402
 import utils  # noqa: E402
 from configs import TRAIN_FORMS  # noqa: E402
 from data.atomic import write_json_atomic  # noqa: E402
-from engine import speed, train  # noqa: E402
-from engine.backends import PRECISIONS  # noqa: E402
-from engine.train_step import (  # noqa: E402
+from engine.hardware import PRECISIONS  # noqa: E402
+from engine.inference import speed  # noqa: E402
+from engine.training import loop  # noqa: E402
+from engine.training.step import (  # noqa: E402
     StepError,
     StepSettings,
     compile_errors,
@@ -87,10 +88,10 @@ def make_step(name: str, device: torch.device, settings: StepSettings):
     torch.manual_seed(0)
     model = prepare_model(build_model(model_name, bn=bn).to(device).train(), settings)
     if frames == 1:
-        groups = train.image_param_groups(model, 1e-4)
+        groups = loop.image_param_groups(model, 1e-4)
         loss_fn = functools.partial(weighted_bce_loss, divisor=batch)
     else:
-        groups = train.video_param_groups(model, 1e-4, 0.05, preloaded=True)
+        groups = loop.video_param_groups(model, 1e-4, 0.05, preloaded=True)
         loss_fn = bce_ssim_iou_loss
     optimizer = torch.optim.Adam(groups, lr=1e-3, betas=(0.9, 0.99))
     inputs = to_step_input(torch.randn(batch, 3 * frames, size, size), settings, device)

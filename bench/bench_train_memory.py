@@ -26,8 +26,8 @@ import torch  # noqa: E402
 
 import configs  # noqa: E402
 import utils  # noqa: E402
-from engine import train  # noqa: E402
-from engine.train_step import StepSettings, prepare_model, step_autocast, to_step_input  # noqa: E402
+from engine.training import loop  # noqa: E402
+from engine.training.step import StepSettings, prepare_model, step_autocast, to_step_input  # noqa: E402
 from models import build_model  # noqa: E402
 from models.losses import bce_ssim_iou_loss, weighted_bce_loss  # noqa: E402
 
@@ -43,8 +43,8 @@ def one_step(model_name: str, size: int, batch: int, device: torch.device) -> in
     torch.manual_seed(0)
     model = prepare_model(build_model(model_name, bn=configs.TRAIN_DEFAULTS[kind]["bn"]).to(device).train(),
                           settings)
-    groups = (train.image_param_groups(model, 1e-4) if kind == "image"
-              else train.video_param_groups(model, 1e-4, 0.05, preloaded=True))
+    groups = (loop.image_param_groups(model, 1e-4) if kind == "image"
+              else loop.video_param_groups(model, 1e-4, 0.05, preloaded=True))
     optimizer = torch.optim.Adam(groups, lr=1e-3)
     inputs = to_step_input(torch.randn(batch, 3 * frames, size, size), settings, device)
     target = (torch.rand(batch * frames, 1, size, size, device=device) > 0.7).float()

@@ -112,7 +112,7 @@ def training_rows(report: Report) -> list[str]:
     import torch
 
     from bench import bench_train
-    from engine.train_step import StepError, resolve_step_settings
+    from engine.training.step import StepError, resolve_step_settings
 
     device = torch.device("cuda", 0)
     rows = ["| case | step | images/s | vs separate fp32 | peak MiB |", "|---|---|---:|---:|---:|"]

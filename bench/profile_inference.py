@@ -31,7 +31,8 @@ from torch.profiler import profile  # noqa: E402
 
 import configs  # noqa: E402
 import utils  # noqa: E402
-from engine import inference, speed  # noqa: E402
+from engine import inference  # noqa: E402
+from engine.inference import speed  # noqa: E402
 from models import build_model  # noqa: E402
 
 CONVOLUTION_OPS = ("convolution", "conv2d")
@@ -65,9 +66,9 @@ def openvino_profile(model: torch.nn.Module, x: torch.Tensor, passes: int, top: 
     backend compiles it (its compile settings, torch's threads), with PERF_COUNT on; logged by layer type."""
     import tempfile
 
-    from engine.backends import Settings
-    from engine.backends.openvino import OpenVINOBackend, openvino_core
-    from engine.export import export_onnx
+    from engine.inference.backends import Settings
+    from engine.inference.backends.openvino import OpenVINOBackend, openvino_core
+    from engine.inference.export import export_onnx
 
     backend = OpenVINOBackend(model, Settings(torch.device("cpu"), threads=torch.get_num_threads()))
     with tempfile.TemporaryDirectory(prefix="sdnet-profile-") as folder:

@@ -1,6 +1,7 @@
-"""What this machine can do: its processor's flags, read once from ``/proc/cpuinfo``, which the runtime and training
-choose by (native bf16 arithmetic for the inference backends and for bf16 autocast while training), and the memory
-a process may use (`memory_bytes`, the training memory check)."""
+"""What this machine can do, for training and inference alike: the precisions there are (`PRECISIONS`), the
+processor's flags, read once from ``/proc/cpuinfo`` (native bf16 arithmetic for the inference backends and for bf16
+autocast while training), whether its bf16 channels_last kernels compute right, and the memory a process may use
+(`memory_bytes`, the training memory check)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["cpu_flags", "cpu_has_native_bf16", "bf16_channels_last_gradients", "memory_bytes"]
+import torch
+
+__all__ = ["PRECISIONS", "TORCH_DTYPES", "cpu_flags", "cpu_has_native_bf16", "bf16_channels_last_gradients",
+           "memory_bytes"]
+
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# What ``--precision`` takes, in training and at inference (fp16 on CUDA; bf16 where the CPU or GPU has it natively).
+PRECISIONS = tuple(TORCH_DTYPES)
 
 # AVX512-BF16 (dot products of bf16 pairs) or AMX (bf16 tile multiplies): where neither is present, bf16 is
 # emulated in float32 and is slower than float32 itself.
@@ -83,8 +91,6 @@ def bf16_channels_last_gradients() -> str | None:
 def memory_bytes(device) -> tuple[int, str]:
     """The memory a process on ``device`` can use at most and what it is: a CUDA device's total memory, else the
     machine's physical memory, or the cgroup (container) limit where that is lower."""
-    import torch
-
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory, f"{torch.cuda.get_device_name(device)} memory"

@@ -25,8 +25,7 @@ import torch
 
 import configs
 from data.atomic import atomic_path, unwritable
-from engine.loading import load_model
-from models import build_model
+from models import build_model, load_model
 from utils import fail, setup_logger
 
 __all__ = ["DEFAULT_BASE_URL", "RELEASED", "HubError", "download", "hub_model"]

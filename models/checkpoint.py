@@ -6,7 +6,7 @@ may carry the DataParallel prefix ``module.``), or any dict holding one under ``
 wrappers and our own checkpoints).
 
 Our checkpoints are dicts with the fields of `ModelDescription` beside ``state_dict`` (and, for training
-checkpoints, the training state; ``engine.checkpoints.save_checkpoint`` is their one writer). `load_checkpoint`
+checkpoints, the training state; ``engine.checkpoint_file.save_checkpoint`` is their one writer). `load_checkpoint`
 returns the weights with a `ModelDescription`: read from those fields for our files, inferred from the keys and
 shapes for the authors' raw state dicts.
 """

@@ -11,8 +11,9 @@ is not linear in its input and computes branch by branch in both forms: one grou
 one BatchNorm call over them trained slower on the CPU than the branches one by one (BENCHMARKS.md, "Training").
 ``models.dcr.set_train_form`` sets the form for a whole model; parameters, their names and the state dicts are the
 same in both.
-Attribute names follow the authors' checkpoints (``scales``, ``conv1.{i}``, ``bn0``, ``bn1.{i}``, ``conv2``,
-``shortcut``, ...) so their state dicts load without a key map, and so weight-decay groups can go by name.
+Attribute names say what each part is (``branches``, ``merged``, ``pre_bias``, ...); the state dicts keep the
+authors' keys (``scales``, ``conv1.{i}``, ``bn0``, ``bn1.{i}``, ``conv2``, ``shortcut``, ...) through the state-dict
+hooks of `keep_release_keys`, so their checkpoints load without a key map and weight-decay groups go by key.
 """
 
 from __future__ import annotations
@@ -409,7 +410,7 @@ class MobileViTv2Block(nn.Module):
         p = self.patch_size
         height, width = x.shape[-2:]
         # Integer arithmetic on the sizes, which a trace records, and the resize kept in a trace whatever the size:
-        # the exported graph (engine.export) then serves inputs of every size.
+        # the exported graph (engine.inference.export) then serves inputs of every size.
         new_h, new_w = (height + p - 1) // p * p, (width + p - 1) // p * p
         if p > 1 and (torch.jit.is_tracing() or (new_h, new_w) != (height, width)):
             x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=True)

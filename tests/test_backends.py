@@ -12,9 +12,10 @@ import pytest
 import torch
 
 import utils
-from engine import backends, inference, network_cache
-from engine.backends import BackendError
-from engine.backends import openvino as openvino_backend
+from engine.inference import backends, network_cache
+from engine.inference import runner as inference
+from engine.inference.backends import BackendError
+from engine.inference.backends import openvino as openvino_backend
 from models import build_model, convert_model
 
 VIDEO_MODELS = ("stdnet", "stdneta")
@@ -274,7 +275,7 @@ def test_a_failed_inductor_compile_is_an_error_and_an_error_of_the_model_is_rais
 
 
 def test_torchs_cuda_home_note_is_silenced_during_a_compile(caplog: pytest.LogCaptureFixture) -> None:
-    from engine.backends.inductor import quiet_cuda_home
+    from engine.inference.backends.inductor import quiet_cuda_home
 
     logger = logging.getLogger("torch.utils.cpp_extension")
     with caplog.at_level(logging.WARNING, logger=logger.name):
@@ -444,7 +445,7 @@ def test_bf16_where_the_cpu_has_none_is_a_one_line_error(monkeypatch: pytest.Mon
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ["sdnet", "stdnet"])
 def test_cuda_graph_path_gives_the_eager_maps(name: str) -> None:
-    from engine.backends.cuda_graphs import CUDA_GRAPH_AFTER
+    from engine.inference.backends.cuda_graphs import CUDA_GRAPH_AFTER
 
     model = converted(name, seed=2)
     x = torch.randn(1, 24 if name in VIDEO_MODELS else 3, 64, 64, device="cuda")

@@ -57,4 +57,22 @@ def test_the_measures_page_is_written_from_the_code() -> None:
 
 
 def test_benchmarks_hold_current_figures_only() -> None:
-    assert len((rs.REPO / "BENCHMARKS.md").read_text().encode()) <= 25 * 1024
+    """BENCHMARKS.md holds one current record per subject (superseded runs live in bench/history.md): no two
+    sections of one subject, each section's figures with the command that made them (a script that exists) and a
+    date, and the page stays short (25 KiB)."""
+    text = (rs.REPO / "BENCHMARKS.md").read_text()
+    assert len(text.encode()) <= 25 * 1024
+    sections = re.split(r"^## ", text, flags=re.M)[1:]
+    assert sections
+    for section in sections:
+        title = section.splitlines()[0]
+        subjects = [re.sub(r",? \d{4}-\d{2}-\d{2}.*", "", line) for line in re.findall(r"^### (.+)$", section, re.M)]
+        assert len(subjects) == len(set(subjects)), f"{title}: a subject recorded twice: {subjects}"
+        assert re.search(r"\b20\d\d-\d\d-\d\d\b", section), f"{title}: no date"
+        commands = re.findall(r"```bash\n(.*?)```", section, re.S) + re.findall(r"`([^`\n]*\.py\b[^`\n]*)`", section)
+        scripts = [script for command in commands for script in re.findall(r"(?<![\w/.])((?:bench/)?\w+\.py)\b",
+                                                                             command)]
+        assert scripts, f"{title}: no command"
+        for script in scripts:
+            assert (rs.REPO / script).is_file() or (rs.REPO / "tests" / script).is_file(), f"{title}: {script}?"
+    assert (rs.REPO / "bench" / "history.md").is_file()

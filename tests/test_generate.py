@@ -18,10 +18,9 @@ import generate_salmaps_vsod
 from data.datasets import SODDataset
 from data.readers import read_rgb
 from data.transforms import preprocess_test, saliency_to_uint8
-from engine import inference
-from engine.inference import prepare_for_inference
-from engine.loading import load_model
-from models import build_model
+from engine.inference import runner as inference
+from engine.inference.runner import prepare_for_inference
+from models import build_model, load_model
 
 SDNET_RELEASE = REFERENCE / "checkpoints" / "sdnet_from_scratch.pth"
 needs_release = pytest.mark.skipif(not SDNET_RELEASE.is_file(), reason=f"reference checkpoint absent: {SDNET_RELEASE}")
@@ -178,7 +177,7 @@ def test_full_resolution_maps_never_depend_on_the_other_images(tmp_path: Path, r
 
 def test_a_backend_that_cannot_be_prepared_writes_nothing(sod_root: Path, tmp_path: Path, random_sdnet: Path,
                                                           monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import engine.backends.openvino as openvino_backend
+    import engine.inference.backends.openvino as openvino_backend
 
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported operator\nmore detail")

@@ -13,8 +13,7 @@ import torch
 from reference import reference_file
 
 from engine import hub
-from engine.loading import load_model
-from models import build_model
+from models import build_model, load_model
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -113,3 +112,25 @@ def test_an_unhashed_video_checkpoint_loads_from_disk_and_says_what_to_do_when_a
     model = torch.hub.load(str(repo), "stdnet", source="local", pretrained=True, checkpoint_dir=tmp_path,
                            dataset="VOS")
     assert not model.training and sum(p.numel() for p in model.parameters()) == 874_469
+
+
+def test_hub_dependencies_are_what_loading_a_model_imports() -> None:
+    """hubconf's ``dependencies`` (torch.hub checks they are installed before anything loads): each is imported when
+    a model loads, and every package the project requires that loading imports beyond torch's own is listed."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def loaded(code: str) -> set[str]:
+        code += "; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+        return set(subprocess.run([sys.executable, "-c", "import sys; " + code], cwd=repo, capture_output=True,
+                                  text=True, check=True).stdout.split())
+
+    by_hub, by_torch = loaded("import hubconf; hubconf.sdnet()"), loaded("import torch")
+    required = {line.split("==")[0].replace("opencv-python-headless", "cv2").replace("pillow", "PIL")
+                for line in (repo / "requirements.txt").read_text().split()}
+    import hubconf
+
+    assert set(hubconf.dependencies) <= by_hub, sorted(set(hubconf.dependencies) - by_hub)
+    assert (by_hub - by_torch) & required <= set(hubconf.dependencies), sorted((by_hub - by_torch) & required)

@@ -2,12 +2,14 @@
 
 Layers: scripts (the top-level ``*.py``, ``dataset/generate_lists.py``, ``bench/``, ``Evaluation/__main__.py``)
 -> ``engine/`` -> ``models/``, ``data/``, ``Evaluation/`` -> ``configs.py``; ``utils.py`` imports nothing of ours but
-``configs.py`` and every layer may use it, except ``models/``, which imports only ``configs.py``. Imports are read
-with ``ast`` from every file, those inside functions included.
+``configs.py`` and every layer may use it, except ``models/``, which imports only ``configs.py``. Inside ``engine/``,
+the training and inference wings never import each other, serving stands on inference, and the shared floor imports
+no wing. Imports are read with ``ast`` from every file, those inside functions included.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 from pathlib import Path
 
@@ -84,11 +86,64 @@ def test_the_rules_can_fail() -> None:
     text = "from .train import run\n\ndef f():\n    import predict\n    print(predict)\n"
     assert imported(text, Path("engine/probe.py")) == {"engine", "predict"}
     assert forbidden_imports(text, Path("engine/probe.py")) == {"predict"}
-    assert forbidden_imports("import engine.train\n", Path("models/probe.py")) == {"engine"}
+    assert forbidden_imports("import engine.training.loop\n", Path("models/probe.py")) == {"engine"}
     assert forbidden_imports("import utils\n", Path("models/probe.py")) == {"utils"}
     assert forbidden_imports("import predict\n", Path("train_sod.py")) == {"predict"}
     assert forbidden_imports("import engine, models\n", Path("train_sod.py")) == set()
     assert print_lines(text) == [5] and print_lines("import sys\nsys.stderr.write('x')\n") == [2]
+
+
+# Inside engine/: three wings on a shared floor. A wing may import the floor and what it stands on; the floor imports
+# no wing. Training and inference never import each other; serving stands on inference.
+WINGS = ("training", "inference", "serving")
+WING_MAY_IMPORT = {"training": set(), "inference": set(), "serving": {"inference"}, "floor": set()}
+
+
+def wing_of(relative: Path) -> str:
+    """'training', 'inference' or 'serving' for a module of that wing of engine/, else 'floor'."""
+    return relative.parts[1] if len(relative.parts) > 2 and relative.parts[1] in WINGS else "floor"
+
+
+def wings_imported(text: str, relative: Path) -> set[str]:
+    """The wings of engine/ that the source ``text`` of engine file ``relative`` imports (relative imports
+    resolved against its package)."""
+    found = set()
+    package = list(relative.parent.parts)
+    for node in ast.walk(ast.parse(text, str(relative))):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            modules = [module] + [f"{module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for module in modules:
+            parts = module.split(".")
+            if parts[0] == "engine" and len(parts) > 1 and parts[1] in WINGS:
+                found.add(parts[1])
+    return found
+
+
+ENGINE_SOURCES = [p for p in SOURCES if p.parts[0] == "engine"]
+
+
+@pytest.mark.parametrize("relative", ENGINE_SOURCES, ids=str)
+def test_engine_wings_do_not_import_each_other(relative: Path) -> None:
+    wing = wing_of(relative)
+    forbidden = wings_imported((REPO / relative).read_text(), relative) - {wing} - WING_MAY_IMPORT[wing]
+    assert not forbidden, f"{relative} ({wing}) imports the wing(s) {sorted(forbidden)}"
+
+
+def test_the_wing_rules_can_fail() -> None:
+    assert wings_imported("from engine.inference import runner\n", Path("engine/training/loop.py")) == {"inference"}
+    assert wings_imported("from ..inference.runner import x\n", Path("engine/serving/app.py")) == {"inference"}
+    assert wings_imported("from engine import training\n", Path("engine/hub.py")) == {"training"}
+    assert wings_imported("import engine.hardware\n", Path("engine/training/step.py")) == set()
+    assert wing_of(Path("engine/hardware.py")) == "floor" and wing_of(Path("engine/inference/backends/eager.py")) == \
+        "inference"
+    assert sorted(path.name for path in (REPO / "engine").iterdir() if path.is_dir() and path.name != "__pycache__"
+                  ) == sorted(WINGS)
 
 
 def test_utils_stays_small() -> None:
@@ -148,3 +203,37 @@ def test_each_script_takes_the_flags_it_uses_and_no_other(script: str, present: 
     parser = importlib.import_module(script).build_parser()
     flags = {option for action in parser._actions for option in action.option_strings}
     assert present <= flags and not absent & flags, (sorted(present - flags), sorted(absent & flags))
+
+
+def test_every_test_the_code_names_exists() -> None:
+    """A docstring or comment naming ``tests/<file>.py`` (or ``tests/<file>.py::<test>``) names a file (and a test
+    function) that exists: a renamed test leaves no stale pointer behind."""
+    import re
+
+    missing = []
+    for relative in SOURCES:
+        for file, test in re.findall(r"tests/(\w+\.py)(?:::(\w+))?", (REPO / relative).read_text()):
+            target = REPO / "tests" / file
+            if not target.is_file() or test and not re.search(rf"^def {test}\(", target.read_text(), re.M):
+                missing.append(f"{relative}: tests/{file}{'::' + test if test else ''}")
+    assert not missing, missing
+
+
+
+@pytest.mark.parametrize("script", ["train_sod", "train_vsod", "predict", "generate_salmaps_sod",
+                                    "generate_salmaps_vsod", "Evaluation.__main__"])
+def test_workers_means_data_reading_processes_everywhere(script: str) -> None:
+    """-j / --workers is one thing in every script: the processes that read and decode data (0: none, in the
+    script's own process). serve.py's server processes are --processes (--workers there is a hidden alias)."""
+    import importlib
+
+    parser = importlib.import_module(script).build_parser()
+    actions = [action for action in parser._actions if "--workers" in action.option_strings]
+    for subparsers in (a for a in parser._actions if isinstance(a, argparse._SubParsersAction)):
+        actions += [action for sub in subparsers.choices.values() for action in sub._actions
+                    if "--workers" in action.option_strings]
+    assert actions and all(action.option_strings == ["-j", "--workers"] and "process" in action.help
+                           and action.type("0") == 0 for action in actions), script
+    serve = importlib.import_module("serve").build_parser()
+    [alias] = [action for action in serve._actions if "--workers" in action.option_strings]
+    assert alias.dest == "processes" and alias.help == argparse.SUPPRESS

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from reference import REFERENCE
 
 import export_onnx
-from engine.loading import load_model
+from models import load_model
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")

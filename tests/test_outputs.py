@@ -74,11 +74,11 @@ def test_a_write_failing_mid_run_is_a_one_line_error(tmp_path: Path, checkpoint:
 
     import predict
 
-    def full_disk(path, image):
+    def full_disk(path, payload, **options):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     assert cv2.imwrite(str(tmp_path / "photo.png"), np.zeros((20, 30, 3), np.uint8))
-    monkeypatch.setattr(predict, "write_image_atomic", full_disk)
+    monkeypatch.setattr(predict, "write_bytes_atomic", full_disk)
     with pytest.raises(SystemExit) as exit_:
         predict.main(["--checkpoint", str(checkpoint), "--size", "32", "-j", "0", "--backend", "eager",
                       str(tmp_path / "photo.png"), "--out", str(tmp_path / "maps")])

@@ -18,10 +18,9 @@ from data import DataError
 from data.readers import read_rgb
 from data.transforms import preprocess_test, saliency_to_uint8
 from data.video import clip_groups, open_video, read_frames, write_map_video
-from engine.inference import prepare_for_inference
-from engine.loading import load_model
-from engine.maps import Predictor, video_maps
-from models import build_model
+from engine.inference.predictor import ModelInput, Predictor
+from engine.inference.runner import prepare_for_inference
+from models import build_model, load_model
 
 SIZE = 64
 
@@ -132,7 +131,7 @@ def test_video_model_groups_frames_into_clips(inputs: Path, tmp_path: Path, chec
     model = inference_runner(checkpoints["stdnet"], nframes=4)
     frames, _ = read_video(inputs / "clip.mp4")
     expected = np.concatenate([oracle_maps(model, frames[:8], 4), oracle_maps(model, frames[6:], 4)[2:]])
-    stream = video_maps(Predictor(model, True, 4), iter(frames), SIZE)
+    stream = Predictor(model, ModelInput(SIZE, video=True, nframes=4)).video(iter(frames))
     np.testing.assert_array_equal(np.stack(list(stream)), expected)
     maps, fps = read_video(out / "clip.mp4")
     np.testing.assert_array_equal(np.stack(maps), through_codec(expected, fps, tmp_path / "x.mp4"))
@@ -304,7 +303,7 @@ def test_the_same_bytes_on_an_idle_and_a_busy_machine(inputs: Path, tmp_path: Pa
     import subprocess
     import sys
 
-    from engine.backends.openvino import OpenVINOBackend
+    from engine.inference.backends.openvino import OpenVINOBackend
 
     streams = []
     prepare = OpenVINOBackend.prepare

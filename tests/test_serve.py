@@ -27,8 +27,9 @@ import torch
 from test_guard import png
 
 from data.synthetic import SyntheticSizes, generate
-from engine.http_app import ServerLimits, create_app
-from engine.map_service import MapService
+from engine.inference.predictor import ModelInput, Predictor
+from engine.serving.app import ServerLimits, create_app
+from engine.serving.service import MapService
 from models import build_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,6 +140,35 @@ def test_maps_are_predict_pys_bytes(server: Server, inputs: Path, tmp_path: Path
         assert base64.b64decode(record["cutout_png"]) == expected["cutout"]
 
 
+def test_a_video_model_serves_predict_pys_bytes(inputs: Path, tmp_path: Path) -> None:
+    """STDNet too: the server sees a photo as predict.py does (a still clip of --nframes copies, its last map kept),
+    through the same `Predictor`, so the map, overlay and cut-out are predict.py's bytes."""
+    torch.manual_seed(1)
+    torch.save(build_model("stdnet", bn=True, nframes=2).state_dict(), tmp_path / "stdnet.pth")
+    flags = ["--checkpoint", str(tmp_path / "stdnet.pth"), "--size", "64", "--nframes", "2", "--tid", "cv", "cd",
+             "ad"]
+    photos = sorted((inputs / "photos").iterdir())[:2]
+    subprocess.run([sys.executable, str(REPO / "predict.py"), *flags, "--overlay", "--cutout", "--out",
+                    str(tmp_path / "out"), *map(str, photos)], check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    running = Server(*flags)
+    try:
+        for photo in photos:
+            status, _, answer = request(f"{running.url}/v1/saliency?output=json", photo.read_bytes())
+            record = json.loads(answer)
+            assert status == 200
+            assert base64.b64decode(record["map_png"]) == (tmp_path / "out" / f"{photo.stem}.png").read_bytes()
+            assert base64.b64decode(record["overlay_jpg"]) == (tmp_path / "out" /
+                                                               f"{photo.stem}_overlay.jpg").read_bytes()
+            assert base64.b64decode(record["cutout_png"]) == (tmp_path / "out" /
+                                                              f"{photo.stem}_cutout.png").read_bytes()
+        status, _, answer = request(f"{running.url}/v1/info")
+        assert status == 200 and json.loads(answer)["model"] == "stdnet"
+    finally:
+        log = running.stop()
+    assert "Traceback" not in log, log
+
+
 def test_concurrent_clients_get_their_own_maps(server: Server, inputs: Path) -> None:
     photos = sorted((inputs / "photos").iterdir())
     single = {photo: request(f"{server.url}/v1/saliency", photo.read_bytes(), KEY)[2] for photo in photos}
@@ -239,7 +269,8 @@ def asgi(app, path: str, body: bytes = b"", method: str = "POST") -> tuple[int, 
 
 
 def service(runner: torch.nn.Module, queue_size: int = 4) -> MapService:
-    return MapService(runner, size=32, video=False, nframes=1, max_pixels=10**6, queue_size=queue_size)
+    return MapService(Predictor(runner, ModelInput(32, video=False, nframes=1)), max_pixels=10**6,
+                      queue_size=queue_size)
 
 
 def photo_bytes() -> bytes:
@@ -284,15 +315,21 @@ def test_a_full_house_is_503_and_a_slow_answer_504() -> None:
         maps.close()
 
 
-def test_workers_share_the_port(inputs: Path) -> None:
-    """--workers 2: two server processes on one port, each answering with the same bytes."""
-    server = Server("--checkpoint", inputs / "sdnet.pth", "--size", "64", "--workers", "2")
+def test_processes_share_the_port(inputs: Path) -> None:
+    """--processes 2: two server processes on one port, each answering with the same bytes (the flag's earlier
+    name --workers, in its = form, as well)."""
+    import serve
+
+    assert serve.one_process(["--size", "64", "--processes", "3", "--workers=2", "--port", "1"]) == [
+        "--size", "64", "--port", "1"]
+    assert serve.build_parser().parse_args(["--checkpoint", "x", "--workers", "3"]).processes == 3
+    server = Server("--checkpoint", inputs / "sdnet.pth", "--size", "64", "--processes=2")
     try:
         photo = sorted((inputs / "photos").iterdir())[0].read_bytes()
         with ThreadPoolExecutor(4) as pool:
             answers = list(pool.map(lambda _: request(f"{server.url}/v1/saliency", photo), range(16)))
         assert {status for status, _, _ in answers} == {200} and len({body for _, _, body in answers}) == 1
-        assert json.loads(request(f"{server.url}/v1/info")[2])["workers"] == 2
+        assert json.loads(request(f"{server.url}/v1/info")[2])["processes"] == 2
         group = os.getpgid(server.process.pid)
         members = [pid for pid in os.listdir("/proc") if pid.isdigit() and _group_of(int(pid)) == group]
         assert len(members) >= 2

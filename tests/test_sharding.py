@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from data.synthetic import SyntheticSizes, generate
-from engine.sharding import share
+from engine.inference.sharding import share
 from models import build_model
 
 REPO = Path(__file__).resolve().parents[1]

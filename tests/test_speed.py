@@ -10,8 +10,8 @@ import torch
 
 import speed_sod
 import speed_vsod
-from engine import speed
-from engine.backends.openvino import native_bf16
+from engine.inference.backends.openvino import native_bf16
+from models import count_macs
 
 # (script, model, size, params, MACs per frame in G as design §5 / §13 writes them)
 DESIGN_COUNTS = [
@@ -52,7 +52,7 @@ def test_bf16_is_reported_as_run(tmp_path: Path, capsys: pytest.CaptureFixture) 
 
 def test_bf16_without_native_bf16_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture) -> None:
-    import engine.backends.openvino as openvino_backend
+    import engine.inference.backends.openvino as openvino_backend
 
     monkeypatch.setattr(openvino_backend, "native_bf16", lambda: False)
     with pytest.raises(SystemExit) as exit_info:
@@ -91,23 +91,26 @@ def test_gpu_flag_without_cuda_warns_once_and_uses_the_cpu(capsys: pytest.Captur
     assert capsys.readouterr().err.count("CUDA is not available") == 1
 
 
-@pytest.mark.parametrize("argv", [
-    ["--model", "sdnet", "--size", "0"],
-    ["--model", "sdnet", "--size", "32", "-n", "0"],
-    ["--model", "sdnet"],  # --size is required, as in the release
-    ["--model", "stdnet", "--size", "32"],  # a video model in the image script
+@pytest.mark.parametrize(("argv", "named"), [
+    (["--model", "sdnet", "--size", "0"], "argument --size: must be at least 16 pixels"),
+    (["--model", "sdnet", "--size", "32", "-n", "0"], "argument -n/--passes: must be at least 1, got 0"),
+    (["--model", "sdnet"], "the following arguments are required: --size"),  # required, as in the release
+    (["--model", "stdnet", "--size", "32"], "argument --model: invalid choice: 'stdnet'"),  # a video model
 ])
-def test_bad_flags_exit_with_status_2(argv: list[str]) -> None:
+def test_bad_flags_exit_with_status_2(argv: list[str], named: str, capsys: pytest.CaptureFixture) -> None:
+    """Each bad flag: exit status 2 and one line on stderr naming the flag and what is wrong, no traceback."""
     with pytest.raises(SystemExit) as exit_info:
         speed_sod.main(argv)
     assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("usage")]
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in lines[0], lines
 
 
 def test_count_macs_counts_convolution_multiply_accumulates() -> None:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
                                 torch.nn.Conv2d(8, 4, 1, groups=2))
     # 8*3*9 per output pixel of the 8x8 conv output, then 4*(8/2) per pixel of the 4x4 pooled map.
-    assert speed.count_macs(model, torch.randn(2, 3, 10, 10)) == 2 * (8 * 3 * 9 * 8 * 8 + 4 * 4 * 4 * 4)
+    assert count_macs(model, torch.randn(2, 3, 10, 10)) == 2 * (8 * 3 * 9 * 8 * 8 + 4 * 4 * 4 * 4)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")

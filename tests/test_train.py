@@ -26,7 +26,9 @@ import train_vsod
 import utils
 from data.atomic import FAULT_VARIABLE, WRITE_LOG_VARIABLE
 from data.synthetic import SyntheticSizes, generate
-from engine import checkpoints, hardware, train, train_step
+from engine import hardware
+from engine.training import checkpoints, loop
+from engine.training import step as train_step
 from models import build_model
 from models.losses import image_training_loss, video_training_loss
 
@@ -149,7 +151,7 @@ def assert_same_step(one: dict, two: dict, seed: int, name: str = "sdnet", bn: b
     model = build_model(name, bn=bn)
     initial = {key: value.clone() for key, value in model.state_dict().items()}
     ids = {id(parameter): key for key, parameter in model.named_parameters()}
-    names = [ids[id(p)] for group in train.image_param_groups(model, 0.0) for p in group["params"]]
+    names = [ids[id(p)] for group in loop.image_param_groups(model, 0.0) for p in group["params"]]
     gradients = [[state["exp_avg"] for _, state in sorted(run["optimizer"]["state"].items())] for run in (one, two)]
     assert len(gradients[0]) == len(gradients[1]) == len(names)
     scale = max(g.abs().max().item() for g in gradients[0])
@@ -205,7 +207,7 @@ def _other_model_files(folder: Path) -> tuple[Path, Path]:
     model = build_model("sdneta", bn=True)
     args = Namespace(model="sdneta", config="sdnet-a", bn=True, lr_type="multistep", lr=1e-3,
                      lr_steps=(90, 150), epochs=180, seed=0, savedir=str(folder), save_freq=0)
-    optimizer = torch.optim.Adam(train.image_param_groups(model, 1e-4))
+    optimizer = torch.optim.Adam(loop.image_param_groups(model, 1e-4))
     ours, raw = folder / "save_models" / "checkpoint_latest.pth", folder / "sdneta_raw.pth"
     checkpoints.save_training_checkpoint(model, args, 3, optimizer, {})
     torch.save({f"module.{k}": v for k, v in model.state_dict().items()}, raw)
@@ -230,7 +232,7 @@ def test_bad_input_one_line_exit_2_and_savedir_untouched(case, synthetic_root, p
     elif case == "fp16-on-the-cpu":
         argv, named = [*base, "--precision", "fp16"], "--precision fp16 trains on CUDA only"
     elif case == "bf16-without-native-bf16":
-        from engine import train_step
+        from engine.training import step as train_step
 
         monkeypatch.setattr(train_step, "cpu_has_native_bf16", lambda: False)
         argv, named = [*base, "--precision", "bf16"], "--precision bf16 needs a CPU with native bf16"
@@ -424,8 +426,8 @@ def test_iter_size_gives_the_gradient_of_a_bigger_batch(video: bool, one_thread)
         before = {name: p.detach().clone() for name, p in network.named_parameters()}
         optimizer = torch.optim.SGD(network.parameters(), lr=1.0)
         loader = [(inputs[i:i + batch], target[i:i + batch]) for i in range(0, 8, batch)]
-        cfg = train.LoopConfig(device=torch.device("cpu"), iter_size=iter_size, frames_per_sample=2 if video else 1)
-        assert train.train_one_pass(network, loader, optimizer, loss, cfg)["steps"] == 1
+        cfg = loop.LoopConfig(device=torch.device("cpu"), iter_size=iter_size, frames_per_sample=2 if video else 1)
+        assert loop.train_one_pass(network, loader, optimizer, loss, cfg)["steps"] == 1
         steps.append({name: before[name] - p.detach() for name, p in network.named_parameters()})
     moved, floor = 0, bounds.GRADIENT_FLOOR * max(step.abs().max().item() for step in steps[0].values())
     for name, step in steps[0].items():
@@ -433,6 +435,51 @@ def test_iter_size_gives_the_gradient_of_a_bigger_batch(video: bool, one_thread)
         assert (steps[1][name] - step).abs().max().item() <= bounds.FLOAT64 * scale, name
         moved += bool(step.abs().max() > 0)
     assert moved > len(steps[0]) // 2
+
+
+def test_ddp_reduces_gradients_once_per_optimizer_step() -> None:
+    """With --iter-size 3, the micro-batches before the last of each step run (forward and backward) under DDP's
+    no_sync, so gradients are all-reduced once per step; a pass ending mid-step reduces at its last batch."""
+    import contextlib
+
+    class Recording(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner, self.syncing, self.seen = build_model("sdnet"), True, []
+
+        @contextlib.contextmanager
+        def no_sync(self):
+            self.syncing = False
+            yield
+            self.syncing = True
+
+        def forward(self, x):
+            self.seen.append(self.syncing)
+            return self.inner(x)
+
+    model = Recording()
+    loader = [(torch.rand(1, 3, 32, 32), (torch.rand(1, 1, 32, 32) > 0.5).float()) for _ in range(7)]
+    loss = image_training_loss(1, beta=1.1, iter_size=3)
+    cfg = loop.LoopConfig(device=torch.device("cpu"), iter_size=3)
+    assert loop.train_one_pass(model, loader, torch.optim.SGD(model.parameters(), lr=0.0), loss, cfg)["steps"] == 3
+    assert model.seen == [False, False, True, False, False, True, True]
+
+
+@pytest.mark.slow  # two trainings, one of them under torchrun (12 s)
+def test_ddp_with_iter_size_equals_one_process(synthetic_root, tmp_path):
+    """2 Gloo processes x 2 micro-batches of 2 (--iter-size 2, gradients reduced once per step) take the step of
+    one process on a batch of 8."""
+    flags = ("--epochs", "1", "--max-steps", "1", "--pass-scales", "1.0", "--seed", "5", "--warmup", "0",
+             "--val-data", "")
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    result = _run(_image_flags(synthetic_root, single, "--batch-size", "8", *flags))
+    assert result.returncode == 0, result.stderr
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             str(REPO / "train_sod.py"), *_image_flags(synthetic_root, ddp, "--batch-size", "4",
+                                                                       "--iter-size", "2", *flags)],
+                            env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert_same_step(_latest(single), _latest(ddp), seed=5)
 
 
 def test_checkinfo_and_evaluate_write_nothing(synthetic_root, previous_run, tmp_path, capsys):
@@ -474,7 +521,7 @@ def test_a_slurm_job_runs_without_torchrun(synthetic_root, tmp_path):
     assert _latest(savedir)["epoch"] == 0
 
 
-@pytest.mark.slow  # three trainings (24 s); SyncBatchNorm2d itself: tests/test_engine.py, exact in float64
+@pytest.mark.slow  # three trainings (24 s); SyncBatchNorm2d itself: tests/test_distributed.py, exact in float64
 def test_sync_bn_two_gloo_processes_equal_one_process(synthetic_root, tmp_path):
     """--sync-bn: SDNet-A with BN, 2 Gloo processes of 4 images each equal 1 process of 8 (weights and BN
     statistics); without it each process normalises by its own 4 images."""
@@ -493,7 +540,7 @@ def test_sync_bn_two_gloo_processes_equal_one_process(synthetic_root, tmp_path):
     norms = sum(type(module) is torch.nn.BatchNorm2d for module in build_model("sdneta", bn=True).modules())
     assert len(statistics) == 2 * norms
     # The same batch statistics and gradients within float32 rounding (SyncBatchNorm2d itself: exactly, in float64,
-    # tests/test_engine.py); without --sync-bn each process normalises by its own 4 images, far outside that bound.
+    # tests/test_distributed.py); without --sync-bn each process normalises by its own 4 images, far outside it.
     assert_same_step(one, two, seed=6, name="sdneta", bn=True)
     apart = max(((unsynced["state_dict"][key] - one["state_dict"][key]).abs().max()
                  / one["state_dict"][key].abs().max()).item() for key in statistics)

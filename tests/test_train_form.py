@@ -19,9 +19,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine import train_step
-from engine.startup import choose_threads
-from engine.train import LoopConfig, TrainingStopped, train_one_pass
+from engine.training import step as train_step
+from engine.training.loop import LoopConfig, TrainingStopped, train_one_pass
+from engine.training.startup import choose_threads
 from models import build_model, set_train_form
 from models.layers import DiffBlock, InitialBlock
 from models.pdc import PDC_OPS, mixed_conv
@@ -219,7 +219,7 @@ def test_bf16_fused_channels_last_stays_finite_and_near_fp32(size):
 
 
 def test_threads_are_shared_among_the_processes_of_a_machine(monkeypatch):
-    from engine.settings import TrainSettings
+    from engine.training.settings import TrainSettings
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
     settings = TrainSettings(model="sdnet", config="sdnet", bn=False, datadir=".", savedir=".", size=64,

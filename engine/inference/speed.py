@@ -8,7 +8,6 @@ flags (`add_speed_args`) are resolved once into `SpeedFlags`, which `run_speed` 
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import os
 import statistics
@@ -19,13 +18,17 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 import configs
 from data.atomic import unwritable, write_json_atomic
-from engine.inference import BackendError, RunnerFlags, add_device_args, prepare_for_inference, runner_from_flags
-from engine.loading import DEFAULT_NFRAMES, load_model
-from models import CheckpointError, build_model
+from engine.inference.runner import (
+    BackendError,
+    RunnerFlags,
+    add_device_args,
+    prepare_for_inference,
+    runner_from_flags,
+)
+from models import DEFAULT_NFRAMES, CheckpointError, build_model, count_macs, count_parameters, load_model
 from utils import (
     LOGGER_NAME,
     ArgumentParser,
@@ -37,7 +40,7 @@ from utils import (
     positive_int,
 )
 
-__all__ = ["count_parameters", "count_macs", "time_passes", "peak_memory_mb", "speed_parser", "add_speed_args",
+__all__ = ["time_passes", "peak_memory_mb", "speed_parser", "add_speed_args",
            "SpeedFlags", "run_speed", "device_name"]
 
 
@@ -54,7 +57,7 @@ def speed_parser(kind: str) -> argparse.ArgumentParser:
 
 def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
     """The flags of ``speed_sod.py`` (``kind='image'``) and ``speed_vsod.py`` (``'video'``), with the device flags
-    (`engine.inference.add_device_args`); `SpeedFlags.from_args` resolves them."""
+    (`engine.inference.runner.add_device_args`); `SpeedFlags.from_args` resolves them."""
     parser.add_argument("--model", default=None, choices=model_names(kind),
                         help=f"model to time (default: {model_names(kind)[0]}, or what --evaluate holds)")
     parser.add_argument("--config", default="baseline", choices=sorted(configs.OP_TABLES),
@@ -110,29 +113,6 @@ class SpeedFlags:
         return cls(model=args.model, config=args.config, weights=args.evaluate, size=(size[0], size[-1]),
                    nframes=getattr(args, "nframes", None), batch_size=args.batch_size, passes=args.passes,
                    warmup=args.warmup, json=args.json, runner=RunnerFlags.from_args(args))
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameter elements (buffers such as BN running statistics and pre-biases excluded, design §5)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_macs(model: nn.Module, *inputs: torch.Tensor) -> int:
-    """Multiply-accumulates of one forward pass of ``model`` on ``inputs`` = FLOPs / 2 by FlopCounterMode.
-
-    PyTorch's counter counts convolutions and matrix products only (not pooling, interpolation or element-wise
-    ops), which is the convention of design §5. It counts what the module actually executes, so a training-form
-    model is charged for each of its branches. The pass runs on the meta device (shapes only, no arithmetic) and
-    falls back to a real pass on ``inputs``' device if some op has no meta kernel.
-    """
-    try:
-        meta_model = copy.deepcopy(model).to("meta")
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            meta_model(*(x.to("meta") for x in inputs))
-    except (NotImplementedError, RuntimeError):  # an op without a meta kernel: count a real pass
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            model(*inputs)
-    return counter.get_total_flops() // 2
 
 
 def time_passes(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, *, passes: int,

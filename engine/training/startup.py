@@ -1,10 +1,10 @@
 """The one start-up sequence of a training run, which ``train_sod.py`` and ``train_vsod.py`` both call (`run`).
 
-A script hands over its resolved flags (`engine.settings.TrainSettings`) and its task as data
-(`engine.settings.TrainingTask`); the sequence only calls down from there. In the order that matters: flags
+A script hands over its resolved flags (`engine.training.settings.TrainSettings`) and its task as data
+(`engine.training.settings.TrainingTask`); the sequence only calls down from there. In the order that matters: flags
 checked before anything is written, torch's threads chosen, the process group joined, the resume checkpoint read,
-seeding, data, model, weights, the step settings (`engine.train_step`), optimizer, run files, then
-`engine.train.fit`.
+seeding, data, model, weights, the step settings (`engine.training.step`), optimizer, run files, then
+`engine.training.loop.fit`.
 """
 
 from __future__ import annotations
@@ -25,16 +25,6 @@ import configs
 from data import DataError
 from data.atomic import unwritable
 from data.datasets import test_loader
-from engine.checkpoints import (
-    LATEST_CHECKPOINT,
-    check_description,
-    checkpoint_path,
-    load_training_checkpoint,
-    restore_rng_state,
-    resume_checkpoint_path,
-    trim_log,
-    write_args_json,
-)
 from engine.distributed import (
     DistContext,
     convert_sync_batchnorm,
@@ -44,12 +34,27 @@ from engine.distributed import (
     launch,
     slurm_environment,
 )
-from engine.preflight import check_memory, checked_train_set
-from engine.settings import TrainingTask, TrainSettings
-from engine.speed import count_parameters
-from engine.train import LoopConfig, TrainingStopped, TrainJob, fit, validate
-from engine.train_step import StepError, nchw_reason, prepare_model, resolve_step_settings
-from models import CheckpointError, load_checkpoint, load_weights, preload_backbone
+from engine.training.checkpoints import (
+    LATEST_CHECKPOINT,
+    checkpoint_path,
+    load_training_checkpoint,
+    restore_rng_state,
+    resume_checkpoint_path,
+    trim_log,
+    write_args_json,
+)
+from engine.training.loop import LoopConfig, TrainingStopped, TrainJob, fit, validate
+from engine.training.preflight import check_memory, checked_train_set
+from engine.training.settings import TrainingTask, TrainSettings
+from engine.training.step import StepError, nchw_reason, prepare_model, resolve_step_settings
+from models import (
+    CheckpointError,
+    check_description,
+    count_parameters,
+    load_checkpoint,
+    load_weights,
+    preload_backbone,
+)
 from utils import LOGGER_NAME, fail, parse_gpu_list, seed_everything, setup_logger
 
 __all__ = ["run", "resolve_training_settings", "resolve_list_file", "choose_threads", "is_main_process"]
@@ -198,7 +203,7 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, resume, settings: Train
 def resolve_list_file(path: str, flag: str) -> Path:
     """A list file given relative to the working directory or, failing that, to the repository (where
     ``dataset/generate_lists.py`` writes them); a one-line error naming ``flag`` if neither exists."""
-    for candidate in (Path(path), Path(__file__).resolve().parents[1] / path):
+    for candidate in (Path(path), Path(__file__).resolve().parents[2] / path):
         if candidate.is_file():
             return candidate
     fail(f"{flag} {path}: no such list file (write them with: python dataset/generate_lists.py --root ROOTDIR)")

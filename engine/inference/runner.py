@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.backends import (
+from engine.hardware import PRECISIONS
+from engine.inference.backends import (
     BACKENDS,
-    PRECISIONS,
     Backend,
     BackendError,
     Network,
@@ -33,7 +33,7 @@ from engine.backends import (
     backend_class,
     choose_backend,
 )
-from engine.network_cache import default_cache_dir
+from engine.inference.network_cache import default_cache_dir
 from utils import LOGGER_NAME, fail, positive_int, select_device
 
 __all__ = ["RUNNER_NETWORKS", "BackendError", "InferenceRunner", "prepare_for_inference", "add_device_args",
@@ -46,7 +46,8 @@ RUNNER_NETWORKS = 4
 
 
 class InferenceRunner(nn.Module):
-    """A model made ready by one backend (`engine.backends`), run on the networks it prepares per input shape.
+    """A model made ready by one backend (`engine.inference.backends`), run on the networks it prepares per input
+    shape.
 
     forward: the model's input ((B, 3, H, W) images or (B, 3T, H, W) clips, any float dtype, any device) -> its maps
     as float32 on ``device`` ((B, 1, H, W) or (B*T, 1, H, W)), computed under ``torch.inference_mode``. ``path``
@@ -133,12 +134,12 @@ def prepare_for_inference(model: nn.Module, device: torch.device | str, *, backe
                           cache: str | Path | None = None) -> InferenceRunner:
     """The runner of ``model`` on ``device``: backend and precision fixed now, from the request alone.
 
-    The model is copied (the caller's stays as it was). ``backend``: one of `engine.backends.BACKENDS` ("auto":
-    `engine.backends.choose_backend`); ``precision``: 'fp32', 'fp16' (CUDA) or 'bf16' (the CPU, OpenVINO, a CPU
-    with native bf16); ``threads``: CPU threads of a pass (default: torch's); ``cache``: folder of compiled networks
-    kept between runs (None: none). Every backend gives the eager NCHW float32 maps to float rounding in fp32
-    (about 1e-7; BENCHMARKS.md). Inputs of any size and batch size work on every backend. Raises `BackendError`
-    (one line, naming the backend and the flag that avoids it) for a request that cannot run here.
+    The model is copied (the caller's stays as it was). ``backend``: one of `engine.inference.backends.BACKENDS`
+    ("auto": `engine.inference.backends.choose_backend`); ``precision``: 'fp32', 'fp16' (CUDA) or 'bf16' (the CPU,
+    OpenVINO, a CPU with native bf16); ``threads``: CPU threads of a pass (default: torch's); ``cache``: folder of
+    compiled networks kept between runs (None: none). Every backend gives the eager NCHW float32 maps to float
+    rounding in fp32 (about 1e-7; BENCHMARKS.md). Inputs of any size and batch size work on every backend. Raises
+    `BackendError` (one line, naming the backend and the flag that avoids it) for a request that cannot run here.
     """
     device = torch.device(device)
     name = choose_backend(device, backend, precision)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.backends import Backend, BackendError, Network
+from engine.inference.backends import Backend, BackendError, Network
 
 __all__ = ["CUDA_GRAPH_AFTER", "CudaGraphBackend"]
 

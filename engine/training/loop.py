@@ -1,8 +1,9 @@
 """Training: parameter groups, the learning-rate schedule, one pass over the data, validation and the epoch loop
-(`fit`), which `engine.startup` runs once a run's flags, data, model and optimizer are ready."""
+(`fit`), which `engine.training.startup` runs once a run's flags, data, model and optimizer are ready."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -19,10 +20,10 @@ from tqdm import tqdm
 
 import configs
 from data.datasets import test_loader
-from engine.checkpoints import append_log_line, save_training_checkpoint
 from engine.distributed import DistContext
-from engine.settings import TrainSettings
-from engine.train_step import StepSettings, compile_errors, step_autocast, to_step_input
+from engine.training.checkpoints import append_log_line, save_training_checkpoint
+from engine.training.settings import TrainSettings
+from engine.training.step import StepSettings, compile_errors, step_autocast, to_step_input
 from utils import LOGGER_NAME
 
 __all__ = ["image_param_groups", "video_param_groups", "lr_at_epoch", "set_epoch_lr", "LoopConfig",
@@ -131,22 +132,26 @@ def train_one_pass(model: nn.Module, loader: DataLoader, optimizer: torch.optim.
     for index, (inputs, target, *weight) in enumerate(bar):
         inputs = to_step_input(inputs, cfg.step, cfg.device)
         target = target.to(cfg.device, non_blocking=True)
-        try:
-            with step_autocast(cfg.step, cfg.device):
-                pred = model(inputs)
-        except compile_errors() as err:
-            raise TrainingStopped(f"--compile: torch.compile failed: {str(err).strip().splitlines()[0]} (train "
-                                  "without --compile)") from err
-        # Non-finite maps stop the run as a non-finite loss does, before BCE refuses them with a traceback.
-        if not torch.isfinite(pred).all():
-            raise TrainingStopped(f"{desc}: the maps are not finite at batch {index + 1} ({_step_words(cfg.step)}): "
-                                  "stopped; the checkpoints written so far are intact")
-        # BCE is not autocast-safe: the loss always runs in float32.
-        loss = loss_fn(pred.float(), target, *(w.to(cfg.device) for w in weight))
-        if not torch.isfinite(loss):
-            raise TrainingStopped(f"{desc}: the loss is {loss.item()} at batch {index + 1} ({_step_words(cfg.step)}): "
-                                  "stopped; the checkpoints written so far are intact")
-        (cfg.scaler.scale(loss) if scaled else loss).backward()
+        # DDP all-reduces the gradients once per optimizer step: the micro-batches before the last of a step
+        # accumulate locally (forward and backward under no_sync), the last one's backward reduces them all.
+        accumulating = pending + 1 < cfg.iter_size and index + 1 < total and hasattr(model, "no_sync")
+        with model.no_sync() if accumulating else contextlib.nullcontext():
+            try:
+                with step_autocast(cfg.step, cfg.device):
+                    pred = model(inputs)
+            except compile_errors() as err:
+                raise TrainingStopped(f"--compile: torch.compile failed: {str(err).strip().splitlines()[0]} (train "
+                                      "without --compile)") from err
+            # Non-finite maps stop the run as a non-finite loss does, before BCE refuses them with a traceback.
+            if not torch.isfinite(pred).all():
+                raise TrainingStopped(f"{desc}: the maps are not finite at batch {index + 1} "
+                                      f"({_step_words(cfg.step)}): stopped; the checkpoints written so far are intact")
+            # BCE is not autocast-safe: the loss always runs in float32.
+            loss = loss_fn(pred.float(), target, *(w.to(cfg.device) for w in weight))
+            if not torch.isfinite(loss):
+                raise TrainingStopped(f"{desc}: the loss is {loss.item()} at batch {index + 1} "
+                                      f"({_step_words(cfg.step)}): stopped; the checkpoints written so far are intact")
+            (cfg.scaler.scale(loss) if scaled else loss).backward()
         loss_sum += loss.item()
         images += inputs.shape[0] * cfg.frames_per_sample
         pending += 1
@@ -210,10 +215,10 @@ def validate(model: nn.Module, loader: DataLoader, cfg: LoopConfig) -> dict:
 
 @dataclass
 class TrainJob:
-    """Everything the epoch loop `fit` needs; built by each training process (`engine.startup`)."""
+    """Everything the epoch loop `fit` needs; built by each training process (`engine.training.startup`)."""
 
     settings: TrainSettings
-    model: nn.Module  # unwrapped, already on the device, prepared (engine.train_step.prepare_model)
+    model: nn.Module  # unwrapped, already on the device, prepared (engine.training.step.prepare_model)
     optimizer: torch.optim.Optimizer
     train_set: Dataset  # train-mode SODDataset / VSODDataset (set_epoch, set_size)
     loss_fn: LossFn
@@ -292,7 +297,7 @@ def _finish_epoch(job: TrainJob, epoch: int, lr: float, loss: float, rate: float
     job.best.update({name: val_mae[name] for name in improved})
     seconds = time.perf_counter() - epoch_start
     # The log line before the checkpoint: a kill between the two resumes from the epoch before, which drops the
-    # line and writes it again (engine.checkpoints.trim_log).
+    # line and writes it again (engine.training.checkpoints.trim_log).
     append_log_line(settings.savedir, {"epoch": epoch, "lr": lr, "loss": loss, "val_mae": val_mae,
                                    "images_per_s": rate, "seconds": seconds, **settings.step.describe()})
     save_training_checkpoint(job.model, settings, epoch, job.optimizer, job.best, scaler=job.scaler,

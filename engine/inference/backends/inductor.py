@@ -16,7 +16,7 @@ import types
 
 import torch
 
-from engine.backends import Backend, BackendError, Network
+from engine.inference.backends import Backend, BackendError, Network
 from utils import LOGGER_NAME
 
 __all__ = ["InductorBackend"]
@@ -38,7 +38,8 @@ def _one_shape_function(model: torch.nn.Module):
 def _freezing():
     """Inductor's ``freezing`` (weights as constants: oneDNN-prepacked convs with fused ReLU/add) must be on while
     dynamo traces, not only in inductor's options. A private setting, checked against the pinned torch (2.14.1,
-    tests/test_speed.py spies on it); where it is missing, compiling goes on without it, with a warning."""
+    tests/test_backends.py::test_inductor_compiles_every_shape_past_dynamos_recompile_limit spies on it); where it
+    is missing, compiling goes on without it, with a warning."""
     import torch._inductor.config as inductor_config
 
     if not hasattr(inductor_config, "freezing"):

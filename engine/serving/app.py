@@ -1,4 +1,4 @@
-"""The HTTP interface of serve.py, a FastAPI application over a `engine.map_service.MapService`.
+"""The HTTP interface of serve.py, a FastAPI application over a `engine.serving.service.MapService`.
 
 Endpoints: ``POST /v1/saliency`` (an image as the multipart field ``file`` or as the raw body; ``?output=png``
 (default: the 8-bit map), ``overlay`` (JPEG), ``cutout`` (RGBA PNG) or ``json`` (all three, base64, with the size
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
 import time
 from dataclasses import dataclass
@@ -30,13 +31,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, HTTPConnection
 
 from data.guard import DataError, ImageTooLarge, NotAnImage
-from engine.map_service import MapService, Prepared, QueueFull, encode, visualisations
+from engine.inference.predictor import Prepared, encode
+from engine.serving.service import MapService, QueueFull
 
-__all__ = ["ServerLimits", "create_app", "PAGE"]
+__all__ = ["ServerLimits", "Endpoints", "create_app", "PAGE"]
 
 PAGE = Path(__file__).with_name("page") / "index.html"
 OUTPUTS = {"png": "image/png", "overlay": "image/jpeg", "cutout": "image/png", "json": "application/json"}
-# The files of each output (`engine.map_service.visualisations`): json carries all three, base64-encoded.
+# The files of each output (`engine.inference.Predictor.files`): json carries all three, base64-encoded.
 OUTPUT_FILES = {"png": ("map",), "overlay": ("overlay",), "cutout": ("cutout",), "json": ("map", "overlay", "cutout")}
 JSON_NAMES = {"map": "map_png", "overlay": "overlay_jpg", "cutout": "cutout_png"}
 
@@ -99,82 +101,78 @@ def _authorised(request: HTTPConnection, api_key: str | None) -> bool:
     return hmac.compare_digest(given.encode(), api_key.encode())
 
 
-def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until_ready: bool = False) -> FastAPI:
-    """The application: ``service`` started and stopped with it, ``info`` served at /v1/info. With
-    ``wait_until_ready`` it takes no request before the network is prepared (processes sharing a port: the
-    kernel hands a connection to any of them, so none may answer 503 while the others are ready); without, it
-    answers from the start, /health 503 until then."""
-    decoders = anyio.CapacityLimiter(limits.decoders)
-    admitted = 0
+async def _refused(request: Request, err: Refused) -> JSONResponse:
+    return JSONResponse({"error": err.reason}, status_code=err.status, headers=err.headers)
 
-    async def lifespan(app: FastAPI):
-        service.start()
-        if wait_until_ready:
-            await anyio.to_thread.run_sync(service.wait_until_ready)
+
+async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    """The framework's own refusals (404 an unknown path, 405 a wrong method) in the same one-line form."""
+    reason = {404: f"no such endpoint: {request.url.path}",
+              405: f"{request.method} is not allowed on {request.url.path}"}.get(err.status_code, str(err.detail))
+    return JSONResponse({"error": reason}, status_code=err.status_code, headers=getattr(err, "headers", None))
+
+
+class Endpoints:
+    """What the application answers, over one ``service``: its state is the service, ``info`` (served at
+    /v1/info), the ``limits``, the decoding threads and the count of requests being served."""
+
+    def __init__(self, service: MapService, info: dict, limits: ServerLimits, wait_until_ready: bool) -> None:
+        self.service, self.info, self.limits, self.wait_until_ready = service, info, limits, wait_until_ready
+        self.decoders = anyio.CapacityLimiter(limits.decoders)
+        self.admitted = 0
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: FastAPI):
+        self.service.start()
+        if self.wait_until_ready:
+            await anyio.to_thread.run_sync(self.service.wait_until_ready)
         yield
-        service.close()
+        self.service.close()
 
-    app = FastAPI(title="SDNet saliency maps", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-
-    @app.exception_handler(Refused)
-    async def refused(request: Request, err: Refused) -> JSONResponse:
-        return JSONResponse({"error": err.reason}, status_code=err.status, headers=err.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        """The framework's own refusals (404 an unknown path, 405 a wrong method) in the same one-line form."""
-        reason = {404: f"no such endpoint: {request.url.path}",
-                  405: f"{request.method} is not allowed on {request.url.path}"}.get(err.status_code, str(err.detail))
-        return JSONResponse({"error": reason}, status_code=err.status_code, headers=getattr(err, "headers", None))
-
-    @app.middleware("http")
-    async def api_key(request: Request, call_next):
-        if request.url.path != "/health" and not _authorised(request, limits.api_key):
+    async def check_key(self, request: Request, call_next):
+        if request.url.path != "/health" and not _authorised(request, self.limits.api_key):
             return JSONResponse({"error": "missing or wrong API key (X-API-Key header, Bearer token or ?api_key=)"},
                                 status_code=401)
         return await call_next(request)
 
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        if service.failure is not None:
-            return JSONResponse({"status": "failed", "error": service.failure}, status_code=503)
-        return JSONResponse({"status": "ready" if service.ready else "starting"}, status_code=200 if service.ready
-                            else 503)
+    async def health(self) -> JSONResponse:
+        if self.service.failure is not None:
+            return JSONResponse({"status": "failed", "error": self.service.failure}, status_code=503)
+        ready = self.service.ready
+        return JSONResponse({"status": "ready" if ready else "starting"}, status_code=200 if ready else 503)
 
-    @app.get("/v1/info")
-    async def about() -> JSONResponse:
-        return JSONResponse({**info, "ready": service.ready})
+    async def about(self) -> JSONResponse:
+        return JSONResponse({**self.info, "ready": self.service.ready})
 
-    @app.get("/")
-    async def page() -> HTMLResponse:
+    async def page(self) -> HTMLResponse:
         return HTMLResponse(PAGE.read_text())
 
-    @app.post("/v1/saliency")
-    async def saliency(request: Request, output: str = "png") -> Response:
-        nonlocal admitted
+    async def saliency(self, request: Request, output: str = "png") -> Response:
+        """POST /v1/saliency: admitted while fewer than ``max_requests`` are served (else 503), answered within
+        ``timeout`` seconds (else 504)."""
         if output not in OUTPUTS:
             raise Refused(400, f"output={output}: choose one of {', '.join(OUTPUTS)}")
-        _refuse_unless_ready()  # before the upload is read
-        if admitted >= limits.max_requests:
-            raise Refused(503, f"{limits.max_requests} requests are being served already", {"Retry-After": "1"})
-        admitted += 1
+        self._refuse_unless_ready()  # before the upload is read
+        if self.admitted >= self.limits.max_requests:
+            raise Refused(503, f"{self.limits.max_requests} requests are being served already", {"Retry-After": "1"})
+        self.admitted += 1
         start = time.perf_counter()
         try:
-            return await asyncio.wait_for(_answer(request, output, start), limits.timeout)
+            return await asyncio.wait_for(self._answer(request, output, start), self.limits.timeout)
         except TimeoutError:
-            raise Refused(504, f"no answer within {limits.timeout:g} s (--timeout)") from None
+            raise Refused(504, f"no answer within {self.limits.timeout:g} s (--timeout)") from None
         finally:
-            admitted -= 1
+            self.admitted -= 1
 
-    async def _answer(request: Request, output: str, start: float) -> Response:
+    async def _answer(self, request: Request, output: str, start: float) -> Response:
         try:
-            body = await _body(request, limits.max_bytes)
+            body = await _body(request, self.limits.max_bytes)
         except ClientDisconnect:
             raise Refused(400, "the client went away during the upload") from None
         data = _image_bytes(body, request.headers.get("content-type", ""))
-        saliency_map, prepared = await _map_of(data)
-        files = await anyio.to_thread.run_sync(visualisations, prepared, saliency_map, OUTPUT_FILES[output],
-                                               limiter=decoders)
+        saliency_map, prepared = await self._map_of(data)
+        files = await anyio.to_thread.run_sync(self.service.files, prepared, saliency_map, OUTPUT_FILES[output],
+                                               limiter=self.decoders)
         seconds = time.perf_counter() - start
         headers = {"X-Processing-Seconds": f"{seconds:.4f}"}
         if output == "json":
@@ -186,13 +184,12 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
                                 headers=headers)
         return Response(files[OUTPUT_FILES[output][0]], media_type=OUTPUTS[output], headers=headers)
 
-    @app.websocket("/v1/stream")
-    async def stream(socket: WebSocket) -> None:
+    async def stream(self, socket: WebSocket) -> None:
         """Live video: each binary message is one frame (an image file, e.g. a JPEG from a camera), answered
         with its map as PNG bytes, then a text message with the frame's size, the server's seconds and frames/s
         over the last 30 frames; a frame that is refused is answered with a text message {"error": ...} and the
         stream goes on. (A video model sees each frame as a still clip, as on /v1/saliency.)"""
-        if not _authorised(socket, limits.api_key):
+        if not _authorised(socket, self.limits.api_key):
             await socket.close(code=1008, reason="missing or wrong API key")
             return
         await socket.accept()
@@ -202,9 +199,10 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
                 data = await socket.receive_bytes()
                 start = time.perf_counter()
                 try:
-                    if len(data) > limits.max_bytes:
-                        raise Refused(413, f"frame of {len(data)} bytes is over the limit of {limits.max_bytes} bytes")
-                    saliency_map, _ = await _map_of(data)
+                    if len(data) > self.limits.max_bytes:
+                        raise Refused(413, f"frame of {len(data)} bytes is over the limit of "
+                                           f"{self.limits.max_bytes} bytes")
+                    saliency_map, _ = await self._map_of(data)
                 except Refused as err:
                     await socket.send_json({"error": err.reason})
                     continue
@@ -217,18 +215,18 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
         except WebSocketDisconnect:
             return
 
-    def _refuse_unless_ready() -> None:
-        if service.failure is not None:
-            raise Refused(503, f"the network could not be prepared: {service.failure}")
-        if not service.ready:
+    def _refuse_unless_ready(self) -> None:
+        if self.service.failure is not None:
+            raise Refused(503, f"the network could not be prepared: {self.service.failure}")
+        if not self.service.ready:
             raise Refused(503, "the network is still being prepared", {"Retry-After": "1"})
 
-    async def _map_of(data: bytes) -> tuple[np.ndarray, Prepared]:
+    async def _map_of(self, data: bytes) -> tuple[np.ndarray, Prepared]:
         """The (H, W) uint8 map of one image's bytes, and the prepared request; `Refused` for what a client may
         not send."""
-        _refuse_unless_ready()
+        self._refuse_unless_ready()
         try:
-            prepared = await anyio.to_thread.run_sync(service.prepare, data, "upload", limiter=decoders)
+            prepared = await anyio.to_thread.run_sync(self.service.prepare, data, "upload", limiter=self.decoders)
         except ImageTooLarge as err:
             raise Refused(413, str(err)) from None
         except NotAnImage as err:
@@ -236,7 +234,7 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
         except DataError as err:
             raise Refused(400, str(err)) from None
         try:
-            future = service.submit(prepared)
+            future = self.service.submit(prepared)
         except QueueFull as err:
             raise Refused(503, str(err), {"Retry-After": "1"}) from None
         try:
@@ -244,6 +242,24 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
         except asyncio.CancelledError:
             future.cancel()
             raise
-        return await anyio.to_thread.run_sync(service.finish, prepared, network_output, limiter=decoders), prepared
+        return await anyio.to_thread.run_sync(self.service.finish, prepared, network_output,
+                                              limiter=self.decoders), prepared
 
+
+def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until_ready: bool = False) -> FastAPI:
+    """The application: ``service`` started and stopped with it, ``info`` served at /v1/info. With
+    ``wait_until_ready`` it takes no request before the network is prepared (processes sharing a port: the
+    kernel hands a connection to any of them, so none may answer 503 while the others are ready); without, it
+    answers from the start, /health 503 until then."""
+    endpoints = Endpoints(service, info, limits, wait_until_ready)
+    app = FastAPI(title="SDNet saliency maps", lifespan=endpoints.lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.add_exception_handler(Refused, _refused)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.middleware("http")(endpoints.check_key)
+    app.add_api_route("/health", endpoints.health, methods=["GET"])
+    app.add_api_route("/v1/info", endpoints.about, methods=["GET"])
+    app.add_api_route("/", endpoints.page, methods=["GET"])
+    app.add_api_route("/v1/saliency", endpoints.saliency, methods=["POST"])
+    app.add_api_websocket_route("/v1/stream", endpoints.stream)
     return app

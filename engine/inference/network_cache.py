@@ -25,9 +25,9 @@ __all__ = ["CACHE_MAX_BYTES", "default_cache_dir", "model_key", "NetworkCache"]
 
 CACHE_MAX_BYTES = 1 << 30
 _MAGIC = b"sdnet compiled network\n"
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = Path(__file__).resolve().parents[2]
 # The code that decides what a model computes and how it is exported: a change to any of it is a new key.
-_SOURCES = (*sorted((_REPO / "models").glob("*.py")), _REPO / "configs.py", _REPO / "engine" / "export.py")
+_SOURCES = (*sorted((_REPO / "models").glob("*.py")), _REPO / "configs.py", Path(__file__).with_name("export.py"))
 
 
 def default_cache_dir() -> Path | None:

@@ -14,7 +14,7 @@ import configs
 from data.pair_check import check_pairs, distinct_pairs, drop_samples
 from engine.distributed import DistContext
 from engine.hardware import memory_bytes
-from engine.settings import TrainingTask, TrainSettings
+from engine.training.settings import TrainingTask, TrainSettings
 from utils import fail
 
 __all__ = ["step_memory_estimate", "check_memory", "checked_train_set"]

@@ -4,13 +4,14 @@ A `Backend` is made once per runner from the model and the `Settings` (device, p
 cache); its `prepare(shape, streams)` gives the `Network` that runs inputs of that one shape. A network computes a
 pass on call, or starts one (`Network.start`) and hands back the function that finishes it, so that up to
 ``Network.slots`` inputs are in flight (OpenVINO's streams; every other network has one slot and computes at once).
-The runner (`engine.inference`) holds the prepared networks and is the one place deciding which input runs where.
+The runner (`engine.inference.runner`) holds the prepared networks and is the one place deciding which input runs
+where.
 
 Backends ("auto" is chosen by `choose_backend`):
-- `engine.backends.eager`: "eager" (the plain NCHW float32 model) and "channels_last" (NHWC oneDNN kernels);
-- `engine.backends.openvino`: "openvino", the CPU default (the exported graph compiled per input shape);
-- `engine.backends.inductor`: "inductor" (TorchInductor per input shape);
-- `engine.backends.cuda_graphs`: "cuda_graphs", the CUDA default (a CUDA graph per input shape).
+- `engine.inference.backends.eager`: "eager" (the plain NCHW float32 model) and "channels_last" (NHWC oneDNN kernels);
+- `engine.inference.backends.openvino`: "openvino", the CPU default (the exported graph compiled per input shape);
+- `engine.inference.backends.inductor`: "inductor" (TorchInductor per input shape);
+- `engine.inference.backends.cuda_graphs`: "cuda_graphs", the CUDA default (a CUDA graph per input shape).
 
 A backend never changes what it runs once made: what cannot be prepared raises `BackendError`, a one-line message
 naming the backend and the flag that avoids it, and nothing falls back to another backend.
@@ -28,20 +29,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from engine.hardware import PRECISIONS, TORCH_DTYPES
 from models import skip_zero_pre_biases
 
-__all__ = ["BACKENDS", "PRECISIONS", "BackendError", "Settings", "Network", "Backend", "backend_class",
+__all__ = ["BACKENDS", "BackendError", "Settings", "Network", "Backend", "backend_class",
            "choose_backend", "openvino_available"]
 
-# backend name -> (module of engine.backends, class name)
+# backend name -> (module of engine.inference.backends, class name)
 _MODULES = {"eager": ("eager", "EagerBackend"), "channels_last": ("eager", "ChannelsLastBackend"),
             "inductor": ("inductor", "InductorBackend"), "openvino": ("openvino", "OpenVINOBackend"),
             "cuda_graphs": ("cuda_graphs", "CudaGraphBackend")}
-TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# What ``--backend`` and ``--precision`` take: every backend above ("auto": `choose_backend`), every precision (fp16
-# on CUDA, bf16 on the CPU with OpenVINO).
+# What ``--backend`` takes: every backend above ("auto": `choose_backend`); ``--precision`` takes every precision of
+# `engine.hardware.PRECISIONS` (fp16 on CUDA, bf16 on the CPU with OpenVINO).
 BACKENDS = ("auto", *_MODULES)
-PRECISIONS = tuple(TORCH_DTYPES)
 
 
 class BackendError(RuntimeError):
@@ -52,7 +52,7 @@ class BackendError(RuntimeError):
 class Settings:
     """What a backend runs with: ``device``; ``precision`` ('fp32', 'fp16' on CUDA, 'bf16' on the CPU with
     OpenVINO); ``threads``, the CPU threads of a pass; ``cache``, the folder of compiled networks kept between runs
-    (`engine.network_cache`; None: none kept)."""
+    (`engine.inference.network_cache`; None: none kept)."""
 
     device: torch.device
     precision: str = "fp32"

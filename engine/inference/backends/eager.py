@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.backends import Backend, Network
+from engine.inference.backends import Backend, Network
 
 __all__ = ["EagerBackend", "ChannelsLastBackend"]
 

@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from configs import TRAIN_FORMS
-from engine.backends import PRECISIONS, TORCH_DTYPES
-from engine.hardware import bf16_channels_last_gradients, cpu_has_native_bf16
+from engine.hardware import PRECISIONS, TORCH_DTYPES, bf16_channels_last_gradients, cpu_has_native_bf16
 from models import set_train_form
 
 __all__ = ["StepSettings", "StepError", "precision_error", "resolve_step_settings", "nchw_reason", "prepare_model",

@@ -1,11 +1,12 @@
 """The "openvino" backend, the CPU default: the converted network exported to ONNX once (any height and width,
-`engine.export`), and compiled by OpenVINO's CPU plugin for each input shape at its first pass (0.1-0.3 s; the
-export itself 0.3-0.8 s), the compiled networks kept on disk for later runs (`engine.network_cache`).
+`engine.inference.export`), and compiled by OpenVINO's CPU plugin for each input shape at its first pass (0.1-0.3 s;
+the export itself 0.3-0.8 s), the compiled networks kept on disk for later runs (`engine.inference.network_cache`).
 
 Every input of a shape runs through the network compiled for that shape alone, whatever came before: a map is a
 function of its own input. A network runs one request on all threads (``streams`` = 1) or several requests of one
 thread each (OpenVINO's streams, for keeping several inputs in flight); both give the same bits, since each output
-element is computed by one thread in a fixed order whatever the thread count (tests/test_speed.py).
+element is computed by one thread in a fixed order whatever the thread count
+(tests/test_backends.py::test_streams_give_the_bits_of_one_pass_at_a_time_in_order).
 
 Precision: f32 by default (OpenVINO's own default on CPUs with AVX512-BF16 or AMX is bf16, which moves the maps by
 about 2e-4); bf16 on request, where the CPU computes bf16 natively. The precision reported is read back from the
@@ -24,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from engine.backends import Backend, BackendError, Network, Settings
-from engine.export import export_onnx
 from engine.hardware import cpu_has_native_bf16
-from engine.network_cache import NetworkCache, model_key
+from engine.inference.backends import Backend, BackendError, Network, Settings
+from engine.inference.export import export_onnx
+from engine.inference.network_cache import NetworkCache, model_key
 from utils import LOGGER_NAME
 
 __all__ = ["OPENVINO_CONFIG", "openvino_core", "native_bf16", "OpenVINOBackend"]

@@ -1,9 +1,9 @@
 """What a training run is asked to do, as data: the flags resolved once into a frozen `TrainSettings`, and the
 task (its model, data, loss, parameter groups, validation sets) as a frozen `TrainingTask` of callables into
-``models``, ``data`` and ``engine.train``, which the engine calls; nothing calls back into a script.
+``models``, ``data`` and ``engine.training.loop``, which the engine calls; nothing calls back into a script.
 
 ``train_sod.py`` / ``train_vsod.py`` parse their flags, make the settings with `settings_from_flags` and their
-task from the settings, and hand both to `engine.startup.run`.
+task from the settings, and hand both to `engine.training.startup.run`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 import configs
 import utils
 from data.guard import max_pixels_of
-from engine.backends import PRECISIONS
-from engine.train_step import StepSettings
+from engine.hardware import PRECISIONS
+from engine.training.step import StepSettings
 from utils import fail
 
 __all__ = ["TrainSettings", "TrainingTask", "add_training_args", "parse_lr_steps", "settings_from_flags"]
@@ -95,7 +95,7 @@ def settings_from_flags(args: argparse.Namespace, kind: str, task_flag_names: tu
                         **changes: Any) -> TrainSettings:
     """`TrainSettings` of parsed training flags (`add_training_args` plus the script's ``task_flag_names``),
     ``changes`` applied (a script's own resolution, e.g. a rounded size). Nothing is checked here that needs the
-    device; `engine.startup` checks the rest before anything is written."""
+    device; `engine.training.startup` checks the rest before anything is written."""
     values = {**vars(args), **changes}
     if values["amp"] and values["precision"] != "fp32":
         fail(f"--amp is the release's name for --precision fp16: give one, not --amp with --precision "
@@ -125,7 +125,7 @@ def _frozen(value: Any) -> Any:
 @dataclass(frozen=True)
 class TrainingTask:
     """What differs between image and video training, as data: callables into ``models`` / ``data`` /
-    ``engine.train`` (module-level functions and classes, or ``functools.partial`` of them, so that the task
+    ``engine.training.loop`` (module-level functions and classes, or ``functools.partial`` of them, so that the task
     pickles into the processes of a multi-GPU run) and plain values.
 
     ``build_model(deploy=False)``: the model; ``train_set(seed=...)``: the train-mode dataset (a `data.DataError`

@@ -1,20 +1,14 @@
-"""Checkpoints on disk: the one writer, training checkpoints and resuming, RNG state, and the run's log files.
-
-Every checkpoint we save, training and converted, goes through `save_checkpoint`: the fields of
-`models.ModelDescription` beside ``state_dict`` (unprefixed, from the unwrapped model), plus whatever the caller
-adds (the training state). `models.load_checkpoint` reads them back with their description. Files are written
-atomically and flushed to the disk, so a kill or a power cut leaves the old file or the complete new one.
-"""
+"""A training run's files: its checkpoints (written by `engine.checkpoint_file.save_checkpoint`, with the training
+state) and resuming from them, the RNG state, ``args.json`` and the log files."""
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -22,55 +16,16 @@ import torch
 
 import configs
 from data.atomic import append_line_atomic, write_bytes_atomic, write_json_atomic
+from engine.checkpoint_file import save_checkpoint
 from models import CheckpointError, LoadedCheckpoint, ModelDescription, load_checkpoint
 
-__all__ = ["LATEST_CHECKPOINT", "save_checkpoint", "check_description", "save_training_checkpoint",
+__all__ = ["LATEST_CHECKPOINT", "save_training_checkpoint",
            "load_training_checkpoint", "resume_checkpoint_path", "checkpoint_path", "capture_rng_state",
            "restore_rng_state", "write_args_json", "append_log_line", "trim_log"]
 
 CHECKPOINT_DIR = "save_models"
 LATEST_CHECKPOINT = "checkpoint_latest.pth"
 TRAINING_KEYS = ("epoch", "optimizer", "rng", "args")
-# How a field of the description is named on the command line, for error messages.
-FIELD_FLAGS = {"model": "--model", "config": "--config", "tid": "--tid", "nframes": "--nframes", "nstdc": "--nstdc"}
-
-
-def save_checkpoint(paths: str | os.PathLike | Iterable[str | os.PathLike], state_dict: Mapping[str, torch.Tensor],
-                    description: ModelDescription, **extra: object) -> None:
-    """Write ``{**description fields, **extra, 'state_dict'}`` with ``torch.save`` once, atomically and flushed to
-    the disk, to every path in ``paths``. ``state_dict``'s tensors are copied to the CPU; ``extra`` must hold only
-    tensors and plain types, so the file loads with ``weights_only=True``."""
-    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    payload = {**description.as_dict(), **extra,
-               "state_dict": {key: value.detach().cpu().clone() for key, value in state_dict.items()}}
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    for path in paths:
-        write_bytes_atomic(path, buffer.getvalue(), fsync=True)
-
-
-def _flag_text(field: str, value: object, flags: Mapping[str, str]) -> str:
-    if field == "bn":
-        return "--bn" if value else "--nobn"
-    shown = " ".join(value) if isinstance(value, (list, tuple)) else value
-    return f"{flags.get(field, FIELD_FLAGS.get(field, '--' + field))} {shown}"
-
-
-def check_description(description: ModelDescription, source: str | os.PathLike,
-                      flags: Mapping[str, str] | None = None, **given: object) -> None:
-    """Raise ``CheckpointError`` naming the flag and the checkpoint when a ``given`` value (by description field;
-    None: not given) contradicts what ``description`` says (None: the checkpoint cannot say). ``flags`` renames
-    a field's flag for the message (``{'config': '--train-config'}``)."""
-    for field, value in given.items():
-        found = getattr(description, field)
-        if value is None or found is None:
-            continue
-        if isinstance(found, (list, tuple)):
-            found, value = tuple(found), tuple(value)
-        if found != value:
-            shown = " ".join(found) if isinstance(found, tuple) else found
-            raise CheckpointError(f"{_flag_text(field, value, flags or {})} contradicts {source}, which has "
-                                  f"{field} {shown}")
 
 
 # --- training checkpoints --------------------------------------------------------------------------------------------
@@ -82,7 +37,7 @@ def checkpoint_path(savedir: str | os.PathLike, name: str) -> Path:
 
 
 def args_to_dict(args) -> dict:
-    """A run's flags (`engine.settings.TrainSettings.as_flags`, or an argparse Namespace's) as JSON- and
+    """A run's flags (`engine.training.settings.TrainSettings.as_flags`, or an argparse Namespace's) as JSON- and
     weights_only-safe plain values (tuples -> lists, paths -> strings)."""
     flags = args.as_flags() if hasattr(args, "as_flags") else vars(args)
 

@@ -1,7 +1,7 @@
 """What the two map generators (``generate_salmaps_sod.py``, ``generate_salmaps_vsod.py``) share: their common flags,
-the checks before anything is written, the model and the runner on the process's device (one process, or one of
-several under torchrun / srun: `engine.sharding`), the maps of a test set with a progress bar, and one error line for
-a failure while maps are written."""
+the checks before anything is written, the model and its `Predictor` on the process's device (one process, or one
+of several under torchrun / srun: `engine.inference.sharding`), the maps of a test set with a progress bar, and one
+error line for a failure while maps are written."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from tqdm import tqdm
 from data.atomic import unwritable
 from data.datasets import test_loader
 from engine.distributed import DistContext, cleanup_distributed, distributed_context, init_distributed, is_main_process
-from engine.inference import BackendError, InferenceRunner, RunnerFlags, add_device_args, runner_from_flags
-from engine.loading import ModelFlags, add_model_args, model_from_flags
-from engine.maps import stream_maps
-from engine.sharding import share, summed
+from engine.inference.loading import ModelFlags, add_model_args, model_from_flags
+from engine.inference.predictor import ModelInput, Predictor
+from engine.inference.runner import BackendError, RunnerFlags, add_device_args, runner_from_flags
+from engine.inference.sharding import share, summed
 from models import ModelDescription
 from utils import add_max_megapixels_arg, fail, input_size, non_negative_int, setup_logger
 
-__all__ = ["add_generation_args", "start_generation", "generation_model", "generation_runner", "take_share",
+__all__ = ["add_generation_args", "start_generation", "generation_model", "generation_predictor", "take_share",
            "test_set_maps", "writing_maps", "finish"]
 
 
@@ -64,26 +64,29 @@ def generation_model(args: argparse.Namespace, kind: str) -> tuple[nn.Module, Mo
     return model_from_flags(ModelFlags.from_args(args), args.evaluate, kind=kind)
 
 
-def test_set_maps(runner: InferenceRunner, dataset: Dataset, workers: int, key: str, *, desc: str, unit: str,
+def test_set_maps(predictor: Predictor, dataset: Dataset, workers: int, *, desc: str, unit: str,
                   show: bool) -> Iterator[tuple[dict, np.ndarray | None]]:
-    """(item, its (T, H, W) uint8 maps) for every item of a test ``dataset`` in order (None where the item holds an
-    ``error``), ``dataset[i][key]`` being the network input; ``workers`` reading processes, a progress bar if
-    ``show``."""
-    items = ((item, None if item["error"] else item[key][None], item["size"])
-             for item in test_loader(dataset, workers))
-    yield from tqdm(stream_maps(runner, items), total=len(dataset), desc=desc, unit=unit, leave=False,
-                    disable=not show)
+    """(item, its uint8 maps) for every item of a test ``dataset`` in order (None where the item holds an
+    ``error``): an image's (H, W) map (`Predictor.images`), a clip's (T, H, W) maps (`Predictor.clips`), by the
+    item's ``image`` or ``clip``; ``workers`` reading processes, a progress bar if ``show``."""
+    key = "clip" if predictor.input.video else "image"
+    items = ((item, None if item["error"] else item[key], item["size"]) for item in test_loader(dataset, workers))
+    maps = predictor.clips(items) if predictor.input.video else predictor.images(items)
+    yield from tqdm(maps, total=len(dataset), desc=desc, unit=unit, leave=False, disable=not show)
 
 
-def generation_runner(model: nn.Module, args: argparse.Namespace, ctx: DistContext) -> InferenceRunner:
-    """Join the run's processes (if several), then the runner of ``model`` on this process's device as the device
-    flags ask."""
+def generation_predictor(model: nn.Module, description: ModelDescription, args: argparse.Namespace,
+                         ctx: DistContext) -> Predictor:
+    """Join the run's processes (if several), then the predictor of ``model`` on this process's device as the
+    device flags ask, its inputs at ``--size`` (none: each image or clip at its own size)."""
     init_distributed(ctx)
-    return runner_from_flags(model, RunnerFlags.from_args(args), ctx.device)
+    runner = runner_from_flags(model, RunnerFlags.from_args(args), ctx.device)
+    return Predictor(runner, ModelInput.of(description, args.size, full_resolution=True))
 
 
 def take_share(dataset: Dataset, keys: list, ctx: DistContext) -> None:
-    """Keep in ``dataset.samples`` this process's share of them (``keys``: one per sample, `engine.sharding.share`)."""
+    """Keep in ``dataset.samples`` this process's share of them (``keys``: one per sample,
+    `engine.inference.sharding.share`)."""
     dataset.samples = [dataset.samples[i] for i in share(keys, ctx.rank, ctx.world_size)]
 
 
