@@ -3,13 +3,12 @@
 Endpoints: ``POST /v1/saliency`` (an image as the multipart field ``file`` or as the raw body; ``?output=png``
 (default: the 8-bit map), ``overlay`` (JPEG), ``cutout`` (RGBA PNG) or ``json`` (all three, base64, with the size
 and timing)), ``GET /health`` (503 until the network is prepared, then 200), ``GET /v1/info`` (what runs) and
-``GET /`` (the page of `engine/page/index.html`) and ``/v1/stream`` (a WebSocket: live video, one frame's map per
-message). Every refused request gets a 4xx and a one-line JSON reason
-(``{"error": ...}``) and the server goes on: a body over ``max_bytes`` (413), an image over the pixel cap (413),
-not an image or a format we do not read (415), a damaged or cut-short image (400), too many requests at once
-(503, Retry-After), past ``timeout`` seconds (504), a missing or wrong API key (401; every endpoint but
-``/health``). Uploads stay in memory; nothing a client sends names a file.
-"""
+``GET /`` (the page of `engine/serving/page/index.html`) and ``/v1/stream`` (a WebSocket: live video, one frame's
+map per message). Every refused request gets a 4xx and a one-line JSON reason (``{"error": ...}``) and the server goes
+on: a body over ``max_bytes`` (413), an image over the pixel cap (413), not an image or a format we do not read (415),
+a damaged or cut-short image (400), too many requests at once (503, Retry-After), past ``timeout`` seconds (504), a
+missing or wrong API key (401; every endpoint but ``/health``). Uploads stay in memory; nothing a client sends names
+a file."""
 
 from __future__ import annotations
 
