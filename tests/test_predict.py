@@ -351,3 +351,27 @@ def test_a_line_logged_while_a_progress_bar_runs_never_splits_it() -> None:
     logged = next(line for line in stream.getvalue().split("\n") if "network compiled" in line)
     assert re.fullmatch(r"\d\d:\d\d:\d\d INFO network compiled", logged.split("\r")[-1])
     utils.setup_logger()
+
+
+@pytest.mark.parametrize("model", ["sdnet", "stdnet"])
+def test_the_predictor_takes_bytes_files_and_arrays_alike(inputs: Path, tmp_path: Path, checkpoints,
+                                                          model: str) -> None:
+    """One image as a file's path, its bytes or its RGB array: the same map, the one predict.py writes; a video
+    model's is the last map of a still clip of --nframes copies; the files are predict.py's bytes."""
+    import predict
+
+    kind = ["--tid", "cv", "cd", "ad", "--nframes", "4"] if model == "stdnet" else []
+    predict.main(["--checkpoint", str(checkpoints[model]), "--size", str(SIZE), *kind, "-j", "0", "--overlay",
+                  "--cutout", str(inputs / "photo.jpg"), "--out", str(tmp_path)])
+    options = {"nframes": 4, "tid": ("cv", "cd", "ad")} if model == "stdnet" else {}
+    predictor = Predictor.from_checkpoint(checkpoints[model], size=SIZE, **options)
+    assert predictor.input == ModelInput(SIZE, video=model == "stdnet", nframes=4 if model == "stdnet" else 1)
+    photo = inputs / "photo.jpg"
+    rgb = read_rgb(photo, orient=True)
+    maps = [predictor.map_of(photo), predictor.map_of(photo.read_bytes()), predictor.map_of(rgb)]
+    written = cv2.imread(str(tmp_path / "photo.png"), cv2.IMREAD_UNCHANGED)
+    assert all(np.array_equal(m, written) for m in maps)
+    files = predictor.files(predictor.prepare(photo).rgb, maps[0], ["map", "overlay", "cutout"])
+    assert files == {"map": (tmp_path / "photo.png").read_bytes(),
+                     "overlay": (tmp_path / "photo_overlay.jpg").read_bytes(),
+                     "cutout": (tmp_path / "photo_cutout.png").read_bytes()}

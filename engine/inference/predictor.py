@@ -92,12 +92,16 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: torch.device | str = "cpu", *, size: int | None = None,
-                        **runner_options: Any) -> Predictor:
-        """The predictor of a checkpoint (the authors' or ours; `models.load_model`) on ``device``, its inputs at
-        ``size`` (default: the model's evaluation size), the runner as `engine.inference.prepare_for_inference`
-        makes it with ``runner_options`` (backend, precision, threads, cache)."""
-        model, description = load_model(checkpoint)
-        return cls(prepare_for_inference(model, device, **runner_options), ModelInput.of(description, size))
+                        backend: str = "auto", precision: str = "fp32", threads: int | None = None,
+                        cache: str | Path | None = None, **model_options: Any) -> Predictor:
+        """The predictor of a checkpoint (the authors' or ours) on ``device``, its inputs at ``size`` (default:
+        the model's evaluation size): the model as `models.load_model` reads it (``model_options``: what the
+        checkpoint cannot say, e.g. ``tid`` and ``nframes`` of the authors' video files), the runner as
+        `engine.inference.prepare_for_inference` makes it (``backend``, ``precision``, ``threads``, ``cache``)."""
+        model, description = load_model(checkpoint, **model_options)
+        runner = prepare_for_inference(model, device, backend=backend, precision=precision, threads=threads,
+                                       cache=cache)
+        return cls(runner, ModelInput.of(description, size))
 
     def network_input(self, image: torch.Tensor) -> torch.Tensor:
         """A preprocessed image (3, S, S) -> the network's input (1, 3T, S, S): a video model's still clip."""
