@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -237,3 +238,13 @@ def test_workers_means_data_reading_processes_everywhere(script: str) -> None:
     serve = importlib.import_module("serve").build_parser()
     [alias] = [action for action in serve._actions if "--workers" in action.option_strings]
     assert alias.dest == "processes" and alias.help == argparse.SUPPRESS
+
+
+def test_every_requirement_is_pinned() -> None:
+    """requirements*.txt pin every package to one version (==): a fresh machine a year on installs what the suite
+    passed with, and OpenCV's resize or Pillow's decoder cannot change a map's bytes behind our back."""
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        lines = [line.split("#")[0].strip() for line in (REPO / name).read_text().splitlines()]
+        requirements = [line for line in lines if line]
+        assert requirements and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][\w.+]*", line) for line in
+                                    requirements), (name, requirements)
