@@ -67,7 +67,7 @@ TRAIN_DEFAULTS: dict[str, dict] = {
 
 # How a training step computes the multi-branch blocks (models.dcr.set_train_form; --train-form): as one convolution
 # each ('fused', the default) or branch by branch ('separate', the authors' arithmetic). The precisions are
-# engine.inference.backends.PRECISIONS, for training (autocast) and inference alike.
+# engine.hardware.PRECISIONS, for training (autocast) and inference alike.
 TRAIN_FORMS = ("fused", "separate")
 
 # The codebase's version, which serve.py reports at /v1/info.

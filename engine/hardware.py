@@ -45,11 +45,12 @@ def cpu_has_native_bf16() -> bool:
 # The weight gradients of 3x3 convolutions in bf16 and channels_last (the CDCM's dilated convolutions of 24 channels
 # among them), each compared with float32 arithmetic on the same bf16 values. On a CPU with AVX512-BF16 but no AMX
 # (AMD Zen 4; or oneDNN held to AVX512_CORE_BF16 / AVX512_CORE) PyTorch 2.14's oneDNN computes some of them wrong:
-# NaN or garbage from 20 channels and 32 x 32 pixels up, and at times a segmentation fault. Products of bf16 values
-# are exact in float32 and the kernels accumulate in float32, so a correct gradient is the float32 one rounded once
-# to bf16 (2^-8 relative) plus accumulation rounding; a wrong one is off by 100 % or NaN. 5 % of the largest entry
-# separates the two. It runs in a child process, which a crashing kernel cannot take down with the caller, and
-# which inherits the environment (ONEDNN_MAX_CPU_ISA included) and so the kernels training will use.
+# NaN or garbage at 20, 24, 28 and 40 channels (not 8, 16 or 32) from 32 x 32 pixels up, at times a segmentation
+# fault. Products of bf16 values are exact in float32 and the kernels accumulate in float32, so a correct gradient is
+# the float32 one rounded once to bf16 (at most 2^-8 = 0.4 % relative) plus accumulation rounding; a wrong one is off
+# by 100 % or NaN. 5 % of the largest entry separates the two. It runs in a child process, which a crashing kernel
+# cannot take down with the caller, and which inherits the environment (ONEDNN_MAX_CPU_ISA included) and so the
+# kernels training will use.
 _BF16_PROBE = """
 import torch, torch.nn.functional as F
 torch.set_num_threads(1)
