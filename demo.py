@@ -36,13 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", default="demo_data", help="where the synthetic dataset is (or will be) written")
     parser.add_argument("--results", default="results", help="results folder (the evaluation reads results/<exp>)")
     parser.add_argument("--gpu", default="", help="CUDA device for every step ('' = CPU)")
-    parser.add_argument("--image-epochs", type=utils.positive_int, default=3,
+    parser.add_argument("--image-epochs", type=utils.int_between(1, 1000), default=3,
                         help="SDNet training epochs (4 passes each)")
     parser.add_argument("--image-size", type=utils.input_size, default=96, help="SDNet training and test size")
-    parser.add_argument("--video-steps", type=utils.positive_int, default=30,
+    parser.add_argument("--video-steps", type=utils.int_between(1, utils.MAX_COUNT), default=30,
                         help="STDNet training steps (batch of 2 clips)")
     parser.add_argument("--video-size", type=utils.input_size, default=96, help="STDNet training and test size")
-    parser.add_argument("-j", "--workers", type=utils.non_negative_int, default=1,
+    parser.add_argument("-j", "--workers", type=utils.data_processes, default=1,
                         help="data loading processes of each step")
     return parser
 

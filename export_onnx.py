@@ -17,7 +17,7 @@ import torch
 
 import utils
 from data.atomic import unwritable
-from engine.inference.export import ONNX_OPSET, export_onnx
+from engine.inference.export import ONNX_MAX_OPSET, ONNX_OPSET, export_onnx
 from engine.inference.loading import ModelFlags, add_model_args, model_from_flags
 from engine.inference.predictor import ModelInput
 
@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=utils.input_size, default=None,
                         help="square input size in pixels (default: sdnet 320, sdneta 384, video models 256)")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=utils.int_at_least(ONNX_OPSET), default=ONNX_OPSET,
-                        help=f"ONNX opset (>= {ONNX_OPSET})")
+    parser.add_argument("--opset", type=utils.int_between(ONNX_OPSET, ONNX_MAX_OPSET), default=ONNX_OPSET,
+                        help=f"ONNX opset ({ONNX_OPSET} to {ONNX_MAX_OPSET})")
     parser.add_argument("--any-size", action="store_true",
                         help="height and width free in the graph (batch and frames stay fixed); --size is then "
                              "only the example the graph is traced on")

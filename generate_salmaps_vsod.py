@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--datadir", required=True, help="data root; the list file's paths are relative to it")
     parser.add_argument("--test-lst", default="dataset/test_video_lst.txt", help="list file of the test videos")
     parser.add_argument("--testdata", default="DAVIS", help="'+'-joined dataset names (DAVSOD, VOS, DAVIS)")
-    parser.add_argument("--framegap", type=utils.positive_float, default=4,
+    parser.add_argument("--framegap", type=utils.float_between(0.0, 1000.0, low_open=True), default=4,
                         help="target gap of frame numbers inside a clip (> 0)")
     generation.add_generation_args(parser, "video", "<DATASET>/<video>/<frame>.png")
     return parser

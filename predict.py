@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "256)")
     parser.add_argument("--overlay", action="store_true", help="also write <name>_overlay.jpg for each image")
     parser.add_argument("--cutout", action="store_true", help="also write <name>_cutout.png (RGBA) for each image")
-    parser.add_argument("-j", "--workers", type=utils.non_negative_int, default=2,
+    parser.add_argument("-j", "--workers", type=utils.data_processes, default=2,
                         help="image reading processes (0: in the main one)")
     utils.add_max_megapixels_arg(parser)
     add_model_args(parser)

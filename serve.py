@@ -35,25 +35,25 @@ def build_parser() -> argparse.ArgumentParser:
                              "256)")
     group = parser.add_argument_group("server")
     group.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    group.add_argument("--port", type=utils.int_at_least(0), default=8000, help="TCP port (0: any free one)")
-    group.add_argument("--processes", type=utils.positive_int, default=1,
+    group.add_argument("--port", type=utils.int_between(0, 65535), default=8000, help="TCP port (0: any free one)")
+    group.add_argument("--processes", type=utils.process_count, default=1,
                        help="server processes sharing the port, each with its own network")
     # The flag's earlier name: -j/--workers means data-reading processes in every other script.
-    group.add_argument("--workers", dest="processes", type=utils.positive_int, default=argparse.SUPPRESS,
+    group.add_argument("--workers", dest="processes", type=utils.process_count, default=argparse.SUPPRESS,
                        help=argparse.SUPPRESS)
     group.add_argument("--shared-port", action="store_true", help=argparse.SUPPRESS)  # a helper of --processes
     group.add_argument("--api-key", default=None,
                        help="key every endpoint but /health needs (X-API-Key header, Bearer token or ?api_key=); "
                             "default: $SDNET_API_KEY, else none")
     group = parser.add_argument_group("limits")
-    group.add_argument("--max-bytes", type=utils.positive_int, default=20 * 2**20,
+    group.add_argument("--max-bytes", type=utils.int_between(1, 2**30), default=20 * 2**20,
                        help="largest upload in bytes (default 20 MiB; larger: 413)")
     utils.add_max_megapixels_arg(group)
-    group.add_argument("--queue", type=utils.positive_int, default=32,
+    group.add_argument("--queue", type=utils.int_between(1, 10_000), default=32,
                        help="requests served at once; more are answered 503 with Retry-After")
-    group.add_argument("--timeout", type=utils.positive_float, default=30.0,
+    group.add_argument("--timeout", type=utils.float_between(0.0, 86_400.0, low_open=True), default=30.0,
                        help="seconds a request may take (then 504)")
-    group.add_argument("--decoders", type=utils.positive_int, default=2,
+    group.add_argument("--decoders", type=utils.process_count, default=2,
                        help="uploads decoded and encoded at once (threads)")
     add_model_args(parser)
     add_device_args(parser)

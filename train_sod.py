@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--bn", action="store_true", default=DEFAULTS["bn"],
                     help="BatchNorm in the backbone DiffBlocks (SDNet-A: yes)")
     bn.add_argument("--nobn", dest="bn", action="store_false", help="no BatchNorm in the backbone (the default)")
-    group.add_argument("--warmup", type=utils.non_negative_int, default=DEFAULTS["warmup"],
+    group.add_argument("--warmup", type=utils.epoch_count, default=DEFAULTS["warmup"],
                        help="epochs of frozen branch logits from scratch (none with --preload/--finetune)")
-    group.add_argument("--beta", type=utils.positive_float, default=DEFAULTS["beta"],
+    group.add_argument("--beta", type=utils.float_between(0.0, 1000.0, low_open=True), default=DEFAULTS["beta"],
                        help="weight factor of background pixels (> 0)")
     low, high = configs.PASS_SCALE_RANGE
     group.add_argument("--pass-scales", type=utils.float_between(low, high), nargs="+",

@@ -36,26 +36,27 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--train-lst", default=DEFAULTS["train_lst"], help="training list file (paths under --datadir)")
     group.add_argument("--val-lst", default=DEFAULTS["val_lst"],
                        help="validation list file; one validation set per dataset in it; '' skips validation")
-    group.add_argument("--val-cut", type=utils.positive_float, default=DEFAULTS["val_cut"],
+    group.add_argument("--val-cut", type=utils.float_between(0.0, 1000.0, low_open=True), default=DEFAULTS["val_cut"],
                        help="fraction of the sorted annotated frames kept per DAVSOD validation video (>= 1: all)")
-    group.add_argument("--framegap", type=utils.positive_float, default=DEFAULTS["framegap"],
+    group.add_argument("--framegap", type=utils.float_between(0.0, 1000.0, low_open=True),
+                       default=DEFAULTS["framegap"],
                        help="gap target (frame numbers, > 0) of VOS training clips and of validation clips")
-    group.add_argument("--nframes", type=utils.positive_int, default=DEFAULTS["nframes"], help="frames per clip")
+    group.add_argument("--nframes", type=utils.frames_per_clip, default=DEFAULTS["nframes"], help="frames per clip")
     group.add_argument("--tid", nargs="+", default=list(DEFAULTS["tid"]), choices=configs.TEMPORAL_OPS,
                        help="branch ops of the temporal difference convolutions (STDC)")
     group.add_argument("--scales", type=utils.float_between(-100.0, 100.0), nargs="+",
                        default=list(DEFAULTS["scales"]),
                        help="initial STDC branch logits, one per --tid op")
-    group.add_argument("--nstdc", type=utils.positive_int, default=DEFAULTS["nstdc"],
+    group.add_argument("--nstdc", type=utils.int_between(1, 16), default=DEFAULTS["nstdc"],
                        help="STDC pairs (T-W then T-H) in each temporal module (the released models: 1)")
     group.add_argument("--beta", nargs="+", default=None, metavar="BETA | NAME BETA",
                        help="BCE weighting (off by default, as in the release): BETA weighs the salient pixels of a "
                             "clip by N_neg / (BETA N_pos); NAME BETA weighs the clips whose first image path contains "
                             "/NAME/ by BETA in BCE and IoU")
-    group.add_argument("--warmup", type=utils.non_negative_int, default=0,
+    group.add_argument("--warmup", type=utils.epoch_count, default=0,
                        help="accepted as in the release, where it has no effect: video training never freezes the "
                             "branch logits (docs/design.md §6.3)")
-    group.add_argument("--lr-reduce", type=utils.non_negative_float, default=DEFAULTS["lr_reduce"],
+    group.add_argument("--lr-reduce", type=utils.float_between(0.0, 1.0), default=DEFAULTS["lr_reduce"],
                        help="lr factor of the preloaded backbone (names containing 'block')")
     bn = group.add_mutually_exclusive_group()
     bn.add_argument("--bn", dest="bn", action="store_true", default=DEFAULTS["bn"],

@@ -95,8 +95,8 @@ def model_names(kind: str | None = None) -> list[str]:
     return sorted(name for name, spec in configs.MODELS.items() if kind in (None, spec["kind"]))
 
 
-def int_at_least(minimum: int, unit: str = "") -> Callable[[str], int]:
-    """argparse type: an integer >= ``minimum`` (``unit`` names what it counts in the error)."""
+def int_between(minimum: int, maximum: int, unit: str = "") -> Callable[[str], int]:
+    """argparse type: a whole number from ``minimum`` to ``maximum`` (``unit`` names what it counts)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -105,25 +105,38 @@ def int_at_least(minimum: int, unit: str = "") -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}{unit and ' ' + unit}, got {value}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}{unit and ' ' + unit}, got {value}")
         return value
 
     return parse
 
 
-positive_int = int_at_least(1)
-non_negative_int = int_at_least(0)
+# Upper bounds of the numeric flags, by what they count. Processes and threads: beyond a few per core they only
+# queue for the cores while each takes its memory (1e9 of them ended every script in "out of memory").
+MAX_PARALLEL = max(16, 4 * (os.cpu_count() or 1))
+MAX_COUNT = 10**7  # steps, passes, frequencies
+MAX_EPOCHS = 100_000
+MAX_SEED = 2**32 - 1  # numpy's seeds
+MAX_NFRAMES = 64  # frames per clip
+data_processes = int_between(0, MAX_PARALLEL, "processes")
+process_count = int_between(1, MAX_PARALLEL, "processes")
+thread_count = int_between(1, MAX_PARALLEL, "threads")
+seed_number = int_between(0, MAX_SEED)
+frames_per_clip = int_between(1, MAX_NFRAMES, "frames")
+epoch_count = int_between(0, MAX_EPOCHS, "epochs")
+
+
 # Square network input sizes: the smallest every model runs on (configs.MIN_INPUT_SIZE).
 def input_size(text: str) -> int:
     """argparse type of square network input sizes in pixels: configs.MIN_INPUT_SIZE (the smallest input every model
     accepts) to configs.MAX_INPUT_SIZE."""
-    value = int_at_least(configs.MIN_INPUT_SIZE, "pixels (the smallest input every model accepts)")(text)
-    if value > configs.MAX_INPUT_SIZE:
-        raise argparse.ArgumentTypeError(f"must be at most {configs.MAX_INPUT_SIZE} pixels, got {value}")
+    value = int_between(configs.MIN_INPUT_SIZE, configs.MAX_INPUT_SIZE, "pixels")(text)
     return value
 
 
 def float_between(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
-    """argparse type: a finite float in [``low``, ``high``] (``(low, high]`` with ``low_open``; high may be inf)."""
+    """argparse type: a finite float in [``low``, ``high``] (``(low, high]`` with ``low_open``)."""
     def parse(text: str) -> float:
         try:
             value = float(text)
@@ -131,15 +144,12 @@ def float_between(low: float, high: float, *, low_open: bool = False) -> Callabl
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         if not math.isfinite(value) or (value <= low if low_open else value < low) or value > high:
             bound = f"above {low:g}" if low_open else f"at least {low:g}"
-            upper = "" if math.isinf(high) else f" and at most {high:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound}{upper}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be {bound} and at most {high:g}, got {text}")
         return value
 
     return parse
 
 
-positive_float = float_between(0.0, float("inf"), low_open=True)
-non_negative_float = float_between(0.0, float("inf"))
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -34,7 +34,15 @@ from Evaluation.inputs import DatasetPairs, EvaluationError, image_dataset_pairs
 from Evaluation.measures import MEASURES, named_metrics, needs_images, parse_metrics, summary_keys
 from Evaluation.provenance import maps_changed, maps_record, source_record
 from Evaluation.report import format_table, json_entry, save_curves, write_metrics
-from utils import ArgumentParser, add_max_megapixels_arg, int_at_least, select_device, setup_logger
+from utils import (
+    ArgumentParser,
+    add_max_megapixels_arg,
+    data_processes,
+    int_between,
+    select_device,
+    setup_logger,
+    thread_count,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MISSING_SHOWN = 5
@@ -51,10 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--gpu", default="", help="'' for the CPU (default), '0' for cuda:0")
     common.add_argument("--allow-missing", action="store_true",
                         help="evaluate the maps that exist when some GT maps have no prediction (counted)")
-    common.add_argument("--batch-size", type=int_at_least(1), default=16, help="maps of one size per metric step")
-    common.add_argument("-j", "--workers", type=int_at_least(0), default=2,
+    common.add_argument("--batch-size", type=int_between(1, 4096), default=16, help="maps of one size per metric step")
+    common.add_argument("-j", "--workers", type=data_processes, default=2,
                         help="processes decoding the maps and computing their metrics (CPU; 0: in this process)")
-    common.add_argument("--threads", type=int_at_least(1), default=1,
+    common.add_argument("--threads", type=thread_count, default=1,
                         help="CPU threads of torch/OpenCV in the main process (default 1: the metric ops are small, "
                              "and on a shared CPU extra threads slow them down)")
     common.add_argument("--float64", action="store_true", help="per-pixel arithmetic in float64 (default float32)")
@@ -91,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "lack a dataset")
     compare.add_argument("--test-lst", default=None, help="list file of the test videos (vsod)")
     compare.add_argument("--out", default=None, help="folder of the tables and figures (<results-dir>/compare)")
-    compare.add_argument("-j", "--workers", type=int_at_least(0), default=2,
+    compare.add_argument("-j", "--workers", type=data_processes, default=2,
                          help="processes decoding and computing, where an experiment is evaluated first")
     compare.add_argument("--gpu", default="", help="'' for the CPU (default), '0' for cuda:0")
     compare.add_argument("--metrics", default=None, metavar="NAMES",

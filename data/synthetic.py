@@ -32,7 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils import ArgumentParser, non_negative_int, setup_logger
+from utils import ArgumentParser, data_processes, seed_number, setup_logger
 
 PARTS = {"sod-train": 1, "sod-test": 2, "video-train": 3, "video-test": 4}
 
@@ -392,8 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="python -m data.synthetic",
                                      description="Write the bundled synthetic SOD/VSOD datasets and list files.")
     parser.add_argument("--root", required=True, help="output data root (gets sod/, vsod/ and lists/)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed (same seed: identical files)")
-    parser.add_argument("-j", "--workers", type=non_negative_int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--seed", type=seed_number, default=0, help="random seed (same seed: identical files)")
+    parser.add_argument("-j", "--workers", type=data_processes, default=min(2, os.cpu_count() or 1),
                         help="worker processes (the output does not depend on it)")
     return parser
 

@@ -11,9 +11,10 @@ from torch import nn
 
 from data.atomic import atomic_path
 
-__all__ = ["ONNX_OPSET", "export_onnx"]
+__all__ = ["ONNX_OPSET", "ONNX_MAX_OPSET", "export_onnx"]
 
 ONNX_OPSET = 17
+ONNX_MAX_OPSET = 23  # the newest opset the pinned torch (2.14.1) exports to
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, out: str | os.PathLike, opset: int = ONNX_OPSET, *,

@@ -24,7 +24,7 @@ from engine.inference.predictor import ModelInput, Predictor
 from engine.inference.runner import BackendError, RunnerFlags, add_device_args, runner_from_flags
 from engine.inference.sharding import share, summed
 from models import ModelDescription
-from utils import add_max_megapixels_arg, fail, input_size, non_negative_int, setup_logger
+from utils import add_max_megapixels_arg, data_processes, fail, input_size, setup_logger
 
 __all__ = ["add_generation_args", "start_generation", "generation_model", "generation_predictor", "take_share",
            "test_set_maps", "writing_maps", "finish"]
@@ -40,7 +40,7 @@ def add_generation_args(parser: argparse.ArgumentParser, kind: str, layout: str)
     parser.add_argument("--savedir", default="results/savedir", help=f"maps go to <savedir>/{layout}")
     parser.add_argument("--size", type=input_size, default=None,
                         help="square network input size in pixels (default: no resize)")
-    parser.add_argument("-j", "--workers", type=non_negative_int, default=4,
+    parser.add_argument("-j", "--workers", type=data_processes, default=4,
                         help=f"{'image' if kind == 'image' else 'frame'} reading processes")
     add_max_megapixels_arg(parser)
     add_model_args(parser, kind)

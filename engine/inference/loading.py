@@ -11,7 +11,7 @@ from torch import nn
 
 import configs
 from models import CheckpointError, ModelDescription, load_model
-from utils import fail, model_names, positive_int
+from utils import fail, frames_per_clip, model_names
 
 __all__ = ["add_model_args", "ModelFlags", "model_from_flags"]
 
@@ -36,7 +36,7 @@ def add_model_args(parser: argparse.ArgumentParser, kind: str | None = None) -> 
         return
     group.add_argument("--tid", nargs="+", default=None, choices=configs.TEMPORAL_OPS,
                        help="STDC branch ops of a video checkpoint (the release's: cv cd ad)")
-    group.add_argument("--nframes", type=positive_int, default=None, help="frames per clip of a video model (8)")
+    group.add_argument("--nframes", type=frames_per_clip, default=None, help="frames per clip of a video model (8)")
 
 
 @dataclass(frozen=True)

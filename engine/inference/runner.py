@@ -34,7 +34,7 @@ from engine.inference.backends import (
     choose_backend,
 )
 from engine.inference.network_cache import default_cache_dir
-from utils import LOGGER_NAME, fail, positive_int, select_device
+from utils import LOGGER_NAME, fail, select_device, thread_count
 
 __all__ = ["RUNNER_NETWORKS", "BackendError", "InferenceRunner", "prepare_for_inference", "add_device_args",
            "RunnerFlags", "runner_from_flags"]
@@ -163,7 +163,7 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
                             "measures) or fp16 (CUDA)")
     group.add_argument("--half", action="store_true",
                        help="the release's flag: --precision fp16 on CUDA (elsewhere fp32, warned)")
-    group.add_argument("--threads", type=positive_int, default=None,
+    group.add_argument("--threads", type=thread_count, default=None,
                        help="CPU threads (default: PyTorch's, one per physical core)")
     group.add_argument("--cache-dir", default=None,
                        help="folder of compiled networks kept between runs (default: $SDNET_CACHE_DIR, else "

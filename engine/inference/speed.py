@@ -31,13 +31,14 @@ from engine.inference.runner import (
 from models import DEFAULT_NFRAMES, CheckpointError, build_model, count_macs, count_parameters, load_model
 from utils import (
     LOGGER_NAME,
+    MAX_COUNT,
     ArgumentParser,
+    data_processes,
     fail,
+    frames_per_clip,
     input_size,
-    int_at_least,
+    int_between,
     model_names,
-    non_negative_int,
-    positive_int,
 )
 
 __all__ = ["time_passes", "peak_memory_mb", "speed_parser", "add_speed_args",
@@ -63,7 +64,7 @@ def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
     parser.add_argument("--config", default="baseline", choices=sorted(configs.OP_TABLES),
                         help="the op table to time: 'baseline' times the DCR-converted network, a training op table "
                              "(sdnet, sdnet-a) the multi-branch training form, for the DCR ablation")
-    parser.add_argument("-j", "--workers", type=non_negative_int, default=1,
+    parser.add_argument("-j", "--workers", type=data_processes, default=1,
                         help="accepted for the released command line; nothing is read from disk")
     parser.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
                         help="time these weights (training form or converted, ours or the authors') instead of "
@@ -75,12 +76,12 @@ def add_speed_args(parser: argparse.ArgumentParser, kind: str) -> None:
         parser.add_argument("--size", type=input_size, nargs="+", default=[256], metavar="PIXELS",
                             help="frame height and width in pixels: one value for a square frame, or H W (the "
                                  "release's; default 256)")
-        parser.add_argument("--nframes", type=positive_int, default=None,
+        parser.add_argument("--nframes", type=frames_per_clip, default=None,
                             help="frames per clip (one pass = one clip; default 8)")
-    parser.add_argument("-b", "--batch-size", type=positive_int, default=1, help="images or clips per pass")
-    parser.add_argument("-n", "--passes", type=positive_int, default=None,
+    parser.add_argument("-b", "--batch-size", type=int_between(1, 1024), default=1, help="images or clips per pass")
+    parser.add_argument("-n", "--passes", type=int_between(1, MAX_COUNT), default=None,
                         help="timed passes (default: the release's, e.g. 98 on the CPU and 899 on a GPU for images)")
-    parser.add_argument("--warmup", type=int_at_least(0), default=None,
+    parser.add_argument("--warmup", type=int_between(0, MAX_COUNT), default=None,
                         help="untimed passes first, the first of them compiling (CPU) or the third capturing (CUDA) "
                              "the fast path for the input shape (default: the release's, 12 for images on the CPU)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the figures to this JSON file")

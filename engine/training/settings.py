@@ -159,12 +159,10 @@ class TrainingTask:
 
 def parse_lr_steps(text: str) -> tuple[int, ...]:
     """``--lr-steps`` value: epochs joined by '-' as in the released scripts ('90-150'), or by ','."""
-    try:
-        epochs = tuple(int(value) for value in re.split(r"[-,]", text) if value.strip())
-    except ValueError:
-        epochs = ()
-    if epochs and min(epochs) < 1 or not epochs and text.strip():
-        raise argparse.ArgumentTypeError(f"expected epochs (>= 1) joined by '-', e.g. 90-150, got {text!r}")
+    epochs = tuple(int(value) for value in re.split(r"[-,]", text)) if re.fullmatch(r"\d+([-,]\d+)*", text) else ()
+    if epochs and not 1 <= min(epochs) <= max(epochs) <= utils.MAX_EPOCHS or not epochs and text.strip():
+        raise argparse.ArgumentTypeError(f"expected epochs (1 to {utils.MAX_EPOCHS}) joined by '-', e.g. 90-150, got "
+                                         f"{text!r}")
     return epochs
 
 
@@ -183,33 +181,34 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
     group.add_argument("--size", type=utils.input_size, default=defaults["size"],
                        help=f"square training input size in pixels ({configs.MIN_INPUT_SIZE} to "
                             f"{configs.MAX_INPUT_SIZE})")
-    group.add_argument("-j", "--workers", type=utils.non_negative_int, default=4,
+    group.add_argument("-j", "--workers", type=utils.data_processes, default=4,
                        help="data loading processes per training process (0: in the training process)")
     group.add_argument("--skip-bad-pairs", action="store_true",
                        help="train without the training pairs the check before the first step refuses (default: "
                             "list them and stop, exit 2)")
     utils.add_max_megapixels_arg(group)
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--epochs", type=utils.positive_int, default=defaults["epochs"], help="training epochs")
-    group.add_argument("--batch-size", type=utils.positive_int, default=defaults["batch_size"],
+    group.add_argument("--epochs", type=utils.int_between(1, utils.MAX_EPOCHS), default=defaults["epochs"],
+                       help="training epochs")
+    group.add_argument("--batch-size", type=utils.int_between(1, 4096), default=defaults["batch_size"],
                        help="global batch size in samples (images or clips), split evenly over the training processes")
-    group.add_argument("--lr", type=utils.positive_float, default=defaults["lr"],
+    group.add_argument("--lr", type=utils.float_between(0.0, 1.0, low_open=True), default=defaults["lr"],
                        help="base learning rate of Adam (> 0)")
-    group.add_argument("--wd", type=utils.non_negative_float, default=defaults["wd"],
+    group.add_argument("--wd", type=utils.float_between(0.0, 1.0), default=defaults["wd"],
                        help="weight decay (L2 in Adam) of conv weights and biases; other groups get a fraction")
     group.add_argument("--lr-type", default=defaults["lr_type"], choices=["multistep", "cosine"])
     group.add_argument("--lr-steps", type=parse_lr_steps, default=defaults["lr_steps"],
                        help="multistep: epochs at which the lr is multiplied by 0.1, joined by '-' (default "
                        f"{'-'.join(map(str, defaults['lr_steps']))})")
-    group.add_argument("--seed", type=utils.non_negative_int, default=None,
+    group.add_argument("--seed", type=utils.seed_number, default=None,
                        help="seed of initialisation, shuffling and augmentation (default: the time; a resumed run "
                        "keeps its checkpoint's seed)")
-    group.add_argument("--iter-size", type=utils.positive_int, default=1,
+    group.add_argument("--iter-size", type=utils.int_between(1, 1024), default=1,
                        help="batches accumulated into one optimizer step (the loss is divided by iter-size x "
                        "batch-size, as in the release)")
-    group.add_argument("--max-steps", type=utils.non_negative_int, default=0,
+    group.add_argument("--max-steps", type=utils.int_between(0, utils.MAX_COUNT), default=0,
                        help="stop each pass after this many steps (0: full passes; for smoke tests and benchmarks)")
-    group.add_argument("--print-freq", type=utils.non_negative_int, default=10,
+    group.add_argument("--print-freq", type=utils.int_between(0, utils.MAX_COUNT), default=10,
                        help="log the running loss and images/s every this many steps of a pass (0: never)")
     group = parser.add_argument_group("how a step runs (docs/training.md)")
     group.add_argument("--train-form", default="fused", choices=configs.TRAIN_FORMS,
@@ -223,7 +222,7 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
                        help="NHWC parameters and inputs (default: on, faster on the CPUs measured; off for bf16 on a "
                             "CPU whose bf16 channels_last convolutions fail a check at start-up, e.g. AMD Zen 4)")
     group.add_argument("--compile", action="store_true", help="torch.compile the model (failure: one line, exit 1)")
-    group.add_argument("--threads", type=utils.positive_int, default=None,
+    group.add_argument("--threads", type=utils.thread_count, default=None,
                        help="torch CPU threads per process (default: OMP_NUM_THREADS, else usable cores / processes)")
     group = parser.add_argument_group("initialisation and resuming")
     group.add_argument("--preload", default=None,
@@ -234,7 +233,7 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
     group.add_argument("--resume", action="store_true",
                        help="continue from <savedir>/save_models/checkpoint_latest.pth if it exists")
     group.add_argument("--resume-from", default=None, help="continue from this training checkpoint")
-    group.add_argument("--save-freq", type=utils.non_negative_int, default=10,
+    group.add_argument("--save-freq", type=utils.epoch_count, default=10,
                        help="also keep save_models/checkpoint_%%03d.pth every this many epochs (0: never)")
     group.add_argument("--evaluate", default=None, metavar="CHECKPOINT",
                        help="validate these weights ('best': <savedir>/save_models/checkpoint_best.pth) on the "
