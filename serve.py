@@ -121,7 +121,10 @@ def main(argv: list[str] | None = None) -> None:
                 description.model, size, host, port, args.processes)
     try:
         app = create_app(service, info, limits, wait_until_ready=args.processes > 1 or args.shared_port)
-        uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+        # A WebSocket frame over --max-bytes is ours to refuse (a JSON error, the stream goes on), not the protocol
+        # layer's (its default closes at 16 MiB): messages up to twice the cap reach the application.
+        config = uvicorn.Config(app, log_level="warning", access_log=False, ws_max_size=2 * args.max_bytes)
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         for helper in helpers:
             helper.terminate()

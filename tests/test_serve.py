@@ -364,8 +364,9 @@ def test_a_network_that_cannot_be_prepared_is_said_by_health() -> None:
 
 
 def test_live_video_over_a_websocket(server: Server, inputs: Path) -> None:
-    """/v1/stream: each frame's map (the bytes /v1/saliency gives for the same image), then its timing; a frame
-    that is refused is a one-line error and the stream goes on; no key, no stream."""
+    """/v1/stream: each frame's map (the bytes /v1/saliency gives for the same image), then its timing; a message
+    that is not a good frame (not an image, text, empty, over --max-bytes) is a one-line JSON error and the stream
+    goes on; no key, no stream (401); no traceback in the server's log (the fixture checks)."""
     from websockets.exceptions import InvalidStatus
     from websockets.sync.client import connect
 
@@ -382,9 +383,21 @@ def test_live_video_over_a_websocket(server: Server, inputs: Path) -> None:
             "error": "cannot read upload: not an image (PNG, JPEG, BMP, WebP or TIFF are read)"}
         socket_.send(photo)
         assert socket_.recv(timeout=60) == expected
+        assert "fps" in json.loads(socket_.recv(timeout=60))
+        # what is not a good frame: one JSON error each, and the stream goes on
+        for message, error in (("a text message", "send each frame as a binary message (an image file's bytes), "
+                                                  "not text"),
+                               (b"", "empty frame"),
+                               (b"\xff" * 500_000, "frame of 500000 bytes is over the limit of 400000 bytes "
+                                                    "(--max-bytes)")):
+            socket_.send(message)
+            assert json.loads(socket_.recv(timeout=60)) == {"error": error}
+        socket_.send(photo)
+        assert socket_.recv(timeout=60) == expected
     with pytest.raises(InvalidStatus) as refused:
         connect(f"ws://127.0.0.1:{server.port}/v1/stream")
-    assert refused.value.response.status_code == 403  # closed before the handshake completed
+    assert refused.value.response.status_code == 401  # as HTTP: missing or wrong API key
+    assert json.loads(refused.value.response.body) == {"error": "missing or wrong API key"}
 
 
 def test_a_full_queue_and_a_slow_upload_against_the_real_server(inputs: Path) -> None:

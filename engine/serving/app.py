@@ -186,21 +186,29 @@ class Endpoints:
     async def stream(self, socket: WebSocket) -> None:
         """Live video: each binary message is one frame (an image file, e.g. a JPEG from a camera), answered
         with its map as PNG bytes, then a text message with the frame's size, the server's seconds and frames/s
-        over the last 30 frames; a frame that is refused is answered with a text message {"error": ...} and the
-        stream goes on. (A video model sees each frame as a still clip, as on /v1/saliency.)"""
+        over the last 30 frames. Any other message (text, an empty frame, one over ``max_bytes``, not an image) is
+        answered with a text message {"error": ...} and the stream goes on. (A video model sees each frame as a
+        still clip, as on /v1/saliency.) Without the API key the handshake is answered 401, as HTTP is."""
         if not _authorised(socket, self.limits.api_key):
-            await socket.close(code=1008, reason="missing or wrong API key")
+            await socket.send_denial_response(JSONResponse({"error": "missing or wrong API key"}, status_code=401))
             return
         await socket.accept()
         recent: list[float] = []
         try:
             while True:
-                data = await socket.receive_bytes()
+                message = await socket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                data = message.get("bytes")
                 start = time.perf_counter()
                 try:
+                    if data is None:
+                        raise Refused(400, "send each frame as a binary message (an image file's bytes), not text")
+                    if not data:
+                        raise Refused(400, "empty frame")
                     if len(data) > self.limits.max_bytes:
-                        raise Refused(413, f"frame of {len(data)} bytes is over the limit of "
-                                           f"{self.limits.max_bytes} bytes")
+                        raise Refused(413, f"frame of {len(data)} bytes is over the limit of {self.limits.max_bytes} "
+                                           "bytes (--max-bytes)")
                     saliency_map, _ = await self._map_of(data)
                 except Refused as err:
                     await socket.send_json({"error": err.reason})
@@ -211,7 +219,7 @@ class Endpoints:
                 fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
                 height, width = saliency_map.shape
                 await socket.send_json({"width": width, "height": height, "seconds": now - start, "fps": fps})
-        except WebSocketDisconnect:
+        except WebSocketDisconnect:  # the client left while its answer was sent
             return
 
     def _refuse_unless_ready(self) -> None:
