@@ -169,6 +169,36 @@ def test_a_video_model_serves_predict_pys_bytes(inputs: Path, tmp_path: Path) ->
     assert "Traceback" not in log, log
 
 
+def test_a_body_of_many_parts_is_refused_at_once_and_health_stays_quick(inputs: Path) -> None:
+    """An 8.6 MB multipart body of 150,000 tiny parts (under the default --max-bytes) is 400 without being parsed,
+    and /health, asked all along, answers within 100 ms (median; 1 s at worst on a busy machine): nothing parses
+    on the event loop."""
+    parts = b"".join(b'--b\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nx\r\n' % i for i in range(150_000))
+    body = parts + b"--b--\r\n"
+    assert 8 * 2**20 < len(body) < 20 * 2**20
+    running = Server("--checkpoint", inputs / "sdnet.pth", "--size", "64")
+    try:
+        answer: dict = {}
+        thread = threading.Thread(target=lambda: answer.update(result=request(
+            f"{running.url}/v1/saliency", body, {"Content-Type": "multipart/form-data; boundary=b"})))
+        thread.start()
+        latencies = []
+        while thread.is_alive() or not latencies:
+            start = time.perf_counter()
+            assert request(f"{running.url}/health", timeout=10)[0] == 200
+            latencies.append(time.perf_counter() - start)
+        thread.join()
+        status, _, reply = answer["result"]
+        assert status == 400 and json.loads(reply)["error"].startswith("multipart body of more than 8 parts")
+        latencies.sort()
+        assert latencies[len(latencies) // 2] < 0.1 and latencies[-1] < 1.0, latencies
+        photo = sorted((inputs / "photos").iterdir())[0].read_bytes()
+        assert request(f"{running.url}/v1/saliency", photo)[0] == 200
+    finally:
+        log = running.stop()
+    assert "Traceback" not in log, log
+
+
 def test_concurrent_clients_get_their_own_maps(server: Server, inputs: Path) -> None:
     photos = sorted((inputs / "photos").iterdir())
     single = {photo: request(f"{server.url}/v1/saliency", photo.read_bytes(), KEY)[2] for photo in photos}
