@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-bytes", type=utils.int_between(1, 2**30), default=20 * 2**20,
                        help="largest upload in bytes (default 20 MiB; larger: 413)")
     utils.add_max_megapixels_arg(group)
+    group.add_argument("--upload-timeout", type=utils.float_between(0.0, 3600.0, low_open=True), default=10.0,
+                       help="seconds an upload may take to arrive (then 408); until it has, it holds no place")
+    group.add_argument("--max-connections", type=utils.int_between(1, 100_000), default=1024,
+                       help="open connections at most (more: 503)")
     group.add_argument("--queue", type=utils.int_between(1, 10_000), default=32,
                        help="requests served at once; more are answered 503 with Retry-After")
     group.add_argument("--timeout", type=utils.float_between(0.0, 86_400.0, low_open=True), default=30.0,
@@ -109,9 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     info = {"model": description.model, "bn": description.bn, "size": size, "precision": runner.precision,
             "backend": runner.backend.name, "device": str(device), "checkpoint": os.path.basename(args.checkpoint),
             "max_bytes": args.max_bytes, "max_megapixels": args.max_megapixels, "queue": args.queue,
-            "timeout": args.timeout, "processes": args.processes, "version": configs.VERSION}
-    limits = ServerLimits(max_bytes=args.max_bytes, max_requests=args.queue, timeout=args.timeout,
-                          decoders=args.decoders, api_key=args.api_key or os.environ.get("SDNET_API_KEY") or None)
+            "timeout": args.timeout, "upload_timeout": args.upload_timeout, "max_connections": args.max_connections,
+            "processes": args.processes, "version": configs.VERSION}
+    limits = ServerLimits(max_bytes=args.max_bytes, upload_timeout=args.upload_timeout, max_requests=args.queue,
+                          timeout=args.timeout, decoders=args.decoders,
+                          api_key=args.api_key or os.environ.get("SDNET_API_KEY") or None)
     helpers = []
     if args.processes > 1:  # the others: the same command as one process each, on the same port
         helpers = [subprocess.Popen([sys.executable, __file__, *one_process(argv), "--shared-port"])
@@ -122,8 +128,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app = create_app(service, info, limits, wait_until_ready=args.processes > 1 or args.shared_port)
         # A WebSocket frame over --max-bytes is ours to refuse (a JSON error, the stream goes on), not the protocol
-        # layer's (its default closes at 16 MiB): messages up to twice the cap reach the application.
-        config = uvicorn.Config(app, log_level="warning", access_log=False, ws_max_size=2 * args.max_bytes)
+        # layer's (its default closes at 16 MiB): messages up to twice the cap reach the application. uvicorn's own
+        # limits: --max-connections open connections (limit_concurrency: a request beyond is 503), idle keep-alive
+        # connections closed after 5 s (timeout_keep_alive), WebSockets pinged every 20 s and closed when a ping
+        # goes unanswered for 20 s.
+        config = uvicorn.Config(app, log_level="warning", access_log=False, ws_max_size=2 * args.max_bytes,
+                                limit_concurrency=args.max_connections, timeout_keep_alive=5, ws_ping_interval=20.0,
+                                ws_ping_timeout=20.0)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         for helper in helpers:

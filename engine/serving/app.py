@@ -45,10 +45,12 @@ JSON_NAMES = {"map": "map_png", "overlay": "overlay_jpg", "cutout": "cutout_png"
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """What a client may ask: ``max_bytes`` per upload, ``max_requests`` admitted at once (the rest: 503),
-    ``timeout`` seconds per request (504), ``decoders`` images decoded at once, and the ``api_key`` (None: open)."""
+    """What a client may ask: ``max_bytes`` per upload, ``upload_timeout`` seconds for it to arrive (408),
+    ``max_requests`` admitted at once once their upload is in (the rest: 503), ``timeout`` seconds per admitted
+    request (504), ``decoders`` images decoded at once, and the ``api_key`` (None: open)."""
 
     max_bytes: int = 20 * 2**20
+    upload_timeout: float = 10.0
     max_requests: int = 32
     timeout: float = 30.0
     decoders: int = 2
@@ -158,27 +160,31 @@ class Endpoints:
         return HTMLResponse(PAGE.read_text())
 
     async def saliency(self, request: Request, output: str = "png") -> Response:
-        """POST /v1/saliency: admitted while fewer than ``max_requests`` are served (else 503), answered within
-        ``timeout`` seconds (else 504)."""
+        """POST /v1/saliency: the upload must arrive within ``upload_timeout`` seconds (else 408); then it is
+        admitted while fewer than ``max_requests`` are served (else 503), so a client that sends slowly or stops
+        holds no place, and answered within ``timeout`` seconds (else 504)."""
         if output not in OUTPUTS:
             raise Refused(400, f"output={output}: choose one of {', '.join(OUTPUTS)}")
         self._refuse_unless_ready()  # before the upload is read
+        start = time.perf_counter()
+        try:
+            body = await asyncio.wait_for(_body(request, self.limits.max_bytes), self.limits.upload_timeout)
+        except TimeoutError:
+            raise Refused(408, f"the upload did not arrive within {self.limits.upload_timeout:g} s "
+                               "(--upload-timeout)") from None
+        except ClientDisconnect:
+            raise Refused(400, "the client went away during the upload") from None
         if self.admitted >= self.limits.max_requests:
             raise Refused(503, f"{self.limits.max_requests} requests are being served already", {"Retry-After": "1"})
         self.admitted += 1
-        start = time.perf_counter()
         try:
-            return await asyncio.wait_for(self._answer(request, output, start), self.limits.timeout)
+            return await asyncio.wait_for(self._answer(request, body, output, start), self.limits.timeout)
         except TimeoutError:
             raise Refused(504, f"no answer within {self.limits.timeout:g} s (--timeout)") from None
         finally:
             self.admitted -= 1
 
-    async def _answer(self, request: Request, output: str, start: float) -> Response:
-        try:
-            body = await _body(request, self.limits.max_bytes)
-        except ClientDisconnect:
-            raise Refused(400, "the client went away during the upload") from None
+    async def _answer(self, request: Request, body: bytes, output: str, start: float) -> Response:
         data = await anyio.to_thread.run_sync(_image_bytes, body, request.headers.get("content-type", ""),
                                               limiter=self.decoders)
         saliency_map, prepared = await self._map_of(data)
