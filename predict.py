@@ -107,6 +107,8 @@ def _walk(folder: Path, out: Path, found: list[Path], skipped: list[str]) -> Non
                 skipped.append(f"{path} ({problem})")
             elif path.is_file():
                 found.append(path)
+            else:  # a FIFO, a socket, a device: reading one could block or never end
+                skipped.append(f"{path} (not a regular file)")
 
 
 def collect_inputs(inputs: list[str], out: Path) -> Inputs:

@@ -375,3 +375,15 @@ def test_the_predictor_takes_bytes_files_and_arrays_alike(inputs: Path, tmp_path
     assert files == {"map": (tmp_path / "photo.png").read_bytes(),
                      "overlay": (tmp_path / "photo_overlay.jpg").read_bytes(),
                      "cutout": (tmp_path / "photo_cutout.png").read_bytes()}
+
+
+def test_a_fifo_in_a_folder_is_named_and_skipped(inputs: Path, tmp_path: Path, checkpoints, capsys) -> None:
+    """A FIFO (or socket, device) in an input folder is never opened (reading one could block for ever): it is
+    named in the closing warning as skipped, and every image's map is written."""
+    fifo = inputs / "album" / "pipe.png"
+    os.mkfifo(fifo)
+    out = tmp_path / "out"
+    predict.main(["--checkpoint", str(checkpoints["sdnet"]), "--size", str(SIZE), "-j", "0", str(inputs / "album"),
+                  "--out", str(out)])
+    assert f"{fifo} (not a regular file)" in capsys.readouterr().err
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["album/nested/y.png", "album/x.png"]

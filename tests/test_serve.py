@@ -475,3 +475,12 @@ def test_stalled_uploads_and_silent_connections_do_not_stall_the_server(inputs: 
             connection.close()
         log = server.stop()
     assert "Traceback" not in log, log
+
+
+def test_head_answers_where_get_does(server: Server) -> None:
+    """HEAD /, /health and /v1/info: GET's status and headers, no body (not 405)."""
+    for path, key in (("/", KEY), ("/health", {}), ("/v1/info", KEY)):
+        req = urllib.request.Request(f"{server.url}{path}", headers=key, method="HEAD")
+        with urllib.request.urlopen(req, timeout=30) as response:
+            assert response.status == 200 and response.read() == b"", path
+            assert response.headers["content-type"].startswith("text/html" if path == "/" else "application/json")

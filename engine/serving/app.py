@@ -282,9 +282,8 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
     app.add_exception_handler(Refused, _refused)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.middleware("http")(endpoints.check_key)
-    app.add_api_route("/health", endpoints.health, methods=["GET"])
-    app.add_api_route("/v1/info", endpoints.about, methods=["GET"])
-    app.add_api_route("/", endpoints.page, methods=["GET"])
+    for path, endpoint in (("/health", endpoints.health), ("/v1/info", endpoints.about), ("/", endpoints.page)):
+        app.add_api_route(path, endpoint, methods=["GET", "HEAD"])  # HEAD: GET's status and headers
     app.add_api_route("/v1/saliency", endpoints.saliency, methods=["POST"])
     app.add_api_websocket_route("/v1/stream", endpoints.stream)
     return app
