@@ -34,7 +34,7 @@ from data.atomic import unwritable, write_bytes_atomic
 from data.datasets import SODDataset, test_loader
 from data.guard import max_pixels_of
 from data.readers import IMAGE_EXTENSION_TEXT, IMAGE_EXTENSIONS
-from data.video import VIDEO_EXTENSIONS, open_video, read_frames, silence_decoder_logs, write_map_video
+from data.video import VIDEO_EXTENSIONS, VideoStream, open_video, read_frames, silence_decoder_logs, write_map_video
 from engine.inference.loading import ModelFlags, add_model_args, model_from_flags
 from engine.inference.predictor import FILE_KINDS, ModelInput, Predictor
 from engine.inference.runner import BackendError, RunnerFlags, add_device_args, runner_from_flags
@@ -175,9 +175,11 @@ def predict_images(predictor: Predictor, images: list[tuple[Path, Path]], args, 
     return failures
 
 
-def predict_video(predictor: Predictor, path: Path, target: Path, bar: tqdm, max_pixels: int) -> tuple[int, list[int]]:
-    """Stream ``path`` into an .mp4 of maps at ``target``; returns the number of frames and the positions of the
-    frames that could not be decoded (their maps are black: `data.video.read_frames`)."""
+def predict_video(predictor: Predictor, path: Path, target: Path, bar: tqdm, max_pixels: int
+                  ) -> tuple[int, VideoStream]:
+    """Stream ``path`` into an .mp4 of maps at ``target``; returns the number of frames written and the video, which
+    says what could not be decoded (its ``bad_frames``, whose maps are black, and whether it was ``cut_short``:
+    `data.video.read_frames`)."""
     video = open_video(path, max_pixels)
 
     def counted(maps):
@@ -190,7 +192,7 @@ def predict_video(predictor: Predictor, path: Path, target: Path, bar: tqdm, max
         frames = write_map_video(target, counted(predictor.video(read_frames(video))), video.fps)
     finally:
         video.release()
-    return frames, video.bad_frames
+    return frames, video
 
 
 def _positions(numbers: list[int]) -> str:
@@ -227,11 +229,17 @@ def main(argv: list[str] | None = None) -> None:
             failed_images = predict_images(predictor, inputs.images, args, bar, logger) if inputs.images else []
             refused += failed_images
             for path, target in videos:
-                count, bad = predict_video(predictor, path, target.with_suffix(".mp4"), bar, max_pixels)
+                count, video = predict_video(predictor, path, target.with_suffix(".mp4"), bar, max_pixels)
                 frames += count
-                if bad:
+                if video.bad_frames:
                     logger.error("%s: %d of %d frames could not be decoded (frames %s, counted from 0): their maps "
-                                 "in %s are black", path, len(bad), count, _positions(bad), target.with_suffix(".mp4"))
+                                 "in %s are black", path, len(video.bad_frames), count, _positions(video.bad_frames),
+                                 target.with_suffix(".mp4"))
+                if video.cut_short:
+                    logger.error("%s: cut short: its header declares %d frames, %d could be read (nothing decodes "
+                                 "after them); %s holds their %d maps", path, video.frame_count, count,
+                                 target.with_suffix(".mp4"), count)
+                if video.bad_frames or video.cut_short:
                     refused.append(path)
         except (DataError, BackendError) as err:
             utils.fail(str(err))

@@ -36,8 +36,8 @@ def silence_decoder_logs() -> None:
 @dataclass
 class VideoStream:
     """An open video: the capture at its first frame, the frame rate (25 if the file has none), the frame count
-    (0 if unknown), the frame size its header declares, and the positions of the frames that could not be decoded
-    so far (filled while `read_frames` runs)."""
+    (0 if unknown), the frame size its header declares, the positions of the frames that could not be decoded
+    so far and whether the file ended early, cut short (both filled while `read_frames` runs)."""
 
     capture: cv2.VideoCapture
     fps: float
@@ -45,6 +45,7 @@ class VideoStream:
     width: int
     height: int
     bad_frames: list[int] = field(default_factory=list)
+    cut_short: bool = False
 
     def release(self) -> None:
         self.capture.release()
@@ -91,6 +92,7 @@ def read_frames(video: VideoStream) -> Iterator[np.ndarray]:
             run = []
             yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         elif position >= video.frame_count or len(run) >= MAX_BAD_RUN:
+            video.cut_short = len(run) >= MAX_BAD_RUN and position < video.frame_count
             return
         else:
             run.append(position)

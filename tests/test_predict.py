@@ -387,3 +387,22 @@ def test_a_fifo_in_a_folder_is_named_and_skipped(inputs: Path, tmp_path: Path, c
                   "--out", str(out)])
     assert f"{fifo} (not a regular file)" in capsys.readouterr().err
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["album/nested/y.png", "album/x.png"]
+
+
+def test_a_video_cut_short_says_what_its_header_declares(tmp_path: Path, checkpoints, capsys) -> None:
+    """An AVI cut in half: the maps of the frames that can be read are written, and the error line says how many
+    frames the header declares and how many were read (not a count of the frames read alone); exit 1."""
+    whole, cut = tmp_path / "whole.avi", tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 12, (80, 48))
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        writer.write(rng.integers(0, 255, (48, 80, 3), dtype=np.uint8))
+    writer.release()
+    data = whole.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    out = tmp_path / "out"
+    err = run_failing(["--checkpoint", str(checkpoints["sdnet"]), "--size", str(SIZE), str(cut), "--out", str(out)],
+                      capsys, status=1)
+    maps, _ = read_video(out / "cut.mp4")
+    assert 0 < len(maps) < 60
+    assert f"{cut}: cut short: its header declares 60 frames, {len(maps)} could be read" in err
