@@ -7,9 +7,10 @@
   ``<out>/x_overlay.jpg`` (map as a heat map over the photo) and with ``--cutout`` ``<out>/x_cutout.png`` (RGBA,
   the map as alpha); the images of a folder ``f`` (searched recursively) go to ``<out>/f/<relative path>``;
 - a video ``v.mp4`` / ``.avi`` / ``.mov`` gives ``<out>/v.mp4``, the maps as a video at the same size and frame
-  rate. Frames are streamed: an image model sees one frame at a time, a video model clips of ``--nframes`` frames
-  (the last, shorter group is completed with the frames before it; a video shorter than one clip is played back
-  and forth to fill it).
+  rate, with ``--overlay`` also ``<out>/v_overlay.mp4`` (the maps over the frames; ``--cutout`` is for images: an
+  .mp4 keeps no alpha, so it is refused with a video). Frames are streamed: an image model sees one frame at a
+  time, a video model clips of ``--nframes`` frames (the last, shorter group is completed with the frames before
+  it; a video shorter than one clip is played back and forth to fill it).
 
 The model is what the checkpoint holds (``--model``, ``--bn`` etc. may be given and must then agree with it). It
 runs converted (DCR), as for the paper's speed numbers; each input is resized to ``--size`` squared (default: the
@@ -19,9 +20,11 @@ model's evaluation size) like the authors' test code, and the maps are upsampled
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +37,8 @@ from data.atomic import unwritable, write_bytes_atomic
 from data.datasets import SODDataset, test_loader
 from data.guard import max_pixels_of
 from data.readers import IMAGE_EXTENSION_TEXT, IMAGE_EXTENSIONS
-from data.video import VIDEO_EXTENSIONS, VideoStream, open_video, read_frames, silence_decoder_logs, write_map_video
+from data.transforms import overlay
+from data.video import VIDEO_EXTENSIONS, VideoStream, open_video, read_frames, silence_decoder_logs, video_writer
 from engine.inference.loading import ModelFlags, add_model_args, model_from_flags
 from engine.inference.predictor import FILE_KINDS, ModelInput, Predictor
 from engine.inference.runner import BackendError, RunnerFlags, add_device_args, runner_from_flags
@@ -48,8 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=utils.input_size, default=None,
                         help="square network input size in pixels (default: sdnet 320, sdneta 384, video models "
                              "256)")
-    parser.add_argument("--overlay", action="store_true", help="also write <name>_overlay.jpg for each image")
-    parser.add_argument("--cutout", action="store_true", help="also write <name>_cutout.png (RGBA) for each image")
+    parser.add_argument("--overlay", action="store_true",
+                        help="also write <name>_overlay.jpg for each image, <name>_overlay.mp4 for each video")
+    parser.add_argument("--cutout", action="store_true",
+                        help="also write <name>_cutout.png (RGBA) for each image (not for videos: refused)")
     parser.add_argument("-j", "--workers", type=utils.data_processes, default=2,
                         help="image reading processes (0: in the main one)")
     utils.add_max_megapixels_arg(parser)
@@ -175,24 +181,39 @@ def predict_images(predictor: Predictor, images: list[tuple[Path, Path]], args, 
     return failures
 
 
-def predict_video(predictor: Predictor, path: Path, target: Path, bar: tqdm, max_pixels: int
+def predict_video(predictor: Predictor, path: Path, target: Path, bar: tqdm, max_pixels: int, overlay_too: bool
                   ) -> tuple[int, VideoStream]:
-    """Stream ``path`` into an .mp4 of maps at ``target``; returns the number of frames written and the video, which
-    says what could not be decoded (its ``bad_frames``, whose maps are black, and whether it was ``cut_short``:
-    `data.video.read_frames`)."""
+    """Stream ``path`` into an .mp4 of maps at ``target`` and, with ``overlay_too``, one of the maps over the frames
+    at ``<target>_overlay.mp4``; returns the number of frames written and the video, which says what could not be
+    decoded (its ``bad_frames``, whose maps are black, and whether it was ``cut_short``: `data.video.read_frames`)."""
     video = open_video(path, max_pixels)
+    waiting: deque[np.ndarray] = deque()  # frames read whose maps are not out yet: a clip and the passes in flight
 
-    def counted(maps):
-        bad = video.bad_frames  # filled as frames are read, always before their maps come out
-        for index, saliency in enumerate(maps):
-            bar.update()
-            yield np.zeros_like(saliency) if index in bad else saliency
+    def kept(frames):
+        for frame in frames:
+            waiting.append(frame)
+            yield frame
 
+    count = 0
     try:
-        frames = write_map_video(target, counted(predictor.video(read_frames(video))), video.fps)
+        with contextlib.ExitStack() as files:
+            add_map = files.enter_context(video_writer(target, video.fps))
+            add_overlay = (files.enter_context(video_writer(target.with_name(target.stem + "_overlay.mp4"), video.fps))
+                           if overlay_too else None)
+            for index, saliency in enumerate(predictor.video(kept(read_frames(video)))):
+                frame = waiting.popleft()
+                if index in video.bad_frames:  # filled as frames are read, always before their maps come out
+                    saliency = np.zeros_like(saliency)
+                add_map(saliency)
+                if add_overlay is not None:
+                    add_overlay(overlay(frame, saliency))
+                bar.update()
+                count += 1
+            if not count:
+                raise DataError(f"cannot write {target}: no frame to write")
     finally:
         video.release()
-    return frames, video
+    return count, video
 
 
 def _positions(numbers: list[int]) -> str:
@@ -207,6 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     if (why := unwritable(args.out, folder=True)) is not None:
         utils.fail(f"--out {args.out}: {why}")
     inputs = collect_inputs(args.inputs, Path(args.out))
+    if args.cutout and inputs.videos:
+        utils.fail(f"--cutout: a video has no cut-out (an .mp4 keeps no alpha channel), and {inputs.videos[0][0]} is "
+                   "one: give the videos without --cutout")
     max_pixels = max_pixels_of(args.max_megapixels)
     refused, videos, frame_counts = [], [], []
     for path, target in inputs.videos:  # refused videos are named now; the others are counted for the progress bar
@@ -229,7 +253,8 @@ def main(argv: list[str] | None = None) -> None:
             failed_images = predict_images(predictor, inputs.images, args, bar, logger) if inputs.images else []
             refused += failed_images
             for path, target in videos:
-                count, video = predict_video(predictor, path, target.with_suffix(".mp4"), bar, max_pixels)
+                count, video = predict_video(predictor, path, target.with_suffix(".mp4"), bar, max_pixels,
+                                             overlay_too=args.overlay)
                 frames += count
                 if video.bad_frames:
                     logger.error("%s: %d of %d frames could not be decoded (frames %s, counted from 0): their maps "

@@ -7,8 +7,9 @@ Failures raise `DataError` with a one-line message naming the file.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -20,7 +21,7 @@ from data.lists import ping_pong
 from data.readers import DEFAULT_MAX_PIXELS, DataError
 
 __all__ = ["VIDEO_EXTENSIONS", "silence_decoder_logs", "VideoStream", "open_video", "read_frames", "clip_groups",
-           "write_map_video"]
+           "video_writer", "write_map_video"]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov")
 Frame = TypeVar("Frame")
@@ -123,30 +124,46 @@ def clip_groups(frames: Iterable[Frame], length: int) -> Iterator[tuple[list[Fra
         yield [recent[i] for i in order], [last[frame] for frame in range(count)]
 
 
-def write_map_video(path: str | os.PathLike, maps: Iterable[np.ndarray], fps: float) -> int:
-    """Write (H, W) uint8 maps as the frames of an .mp4 (mp4v) at ``fps``, atomically; returns the frame count.
-    The encoder's 4:2:0 colour planes need an even height and width: an odd one loses its last row or column (the
-    pixels that remain stay aligned with the video's). Raises `DataError` if there is no map, no mp4v encoder or a
-    map of under 2 pixels a side."""
-    writer, frames = None, 0
+@contextlib.contextmanager
+def video_writer(path: str | os.PathLike, fps: float) -> Iterator[Callable[[np.ndarray], None]]:
+    """An .mp4 (mp4v) at ``fps`` written frame by frame and atomically: the context gives ``add(image)`` for (H, W)
+    grey or (H, W, 3) BGR uint8 frames of one size; the file appears whole when the context ends without an
+    error, and not at all otherwise. The encoder's 4:2:0 colour planes need an even height and width: an odd one
+    loses its last row or column (the pixels that remain stay aligned with the video's). Raises `DataError` if
+    there is no frame, no mp4v encoder or a frame of under 2 pixels a side."""
+    writer: cv2.VideoWriter | None = None
+    height = width = 0
+
+    def add(image: np.ndarray) -> None:
+        nonlocal writer, height, width
+        if writer is None:
+            height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+            if not height or not width:
+                raise DataError(f"cannot write video {path}: frames of {image.shape[1]}x{image.shape[0]} pixels are "
+                                "too small to encode")
+            writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+            if not writer.isOpened():
+                raise DataError(f"cannot write video {path} (no mp4v encoder in this OpenCV build)")
+        frame = np.ascontiguousarray(image[:height, :width])
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame)
+
     try:
         # OpenCV picks the container by the extension, so the temporary file ends in .mp4 too.
         with atomic_path(path, suffix=".mp4") as temporary:
-            for saliency in maps:
-                if writer is None:
-                    height, width = saliency.shape[0] // 2 * 2, saliency.shape[1] // 2 * 2
-                    if not height or not width:
-                        raise DataError(f"cannot write video {path}: frames of {saliency.shape[1]}x"
-                                        f"{saliency.shape[0]} pixels are too small to encode")
-                    writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-                    if not writer.isOpened():
-                        raise DataError(f"cannot write video {path} (no mp4v encoder in this OpenCV build)")
-                writer.write(cv2.cvtColor(np.ascontiguousarray(saliency[:height, :width]), cv2.COLOR_GRAY2BGR))
-                frames += 1
+            yield add
             if writer is None:
                 raise DataError(f"cannot write {path}: no frame to write")
             writer.release()
     finally:
         if writer is not None:
             writer.release()
+
+
+def write_map_video(path: str | os.PathLike, maps: Iterable[np.ndarray], fps: float) -> int:
+    """Write (H, W) uint8 maps as the frames of an .mp4 at ``fps`` (`video_writer`); returns the frame count."""
+    frames = 0
+    with video_writer(path, fps) as add:
+        for saliency in maps:
+            add(saliency)
+            frames += 1
     return frames

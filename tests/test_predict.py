@@ -16,7 +16,7 @@ import predict
 import utils
 from data import DataError
 from data.readers import read_rgb
-from data.transforms import preprocess_test, saliency_to_uint8
+from data.transforms import overlay, preprocess_test, saliency_to_uint8
 from data.video import clip_groups, open_video, read_frames, write_map_video
 from engine.inference.predictor import ModelInput, Predictor
 from engine.inference.runner import prepare_for_inference
@@ -73,10 +73,11 @@ def inputs(tmp_path: Path) -> Path:
 
 
 def through_codec(maps: np.ndarray, fps: float, path: Path) -> np.ndarray:
-    """Grey maps (T, H, W) after the same mp4v encoding as predict.py and decoding: the exact expected video."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, maps.shape[:0:-1])
-    for saliency in maps:
-        writer.write(cv2.cvtColor(saliency, cv2.COLOR_GRAY2BGR))
+    """Grey maps (T, H, W) or BGR frames (T, H, W, 3) after the same mp4v encoding as predict.py and decoding: the
+    exact expected video."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, maps.shape[2:0:-1])
+    for frame in maps:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame)
     writer.release()
     return np.stack(read_video(path)[0])
 
@@ -95,14 +96,21 @@ def oracle_maps(model: torch.nn.Module, frames: list[np.ndarray], nframes: int =
 
 
 def test_image_model_on_images_folders_and_a_video(inputs: Path, tmp_path: Path, checkpoints, capsys) -> None:
+    """Images, a folder and a video with --overlay: each image's map and overlay, the video's map video and its
+    overlay video; --cutout for the images; --cutout with a video is one line, exit 2, nothing written."""
     out = tmp_path / "out"
-    predict.main(["--model", "sdnet", "--checkpoint", str(checkpoints["sdnet"]), "--train-config", "sdnet",
-                  "--size", str(SIZE), "-j", "0", "--gpu", "0", "--overlay", "--cutout",
-                  str(inputs / "photo.jpg"), str(inputs / "album"), str(inputs / "clip.mp4"), "--out", str(out)])
+    flags = ["--model", "sdnet", "--checkpoint", str(checkpoints["sdnet"]), "--train-config", "sdnet", "--size",
+             str(SIZE), "-j", "0", "--gpu", "0"]
+    images = [str(inputs / "photo.jpg"), str(inputs / "album")]
+    predict.main([*flags, "--overlay", *images, str(inputs / "clip.mp4"), "--out", str(out)])
+    # the rate leaves out the time spent preparing networks (a first run of a shape compiles them)
+    assert re.search(r"INFO 13 images and video frames in [\d.]+ s \([\d.]+ s of it preparing networks\): [\d.]+ "
+                     r"images/s on cpu", capsys.readouterr().err)
+    predict.main([*flags, "--cutout", *images, "--out", str(out)])
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     expected = [f"{base}{suffix}" for base in ("album/nested/y", "album/x", "photo")
                 for suffix in (".png", "_cutout.png", "_overlay.jpg")]
-    assert written == sorted(expected + ["clip.mp4"])
+    assert written == sorted(expected + ["clip.mp4", "clip_overlay.mp4"])
     model = inference_runner(checkpoints["sdnet"])
     for source, base in [("photo.jpg", "photo"), ("album/x.png", "album/x"), ("album/nested/y.jpg", "album/nested/y")]:
         rgb = read_rgb(inputs / source)
@@ -115,10 +123,14 @@ def test_image_model_on_images_folders_and_a_video(inputs: Path, tmp_path: Path,
     frames, fps = read_video(inputs / "clip.mp4")
     maps, out_fps = read_video(out / "clip.mp4")
     assert len(maps) == len(frames) == 10 and out_fps == fps and maps[0].shape == frames[0].shape
-    np.testing.assert_array_equal(np.stack(maps), through_codec(oracle_maps(model, frames), fps, tmp_path / "x.mp4"))
-    # the rate leaves out the time spent preparing networks (a first run of a shape compiles them)
-    assert re.search(r"INFO 13 images and video frames in [\d.]+ s \([\d.]+ s of it preparing networks\): [\d.]+ "
-                     r"images/s on cpu", capsys.readouterr().err)
+    expected_maps = oracle_maps(model, frames)
+    np.testing.assert_array_equal(np.stack(maps), through_codec(expected_maps, fps, tmp_path / "x.mp4"))
+    overlays, _ = read_video(out / "clip_overlay.mp4")
+    drawn = np.stack([overlay(frame, saliency) for frame, saliency in zip(frames, expected_maps, strict=True)])
+    np.testing.assert_array_equal(np.stack(overlays), through_codec(drawn, fps, tmp_path / "overlay.mp4"))
+    err = run_failing([*flags, "--cutout", str(inputs / "clip.mp4"), "--out", str(tmp_path / "none")], capsys)
+    assert "--cutout: a video has no cut-out (an .mp4 keeps no alpha channel)" in err
+    assert not (tmp_path / "none").exists()
 
 
 def test_video_model_groups_frames_into_clips(inputs: Path, tmp_path: Path, checkpoints) -> None:
