@@ -131,7 +131,10 @@ epoch_count = int_between(0, MAX_EPOCHS, "epochs")
 def input_size(text: str) -> int:
     """argparse type of square network input sizes in pixels: configs.MIN_INPUT_SIZE (the smallest input every model
     accepts) to configs.MAX_INPUT_SIZE."""
-    value = int_between(configs.MIN_INPUT_SIZE, configs.MAX_INPUT_SIZE, "pixels")(text)
+    value = int_between(-(2**63), configs.MAX_INPUT_SIZE, "pixels")(text)
+    if value < configs.MIN_INPUT_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at least {configs.MIN_INPUT_SIZE} pixels (the smallest input every "
+                                         f"model accepts), got {value}")
     return value
 
 

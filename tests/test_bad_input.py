@@ -174,10 +174,10 @@ def test_checkpoints_that_are_no_checkpoint_are_named(inputs: Path, tmp_path: Pa
     ("train_sod.py", ["--pass-scales", "1", "64"], "argument --pass-scales: must be at least 0.25 and at most 4, "
                                                    "got 64"),
     ("train_sod.py", ["--max-steps", "-1"], "argument --max-steps: must be at least 0, got -1"),
-    ("train_sod.py", ["--lr", "-1"], "argument --lr: must be above 0, got -1"),
-    ("train_sod.py", ["--lr", "nan"], "argument --lr: must be above 0, got nan"),
-    ("train_sod.py", ["--lr-steps", "0-x"], "argument --lr-steps: expected epochs (>= 1) joined by '-'"),
-    ("train_vsod.py", ["--framegap", "0"], "argument --framegap: must be above 0, got 0"),
+    ("train_sod.py", ["--lr", "-1"], "argument --lr: must be above 0 and at most 1, got -1"),
+    ("train_sod.py", ["--lr", "nan"], "argument --lr: must be above 0 and at most 1, got nan"),
+    ("train_sod.py", ["--lr-steps", "0-x"], "argument --lr-steps: expected epochs (1 to 100000) joined by '-'"),
+    ("train_vsod.py", ["--framegap", "0"], "argument --framegap: must be above 0 and at most 1000, got 0"),
     ("train_vsod.py", ["--epochs", "0"], "argument --epochs: must be at least 1, got 0"),
 ])
 def test_numeric_flags_are_checked_where_they_are_parsed(script: str, flags: list[str], message: str,
