@@ -209,8 +209,6 @@ def predict_video(predictor: Predictor, path: Path, target: Path, bar: tqdm, max
                     add_overlay(overlay(frame, saliency))
                 bar.update()
                 count += 1
-            if not count:
-                raise DataError(f"cannot write {target}: no frame to write")
     finally:
         video.release()
     return count, video

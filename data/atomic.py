@@ -24,8 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["unwritable", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_image_atomic",
-           "append_line_atomic", "locked", "FAULT_VARIABLE", "WRITE_LOG_VARIABLE"]
+__all__ = ["unwritable", "atomic_path", "write_bytes_atomic", "write_json_atomic", "encode_image",
+           "write_image_atomic", "append_line_atomic", "locked", "FAULT_VARIABLE", "WRITE_LOG_VARIABLE"]
 
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 # .<name>.<host>.<pid>.<thread>.tmp[<suffix>]
@@ -130,15 +130,19 @@ def write_json_atomic(path: str | os.PathLike, data: object) -> None:
     write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
 
 
-def write_image_atomic(path: str | os.PathLike, image: np.ndarray) -> None:
-    """Encode ``image`` by the file suffix (.png, .jpg) and write it to ``path`` atomically (parents created).
-
-    ``image``: (H, W) grey, (H, W, 3) BGR or (H, W, 4) BGRA, uint8 (OpenCV channel order).
-    """
-    ok, encoded = cv2.imencode(Path(path).suffix, image)
+def encode_image(image: np.ndarray, suffix: str) -> bytes:
+    """``image`` as the bytes of a ``suffix`` (.png, .jpg) file: the bytes `write_image_atomic` writes, and those
+    the server sends. ``image``: (H, W) grey, (H, W, 3) BGR or (H, W, 4) BGRA, uint8 (OpenCV channel order)."""
+    ok, encoded = cv2.imencode(suffix, image)
     if not ok:
-        raise OSError(f"cannot encode {path}")
-    write_bytes_atomic(path, encoded.tobytes())
+        raise OSError(f"cannot encode a {suffix} image")
+    return encoded.tobytes()
+
+
+def write_image_atomic(path: str | os.PathLike, image: np.ndarray) -> None:
+    """Encode ``image`` by the file suffix (`encode_image`) and write it to ``path`` atomically (parents
+    created)."""
+    write_bytes_atomic(path, encode_image(image, Path(path).suffix))
 
 
 def append_line_atomic(path: str | os.PathLike, line: str, *, fsync: bool = False) -> None:

@@ -209,8 +209,6 @@ def test_each_script_takes_the_flags_it_uses_and_no_other(script: str, present: 
 def test_every_test_the_code_names_exists() -> None:
     """A docstring or comment naming ``tests/<file>.py`` (or ``tests/<file>.py::<test>``) names a file (and a test
     function) that exists: a renamed test leaves no stale pointer behind."""
-    import re
-
     missing = []
     for relative in SOURCES:
         for file, test in re.findall(r"tests/(\w+\.py)(?:::(\w+))?", (REPO / relative).read_text()):

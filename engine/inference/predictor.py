@@ -13,19 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
 import configs
+from data.atomic import encode_image
 from data.readers import DEFAULT_MAX_PIXELS, read_rgb, rgb_from_bytes
 from data.transforms import cutout, display_rgb, overlay, preprocess_test, saliency_to_uint8
 from data.video import clip_groups
 from engine.inference.runner import prepare_for_inference
 from models import ModelDescription, load_model
 
-__all__ = ["ModelInput", "Prepared", "Predictor", "FILE_KINDS", "encode"]
+__all__ = ["ModelInput", "Prepared", "Predictor", "FILE_KINDS"]
 
 # The files of an image: kind -> (what follows the image's name, suffix), as predict.py names them.
 FILE_KINDS = {"map": ("", ".png"), "overlay": ("_overlay", ".jpg"), "cutout": ("_cutout", ".png")}
@@ -54,12 +54,11 @@ class ModelInput:
     def channels(self) -> int:
         return 3 * self.nframes
 
-    def shape(self, size: int | None = None) -> tuple[int, int, int, int]:
-        """The (1, 3T, S, S) shape of one input (S: ``size``, else the input's own)."""
-        side = size or self.size
-        if side is None:
-            raise ValueError("a full-resolution input has no fixed shape: give a size")
-        return (1, self.channels, side, side)
+    def shape(self) -> tuple[int, int, int, int]:
+        """The (1, 3T, S, S) shape of one input (a full-resolution input has none: ValueError)."""
+        if self.size is None:
+            raise ValueError("a full-resolution input has no fixed shape")
+        return (1, self.channels, self.size, self.size)
 
 
 @dataclass
@@ -70,14 +69,6 @@ class Prepared:
     input: torch.Tensor
     rgb: np.ndarray
     shape: tuple[int, int]
-
-
-def encode(image: np.ndarray, suffix: str) -> bytes:
-    """``image`` (grey, BGR or BGRA uint8, OpenCV's order) as the bytes of a ``suffix`` (.png / .jpg) file."""
-    ok, data = cv2.imencode(suffix, image)
-    if not ok:
-        raise OSError(f"cannot encode a {suffix} image")
-    return data.tobytes()
 
 
 class Predictor:
@@ -174,4 +165,4 @@ class Predictor:
         photo with the map as alpha (RGBA PNG)."""
         drawn = {"map": lambda: saliency, "overlay": lambda: overlay(rgb, saliency),
                  "cutout": lambda: cutout(rgb, saliency)}
-        return {kind: encode(drawn[kind](), FILE_KINDS[kind][1]) for kind in kinds}
+        return {kind: encode_image(drawn[kind](), FILE_KINDS[kind][1]) for kind in kinds}

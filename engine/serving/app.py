@@ -30,8 +30,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, HTTPConnection
 
+from data.atomic import encode_image
 from data.guard import DataError, ImageTooLarge, NotAnImage
-from engine.inference.predictor import Prepared, encode
+from engine.inference.predictor import Prepared
 from engine.serving.service import MapService, QueueFull
 
 __all__ = ["ServerLimits", "Endpoints", "create_app", "PAGE"]
@@ -231,7 +232,7 @@ class Endpoints:
                 except Refused as err:
                     await socket.send_json({"error": err.reason})
                     continue
-                await socket.send_bytes(encode(saliency_map, ".png"))  # small: encoded on the loop
+                await socket.send_bytes(encode_image(saliency_map, ".png"))  # small: encoded on the loop
                 now = time.perf_counter()
                 recent = [*recent[-29:], now]
                 fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
