@@ -24,6 +24,7 @@ from engine.inference.loading import ModelFlags, add_model_args, model_from_flag
 from engine.inference.predictor import ModelInput, Predictor
 from engine.inference.runner import RunnerFlags, add_device_args, runner_from_flags
 from engine.serving.app import ServerLimits, create_app
+from engine.serving.protocol import deadlined_protocol
 from engine.serving.service import MapService
 
 
@@ -50,7 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="largest upload in bytes (default 20 MiB; larger: 413)")
     utils.add_max_megapixels_arg(group)
     group.add_argument("--upload-timeout", type=utils.float_between(0.0, 3600.0, low_open=True), default=10.0,
-                       help="seconds an upload may take to arrive (then 408); until it has, it holds no place")
+                       help="seconds a request's headers may take to arrive, then its upload (past either: 408); "
+                            "until it has arrived, it holds no place")
+    group.add_argument("--idle-timeout", type=utils.float_between(0.0, 86_400.0, low_open=True), default=60.0,
+                       help="seconds a live stream (/v1/stream) may send no frame before it is closed")
     group.add_argument("--max-connections", type=utils.int_between(1, 100_000), default=1024,
                        help="open connections at most (more: 503)")
     group.add_argument("--queue", type=utils.int_between(1, 10_000), default=32,
@@ -113,10 +117,12 @@ def main(argv: list[str] | None = None) -> None:
     info = {"model": description.model, "bn": description.bn, "size": size, "precision": runner.precision,
             "backend": runner.backend.name, "device": str(device), "checkpoint": os.path.basename(args.checkpoint),
             "max_bytes": args.max_bytes, "max_megapixels": args.max_megapixels, "queue": args.queue,
-            "timeout": args.timeout, "upload_timeout": args.upload_timeout, "max_connections": args.max_connections,
+            "timeout": args.timeout, "upload_timeout": args.upload_timeout, "idle_timeout": args.idle_timeout,
+            "max_connections": args.max_connections,
             "processes": args.processes, "version": configs.VERSION}
     limits = ServerLimits(max_bytes=args.max_bytes, upload_timeout=args.upload_timeout, max_requests=args.queue,
-                          timeout=args.timeout, decoders=args.decoders,
+                          timeout=args.timeout, idle_timeout=args.idle_timeout,
+                          decoders=args.decoders,
                           api_key=args.api_key or os.environ.get("SDNET_API_KEY") or None)
     helpers = []
     if args.processes > 1:  # the others: the same command as one process each, on the same port
@@ -131,8 +137,9 @@ def main(argv: list[str] | None = None) -> None:
         # layer's (its default closes at 16 MiB): messages up to twice the cap reach the application. uvicorn's own
         # limits: --max-connections open connections (limit_concurrency: a request beyond is 503), idle keep-alive
         # connections closed after 5 s (timeout_keep_alive), WebSockets pinged every 20 s and closed when a ping
-        # goes unanswered for 20 s.
-        config = uvicorn.Config(app, log_level="warning", access_log=False, ws_max_size=2 * args.max_bytes,
+        # goes unanswered for 20 s. Its h11 protocol with a deadline on each request's headers (--upload-timeout).
+        config = uvicorn.Config(app, http=deadlined_protocol(args.upload_timeout), log_level="warning",
+                                access_log=False, ws_max_size=2 * args.max_bytes,
                                 limit_concurrency=args.max_connections, timeout_keep_alive=5, ws_ping_interval=20.0,
                                 ws_ping_timeout=20.0)
         uvicorn.Server(config).run(sockets=[sock])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -473,6 +474,77 @@ def test_stalled_uploads_and_silent_connections_do_not_stall_the_server(inputs: 
     finally:
         for connection in held:
             connection.close()
+        log = server.stop()
+    assert "Traceback" not in log, log
+
+
+def _read_until_closed(connection: socket.socket, limit: float) -> tuple[bytes, float]:
+    """What the server sends on ``connection`` until it closes it, and the seconds that took (at most ``limit``)."""
+    start, answer = time.perf_counter(), b""
+    connection.settimeout(limit)
+    with contextlib.suppress(TimeoutError, ConnectionResetError):
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer, time.perf_counter() - start
+
+
+def test_every_phase_of_a_connection_has_a_deadline(inputs: Path) -> None:
+    """--upload-timeout 1 --idle-timeout 1: a connection that sends nothing is closed after 1 s without a word; one
+    that sends part of its headers, or its headers a byte at a time, is answered 408 with the one-line reason at 1 s
+    and closed; an idle keep-alive connection is closed after 5 s; a live stream that sends no frame for 1 s is told
+    so and closed (code 1000). Each within a second of its deadline."""
+    from websockets.exceptions import ConnectionClosedOK
+    from websockets.sync.client import connect
+
+    server = Server("--checkpoint", inputs / "sdnet.pth", "--size", "64", "--upload-timeout", "1", "--idle-timeout",
+                    "1")
+    late = (b'{"error":"the request\'s headers did not arrive within 1 s (--upload-timeout)"}')
+    try:
+        photo = sorted((inputs / "photos").iterdir())[0].read_bytes()
+
+        def silent() -> None:
+            with socket.create_connection(("127.0.0.1", server.port)) as connection:
+                answer, seconds = _read_until_closed(connection, 5)
+            assert answer == b"" and 0.9 < seconds < 2.0, (answer, seconds)
+
+        def partial_headers() -> None:
+            with socket.create_connection(("127.0.0.1", server.port)) as connection:
+                connection.sendall(b"POST /v1/saliency HTTP/1.1\r\nHost: x\r\n")
+                answer, seconds = _read_until_closed(connection, 5)
+            assert answer.startswith(b"HTTP/1.1 408 ") and answer.endswith(late) and seconds < 2.0, answer
+
+        def byte_by_byte() -> None:
+            with socket.create_connection(("127.0.0.1", server.port)) as connection:
+                start = time.perf_counter()
+                with contextlib.suppress(OSError):  # the server closes it while it still sends
+                    for byte in b"GET /health HTTP/1.1\r\nHost: x\r\n":
+                        connection.sendall(bytes([byte]))
+                        time.sleep(0.2)
+                answer = _read_until_closed(connection, 5)[0]
+            assert answer.startswith(b"HTTP/1.1 408 ") and answer.endswith(late), answer
+            assert time.perf_counter() - start < 2.5
+
+        def idle_keep_alive() -> None:
+            with socket.create_connection(("127.0.0.1", server.port)) as connection:
+                connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                answer, seconds = _read_until_closed(connection, 10)
+            assert answer.startswith(b"HTTP/1.1 200 ") and 4.9 < seconds < 6.0, (answer, seconds)
+
+        def idle_stream() -> None:
+            with connect(f"ws://127.0.0.1:{server.port}/v1/stream") as stream:
+                start = time.perf_counter()
+                assert json.loads(stream.recv(timeout=5)) == {
+                    "error": "no frame for 1 s (--idle-timeout): the stream is closed"}
+                with pytest.raises(ConnectionClosedOK):
+                    stream.recv(timeout=5)
+                assert stream.close_code == 1000 and time.perf_counter() - start < 2.0
+
+        checks = (silent, partial_headers, byte_by_byte, idle_keep_alive, idle_stream)
+        with ThreadPoolExecutor(len(checks)) as pool:
+            for done in [pool.submit(check) for check in checks]:
+                done.result()
+        assert request(f"{server.url}/v1/saliency", photo)[0] == 200  # and the server goes on
+    finally:
         log = server.stop()
     assert "Traceback" not in log, log
 

@@ -48,12 +48,14 @@ JSON_NAMES = {"map": "map_png", "overlay": "overlay_jpg", "cutout": "cutout_png"
 class ServerLimits:
     """What a client may ask: ``max_bytes`` per upload, ``upload_timeout`` seconds for it to arrive (408),
     ``max_requests`` admitted at once once their upload is in (the rest: 503), ``timeout`` seconds per admitted
-    request (504), ``decoders`` images decoded at once, and the ``api_key`` (None: open)."""
+    request (504), ``idle_timeout`` seconds a live stream may send nothing (then it is closed), ``decoders`` images
+    decoded at once, and the ``api_key`` (None: open)."""
 
     max_bytes: int = 20 * 2**20
     upload_timeout: float = 10.0
     max_requests: int = 32
     timeout: float = 30.0
+    idle_timeout: float = 60.0
     decoders: int = 2
     api_key: str | None = None
 
@@ -206,8 +208,9 @@ class Endpoints:
         """Live video: each binary message is one frame (an image file, e.g. a JPEG from a camera), answered
         with its map as PNG bytes, then a text message with the frame's size, the server's seconds and frames/s
         over the last 30 frames. Any other message (text, an empty frame, one over ``max_bytes``, not an image) is
-        answered with a text message {"error": ...} and the stream goes on. (A video model sees each frame as a
-        still clip, as on /v1/saliency.) Without the API key the handshake is answered 401, as HTTP is."""
+        answered with a text message {"error": ...} and the stream goes on. A stream that sends nothing for
+        ``idle_timeout`` seconds is told so ({"error": ...}) and closed (code 1000). (A video model sees each frame
+        as a still clip, as on /v1/saliency.) Without the API key the handshake is answered 401, as HTTP is."""
         if not _authorised(socket, self.limits.api_key):
             await socket.send_denial_response(JSONResponse({"error": "missing or wrong API key"}, status_code=401))
             return
@@ -215,7 +218,13 @@ class Endpoints:
         recent: list[float] = []
         try:
             while True:
-                message = await socket.receive()
+                try:
+                    message = await asyncio.wait_for(socket.receive(), self.limits.idle_timeout)
+                except TimeoutError:
+                    await socket.send_json({"error": f"no frame for {self.limits.idle_timeout:g} s (--idle-timeout): "
+                                                     "the stream is closed"})
+                    await socket.close(code=1000)
+                    return
                 if message["type"] == "websocket.disconnect":
                     return
                 data = message.get("bytes")
