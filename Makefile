@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-isa demo lint venv docs gpu-check gpu-wheels
+.PHONY: test test-isa test-serve-slow demo lint venv docs gpu-check gpu-wheels
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,10 @@ ISAS := AVX2 SSE41
 
 test-isa: venv
 	$(foreach isa,$(ISAS),ONEDNN_MAX_CPU_ISA=$(isa) $(PY) -m pytest -q $(NUMERICS) &&) true
+
+# The server's slow tests (its memory under sixteen 62-megapixel uploads), which .ci/run runs after the suite.
+test-serve-slow: venv
+	$(PY) -m pytest -q -m slow tests/test_serve.py
 
 demo: venv
 	$(PY) demo.py

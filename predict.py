@@ -25,6 +25,7 @@ import errno
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,13 +92,15 @@ def _link_problem(path: Path) -> str | None:
     return None
 
 
-def _walk(folder: Path, out: Path, found: list[Path], skipped: list[str]) -> None:
-    """The files of ``folder`` and its subfolders into ``found`` (sorted, links to folders not followed, the output
-    folder left out); links leading nowhere, links to folders, unreadable and empty folders into ``skipped``."""
+def _walk(folder: Path, left_out: Callable[[Path], str | None], found: list[Path], skipped: list[str]) -> None:
+    """The files of ``folder`` and its subfolders into ``found`` (sorted, links to folders not followed, the
+    subfolders ``left_out`` gives a reason for left out); links leading nowhere, links to folders, unreadable and
+    empty folders, and what is not a regular file into ``skipped``."""
     for root, folders, names in os.walk(folder, onerror=lambda err: skipped.append(
             f"{err.filename} (unreadable folder: {err.strerror})")):
         root_path = Path(root)
-        if root_path.resolve().is_relative_to(out):  # maps of an earlier run are no inputs
+        if root_path != folder and (why := left_out(root_path.resolve())):
+            skipped.append(f"{root_path} ({why})")
             folders.clear()
             continue
         folders.sort()
@@ -117,34 +120,47 @@ def _walk(folder: Path, out: Path, found: list[Path], skipped: list[str]) -> Non
                 skipped.append(f"{path} (not a regular file)")
 
 
-def collect_inputs(inputs: list[str], out: Path) -> Inputs:
-    """The images and videos the inputs name (folders searched recursively); usage errors are one line, exit 2."""
+def _outputs(file: Path, target: Path, kinds: Iterable[str] = FILE_KINDS) -> dict[Path, str]:
+    """The files predict.py writes for the input ``file`` at ``target`` (no suffix) with ``kinds`` (keys of
+    `FILE_KINDS`; a video: its map video, and its overlay video with 'overlay'), resolved, each with what it is."""
+    kinds = set(kinds)
+    if file.suffix.lower() in VIDEO_EXTENSIONS:
+        endings = {".mp4": "map video"} | ({"_overlay.mp4": "overlay video"} if "overlay" in kinds else {})
+    else:
+        endings = {tail + suffix: "map" if kind == "map" else f"{kind} image"
+                   for kind, (tail, suffix) in FILE_KINDS.items() if kind in kinds}
+    parent = target.parent.resolve()
+    return {parent / (target.name + ending): what for ending, what in endings.items()}
+
+
+def collect_inputs(inputs: list[str], out: Path, kinds: Iterable[str] = ("map",)) -> Inputs:
+    """The images and videos the inputs name (folders searched recursively), written with ``kinds``; usage errors
+    are one line, exit 2.
+
+    A file named on the command line is always read. In a folder, what predict.py writes is no input: the folder
+    that receives an input folder's maps, anything under ``--out`` when the folder itself is not, and, where
+    ``--out`` is at or above the folder (maps written beside the photos), a file that is the map, overlay or cut-out
+    of another input of the folder (from an earlier run); each is named as skipped. An output that would overwrite
+    an input is refused."""
     collected = Inputs()
-    out_resolved = out.resolve()
     readable = f"image ({IMAGE_EXTENSION_TEXT}) or video ({'/'.join(VIDEO_EXTENSIONS)})"
-    for name in inputs:
-        path = Path(name)
+    paths = [Path(name) for name in inputs]
+    for path in paths:
         if problem := _link_problem(path):
             utils.fail(f"input {path}: {problem}")
-        if path.is_dir():
-            files, skipped = [], []
-            _walk(path, out_resolved, files, skipped)
-            base = out / path.resolve().name
-            found = [(p, base / p.relative_to(path).with_suffix("")) for p in files]
-            for file, _ in found:
-                if file.suffix.lower() not in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
-                    skipped.append(f"{file} (not an {readable} by its name)")
-            found = [(file, target) for file, target in found
-                     if file.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS]
-            if not found:
-                utils.fail(f"input {path}: a folder with no {readable} in it")
-            collected.skipped += skipped
-        elif path.is_file():
-            found = [(path, out / path.stem)]  # a named file is tried as an image unless it is named as a video
-        elif path.exists():
-            utils.fail(f"input {path}: not a file or folder")
-        else:
+        if not path.exists():
             utils.fail(f"input {path}: no such file or folder")
+        if not (path.is_dir() or path.is_file()):
+            utils.fail(f"input {path}: not a file or folder")
+    destinations = {(out / path.resolve().name).resolve(): path for path in paths if path.is_dir()}
+    for path in paths:
+        if path.is_file():
+            found = [(path, out / path.stem)]  # tried as an image unless it is named as a video
+        else:
+            found, left_out = _folder_inputs(path, out, destinations, collected.skipped)
+            if not found:
+                utils.fail(f"input {path}: a folder with no {readable} in it"
+                           + (f" but what predict.py writes: {left_out[0]}" if left_out else ""))
         for file, target in found:
             (collected.videos if file.suffix.lower() in VIDEO_EXTENSIONS else collected.images).append((file, target))
     outputs = ([target.with_suffix(".png") for _, target in collected.images]
@@ -152,11 +168,56 @@ def collect_inputs(inputs: list[str], out: Path) -> Inputs:
     clashes = sorted({str(p) for p in outputs if outputs.count(p) > 1})
     if clashes:
         utils.fail(f"several inputs would write {clashes[0]} (rename them or pass them separately)")
-    sources = {file.resolve() for file, _ in collected.images + collected.videos}
-    overwritten = [p for p in outputs if p.resolve() in sources]
-    if overwritten:
-        utils.fail(f"--out {out}: the map {overwritten[0]} would overwrite an input")
+    pairs = collected.images + collected.videos
+    written = {output: (file, what) for file, target in pairs
+               for output, what in _outputs(file, target, kinds).items()}
+    for file, _ in pairs:
+        if (writer := written.get(file.resolve())) is not None:
+            utils.fail(f"--out {out}: the {writer[1]} of {writer[0]} would overwrite the input {file} "
+                       "(choose another --out)")
     return collected
+
+
+def _folder_inputs(folder: Path, out: Path, destinations: dict[Path, Path], skipped: list[str]
+                   ) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """The (image or video, output base) pairs of an input folder, what is skipped added to ``skipped``; and the
+    entries left out as what predict.py writes (`collect_inputs`)."""
+    out_resolved = out.resolve()
+    inside_out = folder.resolve().is_relative_to(out_resolved)
+
+    def left_out(subfolder: Path) -> str | None:
+        if subfolder in destinations:
+            return f"the maps of {destinations[subfolder]} are written there"
+        if subfolder.is_relative_to(out_resolved) and not inside_out:
+            return f"under --out {out}: maps of an earlier run"
+        return None
+
+    files, entries = [], []
+    _walk(folder, left_out, files, entries)
+    base = out / folder.resolve().name
+    candidates = []
+    for file in files:
+        if file.suffix.lower() in IMAGE_EXTENSIONS + VIDEO_EXTENSIONS:
+            candidates.append((file, base / file.relative_to(folder).with_suffix("")))
+        else:
+            entries.append(f"{file} (not an image ({IMAGE_EXTENSION_TEXT}) or video ({'/'.join(VIDEO_EXTENSIONS)}) "
+                           "by its name)")
+    left = [entry for entry in entries if entry.endswith((" are written there)", "maps of an earlier run)"))]
+    claims: dict[Path, list[tuple[Path, str]]] = {}
+    for file, target in candidates:
+        for output, what in _outputs(file, target).items():
+            if output != file.resolve():  # a file that would be its own map is refused later, not left out
+                claims.setdefault(output, []).append((file, what))
+    found = []
+    for file, target in candidates:
+        if writers := claims.get(file.resolve()):  # named by the writer that is itself an input: a.jpg, not a.png
+            writer = next((one for one in writers if one[0].resolve() not in claims), writers[0])
+            left.append(f"{file} (the {writer[1]} of {writer[0]}, from an earlier run: not an input)")
+            entries.append(left[-1])
+        else:
+            found.append((file, target))
+    skipped += entries
+    return found, left
 
 
 def predict_images(predictor: Predictor, images: list[tuple[Path, Path]], args, bar: tqdm, logger) -> list[Path]:
@@ -225,7 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     silence_decoder_logs()  # damaged videos get our one-line error, not FFmpeg's messages
     if (why := unwritable(args.out, folder=True)) is not None:
         utils.fail(f"--out {args.out}: {why}")
-    inputs = collect_inputs(args.inputs, Path(args.out))
+    kinds = ["map"] + ["overlay"] * args.overlay + ["cutout"] * args.cutout
+    inputs = collect_inputs(args.inputs, Path(args.out), kinds)
     if args.cutout and inputs.videos:
         utils.fail(f"--cutout: a video has no cut-out (an .mp4 keeps no alpha channel), and {inputs.videos[0][0]} is "
                    "one: give the videos without --cutout")

@@ -23,6 +23,7 @@ from data.guard import max_pixels_of
 from engine.inference.loading import ModelFlags, add_model_args, model_from_flags
 from engine.inference.predictor import ModelInput, Predictor
 from engine.inference.runner import RunnerFlags, add_device_args, runner_from_flags
+from engine.serving.admission import BYTES_PER_PIXEL, available_memory, default_megapixels_in_flight
 from engine.serving.app import ServerLimits, create_app
 from engine.serving.protocol import deadlined_protocol
 from engine.serving.service import MapService
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--max-bytes", type=utils.int_between(1, 2**30), default=20 * 2**20,
                        help="largest upload in bytes (default 20 MiB; larger: 413)")
     utils.add_max_megapixels_arg(group)
+    group.add_argument("--max-megapixels-in-flight", type=utils.float_between(0.0, 1e6, low_open=True), default=None,
+                       metavar="MP",
+                       help="megapixels of decoded images held at once; an upload beyond waits for its turn "
+                            "(default: a quarter of the memory available at start, shared by --processes, at "
+                            f"{BYTES_PER_PIXEL} bytes a pixel; never under --max-megapixels)")
     group.add_argument("--upload-timeout", type=utils.float_between(0.0, 3600.0, low_open=True), default=10.0,
                        help="seconds a request's headers may take to arrive, then its upload (past either: 408); "
                             "until it has arrived, it holds no place")
@@ -104,23 +110,36 @@ def main(argv: list[str] | None = None) -> None:
     logger = utils.setup_logger()
     if args.processes > 1 and args.port == 0:
         utils.fail("--processes needs a --port: processes can share only a port given in advance")
+    in_flight = args.max_megapixels_in_flight
+    if in_flight is not None and in_flight < args.max_megapixels:
+        utils.fail(f"--max-megapixels-in-flight {in_flight:g} is under --max-megapixels {args.max_megapixels:g}: "
+                   "an image of the largest size admitted must fit")
     sock = listening_socket(args.host, args.port, shared=args.processes > 1 or args.shared_port)
     import uvicorn  # the server stack is needed by this script only
 
     model, description = model_from_flags(ModelFlags.from_args(args), args.checkpoint)
     model_input = ModelInput.of(description, args.size)
     size = model_input.size
-    device = utils.inference_device(args.gpu, args.threads)
+    device = utils.inference_device(args.gpu, args.threads, keep_bytes=utils.SERVER_KEEP_BYTES)
+    if in_flight is None:
+        available = available_memory()
+        in_flight = default_megapixels_in_flight(args.max_megapixels, args.processes, available)
+        logger.info("images in flight: %g megapixels decoded at once (about %.1f GiB at %d bytes a pixel; a quarter "
+                    "of the %s available, shared by %d process(es); --max-megapixels-in-flight sets it)", in_flight,
+                    in_flight * 1e6 * BYTES_PER_PIXEL / 2**30, BYTES_PER_PIXEL,
+                    "memory unknown" if available is None else f"{available / 2**30:.1f} GiB", args.processes)
     runner = runner_from_flags(model, RunnerFlags.from_args(args), device)
     service = MapService(Predictor(runner, model_input), max_pixels=max_pixels_of(args.max_megapixels),
                          queue_size=args.queue)
     info = {"model": description.model, "bn": description.bn, "size": size, "precision": runner.precision,
             "backend": runner.backend.name, "device": str(device), "checkpoint": os.path.basename(args.checkpoint),
-            "max_bytes": args.max_bytes, "max_megapixels": args.max_megapixels, "queue": args.queue,
+            "max_bytes": args.max_bytes, "max_megapixels": args.max_megapixels,
+            "max_megapixels_in_flight": in_flight, "queue": args.queue,
             "timeout": args.timeout, "upload_timeout": args.upload_timeout, "idle_timeout": args.idle_timeout,
             "max_connections": args.max_connections,
             "processes": args.processes, "version": configs.VERSION}
-    limits = ServerLimits(max_bytes=args.max_bytes, upload_timeout=args.upload_timeout, max_requests=args.queue,
+    limits = ServerLimits(max_bytes=args.max_bytes, max_pixels_in_flight=max_pixels_of(in_flight),
+                          upload_timeout=args.upload_timeout, max_requests=args.queue,
                           timeout=args.timeout, idle_timeout=args.idle_timeout,
                           decoders=args.decoders,
                           api_key=args.api_key or os.environ.get("SDNET_API_KEY") or None)

@@ -186,11 +186,16 @@ def add_max_megapixels_arg(parser: argparse.ArgumentParser) -> None:
 # page faults to touch its activations again: ~90,000 per STDNet clip on the CPU, a third of its time. Blocks up to
 # this size are kept in the heap instead and reused (resident memory stays at the peak of a pass; BENCHMARKS.md).
 MALLOC_KEEP_BYTES = 2**30
+# A server holds large photos only while it answers them: it keeps blocks up to 32 MiB (a network pass at its
+# input size) and unmaps larger ones when freed, and trims the heap above 32 MiB, so that it returns near its idle
+# size after a burst of 62-megapixel uploads (BENCHMARKS.md, bench/bench_serve_memory.py).
+SERVER_KEEP_BYTES = 32 * 2**20
 
 
-def keep_freed_memory() -> bool:
-    """glibc only: keep freed blocks up to MALLOC_KEEP_BYTES for reuse (``mallopt``, for the rest of the process:
-    it cannot be undone). Returns whether it was done."""
+def keep_freed_memory(keep_bytes: int = MALLOC_KEEP_BYTES) -> bool:
+    """glibc only: keep freed blocks up to ``keep_bytes`` for reuse (``mallopt``, for the rest of the process: it
+    cannot be undone); under `MALLOC_KEEP_BYTES` the heap is also trimmed above ``keep_bytes``, at it never.
+    Returns whether it was done."""
     if not sys.platform.startswith("linux"):
         return False
     import ctypes
@@ -201,34 +206,39 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     # Older glibc refuses mmap thresholds above 32 MiB (returns 0).
-    if not mallopt(m_mmap_threshold, MALLOC_KEEP_BYTES):
+    if not mallopt(m_mmap_threshold, keep_bytes):
         mallopt(m_mmap_threshold, 32 * 2**20)
-    mallopt(m_trim_threshold, 2**31 - 1)
+    mallopt(m_trim_threshold, 2**31 - 1 if keep_bytes >= MALLOC_KEEP_BYTES else keep_bytes)
     return True
 
 
-def tune_process(device: torch.device, threads: int | None = None, *, cudnn_benchmark: bool = False) -> str:
+def tune_process(device: torch.device, threads: int | None = None, *, cudnn_benchmark: bool = False,
+                 keep_bytes: int = MALLOC_KEEP_BYTES) -> str:
     """Process-wide settings for a script that runs inference and nothing else, called by its ``main``: ``threads``
-    CPU threads for torch (None: torch's default); on the CPU, freed memory kept for reuse (`keep_freed_memory`); on
-    CUDA, ``cudnn_benchmark`` (the speed scripts: kernels picked by timing, which the map writers leave off so that
-    their bytes never depend on the machine's load). Returns a line saying what was set, for the log."""
+    CPU threads for torch (None: torch's default); on the CPU, freed blocks up to ``keep_bytes`` kept for reuse
+    (`keep_freed_memory`); on CUDA, ``cudnn_benchmark`` (the speed scripts: kernels picked by timing, which the map
+    writers leave off so that their bytes never depend on the machine's load). Returns a line saying what was set,
+    for the log."""
     if threads:
         torch.set_num_threads(threads)
     done = [f"{torch.get_num_threads()} CPU threads"]
     if torch.device(device).type == "cuda":
         torch.backends.cudnn.benchmark = cudnn_benchmark
         done.append(f"cudnn.benchmark {cudnn_benchmark}")
-    elif keep_freed_memory():
-        done.append("freed memory kept for reuse")
+    elif keep_freed_memory(keep_bytes):
+        done.append("freed memory kept for reuse" if keep_bytes >= MALLOC_KEEP_BYTES else
+                    f"freed blocks up to {keep_bytes // 2**20} MiB kept for reuse, larger ones given back")
     return "process settings: " + ", ".join(done)
 
 
-def inference_device(gpu: str | None, threads: int | None = None, *, cudnn_benchmark: bool = False) -> torch.device:
+def inference_device(gpu: str | None, threads: int | None = None, *, cudnn_benchmark: bool = False,
+                     keep_bytes: int = MALLOC_KEEP_BYTES) -> torch.device:
     """The device of ``--gpu`` (`select_device`) with the process tuned for inference on it (`tune_process`, whose
     line is logged): the start-up of predict.py and serve.py once their inputs are checked; only a script's ``main``
     calls it."""
     device = select_device(gpu)
-    logging.getLogger(LOGGER_NAME).info(tune_process(device, threads, cudnn_benchmark=cudnn_benchmark))
+    logging.getLogger(LOGGER_NAME).info(tune_process(device, threads, cudnn_benchmark=cudnn_benchmark,
+                                                     keep_bytes=keep_bytes))
     return device
 
 

@@ -37,7 +37,7 @@ def process_settings(monkeypatch: pytest.MonkeyPatch):
     threads and cudnn.benchmark are put back after each test, and the malloc setting, which cannot be undone, is
     recorded instead of made (``utils.keep_freed_memory``; tests/test_layout.py checks that scripts call it)."""
     threads, benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
-    monkeypatch.setattr(utils, "keep_freed_memory", lambda: True)
+    monkeypatch.setattr(utils, "keep_freed_memory", lambda keep_bytes=utils.MALLOC_KEEP_BYTES: True)
     yield
     torch.set_num_threads(threads)
     torch.backends.cudnn.benchmark = benchmark

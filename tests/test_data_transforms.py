@@ -60,6 +60,52 @@ def test_preprocess_test_grey_uint16_full_resolution_and_clip():
         np.testing.assert_array_equal(together[:, :, 3 * t: 3 * t + 3], resize_bilinear_reflect(frame / 255.0, 6, 6))
 
 
+def _whole_image_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """skimage's bilinear 'reflect' resize written plainly: the whole image in float64, rows, then columns."""
+    def taps(size_in, size_out):
+        coord = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
+        low = np.floor(coord).astype(np.int64)
+        weight, high = coord - low, low + 1
+        if size_in == 1:
+            return np.zeros_like(low), np.zeros_like(high), weight
+        return np.abs(low), np.where(high > size_in - 1, 2 * (size_in - 1) - high, high), weight
+    low, high, weight = taps(image.shape[0], height)
+    weight = weight.reshape((-1,) + (1,) * (image.ndim - 1))
+    rows = image[low] * (1 - weight) + image[high] * weight
+    low, high, weight = taps(image.shape[1], width)
+    weight = weight.reshape((1, -1) + (1,) * (image.ndim - 2))
+    return rows[:, low] * (1 - weight) + rows[:, high] * weight
+
+
+@pytest.mark.parametrize("shape, dtype, size", [
+    ((481, 373, 3), np.uint8, 320), ((97, 1001), np.uint8, 64), ((50, 70, 3), np.uint16, 320),
+    ((1, 900, 3), np.uint8, 64), ((900, 1, 3), np.uint8, 64), ((33, 44, 3), np.float32, 16)])
+def test_preprocessing_samples_before_converting_and_gives_the_same_values(shape, dtype, size):
+    """The test preprocessing converts only the pixels the resize samples to float64: exactly the values of
+    converting the whole image first (the same products and sums of the same numbers)."""
+    top = {np.uint8: 255, np.uint16: 65535, np.float32: 1}[dtype]
+    image = (np.random.default_rng(3).random(shape) * top).astype(dtype)
+    whole = image / float(top) if dtype != np.float32 else image.astype(np.float64)
+    whole = np.repeat(whole[:, :, None], 3, axis=2) if whole.ndim == 2 else whole
+    expected = (_whole_image_resize(whole, size, size) - IMAGENET_MEAN) / IMAGENET_STD
+    np.testing.assert_array_equal(preprocess_test(image, size).numpy(), expected.transpose(2, 0, 1).astype(np.float32))
+
+
+def test_preprocessing_a_large_photo_takes_memory_of_the_output_not_the_photo():
+    """A 12-megapixel photo (36 MB as uint8; 288 MB as float64) preprocessed to 320 x 320: the float64 arrays are of
+    the sampled pixels, (320, at most 640, 3) each, and at most six live at once: 6 x 8 x 320 x 640 x 3 B = 29.5 MB."""
+    import tracemalloc
+
+    photo = np.random.default_rng(4).integers(0, 256, (3000, 4000, 3), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        preprocess_test(photo, 320)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 6 * 8 * 320 * 640 * 3, peak
+
+
 def _known_pair(height=60, width=80):
     """A textured image and a GT drawn from it: the GT is the image's red channel in [0, 1]."""
     image = np.random.default_rng(1).integers(0, 256, (height, width, 3), dtype=np.uint8)

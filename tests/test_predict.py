@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -418,3 +419,48 @@ def test_a_video_cut_short_says_what_its_header_declares(tmp_path: Path, checkpo
     maps, _ = read_video(out / "cut.mp4")
     assert 0 < len(maps) < 60
     assert f"{cut}: cut short: its header declares 60 frames, {len(maps)} could be read" in err
+
+
+def test_out_at_or_above_an_input_folder(tmp_path: Path, checkpoints, capsys) -> None:
+    """--out at an input folder's parent writes the maps beside the photos; a second run (with --overlay) reads the
+    photos and names the maps of the first as skipped, not inputs; --out equal to the folder writes into its
+    subfolder of the folder's name, which later runs leave out (named); a named file is always read, and a map that
+    would overwrite its input, or a folder with nothing but our outputs, is refused in one line that says so."""
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    for name, shape in (("a.jpg", (40, 50)), ("sub/b.jpg", (30, 20))):
+        assert cv2.imwrite(str(photos / name), rng.integers(0, 255, (*shape, 3), dtype=np.uint8))
+    run = ["--checkpoint", str(checkpoints["sdnet"]), "--size", str(SIZE), "-j", "0"]
+    predict.main([*run, str(photos), "--out", str(tmp_path)])
+    first = {name: (photos / name).read_bytes() for name in ("a.png", "sub/b.png")}
+    capsys.readouterr()
+    predict.main([*run, str(photos), "--out", str(tmp_path), "--overlay"])
+    assert (f"skipped 2 entries of the input folders: {photos / 'a.png'} (the map of {photos / 'a.jpg'}, from an "
+            f"earlier run: not an input); {photos / 'sub/b.png'} (the map of {photos / 'sub/b.jpg'}, from an earlier "
+            "run: not an input)") in capsys.readouterr().err
+    assert all((photos / name).read_bytes() == data for name, data in first.items())
+    assert sorted(str(p.relative_to(photos)) for p in photos.rglob("*")) == [
+        "a.jpg", "a.png", "a_overlay.jpg", "sub", "sub/b.jpg", "sub/b.png", "sub/b_overlay.jpg"]
+
+    for path in [*photos.rglob("*.png"), *photos.rglob("*_overlay.jpg")]:
+        path.unlink()
+    for _ in range(2):
+        predict.main([*run, str(photos), "--out", str(photos)])
+    assert f"{photos / 'photos'} (the maps of {photos} are written there)" in capsys.readouterr().err
+    assert (photos / "photos" / "a.png").read_bytes() == first["a.png"]
+
+    with pytest.raises(SystemExit) as refused:
+        predict.main([*run, str(photos / "photos" / "a.png"), "--out", str(photos / "photos")])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.strip().endswith(
+        f"--out {photos / 'photos'}: the map of {photos / 'photos' / 'a.png'} would overwrite the input "
+        f"{photos / 'photos' / 'a.png'} (choose another --out)")
+    only_maps = tmp_path / "maps"
+    (only_maps / "maps").mkdir(parents=True)
+    shutil.copy(photos / "photos" / "a.png", only_maps / "maps")
+    with pytest.raises(SystemExit):
+        predict.main([*run, str(only_maps), "--out", str(only_maps)])
+    assert capsys.readouterr().err.strip().endswith(
+        f"input {only_maps}: a folder with no image (.jpg/.jpeg/.png/.bmp/.webp/.tif/.tiff) or video (.mp4/.avi/.mov) "
+        f"in it but what predict.py writes: {only_maps / 'maps'} (the maps of {only_maps} are written there)")

@@ -27,8 +27,11 @@ import pytest
 import torch
 from test_guard import png
 
+import utils
+from data.atomic import encode_image
 from data.synthetic import SyntheticSizes, generate
 from engine.inference.predictor import ModelInput, Predictor
+from engine.serving.admission import BYTES_PER_PIXEL, PixelBudget
 from engine.serving.app import ServerLimits, create_app
 from engine.serving.service import MapService
 from models import build_model
@@ -547,6 +550,101 @@ def test_every_phase_of_a_connection_has_a_deadline(inputs: Path) -> None:
     finally:
         log = server.stop()
     assert "Traceback" not in log, log
+
+
+def test_the_pixel_budget_grants_in_order_and_takes_back_what_a_cancelled_request_held() -> None:
+    """PixelBudget(100): a request of 60 is held; one of 50 waits, and one of 10 behind it waits too (in order of
+    arrival, though it would fit); freeing the 60 grants both; a waiting request that is cancelled leaves no trace."""
+    async def scenario() -> list:
+        budget, events = PixelBudget(100), []
+
+        async def request_of(pixels: int, name: str, release: asyncio.Event) -> None:
+            async with budget.hold(pixels):
+                events.append((name, budget.held))
+                await release.wait()
+
+        releases = {name: asyncio.Event() for name in "abcd"}
+        first = asyncio.create_task(request_of(60, "a", releases["a"]))
+        await asyncio.sleep(0.01)
+        waiting = [asyncio.create_task(request_of(pixels, name, releases[name]))
+                   for pixels, name in ((50, "b"), (10, "c"), (90, "d"))]
+        await asyncio.sleep(0.01)
+        events.append(("waiting", budget.held))
+        waiting[2].cancel()  # d, behind the others, gives up
+        releases["a"].set()
+        await first
+        await asyncio.sleep(0.01)
+        releases["b"].set()
+        releases["c"].set()
+        await asyncio.gather(*waiting[:2])
+        await asyncio.gather(waiting[2], return_exceptions=True)
+        return [*events, ("end", budget.held, budget.peak)]
+
+    assert asyncio.run(scenario()) == [("a", 60), ("waiting", 60), ("b", 60), ("c", 60), ("end", 0, 60)]
+
+
+def test_decoded_pixels_in_flight_are_bounded(inputs: Path) -> None:
+    """--max-megapixels 0.05 --max-megapixels-in-flight 0.05: eight concurrent uploads of 200 x 200 pixels (0.04
+    megapixels) are all answered 200, one decoded at a time (the server's peak is one image's pixels); a budget
+    under --max-megapixels is one line, exit 2."""
+    refused = subprocess.run([sys.executable, "serve.py", "--checkpoint", str(inputs / "sdnet.pth"),
+                              "--max-megapixels-in-flight", "10"], cwd=REPO, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].endswith(
+        "--max-megapixels-in-flight 10 is under --max-megapixels 64: an image of the largest size admitted must fit")
+    server = Server("--checkpoint", inputs / "sdnet.pth", "--size", "64", "--max-megapixels", "0.05",
+                    "--max-megapixels-in-flight", "0.05")
+    try:
+        image = encode_image(np.random.default_rng(5).integers(0, 256, (200, 200, 3), dtype=np.uint8), ".png")
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda _: request(f"{server.url}/v1/saliency", image)[0], range(8)))
+        assert statuses == [200] * 8
+        info = json.loads(request(f"{server.url}/v1/info")[2])
+        assert info["max_megapixels_in_flight"] == 0.05
+        assert info["in_flight"] == {"requests": 0, "megapixels": 0.0, "megapixels_peak": 0.04}
+    finally:
+        log = server.stop()
+    assert "Traceback" not in log, log
+
+
+def _memory_kib(pid: int) -> dict[str, int]:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith(("VmRSS:", "VmHWM:"))}
+
+
+@pytest.mark.slow
+def test_sixteen_62_megapixel_uploads_stay_within_the_budget_and_the_memory_returns(inputs: Path) -> None:
+    """16 concurrent uploads of one 62-megapixel JPEG (1.4 MB, under every cap; ?output=json, the heaviest answer)
+    with --max-megapixels-in-flight 124 (two such photos): all 200, and the server's peak resident memory over its
+    idle size stays within the budget at BYTES_PER_PIXEL plus the 16 bodies (each held, and joined once from its
+    chunks); 2 s after the last answer it is within glibc's free memory kept at the top of its arenas (8 per core,
+    each trimmed above the server's 32 MiB threshold, utils.SERVER_KEEP_BYTES) of its idle size."""
+    import cv2
+
+    width, height = 9093, 6820
+    ys, xs = np.mgrid[0:height:8, 0:width:8].astype(np.float32)
+    small = np.dstack([xs / width * 255, ys / height * 255, (xs + ys) / (width + height) * 255]).astype(np.uint8)
+    photo = encode_image(cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR), ".jpg")
+    server = Server("--checkpoint", inputs / "sdnet.pth", "--max-megapixels-in-flight", "124", "--timeout", "600")
+    try:
+        assert request(f"{server.url}/v1/saliency", sorted((inputs / "photos").iterdir())[0].read_bytes())[0] == 200
+        time.sleep(1)
+        idle = _memory_kib(server.process.pid)["VmRSS"] * 1024
+        Path(f"/proc/{server.process.pid}/clear_refs").write_text("5")  # the high-water mark starts again here
+        with ThreadPoolExecutor(16) as pool:
+            statuses = list(pool.map(lambda _: request(f"{server.url}/v1/saliency?output=json", photo,
+                                                       timeout=600)[0], range(16)))
+        assert statuses == [200] * 16
+        peak = _memory_kib(server.process.pid)["VmHWM"] * 1024
+        time.sleep(2)
+        after = _memory_kib(server.process.pid)["VmRSS"] * 1024
+        info = json.loads(request(f"{server.url}/v1/info")[2])
+    finally:
+        log = server.stop()
+    assert "Traceback" not in log, log
+    assert info["in_flight"]["megapixels_peak"] <= 124
+    assert peak - idle <= 124e6 * BYTES_PER_PIXEL + 16 * 2 * len(photo), (idle, peak)
+    assert after - idle <= 8 * (os.cpu_count() or 1) * utils.SERVER_KEEP_BYTES, (idle, after)
 
 
 def test_head_answers_where_get_does(server: Server) -> None:

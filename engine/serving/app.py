@@ -31,8 +31,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, HTTPConnection
 
 from data.atomic import encode_image
-from data.guard import DataError, ImageTooLarge, NotAnImage
+from data.guard import DataError, ImageTooLarge, NotAnImage, read_header
 from engine.inference.predictor import Prepared
+from engine.serving.admission import PixelBudget
 from engine.serving.service import MapService, QueueFull
 
 __all__ = ["ServerLimits", "Endpoints", "create_app", "PAGE"]
@@ -46,12 +47,14 @@ JSON_NAMES = {"map": "map_png", "overlay": "overlay_jpg", "cutout": "cutout_png"
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """What a client may ask: ``max_bytes`` per upload, ``upload_timeout`` seconds for it to arrive (408),
+    """What a client may ask: ``max_bytes`` per upload, ``max_pixels_in_flight`` decoded pixels held at once by all
+    requests (`engine.serving.admission.PixelBudget`), ``upload_timeout`` seconds for it to arrive (408),
     ``max_requests`` admitted at once once their upload is in (the rest: 503), ``timeout`` seconds per admitted
     request (504), ``idle_timeout`` seconds a live stream may send nothing (then it is closed), ``decoders`` images
     decoded at once, and the ``api_key`` (None: open)."""
 
     max_bytes: int = 20 * 2**20
+    max_pixels_in_flight: int = 256 * 10**6
     upload_timeout: float = 10.0
     max_requests: int = 32
     timeout: float = 30.0
@@ -134,6 +137,7 @@ class Endpoints:
     def __init__(self, service: MapService, info: dict, limits: ServerLimits, wait_until_ready: bool) -> None:
         self.service, self.info, self.limits, self.wait_until_ready = service, info, limits, wait_until_ready
         self.decoders = anyio.CapacityLimiter(limits.decoders)
+        self.pixels = PixelBudget(limits.max_pixels_in_flight)
         self.admitted = 0
 
     @contextlib.asynccontextmanager
@@ -157,7 +161,9 @@ class Endpoints:
         return JSONResponse({"status": "ready" if ready else "starting"}, status_code=200 if ready else 503)
 
     async def about(self) -> JSONResponse:
-        return JSONResponse({**self.info, "ready": self.service.ready})
+        return JSONResponse({**self.info, "ready": self.service.ready,
+                             "in_flight": {"requests": self.admitted, "megapixels": self.pixels.held / 1e6,
+                                           "megapixels_peak": self.pixels.peak / 1e6}})
 
     async def page(self) -> HTMLResponse:
         return HTMLResponse(PAGE.read_text())
@@ -190,9 +196,10 @@ class Endpoints:
     async def _answer(self, request: Request, body: bytes, output: str, start: float) -> Response:
         data = await anyio.to_thread.run_sync(_image_bytes, body, request.headers.get("content-type", ""),
                                               limiter=self.decoders)
-        saliency_map, prepared = await self._map_of(data)
-        files = await anyio.to_thread.run_sync(self.service.files, prepared, saliency_map, OUTPUT_FILES[output],
-                                               limiter=self.decoders)
+        async with self._decoded_pixels(data):
+            saliency_map, prepared = await self._map_of(data)
+            files = await anyio.to_thread.run_sync(self.service.files, prepared, saliency_map, OUTPUT_FILES[output],
+                                                   limiter=self.decoders)
         seconds = time.perf_counter() - start
         headers = {"X-Processing-Seconds": f"{seconds:.4f}"}
         if output == "json":
@@ -237,11 +244,14 @@ class Endpoints:
                     if len(data) > self.limits.max_bytes:
                         raise Refused(413, f"frame of {len(data)} bytes is over the limit of {self.limits.max_bytes} "
                                            "bytes (--max-bytes)")
-                    saliency_map, _ = await self._map_of(data)
+                    async with self._decoded_pixels(data):
+                        saliency_map, _ = await self._map_of(data)
+                        encoded = await anyio.to_thread.run_sync(encode_image, saliency_map, ".png",
+                                                                 limiter=self.decoders)
                 except Refused as err:
                     await socket.send_json({"error": err.reason})
                     continue
-                await socket.send_bytes(encode_image(saliency_map, ".png"))  # small: encoded on the loop
+                await socket.send_bytes(encoded)
                 now = time.perf_counter()
                 recent = [*recent[-29:], now]
                 fps = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 else 0.0
@@ -249,6 +259,17 @@ class Endpoints:
                 await socket.send_json({"width": width, "height": height, "seconds": now - start, "fps": fps})
         except WebSocketDisconnect:  # the client left while its answer was sent
             return
+
+    @contextlib.asynccontextmanager
+    async def _decoded_pixels(self, data: bytes):
+        """Hold the pixels ``data``'s header declares in the budget while the block runs (waiting for them first);
+        what has no readable header holds none: decoding refuses it."""
+        try:
+            pixels = (await anyio.to_thread.run_sync(read_header, data, "upload")).pixels
+        except DataError:
+            pixels = 0
+        async with self.pixels.hold(pixels):
+            yield
 
     def _refuse_unless_ready(self) -> None:
         if self.service.failure is not None:

@@ -5,8 +5,8 @@ at a time, stays open for ever (its keep-alive timer runs only between requests,
 `deadlined_protocol` gives each request a deadline for its headers, from the moment the connection opens (the
 first request) or the first byte of a later one arrives (until then uvicorn's keep-alive timer closes an idle
 connection): past it, a connection that has sent part of a request is answered 408 with the one-line JSON reason of
-every refusal, one that has sent nothing is closed, as nginx's ``client_header_timeout`` does. The body has its own deadline in the application
-(`engine.serving.app`, ``--upload-timeout``).
+every refusal, one that has sent nothing is closed, as nginx's ``client_header_timeout`` does. The body has its
+own deadline in the application (`engine.serving.app`, ``--upload-timeout``).
 """
 
 from __future__ import annotations
