@@ -1,7 +1,8 @@
 """Videos at test time: decoding a stream of frames, grouping it into clips for video models, and writing a video
 of saliency maps.
 
-OpenCV's FFmpeg backend reads and writes the files (.mp4, .avi, .mov read; .mp4 with the mp4v codec written).
+OpenCV's FFmpeg backend reads the files (.mp4, .avi, .mov); PyAV's writes the map videos (.mp4, H.264, which
+browsers play).
 Failures raise `DataError` with a one-line message naming the file.
 """
 
@@ -11,6 +12,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import TypeVar
 
 import cv2
@@ -124,39 +126,97 @@ def clip_groups(frames: Iterable[Frame], length: int) -> Iterator[tuple[list[Fra
         yield [recent[i] for i in order], [last[frame] for frame in range(count)]
 
 
+# The map videos play in every browser: H.264 (High profile, 4:2:0) in an .mp4 with its index at the front, by the
+# libx264 that PyAV's wheel ships (OpenCV's can write only MPEG-4 Part 2, which browsers do not play). CRF 17
+# keeps a map within a few grey levels. The same frames give the same bytes on a machine, however busy: a fixed
+# thread count (x264's output depends on it), frames in buffers of ours with every byte set (`_yuv420_frame`),
+# colour converted in integers (`_bgr_to_yuv420`), and no macroblock tree (its assembly read memory nobody set: the
+# bytes changed with the heap's past). Another CPU may take other assembly, whose rounding differs from x264's C
+# code in places: the decoded maps then differ within the codec's error. Frames go in as BT.601 at video range, as
+# web video is (browsers ignore the full-range flag: Chromium stretched a full-range map's greys by 255/219).
+H264_OPTIONS = {"crf": "17", "preset": "fast", "threads": "2", "x264-params": "no-mbtree=1"}
+VIDEO_RANGE, BT601 = 1, 6  # FFmpeg's AVCOL_RANGE_MPEG (16-235) and AVCOL_SPC_SMPTE170M
+# BT.601 at video range in 16-bit fixed point (Y = 16 + 219/255 of grey): rows Y, Cb, Cr of weights for B, G, R;
+# each chroma row sums to 0, so grey has neutral chroma.
+_YCBCR = np.array([[6416, 33039, 16829], [28784, -19070, -9714], [-4681, -24103, 28784]], np.int64)
+
+
+def _bgr_to_yuv420(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(H, W, 3) BGR or (H, W) grey uint8 (H, W even) -> the Y (H, W), Cb and Cr (H/2, W/2) planes of BT.601 at
+    video range, in integers (the chroma of each 2 x 2 block averaged), so that the bytes are the same on every CPU
+    (swscale's SIMD paths round otherwise, and read past a row's end). Grey: Cr None, the same neutral plane."""
+    height, width = image.shape[:2]
+    if image.ndim == 2:
+        luma = ((image.astype(np.int64) * int(_YCBCR[0].sum()) + 2**15) >> 16) + 16
+        return luma.astype(np.uint8), np.full((height // 2, width // 2), 128, np.uint8), None
+    ycbcr = image.astype(np.int64) @ _YCBCR.T  # (H, W, 3), times 2^16
+    luma = (((ycbcr[:, :, 0] + 2**15) >> 16) + 16).astype(np.uint8)
+    blocks = ycbcr[:, :, 1:].reshape(height // 2, 2, width // 2, 2, 2).sum(axis=(1, 3))  # times 2^18
+    chroma = (((blocks + 2**17) >> 18) + 128).astype(np.uint8)
+    return luma, chroma[:, :, 0], chroma[:, :, 1]
+
+
+def _yuv420_frame(av, luma: np.ndarray, u: np.ndarray, v: np.ndarray | None):
+    """A yuv420p frame over a buffer of ours whose every byte is set: the planes at a row stride of a multiple of 64,
+    zeros in the padding and in 64 KiB after the last row. (x264 reads past a row's end and past the last row;
+    in FFmpeg's own frames those bytes are uninitialised, and the encoded bytes changed with the heap's past.)
+    ``v`` None: the same as ``u``."""
+    height, width = luma.shape
+    stride, rows = -(-width // 64) * 64, height * 3 // 2
+    buffer = np.zeros(rows * stride + 2**16, np.uint8)
+    array = buffer[:rows * stride].reshape(rows, stride)
+    array[:height, :width] = luma
+    chroma = array[height:].reshape(height, stride // 2)  # the U plane's rows, then the V plane's
+    chroma[:height // 2, :width // 2] = u
+    chroma[height // 2:, :width // 2] = u if v is None else v
+    return av.VideoFrame.from_numpy_buffer(array, format="yuv420p", width=width)
+
+
 @contextlib.contextmanager
 def video_writer(path: str | os.PathLike, fps: float) -> Iterator[Callable[[np.ndarray], None]]:
-    """An .mp4 (mp4v) at ``fps`` written frame by frame and atomically: the context gives ``add(image)`` for (H, W)
-    grey or (H, W, 3) BGR uint8 frames of one size; the file appears whole when the context ends without an
-    error, and not at all otherwise. The encoder's 4:2:0 colour planes need an even height and width: an odd one
-    loses its last row or column (the pixels that remain stay aligned with the video's). Raises `DataError` if
-    there is no frame, no mp4v encoder or a frame of under 2 pixels a side."""
-    writer: cv2.VideoWriter | None = None
+    """An .mp4 (H.264, `H264_OPTIONS`) at ``fps`` written frame by frame and atomically: the context gives
+    ``add(image)`` for (H, W) grey or (H, W, 3) BGR uint8 frames of one size; the file appears whole when the
+    context ends without an error, and not at all otherwise. The encoder's 4:2:0 colour planes need an even height
+    and width: an odd one loses its last row or column (the pixels that remain stay aligned with the video's).
+    Raises `DataError` if there is no frame, no H.264 encoder (PyAV missing) or a frame of under 2 pixels a side."""
+    try:
+        import av
+    except ImportError:
+        raise DataError(f"cannot write video {path}: PyAV is missing (pip install -r requirements.txt)") from None
+    container = stream = None
     height = width = 0
+    frames = 0
 
     def add(image: np.ndarray) -> None:
-        nonlocal writer, height, width
-        if writer is None:
+        nonlocal stream, height, width, frames
+        if stream is None:
             height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
             if not height or not width:
                 raise DataError(f"cannot write video {path}: frames of {image.shape[1]}x{image.shape[0]} pixels are "
                                 "too small to encode")
-            writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
-            if not writer.isOpened():
-                raise DataError(f"cannot write video {path} (no mp4v encoder in this OpenCV build)")
+            stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.codec_context.color_range = VIDEO_RANGE
+            stream.codec_context.colorspace = BT601  # else a player takes BT.709 for HD sizes
+            stream.options = dict(H264_OPTIONS)
         frame = np.ascontiguousarray(image[:height, :width])
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame)
+        picture = _yuv420_frame(av, *_bgr_to_yuv420(frame))
+        picture.color_range = VIDEO_RANGE
+        picture.pts = frames
+        frames += 1
+        for packet in stream.encode(picture):
+            container.mux(packet)
 
-    try:
-        # OpenCV picks the container by the extension, so the temporary file ends in .mp4 too.
-        with atomic_path(path, suffix=".mp4") as temporary:
+    with atomic_path(path, suffix=".mp4") as temporary:
+        container = av.open(str(temporary), "w", format="mp4", options={"movflags": "+faststart"})
+        try:
             yield add
-            if writer is None:
+            if stream is None:
                 raise DataError(f"cannot write {path}: no frame to write")
-            writer.release()
-    finally:
-        if writer is not None:
-            writer.release()
+            for packet in stream.encode():
+                container.mux(packet)
+        finally:
+            container.close()
 
 
 def write_map_video(path: str | os.PathLike, maps: Iterable[np.ndarray], fps: float) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ import utils
 from data import DataError
 from data.readers import read_rgb
 from data.transforms import overlay, preprocess_test, saliency_to_uint8
-from data.video import clip_groups, open_video, read_frames, write_map_video
+from data.video import clip_groups, open_video, read_frames, video_writer, write_map_video
 from engine.inference.predictor import ModelInput, Predictor
 from engine.inference.runner import prepare_for_inference
 from models import build_model, load_model
@@ -42,7 +43,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 
 def write_video(path: Path, frames: int, height: int = 48, width: int = 80) -> None:
-    """A short .mp4 (OpenCV writer, mp4v) of a bright square moving over noise."""
+    """A short .mp4 (OpenCV writer, mp4v, as cameras and older tools write) of a bright square moving over noise."""
     rng = np.random.default_rng(frames)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 12, (width, height))
     for t in range(frames):
@@ -74,13 +75,46 @@ def inputs(tmp_path: Path) -> Path:
 
 
 def through_codec(maps: np.ndarray, fps: float, path: Path) -> np.ndarray:
-    """Grey maps (T, H, W) or BGR frames (T, H, W, 3) after the same mp4v encoding as predict.py and decoding: the
-    exact expected video."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, maps.shape[2:0:-1])
-    for frame in maps:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame)
-    writer.release()
+    """Grey maps (T, H, W) or BGR frames (T, H, W, 3) after the same H.264 encoding as predict.py
+    (`data.video.video_writer`) and decoding: the exact expected video."""
+    with video_writer(path, fps) as add:
+        for frame in maps:
+            add(frame)
     return np.stack(read_video(path)[0])
+
+
+def test_map_videos_are_h264_that_browsers_play_and_the_same_bytes_each_time(tmp_path: Path) -> None:
+    """A map video is H.264 (High profile, 4:2:0, BT.601 at video range, as web video) in an .mp4 whose index comes
+    first (a browser plays it while it loads), written the same bytes each time, whatever the heap held; decoded,
+    each map is within the encoder's CRF 17 of its values: a few grey levels (H.264 decoding is bit-exact by the
+    standard and the encoder's bytes are fixed on a machine; 8 bounds it for these smooth maps, plus 1 for the
+    range's rounding of 256 greys to 220)."""
+    import av
+
+    ys, xs = np.mgrid[0:96, 0:128]
+    maps = np.stack([((np.sin(xs / 9 + t) * np.cos(ys / 13) + 1) * 127.5).astype(np.uint8) for t in range(12)])
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+    for index, name in enumerate(("a.mp4", "b.mp4", "c.mp4")):
+        # Leave freed heap blocks full of other bytes each time: an encoder that read memory nobody set (x264 reads
+        # past a row's end) would write other bytes.
+        blocks = [libc.malloc(4096 * (size + 1)) for size in range(64)]
+        for size, block in enumerate(blocks):
+            ctypes.memset(block, 37 * index + size, 4096 * (size + 1))
+        for block in blocks:
+            libc.free(block)
+        assert write_map_video(tmp_path / name, iter(maps), 25.0) == 12
+    data = (tmp_path / "a.mp4").read_bytes()
+    assert data == (tmp_path / "b.mp4").read_bytes() == (tmp_path / "c.mp4").read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")
+    with av.open(str(tmp_path / "a.mp4")) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.profile, stream.codec_context.pix_fmt) == (
+            "h264", "High", "yuv420p")
+        assert (stream.codec_context.color_range, stream.codec_context.colorspace) == (1, 6)  # BT.601, 16-235
+        assert stream.average_rate == 25 and stream.frames == 12
+    decoded = np.stack(read_video(tmp_path / "a.mp4")[0])
+    assert np.abs(decoded[..., 0].astype(int) - maps).max() <= 9
 
 
 def inference_runner(checkpoint: Path, **options) -> torch.nn.Module:

@@ -103,3 +103,62 @@ def test_the_page_streams_the_camera(inputs: Path, tmp_path: Path, page_server: 
         assert shown == [320, 240]
     finally:
         driver.quit()
+
+
+@pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM), reason="no chromium/chromedriver (apt install chromium "
+                    "chromium-driver; .ci/run does)")
+def test_a_map_video_plays_in_the_browser(tmp_path: Path) -> None:
+    """A map video as predict.py writes it (`data.video.write_map_video`) plays in Chromium's <video>: it loads
+    without error at its size and duration, plays, and the frame the browser shows is the map within the codec's
+    error (CRF 17: a few grey levels, 8 bounds it for this smooth map), the video range's rounding (1) and
+    Chromium's conversion to RGB (1)."""
+    import functools
+    import http.server
+    import threading
+
+    import numpy as np
+
+    from data.video import write_map_video
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    ys, xs = np.mgrid[0:120, 0:160]
+    maps = np.stack([((np.sin(xs / 11 + t / 4) * np.cos(ys / 17) + 1) * 127.5).astype(np.uint8) for t in range(25)])
+    write_map_video(tmp_path / "maps.mp4", iter(maps), 25.0)
+    (tmp_path / "index.html").write_text(
+        '<video id="v" src="maps.mp4" muted playsinline></video><canvas id="c" width="160" height="120"></canvas>')
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                 "--autoplay-policy=no-user-gesture-required"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    try:
+        driver.get(f"http://127.0.0.1:{files.server_address[1]}/index.html")
+        driver.set_script_timeout(60)
+        shown = driver.execute_async_script("""
+            const done = arguments[arguments.length - 1], video = document.getElementById('v');
+            const report = () => {
+                const context = document.getElementById('c').getContext('2d');
+                context.drawImage(video, 0, 0);
+                const pixels = context.getImageData(0, 0, 160, 120).data, red = [];
+                for (let i = 0; i < pixels.length; i += 4) red.push(pixels[i]);
+                video.play().then(() => done({width: video.videoWidth, height: video.videoHeight,
+                                               duration: video.duration, red: red}),
+                                  (err) => done({error: String(err)}));
+            };
+            video.onerror = () => done({error: String(video.error && video.error.message)});
+            if (video.readyState >= 2) report(); else video.addEventListener('loadeddata', report, {once: true});
+        """)
+    finally:
+        driver.quit()
+        files.shutdown()
+    assert "error" not in shown, shown
+    assert (shown["width"], shown["height"]) == (160, 120) and abs(shown["duration"] - 1.0) < 0.05
+    assert np.abs(np.array(shown["red"]).reshape(120, 160) - maps[0].astype(int)).max() <= 10
