@@ -494,7 +494,8 @@ def _read_until_closed(connection: socket.socket, limit: float) -> tuple[bytes, 
 def test_every_phase_of_a_connection_has_a_deadline(inputs: Path) -> None:
     """--upload-timeout 1 --idle-timeout 1: a connection that sends nothing is closed after 1 s without a word; one
     that sends part of its headers, or its headers a byte at a time, is answered 408 with the one-line reason at 1 s
-    and closed; an idle keep-alive connection is closed after 5 s; a live stream that sends no frame for 1 s is told
+    and closed; one answered before its body is in is closed once answered (a body sent a byte at a time holds
+    nothing); an idle keep-alive connection is closed after 5 s; a live stream that sends no frame for 1 s is told
     so and closed (code 1000). Each within a second of its deadline."""
     from websockets.exceptions import ConnectionClosedOK
     from websockets.sync.client import connect
@@ -527,6 +528,17 @@ def test_every_phase_of_a_connection_has_a_deadline(inputs: Path) -> None:
             assert answer.startswith(b"HTTP/1.1 408 ") and answer.endswith(late), answer
             assert time.perf_counter() - start < 2.5
 
+        def body_never_read() -> None:  # an endpoint that takes no body, sent one slowly: answered, then closed
+            with socket.create_connection(("127.0.0.1", server.port)) as connection:
+                connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nx")
+                start = time.perf_counter()
+                with contextlib.suppress(OSError):
+                    for _ in range(10):
+                        time.sleep(0.2)
+                        connection.sendall(b"x")
+                answer = _read_until_closed(connection, 5)[0]
+            assert answer.startswith(b"HTTP/1.1 200 ") and time.perf_counter() - start < 2.5, answer
+
         def idle_keep_alive() -> None:
             with socket.create_connection(("127.0.0.1", server.port)) as connection:
                 connection.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -542,7 +554,7 @@ def test_every_phase_of_a_connection_has_a_deadline(inputs: Path) -> None:
                     stream.recv(timeout=5)
                 assert stream.close_code == 1000 and time.perf_counter() - start < 2.0
 
-        checks = (silent, partial_headers, byte_by_byte, idle_keep_alive, idle_stream)
+        checks = (silent, partial_headers, byte_by_byte, body_never_read, idle_keep_alive, idle_stream)
         with ThreadPoolExecutor(len(checks)) as pool:
             for done in [pool.submit(check) for check in checks]:
                 done.result()

@@ -5,8 +5,10 @@ at a time, stays open for ever (its keep-alive timer runs only between requests,
 `deadlined_protocol` gives each request a deadline for its headers, from the moment the connection opens (the
 first request) or the first byte of a later one arrives (until then uvicorn's keep-alive timer closes an idle
 connection): past it, a connection that has sent part of a request is answered 408 with the one-line JSON reason of
-every refusal, one that has sent nothing is closed, as nginx's ``client_header_timeout`` does. The body has its
-own deadline in the application (`engine.serving.app`, ``--upload-timeout``).
+every refusal, one that has sent nothing is closed, as nginx's ``client_header_timeout`` does. The body of an upload
+has its own deadline in the application (`engine.serving.app`, ``--upload-timeout``); a connection answered
+before its body is in (a refusal, an endpoint that takes none) is closed once the answer is sent, so a body sent a
+byte at a time holds nothing.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class _DeadlinedH11Protocol(H11Protocol):
         self._disarm_if_headers_are_in()
 
     def on_response_complete(self) -> None:
+        if self.conn.their_state is h11.SEND_BODY:  # answered before its body was read: it is not read at all
+            self.transport.close()
+            return
         super().on_response_complete()
         self._disarm_if_headers_are_in()  # a pipelined request may have been taken at once
         if self.conn.their_state is h11.IDLE:
