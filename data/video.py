@@ -178,7 +178,8 @@ def video_writer(path: str | os.PathLike, fps: float) -> Iterator[Callable[[np.n
     ``add(image)`` for (H, W) grey or (H, W, 3) BGR uint8 frames of one size; the file appears whole when the
     context ends without an error, and not at all otherwise. The encoder's 4:2:0 colour planes need an even height
     and width: an odd one loses its last row or column (the pixels that remain stay aligned with the video's).
-    Raises `DataError` if there is no frame, no H.264 encoder (PyAV missing) or a frame of under 2 pixels a side."""
+    Raises `DataError` if there is no frame, no H.264 encoder (PyAV missing), a frame under 2 x 4 pixels or an
+    error of the encoder."""
     try:
         import av
     except ImportError:
@@ -191,9 +192,9 @@ def video_writer(path: str | os.PathLike, fps: float) -> Iterator[Callable[[np.n
         nonlocal stream, height, width, frames
         if stream is None:
             height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
-            if not height or not width:
+            if height < 4 or width < 2:  # x264 refuses fewer rows
                 raise DataError(f"cannot write video {path}: frames of {image.shape[1]}x{image.shape[0]} pixels are "
-                                "too small to encode")
+                                "too small to encode (2 x 4 at least)")
             stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             stream.codec_context.color_range = VIDEO_RANGE
@@ -204,8 +205,11 @@ def video_writer(path: str | os.PathLike, fps: float) -> Iterator[Callable[[np.n
         picture.color_range = VIDEO_RANGE
         picture.pts = frames
         frames += 1
-        for packet in stream.encode(picture):
-            container.mux(packet)
+        try:
+            for packet in stream.encode(picture):
+                container.mux(packet)
+        except av.FFmpegError as err:
+            raise DataError(f"cannot write video {path}: {err}") from None
 
     with atomic_path(path, suffix=".mp4") as temporary:
         container = av.open(str(temporary), "w", format="mp4", options={"movflags": "+faststart"})
