@@ -70,7 +70,7 @@ def inputs_of_many_shapes(channels: int) -> list[torch.Tensor]:
     return [torch.randn(1, channels, h, w, generator=generator) for h, w in sizes]
 
 
-@pytest.mark.parametrize(("name", "backend"), [("sdnet", "openvino"),
+@pytest.mark.parametrize(("name", "backend"), [("sdnet", "openvino"), ("sdnet", "onnxruntime"),
                                                ("sdneta", "channels_last")])
 def test_a_map_never_depends_on_the_other_inputs(name: str, backend: str, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
@@ -330,11 +330,13 @@ def cached_run(model: torch.nn.Module, cache: Path, x: torch.Tensor, **options) 
                                               else "compiled")
     logger = logging.getLogger(utils.LOGGER_NAME)
     handlers, level = logger.handlers, logger.level
-    logger.handlers, logger.level = [handler], logging.DEBUG
+    logger.handlers = [handler]
+    logger.setLevel(logging.DEBUG)  # setLevel, not the attribute: it clears the logger's cache of enabled levels
     try:
         out = inference.prepare_for_inference(model, "cpu", cache=cache, **options)(x)
     finally:
-        logger.handlers, logger.level = handlers, level
+        logger.handlers = handlers
+        logger.setLevel(level)
     return out, made
 
 

@@ -218,5 +218,5 @@ def runner_from_flags(model: nn.Module, flags: RunnerFlags, device: torch.device
         fail(str(err))
     logging.getLogger(LOGGER_NAME).info("inference backend %s on %s, %d CPU threads%s", runner.path, device,
                                         runner.threads, f", compiled networks cached in {flags.cache}"
-                                        if flags.cache and runner.backend.name == "openvino" else "")
+                                        if flags.cache and runner.backend.name in ("openvino", "onnxruntime") else "")
     return runner

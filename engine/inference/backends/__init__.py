@@ -10,6 +10,7 @@ where.
 Backends ("auto" is chosen by `choose_backend`):
 - `engine.inference.backends.eager`: "eager" (the plain NCHW float32 model) and "channels_last" (NHWC oneDNN kernels);
 - `engine.inference.backends.openvino`: "openvino", the CPU default (the exported graph compiled per input shape);
+- `engine.inference.backends.onnxruntime`: "onnxruntime" (the ONNX file export_onnx.py ships, run by ONNX Runtime);
 - `engine.inference.backends.inductor`: "inductor" (TorchInductor per input shape);
 - `engine.inference.backends.cuda_graphs`: "cuda_graphs", the CUDA default (a CUDA graph per input shape).
 
@@ -33,12 +34,12 @@ from engine.hardware import PRECISIONS, TORCH_DTYPES
 from models import skip_zero_pre_biases
 
 __all__ = ["BACKENDS", "BackendError", "Settings", "Network", "Backend", "backend_class",
-           "choose_backend", "openvino_available"]
+           "choose_backend", "openvino_available", "onnxruntime_available"]
 
 # backend name -> (module of engine.inference.backends, class name)
 _MODULES = {"eager": ("eager", "EagerBackend"), "channels_last": ("eager", "ChannelsLastBackend"),
             "inductor": ("inductor", "InductorBackend"), "openvino": ("openvino", "OpenVINOBackend"),
-            "cuda_graphs": ("cuda_graphs", "CudaGraphBackend")}
+            "onnxruntime": ("onnxruntime", "OnnxRuntimeBackend"), "cuda_graphs": ("cuda_graphs", "CudaGraphBackend")}
 # What ``--backend`` takes: every backend above ("auto": `choose_backend`); ``--precision`` takes every precision of
 # `engine.hardware.PRECISIONS` (fp16 on CUDA, bf16 on the CPU with OpenVINO).
 BACKENDS = ("auto", *_MODULES)
@@ -117,6 +118,11 @@ def openvino_available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def onnxruntime_available() -> bool:
+    """Whether the onnxruntime package (a requirement; the "onnxruntime" backend) can be imported."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
 def backend_class(name: str) -> type[Backend]:
     """The `Backend` subclass of backend ``name`` (one of `BACKENDS` but "auto"), its module imported on demand."""
     module, cls = _MODULES[name]
@@ -142,6 +148,10 @@ def choose_backend(device: torch.device, requested: str = "auto", precision: str
         raise BackendError("--backend openvino runs on the CPU: leave out --gpu")
     if requested == "openvino" and not openvino_available():
         raise BackendError("--backend openvino needs the openvino package (pip install -r requirements.txt)")
+    if requested == "onnxruntime" and cuda:
+        raise BackendError("--backend onnxruntime runs on the CPU: leave out --gpu")
+    if requested == "onnxruntime" and not onnxruntime_available():
+        raise BackendError("--backend onnxruntime needs the onnxruntime package (pip install -r requirements.txt)")
     if precision == "bf16" and (cuda or requested != "openvino"):
         raise BackendError("--precision bf16 runs on the CPU with the openvino backend"
                            + (" (on CUDA: --precision fp16)" if cuda else f", not --backend {requested}"))
