@@ -3,9 +3,9 @@ PY := $(VENV)/bin/python
 
 .PHONY: test test-isa test-serve-slow demo lint venv docs gpu-check gpu-wheels
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-deploy.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -r requirements-deploy.txt
 	touch $@
 
 venv: $(VENV)/.installed

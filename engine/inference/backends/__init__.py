@@ -11,6 +11,8 @@ Backends ("auto" is chosen by `choose_backend`):
 - `engine.inference.backends.eager`: "eager" (the plain NCHW float32 model) and "channels_last" (NHWC oneDNN kernels);
 - `engine.inference.backends.openvino`: "openvino", the CPU default (the exported graph compiled per input shape);
 - `engine.inference.backends.onnxruntime`: "onnxruntime" (the ONNX file export_onnx.py ships, run by ONNX Runtime);
+- `engine.inference.backends.executorch`: "executorch" (a .pte program lowered to XNNPACK per input shape, run by
+  ExecuTorch's runtime, as a phone app runs it);
 - `engine.inference.backends.inductor`: "inductor" (TorchInductor per input shape);
 - `engine.inference.backends.cuda_graphs`: "cuda_graphs", the CUDA default (a CUDA graph per input shape).
 
@@ -34,12 +36,13 @@ from engine.hardware import PRECISIONS, TORCH_DTYPES
 from models import skip_zero_pre_biases
 
 __all__ = ["BACKENDS", "BackendError", "Settings", "Network", "Backend", "backend_class",
-           "choose_backend", "openvino_available", "onnxruntime_available"]
+           "choose_backend", "openvino_available", "onnxruntime_available", "executorch_available"]
 
 # backend name -> (module of engine.inference.backends, class name)
 _MODULES = {"eager": ("eager", "EagerBackend"), "channels_last": ("eager", "ChannelsLastBackend"),
             "inductor": ("inductor", "InductorBackend"), "openvino": ("openvino", "OpenVINOBackend"),
-            "onnxruntime": ("onnxruntime", "OnnxRuntimeBackend"), "cuda_graphs": ("cuda_graphs", "CudaGraphBackend")}
+            "onnxruntime": ("onnxruntime", "OnnxRuntimeBackend"), "executorch": ("executorch", "ExecuTorchBackend"),
+            "cuda_graphs": ("cuda_graphs", "CudaGraphBackend")}
 # What ``--backend`` takes: every backend above ("auto": `choose_backend`); ``--precision`` takes every precision of
 # `engine.hardware.PRECISIONS` (fp16 on CUDA, bf16 on the CPU with OpenVINO).
 BACKENDS = ("auto", *_MODULES)
@@ -123,6 +126,11 @@ def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
+def executorch_available() -> bool:
+    """Whether the executorch package (requirements-deploy.txt; the "executorch" backend) can be imported."""
+    return importlib.util.find_spec("executorch") is not None
+
+
 def backend_class(name: str) -> type[Backend]:
     """The `Backend` subclass of backend ``name`` (one of `BACKENDS` but "auto"), its module imported on demand."""
     module, cls = _MODULES[name]
@@ -152,6 +160,11 @@ def choose_backend(device: torch.device, requested: str = "auto", precision: str
         raise BackendError("--backend onnxruntime runs on the CPU: leave out --gpu")
     if requested == "onnxruntime" and not onnxruntime_available():
         raise BackendError("--backend onnxruntime needs the onnxruntime package (pip install -r requirements.txt)")
+    if requested == "executorch" and cuda:
+        raise BackendError("--backend executorch runs on the CPU: leave out --gpu")
+    if requested == "executorch" and not executorch_available():
+        raise BackendError("--backend executorch needs the executorch package (pip install -r "
+                           "requirements-deploy.txt)")
     if precision == "bf16" and (cuda or requested != "openvino"):
         raise BackendError("--precision bf16 runs on the CPU with the openvino backend"
                            + (" (on CUDA: --precision fp16)" if cuda else f", not --backend {requested}"))

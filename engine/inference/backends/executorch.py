@@ -1,0 +1,143 @@
+"""The "executorch" backend: the converted network as a phone app ships it, exported with ``torch.export`` for one
+input shape and lowered to XNNPACK in an ExecuTorch program (.pte), run by ExecuTorch's runtime, not by PyTorch.
+
+A program serves one input shape: exporting and lowering one takes 10-20 s on 2 cores, so each is kept in the
+compiled-network cache (`engine.inference.network_cache`, keyed like OpenVINO's: the model's digest, the shape,
+ExecuTorch's version) and a later run loads it in milliseconds. XNNPACK runs on ExecuTorch's own thread pool (one
+thread per core). fp32 only. The runtime's C++ notes (its CPU probing, printed when a program is lowered, loaded or
+first run) are kept off the terminal by pointing file descriptor 2 at /dev/null for those calls, and torch's notes
+about ExecuTorch's enums by its logger's level: what else the process writes to stderr meanwhile is lost too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+
+from engine.inference.backends import Backend, BackendError, Network, Settings
+from engine.inference.network_cache import NetworkCache, model_key
+from utils import LOGGER_NAME
+
+__all__ = ["ExecuTorchBackend"]
+
+# Bumped when the way a program is built changes, so that no older cache entry is taken for a newer program.
+_CACHE_FORMAT = "executorch 1"
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """File descriptor 2 to /dev/null for the block: ExecuTorch's runtime writes its CPU probing notes there from
+    C++, past Python's streams."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def _quiet_torch_notes():
+    """torch's note about the enums ExecuTorch's modules register on import, kept off the terminal for the block
+    (the level of torch's pytree logger, put back after)."""
+    noisy = logging.getLogger("torch.utils._pytree")
+    level = noisy.level
+    noisy.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        noisy.setLevel(level)
+
+
+class ExecuTorchBackend(Backend):
+    name = "executorch"
+    memory_format = torch.contiguous_format  # the program takes NCHW inputs, as an app hands them
+
+    def __init__(self, model: torch.nn.Module, settings: Settings) -> None:
+        if settings.precision != "fp32":
+            raise BackendError(f"--backend executorch runs fp32, not {settings.precision}")
+        if settings.device.type != "cpu":
+            raise BackendError("--backend executorch runs on the CPU: leave out --gpu")
+        super().__init__(model, settings)
+        self.cache = NetworkCache(settings.cache) if settings.cache is not None else None
+        self._model_key: str | None = None
+
+    def prepare(self, shape: tuple[int, ...], streams: int) -> Network:
+        with _quiet_torch_notes():
+            return self._prepare(shape)
+
+    def _prepare(self, shape: tuple[int, ...]) -> Network:
+        from importlib.metadata import version  # not an import of executorch: that probes the CPU aloud
+
+        start = time.perf_counter()
+        if self._model_key is None:
+            self._model_key = model_key(self.model)
+        key = hashlib.sha256(f"{_CACHE_FORMAT}|{version('executorch')}|{self._model_key}|{shape}".encode()
+                             ).hexdigest() if self.cache is not None else None
+        payload, method, source = self.cache.get(key) if key is not None else None, None, "loaded from the cache"
+        if payload is not None:
+            try:
+                method = _load(payload, shape)
+            except Exception:  # noqa: BLE001 - an entry the runtime cannot load is exported again
+                self.cache.discard(key)
+        if method is None:
+            payload, source = self._export(shape), "exported"
+            try:
+                method = _load(payload, shape)
+            except Exception as err:  # noqa: BLE001 - the runtime raises its own types
+                raise BackendError(f"--backend executorch: the exported program could not be loaded "
+                                   f"({str(err).strip().splitlines()[0]}); --backend eager runs without it") from err
+            if key is not None and (problem := self.cache.put(key, payload)) is not None:
+                logging.getLogger(LOGGER_NAME).warning("exported programs are not kept: %s (choose another "
+                                                       "--cache-dir, or --no-cache)", problem)
+                self.cache = None
+        logging.getLogger(LOGGER_NAME).info("executorch program for input %s %s in %.2f s",
+                                            "x".join(map(str, shape)), source, time.perf_counter() - start)
+        return Network(method)
+
+    def _export(self, shape: tuple[int, ...]) -> bytes:
+        """The .pte program of the model for inputs of ``shape``, lowered to XNNPACK."""
+        example = torch.zeros(shape)
+        try:
+            with warnings.catch_warnings(), torch.no_grad(), _quiet_native_stderr():
+                warnings.simplefilter("ignore")
+                # imported here: importing ExecuTorch probes the CPU aloud
+                from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+                from executorch.exir import to_edge_transform_and_lower
+
+                exported = torch.export.export(self.model, (example,))
+                program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
+            return program.buffer
+        except Exception as err:
+            with torch.inference_mode():  # the model's own error for this shape, if it has one, is the caller's
+                self.model(example)
+            raise BackendError(f"--backend executorch: exporting the network failed "
+                               f"({str(err).strip().splitlines()[0]}); --backend eager runs without it") from err
+
+
+def _load(payload: bytes, shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The forward method of the .pte program ``payload`` for inputs of ``shape`` as a function of one input (it
+    holds the program, which the method needs alive), after a first pass: the runtime probes the CPU when it first
+    loads and when it first runs."""
+    with _quiet_native_stderr():
+        from executorch.runtime import Runtime
+
+        program = Runtime.get().load_program(payload)
+        method = program.load_method("forward")
+        method.execute([torch.zeros(shape)])
+
+    def forward(x: torch.Tensor, program=program) -> torch.Tensor:
+        return method.execute([x.contiguous()])[0]
+
+    return forward
