@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test test-isa test-serve-slow demo lint venv docs gpu-check gpu-wheels
+.PHONY: test test-isa test-ci-slow demo lint venv docs gpu-check gpu-wheels
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-deploy.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,9 +27,10 @@ ISAS := AVX2 SSE41
 test-isa: venv
 	$(foreach isa,$(ISAS),ONEDNN_MAX_CPU_ISA=$(isa) $(PY) -m pytest -q $(NUMERICS) &&) true
 
-# The server's slow tests (its memory under sixteen 62-megapixel uploads), which .ci/run runs after the suite.
-test-serve-slow: venv
-	$(PY) -m pytest -q -m slow tests/test_serve.py
+# The slow tests .ci/run runs after the suite: the server's memory under sixteen 62-megapixel uploads, and the
+# ExecuTorch programs (export_onnx.py --format executorch, SDNet-A and STDNet through the executorch backend).
+test-ci-slow: venv
+	$(PY) -m pytest -q -m slow tests/test_serve.py tests/test_executorch.py
 
 demo: venv
 	$(PY) demo.py

@@ -1,12 +1,15 @@
-"""Export the DCR-converted model of a checkpoint to ONNX (input ``image``, output ``saliency``).
+"""Export the DCR-converted model of a checkpoint for shipping: ONNX (input ``image``, output ``saliency``) or an
+ExecuTorch program for phones (.pte, lowered to XNNPACK).
 
     python export_onnx.py --checkpoint checkpoints/sdnet_from_scratch.pth --size 320 --out sdnet.onnx
+    python export_onnx.py --checkpoint checkpoints/sdnet_from_scratch.pth --format executorch --out sdnet.pte
 
 The graph has a fixed input shape: image models take (1, 3, size, size) ImageNet-normalised images and return
 (1, 1, size, size) sigmoid maps; video models take one clip (1, 3T, size, size), frame t in channels 3t..3t+2,
-and return (T, 1, size, size). With ``--any-size`` the height and width are free (H, W instead of size, size).
-Pre- and post-processing are as in predict.py (resize, normalise; upsample the map).
-The model is what the checkpoint holds; the model flags may be given and must then agree with it.
+and return (T, 1, size, size). With ``--any-size`` the height and width are free (H, W instead of size, size;
+ONNX only: a .pte program has one input shape). Pre- and post-processing are as in predict.py (resize,
+normalise; upsample the map). The model is what the checkpoint holds; the model flags may be given and must then
+agree with it.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ import argparse
 import torch
 
 import utils
-from data.atomic import unwritable
-from engine.inference.export import ONNX_MAX_OPSET, ONNX_OPSET, export_onnx
+from data.atomic import unwritable, write_bytes_atomic
+from engine.inference.backends import executorch_available
+from engine.inference.export import ONNX_MAX_OPSET, ONNX_OPSET, executorch_program, export_onnx
 from engine.inference.loading import ModelFlags, add_model_args, model_from_flags
 from engine.inference.predictor import ModelInput
+
+FORMATS = ("onnx", "executorch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the authors' release (module. keys) or ours, training form or converted")
     parser.add_argument("--size", type=utils.input_size, default=None,
                         help="square input size in pixels (default: sdnet 320, sdneta 384, video models 256)")
-    parser.add_argument("--out", required=True, help="the .onnx file to write")
+    parser.add_argument("--out", required=True, help="the file to write (.onnx, or .pte for --format executorch)")
+    parser.add_argument("--format", choices=FORMATS, default="onnx",
+                        help="onnx (ONNX Runtime, OpenVINO, browsers) or executorch (a .pte for ExecuTorch's "
+                             "runtime on phones, lowered to XNNPACK; needs requirements-deploy.txt)")
     parser.add_argument("--opset", type=utils.int_between(ONNX_OPSET, ONNX_MAX_OPSET), default=ONNX_OPSET,
                         help=f"ONNX opset ({ONNX_OPSET} to {ONNX_MAX_OPSET})")
     parser.add_argument("--any-size", action="store_true",
@@ -43,13 +52,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.inference_config != "baseline":
         parser.error("--inference-config: only the converted model ('baseline') is exported")
+    if args.format == "executorch" and args.any_size:
+        parser.error("--any-size: a .pte program has one input shape (give --size)")
     logger = utils.setup_logger()
     if (why := unwritable(args.out, folder=False)) is not None:
         utils.fail(f"--out {args.out}: {why}")
     model, description = model_from_flags(ModelFlags.from_args(args), args.checkpoint)
     model_input = ModelInput.of(description, args.size)
     example = torch.randn(model_input.shape(), generator=torch.Generator().manual_seed(0))
-    export_onnx(model, example, args.out, args.opset, any_size=args.any_size)
+    if args.format == "onnx":
+        export_onnx(model, example, args.out, args.opset, any_size=args.any_size)
+    elif not executorch_available():
+        utils.fail("--format executorch needs the executorch package (pip install -r requirements-deploy.txt)")
+    else:
+        write_bytes_atomic(args.out, executorch_program(model, example))
     side = ("H", "W") if args.any_size else (model_input.size, model_input.size)
     logger.info("wrote %s: input 'image' %s, output 'saliency' %s", args.out, (1, model_input.channels, *side),
                 (model_input.nframes, 1, *side))

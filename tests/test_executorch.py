@@ -89,3 +89,33 @@ def test_executorch_is_chosen_on_request_only(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(BackendError, match=r"^--backend executorch needs the executorch package \(pip install -r "
                                            r"requirements-deploy.txt\)$"):
         backends.choose_backend(cpu, "executorch")
+
+
+@needs_executorch
+@pytest.mark.slow
+def test_export_onnx_writes_a_pte_that_executorchs_runtime_alone_runs(tmp_path: Path) -> None:
+    """export_onnx.py --format executorch: a .pte loaded by ExecuTorch's runtime (not our code) gives the released
+    SDNet's PyTorch maps of the golden photos within the float32 bound; --any-size is refused in one line."""
+    checkpoint = REFERENCE / "checkpoints" / "sdnet_from_scratch.pth"
+    golden = REFERENCE / "golden" / "sdnet_golden_io.npz"
+    if not checkpoint.is_file() or not golden.is_file():
+        pytest.skip(f"reference data absent: {checkpoint}, {golden}")
+    import export_onnx
+    from models import load_model
+
+    out = tmp_path / "sdnet.pte"
+    export_onnx.main(["--checkpoint", str(checkpoint), "--size", "64", "--format", "executorch", "--out", str(out)])
+    image = torch.nn.functional.interpolate(torch.from_numpy(np.load(golden)["input"][:1]), size=(64, 64),
+                                            mode="bilinear", antialias=True)
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(out.read_bytes())
+    (shipped,) = program.load_method("forward").execute([image])
+    with torch.no_grad():
+        expected = load_model(checkpoint)[0](image)
+    assert shipped.shape == (1, 1, 64, 64) and float(shipped.max() - shipped.min()) > 0.5
+    torch.testing.assert_close(shipped, expected, atol=bounds.MAP_FLOAT32, rtol=0)
+    with pytest.raises(SystemExit) as refused:
+        export_onnx.main(["--checkpoint", str(checkpoint), "--format", "executorch", "--any-size", "--out",
+                          str(tmp_path / "x.pte")])
+    assert refused.value.code == 2 and not (tmp_path / "x.pte").exists()

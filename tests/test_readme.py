@@ -57,7 +57,7 @@ SUBPROCESS = ("bash eval_sod.sh", "bash eval_vsod.sh", "python dataset/generate_
 # Installation and the suite: `make demo` / `make test` / `make test-isa` (.ci/run) do the same; downloads and
 # SLURM: tests/test_{hub,train}.py; the server and its clients (a long-running process, a browser, curl):
 # tests/test_serve.py, tests/test_serve_page.py.
-COVERED_ELSEWHERE = {"make demo", "make test", "make test-isa", "make test-serve-slow", "make venv", "python -m venv",
+COVERED_ELSEWHERE = {"make demo", "make test", "make test-isa", "make test-ci-slow", "make venv", "python -m venv",
                      "source .venv/bin/activate", "pip install", "python -m pytest", "python -m engine.hub",
                      "srun python", "python serve.py", "python -m webbrowser", "curl"}
 

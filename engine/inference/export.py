@@ -1,8 +1,13 @@
-"""The one ONNX export path: export_onnx.py writes its files with it and the "openvino" backend compiles from it."""
+"""The one export path of each shipped format: ONNX (`export_onnx`: export_onnx.py writes it, the "openvino" and
+"onnxruntime" backends run it) and ExecuTorch programs (`executorch_program`: export_onnx.py --format executorch
+writes it, the "executorch" backend runs it)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -11,7 +16,8 @@ from torch import nn
 
 from data.atomic import atomic_path
 
-__all__ = ["ONNX_OPSET", "ONNX_MAX_OPSET", "export_onnx"]
+__all__ = ["ONNX_OPSET", "ONNX_MAX_OPSET", "export_onnx", "executorch_program", "quiet_native_stderr",
+           "quiet_torch_notes"]
 
 ONNX_OPSET = 17
 ONNX_MAX_OPSET = 23  # the newest opset the pinned torch (2.14.1) exports to
@@ -35,3 +41,46 @@ def export_onnx(model: nn.Module, example: torch.Tensor, out: str | os.PathLike,
         warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         torch.onnx.export(model, (example.clone(),), str(temporary), input_names=["image"],
                           output_names=["saliency"], opset_version=opset, dynamo=False, dynamic_axes=sizes)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """File descriptor 2 to /dev/null for the block: ExecuTorch writes its CPU probing notes there from C++, past
+    Python's streams, when it is imported, lowers a program, loads one or first runs it. What else the process
+    writes to stderr meanwhile is lost too."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def quiet_torch_notes():
+    """torch's note about the enums ExecuTorch's modules register on import, kept off the terminal for the block
+    (the level of torch's pytree logger, put back after)."""
+    noisy = logging.getLogger("torch.utils._pytree")
+    level = noisy.level
+    noisy.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        noisy.setLevel(level)
+
+
+def executorch_program(model: nn.Module, example: torch.Tensor) -> bytes:
+    """The ExecuTorch program (.pte bytes) of ``model`` for inputs of ``example``'s shape (one shape: the graph is
+    exported with ``torch.export``), lowered to XNNPACK, as a phone app runs it. Shapes as `export_onnx`'s. Raises
+    what the export raises."""
+    with quiet_torch_notes(), warnings.catch_warnings(), torch.no_grad(), quiet_native_stderr():
+        warnings.simplefilter("ignore")
+        # imported here: importing ExecuTorch probes the CPU aloud
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        exported = torch.export.export(model, (example.clone(),))
+        return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch().buffer

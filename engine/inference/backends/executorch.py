@@ -11,18 +11,15 @@ about ExecuTorch's enums by its logger's level: what else the process writes to 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
-import sys
 import time
-import warnings
 from collections.abc import Callable
 
 import torch
 
 from engine.inference.backends import Backend, BackendError, Network, Settings
+from engine.inference.export import executorch_program, quiet_native_stderr, quiet_torch_notes
 from engine.inference.network_cache import NetworkCache, model_key
 from utils import LOGGER_NAME
 
@@ -30,34 +27,6 @@ __all__ = ["ExecuTorchBackend"]
 
 # Bumped when the way a program is built changes, so that no older cache entry is taken for a newer program.
 _CACHE_FORMAT = "executorch 1"
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """File descriptor 2 to /dev/null for the block: ExecuTorch's runtime writes its CPU probing notes there from
-    C++, past Python's streams."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-@contextlib.contextmanager
-def _quiet_torch_notes():
-    """torch's note about the enums ExecuTorch's modules register on import, kept off the terminal for the block
-    (the level of torch's pytree logger, put back after)."""
-    noisy = logging.getLogger("torch.utils._pytree")
-    level = noisy.level
-    noisy.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        noisy.setLevel(level)
 
 
 class ExecuTorchBackend(Backend):
@@ -74,7 +43,7 @@ class ExecuTorchBackend(Backend):
         self._model_key: str | None = None
 
     def prepare(self, shape: tuple[int, ...], streams: int) -> Network:
-        with _quiet_torch_notes():
+        with quiet_torch_notes():
             return self._prepare(shape)
 
     def _prepare(self, shape: tuple[int, ...]) -> Network:
@@ -110,15 +79,7 @@ class ExecuTorchBackend(Backend):
         """The .pte program of the model for inputs of ``shape``, lowered to XNNPACK."""
         example = torch.zeros(shape)
         try:
-            with warnings.catch_warnings(), torch.no_grad(), _quiet_native_stderr():
-                warnings.simplefilter("ignore")
-                # imported here: importing ExecuTorch probes the CPU aloud
-                from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-                from executorch.exir import to_edge_transform_and_lower
-
-                exported = torch.export.export(self.model, (example,))
-                program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
-            return program.buffer
+            return executorch_program(self.model, example)
         except Exception as err:
             with torch.inference_mode():  # the model's own error for this shape, if it has one, is the caller's
                 self.model(example)
@@ -130,7 +91,7 @@ def _load(payload: bytes, shape: tuple[int, ...]) -> Callable[[torch.Tensor], to
     """The forward method of the .pte program ``payload`` for inputs of ``shape`` as a function of one input (it
     holds the program, which the method needs alive), after a first pass: the runtime probes the CPU when it first
     loads and when it first runs."""
-    with _quiet_native_stderr():
+    with quiet_native_stderr():
         from executorch.runtime import Runtime
 
         program = Runtime.get().load_program(payload)
