@@ -1,7 +1,8 @@
-"""Export the DCR-converted model of a checkpoint for shipping: ONNX (input ``image``, output ``saliency``) or an
-ExecuTorch program for phones (.pte, lowered to XNNPACK).
+"""Export the DCR-converted model of a checkpoint for shipping: ONNX (input ``image``, output ``saliency``),
+OpenVINO's IR (.xml and .bin) or an ExecuTorch program for phones (.pte, lowered to XNNPACK).
 
     python export_onnx.py --checkpoint checkpoints/sdnet_from_scratch.pth --size 320 --out sdnet.onnx
+    python export_onnx.py --checkpoint checkpoints/sdnet_from_scratch.pth --format openvino --out sdnet.xml
     python export_onnx.py --checkpoint checkpoints/sdnet_from_scratch.pth --format executorch --out sdnet.pte
 
 The graph has a fixed input shape: image models take (1, 3, size, size) ImageNet-normalised images and return
@@ -15,17 +16,18 @@ agree with it.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 import utils
 from data.atomic import unwritable, write_bytes_atomic
 from engine.inference.backends import executorch_available
-from engine.inference.export import ONNX_MAX_OPSET, ONNX_OPSET, executorch_program, export_onnx
+from engine.inference.export import ONNX_MAX_OPSET, ONNX_OPSET, executorch_program, export_onnx, openvino_ir
 from engine.inference.loading import ModelFlags, add_model_args, model_from_flags
 from engine.inference.predictor import ModelInput
 
-FORMATS = ("onnx", "executorch")
+FORMATS = ("onnx", "openvino", "executorch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,10 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the authors' release (module. keys) or ours, training form or converted")
     parser.add_argument("--size", type=utils.input_size, default=None,
                         help="square input size in pixels (default: sdnet 320, sdneta 384, video models 256)")
-    parser.add_argument("--out", required=True, help="the file to write (.onnx, or .pte for --format executorch)")
+    parser.add_argument("--out", required=True,
+                        help="the file to write: .onnx; for --format openvino the .xml (its .bin beside it); for "
+                             "--format executorch the .pte")
     parser.add_argument("--format", choices=FORMATS, default="onnx",
-                        help="onnx (ONNX Runtime, OpenVINO, browsers) or executorch (a .pte for ExecuTorch's "
-                             "runtime on phones, lowered to XNNPACK; needs requirements-deploy.txt)")
+                        help="onnx (ONNX Runtime, OpenVINO, browsers), openvino (OpenVINO's IR, fp32 weights) or "
+                             "executorch (a .pte for ExecuTorch's runtime on phones, lowered to XNNPACK; needs "
+                             "requirements-deploy.txt)")
     parser.add_argument("--opset", type=utils.int_between(ONNX_OPSET, ONNX_MAX_OPSET), default=ONNX_OPSET,
                         help=f"ONNX opset ({ONNX_OPSET} to {ONNX_MAX_OPSET})")
     parser.add_argument("--any-size", action="store_true",
@@ -54,6 +59,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--inference-config: only the converted model ('baseline') is exported")
     if args.format == "executorch" and args.any_size:
         parser.error("--any-size: a .pte program has one input shape (give --size)")
+    if args.format == "openvino" and not args.out.endswith(".xml"):
+        parser.error(f"--out {args.out}: OpenVINO's IR is an .xml (with its .bin beside it)")
     logger = utils.setup_logger()
     if (why := unwritable(args.out, folder=False)) is not None:
         utils.fail(f"--out {args.out}: {why}")
@@ -62,6 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     example = torch.randn(model_input.shape(), generator=torch.Generator().manual_seed(0))
     if args.format == "onnx":
         export_onnx(model, example, args.out, args.opset, any_size=args.any_size)
+    elif args.format == "openvino":
+        graph, weights = openvino_ir(model, example, args.opset, any_size=args.any_size)
+        # the weights first: the .xml, which names them, appears only once they are whole
+        write_bytes_atomic(Path(args.out).with_suffix(".bin"), weights)
+        write_bytes_atomic(args.out, graph)
     elif not executorch_available():
         utils.fail("--format executorch needs the executorch package (pip install -r requirements-deploy.txt)")
     else:

@@ -30,6 +30,7 @@ needs_executorch = pytest.mark.skipif(not backends.executorch_available(),
 
 
 @needs_executorch
+@pytest.mark.slow  # exporting a program takes 10-20 s: make test-ci-slow runs it in .ci/run
 def test_predict_with_executorch_gives_pytorchs_maps_of_real_photos_and_keeps_the_program(
         tmp_path: Path) -> None:
     """The released SDNet on three real photographs (scikit-image's chelsea, coffee and astronaut) at 320: the maps

@@ -59,3 +59,30 @@ def test_export_refuses_old_opsets(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exit_info:
         export_onnx.main(["--checkpoint", str(tmp_path / "x.pth"), "--out", str(tmp_path / "x.onnx"), "--opset", "13"])
     assert exit_info.value.code == 2
+
+
+def test_export_writes_openvinos_ir_that_openvino_alone_runs(tmp_path: Path) -> None:
+    """--format openvino: the .xml and its .bin, read and compiled by OpenVINO (not our code), give the released
+    SDNet's PyTorch maps of the golden photos within the float32 bound, at any size with --any-size; an --out that
+    is not an .xml is one line, exit 2."""
+    checkpoint, golden = CASES["sdnet"]
+    if not checkpoint.is_file() or not golden.is_file():
+        pytest.skip(f"reference data absent: {checkpoint}, {golden}")
+    from engine.inference.backends.openvino import openvino_core  # the process's one Core (see there why)
+
+    out = tmp_path / "ir" / "sdnet.xml"
+    export_onnx.main(["--checkpoint", str(checkpoint), "--size", str(SIZE + 16), "--format", "openvino",
+                      "--any-size", "--out", str(out)])  # traced at another size than the one it then runs
+    assert sorted(path.name for path in out.parent.iterdir()) == ["sdnet.bin", "sdnet.xml"]
+    image = F.interpolate(torch.from_numpy(np.load(golden)["input"][:1]), size=(SIZE, SIZE), mode="bilinear",
+                          antialias=True)
+    compiled = openvino_core().compile_model(str(out), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                               "INFERENCE_NUM_THREADS": 1})
+    shipped = compiled([image.numpy()])[0]
+    with torch.no_grad():
+        expected = load_model(checkpoint)[0](image).numpy()
+    assert shipped.shape == (1, 1, SIZE, SIZE) and shipped.max() - shipped.min() > 0.5
+    np.testing.assert_allclose(shipped, expected, rtol=0, atol=bounds.MAP_FLOAT32)
+    with pytest.raises(SystemExit) as refused:
+        export_onnx.main(["--checkpoint", str(checkpoint), "--format", "openvino", "--out", str(tmp_path / "x.onnx")])
+    assert refused.value.code == 2 and not (tmp_path / "x.onnx").exists()

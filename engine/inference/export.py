@@ -1,6 +1,7 @@
 """The one export path of each shipped format: ONNX (`export_onnx`: export_onnx.py writes it, the "openvino" and
-"onnxruntime" backends run it) and ExecuTorch programs (`executorch_program`: export_onnx.py --format executorch
-writes it, the "executorch" backend runs it)."""
+"onnxruntime" backends run it), OpenVINO's IR made from it (`openvino_ir`: export_onnx.py --format openvino) and
+ExecuTorch programs (`executorch_program`: export_onnx.py --format executorch writes it, the "executorch" backend
+runs it)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from torch import nn
 
 from data.atomic import atomic_path
 
-__all__ = ["ONNX_OPSET", "ONNX_MAX_OPSET", "export_onnx", "executorch_program", "quiet_native_stderr",
+__all__ = ["ONNX_OPSET", "ONNX_MAX_OPSET", "export_onnx", "openvino_ir", "executorch_program", "quiet_native_stderr",
            "quiet_torch_notes"]
 
 ONNX_OPSET = 17
@@ -84,3 +85,18 @@ def executorch_program(model: nn.Module, example: torch.Tensor) -> bytes:
 
         exported = torch.export.export(model, (example.clone(),))
         return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+
+
+def openvino_ir(model: nn.Module, example: torch.Tensor, opset: int = ONNX_OPSET, *,
+                any_size: bool = False) -> tuple[bytes, bytes]:
+    """OpenVINO's IR of ``model`` (the .xml graph and the .bin weights, float32 as trained): the ONNX export of
+    `export_onnx` (shapes as there) read by OpenVINO and saved without compressing the weights to fp16."""
+    import tempfile
+
+    import openvino
+
+    with tempfile.TemporaryDirectory(prefix="sdnet-ir-") as folder:
+        onnx_path, xml_path = Path(folder) / "network.onnx", Path(folder) / "network.xml"
+        export_onnx(model, example, onnx_path, opset, any_size=any_size)
+        openvino.save_model(openvino.convert_model(onnx_path), xml_path, compress_to_fp16=False)
+        return xml_path.read_bytes(), xml_path.with_suffix(".bin").read_bytes()
