@@ -27,8 +27,9 @@ ISAS := AVX2 SSE41
 test-isa: venv
 	$(foreach isa,$(ISAS),ONEDNN_MAX_CPU_ISA=$(isa) $(PY) -m pytest -q $(NUMERICS) &&) true
 
-# The slow tests .ci/run runs after the suite: the server's memory under sixteen 62-megapixel uploads, and the
-# ExecuTorch programs (export_onnx.py --format executorch, SDNet-A and STDNet through the executorch backend).
+# The slow tests .ci/run runs after the suite: the server's stall tests (64 stalled uploads and 200 silent
+# connections; every deadline of a connection) and its memory under sixteen 62-megapixel uploads, and the ExecuTorch
+# programs (export_onnx.py --format executorch, predict.py, SDNet-A and STDNet through the executorch backend).
 test-ci-slow: venv
 	$(PY) -m pytest -q -m slow tests/test_serve.py tests/test_executorch.py
 

@@ -457,6 +457,7 @@ def test_a_stalled_upload_holds_no_place_and_is_408_in_time(inputs: Path) -> Non
     assert "Traceback" not in log, log
 
 
+@pytest.mark.slow  # a stall test: make test-ci-slow runs it in .ci/run
 def test_stalled_uploads_and_silent_connections_do_not_stall_the_server(inputs: Path) -> None:
     """64 uploads that send 100 bytes of a declared 630 KB and then nothing, and 200 connections that never send a
     header, held open while 20 good requests come one after another: each is answered 200 within 2 s."""
@@ -491,6 +492,7 @@ def _read_until_closed(connection: socket.socket, limit: float) -> tuple[bytes, 
     return answer, time.perf_counter() - start
 
 
+@pytest.mark.slow  # a stall test: make test-ci-slow runs it in .ci/run
 def test_every_phase_of_a_connection_has_a_deadline(inputs: Path) -> None:
     """--upload-timeout 1 --idle-timeout 1: a connection that sends nothing is closed after 1 s without a word; one
     that sends part of its headers, or its headers a byte at a time, is answered 408 with the one-line reason at 1 s
