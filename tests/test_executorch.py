@@ -17,6 +17,7 @@ import pytest
 import torch
 from reference import REFERENCE
 from test_backends import converted
+from test_onnxruntime import REAL_PHOTOS, released_sdnet_and_real_photos
 
 import predict
 from engine.inference import backends
@@ -36,15 +37,8 @@ def test_predict_with_executorch_gives_pytorchs_maps_of_real_photos_and_keeps_th
     """The released SDNet on three real photographs (scikit-image's chelsea, coffee and astronaut) at 320: the maps
     through ExecuTorch are within 1 grey level of PyTorch's (--backend eager); the program exported by the first run
     is loaded by the second (the same bytes); no line of the runtime's own reaches the terminal."""
-    skdata = pytest.importorskip("skimage.data")
-    checkpoint = REFERENCE / "checkpoints" / "sdnet_from_scratch.pth"
-    if not checkpoint.is_file():
-        pytest.skip(f"reference data absent: {checkpoint}")
     photos = tmp_path / "photos"
-    photos.mkdir()
-    names = ("chelsea", "coffee", "astronaut")
-    for name in names:
-        assert cv2.imwrite(str(photos / f"{name}.png"), cv2.cvtColor(getattr(skdata, name)(), cv2.COLOR_RGB2BGR))
+    checkpoint = released_sdnet_and_real_photos(photos)
     cache = tmp_path / "cache"
     predict.main(["--checkpoint", str(checkpoint), "--backend", "eager", "-j", "0", str(photos), "--out",
                   str(tmp_path / "eager")])
@@ -58,7 +52,7 @@ def test_predict_with_executorch_gives_pytorchs_maps_of_real_photos_and_keeps_th
         made = "exported" if out == "cold" else "loaded from the cache"
         assert any(f"executorch program for input 1x3x320x320 {made} in" in line for line in lines)
         assert all(" INFO " in line for line in lines), lines  # our log lines only: no note of the runtime's
-    for name in names:
+    for name in REAL_PHOTOS:
         eager, cold, warm = (cv2.imread(str(tmp_path / out / "photos" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
                              for out in ("eager", "cold", "warm"))
         assert np.array_equal(cold, warm) and eager.shape == cold.shape

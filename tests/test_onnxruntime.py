@@ -69,21 +69,31 @@ def test_onnxruntime_is_chosen_on_request_only(monkeypatch: pytest.MonkeyPatch) 
         backends.choose_backend(cpu, "onnxruntime")
 
 
-def test_predict_with_onnxruntime_gives_pytorchs_maps_of_real_photos(tmp_path: Path) -> None:
-    """The released SDNet on three real photographs (scikit-image's chelsea, coffee and astronaut): predict.py's
-    maps through ONNX Runtime are within 1 grey level of its maps through PyTorch (--backend eager)."""
+REAL_PHOTOS = ("chelsea", "coffee", "astronaut")
+
+
+def released_sdnet_and_real_photos(folder: Path) -> Path:
+    """The released SDNet's checkpoint, with scikit-image's real photographs `REAL_PHOTOS` written as PNG files into
+    ``folder``; the test skips with its reason where either is absent."""
     skdata = pytest.importorskip("skimage.data")
     checkpoint = REFERENCE / "checkpoints" / "sdnet_from_scratch.pth"
     if not checkpoint.is_file():
         pytest.skip(f"reference data absent: {checkpoint}")
+    folder.mkdir(parents=True)
+    for name in REAL_PHOTOS:
+        assert cv2.imwrite(str(folder / f"{name}.png"), cv2.cvtColor(getattr(skdata, name)(), cv2.COLOR_RGB2BGR))
+    return checkpoint
+
+
+def test_predict_with_onnxruntime_gives_pytorchs_maps_of_real_photos(tmp_path: Path) -> None:
+    """The released SDNet on three real photographs (scikit-image's chelsea, coffee and astronaut): predict.py's
+    maps through ONNX Runtime are within 1 grey level of its maps through PyTorch (--backend eager)."""
     photos = tmp_path / "photos"
-    photos.mkdir()
-    for name in ("chelsea", "coffee", "astronaut"):
-        assert cv2.imwrite(str(photos / f"{name}.png"), cv2.cvtColor(getattr(skdata, name)(), cv2.COLOR_RGB2BGR))
+    checkpoint = released_sdnet_and_real_photos(photos)
     for backend in ("eager", "onnxruntime"):
         predict.main(["--checkpoint", str(checkpoint), "--backend", backend, "-j", "0", "--no-cache", str(photos),
                       "--out", str(tmp_path / backend)])
-    for name in ("chelsea", "coffee", "astronaut"):
+    for name in REAL_PHOTOS:
         eager, runtime = (cv2.imread(str(tmp_path / backend / "photos" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
                           for backend in ("eager", "onnxruntime"))
         assert eager.shape == runtime.shape and np.abs(eager.astype(int) - runtime).max() <= 1, name

@@ -23,8 +23,11 @@ naming the backend and the flag that avoids it, and nothing falls back to anothe
 from __future__ import annotations
 
 import copy
+import functools
+import hashlib
 import importlib
 import importlib.util
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +36,9 @@ import torch
 from torch import nn
 
 from engine.hardware import PRECISIONS, TORCH_DTYPES
+from engine.inference.network_cache import NetworkCache, model_key
 from models import skip_zero_pre_biases
+from utils import LOGGER_NAME
 
 __all__ = ["BACKENDS", "BackendError", "Settings", "Network", "Backend", "backend_class",
            "choose_backend", "openvino_available", "onnxruntime_available", "executorch_available"]
@@ -105,10 +110,43 @@ class Backend:
         if settings.precision == "fp16":
             model = model.half()
         self.model = model.to(memory_format=self.memory_format)
+        # compiled networks kept between runs, for the backends that compile or export (None: none kept)
+        self.cache = NetworkCache(settings.cache) if settings.cache is not None else None
 
     @property
     def precision(self) -> str:
         return self.settings.precision
+
+    def kept_or_exported(self, key: str, export: Callable[[], bytes], load: Callable[[bytes], object],
+                         what: str) -> tuple[object, str]:
+        """``load`` of the file kept in the compiled-network cache under ``key`` (its text; the cache's own key is
+        its digest), or of ``export()``, which is then kept; a kept file that does not load is discarded and
+        exported again. ``what`` names the file in messages ('network', 'program'). Returns the loaded file and
+        'loaded from the cache' or 'exported'. A file that cannot be kept is one warning, and nothing more is kept;
+        a fresh export that does not load is a `BackendError`. (The "onnxruntime" and "executorch" backends.)"""
+        cache, digest = self.cache, hashlib.sha256(key.encode()).hexdigest()
+        payload = cache.get(digest) if cache is not None else None
+        if payload is not None:
+            try:
+                return load(payload), "loaded from the cache"
+            except Exception:  # noqa: BLE001 - each runtime raises its own types for a file it cannot load
+                cache.discard(digest)
+        payload = export()
+        try:
+            loaded = load(payload)
+        except Exception as err:  # noqa: BLE001 - as above
+            raise BackendError(f"--backend {self.name}: the exported {what} could not be loaded "
+                               f"({str(err).strip().splitlines()[0]}); --backend eager runs without it") from err
+        if cache is not None and (problem := cache.put(digest, payload)) is not None:
+            logging.getLogger(LOGGER_NAME).warning("exported %ss are not kept: %s (choose another --cache-dir, or "
+                                                   "--no-cache)", what, problem)
+            self.cache = None
+        return loaded, "exported"
+
+    @functools.cached_property
+    def model_digest(self) -> str:
+        """`engine.inference.network_cache.model_key` of the backend's model, computed once."""
+        return model_key(self.model)
 
     def prepare(self, shape: tuple[int, ...], streams: int) -> Network:
         """The network for inputs of ``shape`` (B, C, H, W) with up to ``streams`` in flight (a backend without

@@ -11,7 +11,6 @@ about ExecuTorch's enums by its logger's level: what else the process writes to 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +19,6 @@ import torch
 
 from engine.inference.backends import Backend, BackendError, Network, Settings
 from engine.inference.export import executorch_program, quiet_native_stderr, quiet_torch_notes
-from engine.inference.network_cache import NetworkCache, model_key
 from utils import LOGGER_NAME
 
 __all__ = ["ExecuTorchBackend"]
@@ -39,8 +37,6 @@ class ExecuTorchBackend(Backend):
         if settings.device.type != "cpu":
             raise BackendError("--backend executorch runs on the CPU: leave out --gpu")
         super().__init__(model, settings)
-        self.cache = NetworkCache(settings.cache) if settings.cache is not None else None
-        self._model_key: str | None = None
 
     def prepare(self, shape: tuple[int, ...], streams: int) -> Network:
         with quiet_torch_notes():
@@ -50,27 +46,9 @@ class ExecuTorchBackend(Backend):
         from importlib.metadata import version  # not an import of executorch: that probes the CPU aloud
 
         start = time.perf_counter()
-        if self._model_key is None:
-            self._model_key = model_key(self.model)
-        key = hashlib.sha256(f"{_CACHE_FORMAT}|{version('executorch')}|{self._model_key}|{shape}".encode()
-                             ).hexdigest() if self.cache is not None else None
-        payload, method, source = self.cache.get(key) if key is not None else None, None, "loaded from the cache"
-        if payload is not None:
-            try:
-                method = _load(payload, shape)
-            except Exception:  # noqa: BLE001 - an entry the runtime cannot load is exported again
-                self.cache.discard(key)
-        if method is None:
-            payload, source = self._export(shape), "exported"
-            try:
-                method = _load(payload, shape)
-            except Exception as err:  # noqa: BLE001 - the runtime raises its own types
-                raise BackendError(f"--backend executorch: the exported program could not be loaded "
-                                   f"({str(err).strip().splitlines()[0]}); --backend eager runs without it") from err
-            if key is not None and (problem := self.cache.put(key, payload)) is not None:
-                logging.getLogger(LOGGER_NAME).warning("exported programs are not kept: %s (choose another "
-                                                       "--cache-dir, or --no-cache)", problem)
-                self.cache = None
+        method, source = self.kept_or_exported(f"{_CACHE_FORMAT}|{version('executorch')}|{self.model_digest}|{shape}",
+                                               lambda: self._export(shape), lambda payload: _load(payload, shape),
+                                               "program")
         logging.getLogger(LOGGER_NAME).info("executorch program for input %s %s in %.2f s",
                                             "x".join(map(str, shape)), source, time.perf_counter() - start)
         return Network(method)

@@ -10,7 +10,6 @@ threads keep their cores). fp32 only.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 import time
@@ -20,7 +19,6 @@ import torch
 
 from engine.inference.backends import Backend, BackendError, Network, Settings
 from engine.inference.export import ONNX_OPSET, export_onnx
-from engine.inference.network_cache import NetworkCache, model_key
 from utils import LOGGER_NAME
 
 __all__ = ["OnnxRuntimeBackend"]
@@ -38,7 +36,6 @@ class OnnxRuntimeBackend(Backend):
         if settings.device.type != "cpu":
             raise BackendError("--backend onnxruntime runs on the CPU: leave out --gpu")
         super().__init__(model, settings)
-        self.cache = NetworkCache(settings.cache) if settings.cache is not None else None
         self._sessions: dict[tuple[int, int], object] = {}  # (batch, channels) -> session
 
     def prepare(self, shape: tuple[int, ...], streams: int) -> Network:
@@ -55,27 +52,9 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime
 
         start = time.perf_counter()
-        key = hashlib.sha256(f"{_CACHE_FORMAT}|{onnxruntime.__version__}|{ONNX_OPSET}|{model_key(self.model)}|"
-                             f"{shape[:2]}".encode()).hexdigest() if self.cache is not None else None
-        payload, session, source = self.cache.get(key) if key is not None else None, None, "loaded from the cache"
-        if payload is not None:
-            try:
-                session = self._load(payload)
-            except Exception:  # noqa: BLE001 - an entry ONNX Runtime cannot load is exported again
-                session = None
-        if session is None:  # none kept, or one ONNX Runtime cannot load: exported again
-            if payload is not None:
-                self.cache.discard(key)
-            payload, source = self._export(shape), "exported"
-            try:
-                session = self._load(payload)
-            except Exception as err:  # noqa: BLE001 - ONNX Runtime raises its own types
-                raise BackendError(f"--backend onnxruntime: the exported network could not be loaded "
-                                   f"({str(err).strip().splitlines()[0]}); --backend eager runs without it") from err
-            if key is not None and (problem := self.cache.put(key, payload)) is not None:
-                logging.getLogger(LOGGER_NAME).warning("exported networks are not kept: %s (choose another "
-                                                       "--cache-dir, or --no-cache)", problem)
-                self.cache = None
+        session, source = self.kept_or_exported(
+            f"{_CACHE_FORMAT}|{onnxruntime.__version__}|{ONNX_OPSET}|{self.model_digest}|{shape[:2]}",
+            lambda: self._export(shape), self._load, "network")
         logging.getLogger(LOGGER_NAME).info("onnxruntime network for %d x %d-channel inputs %s in %.2f s", shape[0],
                                             shape[1], source, time.perf_counter() - start)
         return session

@@ -28,7 +28,6 @@ import torch
 from engine.hardware import cpu_has_native_bf16
 from engine.inference.backends import Backend, BackendError, Network, Settings
 from engine.inference.export import export_onnx
-from engine.inference.network_cache import NetworkCache, model_key
 from utils import LOGGER_NAME
 
 __all__ = ["OPENVINO_CONFIG", "openvino_core", "native_bf16", "OpenVINOBackend"]
@@ -92,9 +91,7 @@ class OpenVINOBackend(Backend):
             raise BackendError("--precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX), which this one "
                                "has not; --precision fp32 runs here")
         super().__init__(model, settings)
-        self.cache = NetworkCache(settings.cache) if settings.cache is not None else None
         self._graphs: dict[tuple[int, int], object] = {}  # (batch, channels) -> the exported ov.Model
-        self._model_key: str | None = None
         self._compiled_precision: str | None = None
 
     @property
@@ -138,10 +135,8 @@ class OpenVINOBackend(Backend):
     def _network_key(self, shape: tuple[int, ...], config: dict) -> str:
         import openvino
 
-        if self._model_key is None:
-            self._model_key = model_key(self.model)
         cpu = openvino_core().get_property("CPU", "FULL_DEVICE_NAME")
-        text = f"{_CACHE_FORMAT}|{openvino.get_version()}|{cpu}|{self._model_key}|{shape}|{sorted(config.items())}"
+        text = f"{_CACHE_FORMAT}|{openvino.get_version()}|{cpu}|{self.model_digest}|{shape}|{sorted(config.items())}"
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _load(self, key: str | None, config: dict):
