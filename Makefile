@@ -28,10 +28,13 @@ test-isa: venv
 	$(foreach isa,$(ISAS),ONEDNN_MAX_CPU_ISA=$(isa) $(PY) -m pytest -q $(NUMERICS) &&) true
 
 # The slow tests .ci/run runs after the suite: the server's stall tests (64 stalled uploads and 200 silent
-# connections; every deadline of a connection) and its memory under sixteen 62-megapixel uploads, and the ExecuTorch
-# programs (export_onnx.py --format executorch, predict.py, SDNet-A and STDNet through the executorch backend).
+# connections; every deadline of a connection) and its memory under sixteen 62-megapixel uploads, the ExecuTorch
+# programs (export_onnx.py --format executorch, predict.py, SDNet-A and STDNet through the executorch backend) and
+# the INT8 networks passing their accuracy gate (OpenVINO through NNCF, ExecuTorch through PT2E) and a .pte checked
+# by export_onnx.py --verify.
 test-ci-slow: venv
-	$(PY) -m pytest -q -m slow tests/test_serve.py tests/test_executorch.py
+	$(PY) -m pytest -q -m slow tests/test_serve.py tests/test_executorch.py tests/test_int8.py \
+		tests/test_shipped.py
 
 demo: venv
 	$(PY) demo.py

@@ -14,7 +14,10 @@ is reported as skipped with the reason, never as a failure. In order of value:
 4. the inference speed table of the four models, batch 1: the default backend in float32 and float16 and
    ``--eager`` (``speed_*.py --gpu 0``, the release's pass counts);
 5. every measure (``python -m Evaluation sod --metrics all``) on the GPU against the same command on the CPU, and
-   evaluation throughput against PySODMetrics (``bench/bench_metrics.py --device cuda``; needs pysodmetrics).
+   evaluation throughput against PySODMetrics (``bench/bench_metrics.py --device cuda``; needs pysodmetrics);
+6. the exported ONNX file (SDNet @320, batch 1) through ONNX Runtime's CUDA and TensorRT execution providers, each
+   row skipped by name where this onnxruntime lacks the provider: FPS and the largest difference from PyTorch's
+   CUDA float32 output.
 
 Writes a Markdown report for BENCHMARKS.md (``--out``) and prints it. Without torch or CUDA it stops at once with
 one line and exit status 2.
@@ -228,6 +231,45 @@ def every_measure_on_the_gpu(folder: Path) -> list[str]:
     return [f"{len(keys)} keys, largest difference {abs(entries['gpu'][worst] - entries['cpu'][worst]):.1e} ({worst})"]
 
 
+def onnxruntime_gpu_rows(folder: Path) -> list[str]:
+    """SDNet @320 (the speed scripts' random-weight converted model) exported to ONNX and run by ONNX Runtime's
+    CUDA and TensorRT execution providers: FPS (median of 50 passes after 10) and the largest difference from
+    PyTorch's CUDA float32 output; a provider this onnxruntime lacks is a row saying so."""
+    import statistics
+
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from engine.inference.export import export_onnx
+    from models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("sdnet", None, deploy=True).eval()
+    x = torch.randn(1, 3, 320, 320, generator=torch.Generator().manual_seed(1))
+    export_onnx(model, x, folder / "sdnet.onnx")
+    with torch.no_grad():
+        reference = model.cuda()(x.cuda()).cpu().numpy()
+    rows = ["| provider | FPS | max diff vs PyTorch CUDA fp32 |", "|---|---:|---:|"]
+    available = onnxruntime.get_available_providers()
+    for provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        if provider not in available:
+            rows.append(f"| {provider} | skipped: not in this onnxruntime ({', '.join(available)}) | |")
+            continue
+        session = onnxruntime.InferenceSession(str(folder / "sdnet.onnx"), providers=[provider])
+        feed = {"image": x.numpy()}
+        for _ in range(10):
+            out = session.run(None, feed)[0]
+        times = []
+        for _ in range(50):
+            start = time.perf_counter()
+            session.run(None, feed)
+            times.append(time.perf_counter() - start)
+        rows.append(f"| {provider} | {1 / statistics.median(times):.1f} | "
+                    f"{float(np.abs(out - reference).max()):.1e} |")
+    return rows
+
+
 PARTS = [  # title, modules needed, estimated seconds
     ("training steps", ("torch",), 60),
     ("CUDA-only tests", ("pytest",), 40),
@@ -236,6 +278,7 @@ PARTS = [  # title, modules needed, estimated seconds
     ("inference speed", ("cv2",), 90),
     ("every measure, GPU vs CPU", ("cv2", "scipy", "matplotlib"), 40),
     ("evaluation throughput vs PySODMetrics", ("py_sod_metrics",), 40),
+    ("ONNX Runtime CUDA and TensorRT", ("onnxruntime", "onnx"), 30),
 ]
 
 
@@ -263,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = Path(folder)
         bodies = [lambda: training_rows(report), cuda_tests, lambda: training_commands(folder), nccl_step,
                   lambda: speed_rows(folder), lambda: every_measure_on_the_gpu(folder),
-                  lambda: evaluation_throughput(folder)]
+                  lambda: evaluation_throughput(folder), lambda: onnxruntime_gpu_rows(folder)]
         for (title, needs, estimate), body in zip(PARTS, bodies, strict=True):
             report.part(title, needs, estimate, body)
     text = "\n".join([*header, *report.lines, "", f"({time.perf_counter() - report.start:.0f} s)"]) + "\n"

@@ -83,11 +83,13 @@ def _normalise_chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1), dtype=np.float32))
 
 
-def preprocess_test(image: np.ndarray, size: int | None) -> torch.Tensor:
+def preprocess_test(image: np.ndarray, size: int | tuple[int, int] | None) -> torch.Tensor:
     """The authors' test preprocessing of one RGB image: (H, W, 3) or (H, W) uint8/uint16/float in [0, 1]
-    -> float32 tensor (3, size, size) (or (3, H, W) when ``size`` is None: full resolution).
+    -> float32 tensor (3, size, size) (or (3, *size) for a (height, width) pair, or (3, H, W) when ``size`` is None:
+    full resolution).
     """
-    image = to_float01(image) if size is None else resize_bilinear_reflect(image, size, size, to_float01)
+    height, width = (size, size) if isinstance(size, int) else size or (None, None)
+    image = to_float01(image) if size is None else resize_bilinear_reflect(image, height, width, to_float01)
     return _normalise_chw(image)
 
 

@@ -188,12 +188,13 @@ def test_inference_scripts_set_the_process_up_in_main(script: str) -> None:
 
 MODEL_FLAGS = {"--model", "--train-config", "--inference-config", "--bn", "--nobn"}
 VIDEO_FLAGS = {"--tid", "--nframes"}
-DEVICE_FLAGS = {"--gpu", "--backend", "--eager", "--precision", "--half", "--threads", "--cache-dir", "--no-cache"}
+INT8_FLAGS = {"--precision", "--calibration", "--gate", "--gate-tolerance"}  # export_onnx.py ships int8 networks too
+DEVICE_FLAGS = {"--gpu", "--backend", "--eager", "--half", "--threads", "--cache-dir", "--no-cache"} | INT8_FLAGS
 
 
 @pytest.mark.parametrize(("script", "present", "absent"), [
     ("convert", MODEL_FLAGS | VIDEO_FLAGS, DEVICE_FLAGS),
-    ("export_onnx", MODEL_FLAGS | VIDEO_FLAGS, DEVICE_FLAGS),
+    ("export_onnx", MODEL_FLAGS | VIDEO_FLAGS | INT8_FLAGS, DEVICE_FLAGS - INT8_FLAGS),
     ("predict", MODEL_FLAGS | VIDEO_FLAGS | DEVICE_FLAGS, set()),
     ("generate_salmaps_sod", MODEL_FLAGS | DEVICE_FLAGS, VIDEO_FLAGS),
     ("generate_salmaps_vsod", MODEL_FLAGS | VIDEO_FLAGS | DEVICE_FLAGS, set()),

@@ -18,7 +18,7 @@ from torch import nn
 from data.atomic import atomic_path
 
 __all__ = ["ONNX_OPSET", "ONNX_MAX_OPSET", "export_onnx", "openvino_ir", "executorch_program", "quiet_native_stderr",
-           "quiet_torch_notes"]
+           "quiet_torch_notes", "quiet_nncf"]
 
 ONNX_OPSET = 17
 ONNX_MAX_OPSET = 23  # the newest opset the pinned torch (2.14.1) exports to
@@ -73,18 +73,73 @@ def quiet_torch_notes():
         noisy.setLevel(level)
 
 
-def executorch_program(model: nn.Module, example: torch.Tensor) -> bytes:
+@contextlib.contextmanager
+def quiet_nncf():
+    """NNCF's notes and progress bars kept off the terminal for the block: its logger's level at ERROR (put back
+    after) and Python's stdout and stderr to nowhere, where its progress bars write (what else the process prints
+    from Python meanwhile is lost too)."""
+    noisy = logging.getLogger("nncf")
+    level = noisy.level
+    noisy.setLevel(logging.ERROR)
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+            yield
+    finally:
+        noisy.setLevel(level)
+
+
+def executorch_program(model: nn.Module, example: torch.Tensor,
+                       calibration: list[torch.Tensor] | None = None) -> bytes:
     """The ExecuTorch program (.pte bytes) of ``model`` for inputs of ``example``'s shape (one shape: the graph is
-    exported with ``torch.export``), lowered to XNNPACK, as a phone app runs it. Shapes as `export_onnx`'s. Raises
-    what the export raises."""
+    exported with ``torch.export``), lowered to XNNPACK, as a phone app runs it. Shapes as `export_onnx`'s. With
+    ``calibration`` (inputs of that shape), the program is INT8: PT2E quantization for XNNPACK (per-channel symmetric
+    weights, per-tensor activations observed over the calibration inputs), the one-channel convolutions and what
+    follows them up to the next convolution left in float (`engine.inference.quantization`). Raises what the
+    export raises."""
     with quiet_torch_notes(), warnings.catch_warnings(), torch.no_grad(), quiet_native_stderr():
         warnings.simplefilter("ignore")
         # imported here: importing ExecuTorch probes the CPU aloud
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
+        if calibration is not None:
+            model = _pt2e_int8(model, example, calibration)
         exported = torch.export.export(model, (example.clone(),))
         return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+
+
+def _pt2e_int8(model: nn.Module, example: torch.Tensor, calibration: list[torch.Tensor]) -> nn.Module:
+    """``model`` exported for ``example``'s shape and quantized for XNNPACK on the ``calibration`` inputs."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    class FloatHeadQuantizer(XNNPACKQuantizer):
+        """XNNPACK's quantizer, without the one-channel convolutions and the operations after them up to the next
+        convolution (their annotations taken away, so no observer or quantization is put there)."""
+
+        def annotate(self, graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            graph = super().annotate(graph)
+            conv = torch.ops.aten.conv2d.default
+            pending = [node for node in graph.graph.nodes
+                       if node.target == conv and node.args[1].meta["val"].shape[0] == 1]
+            seen = set()
+            while pending:
+                node = pending.pop()
+                if node not in seen:
+                    seen.add(node)
+                    node.meta.pop("quantization_annotation", None)
+                    pending.extend(user for user in node.users if user.target != conv)
+            return graph
+
+    quantizer = FloatHeadQuantizer()
+    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
+    graph = prepare_pt2e(torch.export.export(model, (example.clone(),)).module(), quantizer)
+    for x in calibration:
+        graph(x)
+    return convert_pt2e(graph)
 
 
 def openvino_ir(model: nn.Module, example: torch.Tensor, opset: int = ONNX_OPSET, *,

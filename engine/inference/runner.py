@@ -23,9 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.hardware import PRECISIONS
+from data.readers import DataError
 from engine.inference.backends import (
     BACKENDS,
+    INFERENCE_PRECISIONS,
     Backend,
     BackendError,
     Network,
@@ -34,7 +35,8 @@ from engine.inference.backends import (
     choose_backend,
 )
 from engine.inference.network_cache import default_cache_dir
-from utils import LOGGER_NAME, fail, select_device, thread_count
+from engine.inference.quantization import DEFAULT_TOLERANCE, Int8Sets, int8_sets
+from utils import LOGGER_NAME, fail, float_between, select_device, thread_count
 
 __all__ = ["RUNNER_NETWORKS", "BackendError", "InferenceRunner", "prepare_for_inference", "add_device_args",
            "RunnerFlags", "runner_from_flags"]
@@ -131,20 +133,24 @@ class InferenceRunner(nn.Module):
 
 def prepare_for_inference(model: nn.Module, device: torch.device | str, *, backend: str = "auto",
                           precision: str = "fp32", threads: int | None = None,
-                          cache: str | Path | None = None) -> InferenceRunner:
+                          cache: str | Path | None = None, int8: Int8Sets | None = None) -> InferenceRunner:
     """The runner of ``model`` on ``device``: backend and precision fixed now, from the request alone.
 
     The model is copied (the caller's stays as it was). ``backend``: one of `engine.inference.backends.BACKENDS`
-    ("auto": `engine.inference.backends.choose_backend`); ``precision``: 'fp32', 'fp16' (CUDA) or 'bf16' (the CPU,
-    OpenVINO, a CPU with native bf16); ``threads``: CPU threads of a pass (default: torch's); ``cache``: folder of
-    compiled networks kept between runs (None: none). Every backend gives the eager NCHW float32 maps to float
+    ("auto": `engine.inference.backends.choose_backend`); ``precision``: 'fp32', 'fp16' (CUDA), 'bf16' (the CPU,
+    OpenVINO, a CPU with native bf16) or 'int8' (the CPU, OpenVINO or ExecuTorch: quantized on ``int8``'s calibration
+    set and kept only if it passes its accuracy gate, `engine.inference.quantization`; default: the project's fixed
+    set); ``threads``: CPU threads of a pass (default: torch's); ``cache``: folder of compiled networks kept between
+    runs (None: none). Every backend gives the eager NCHW float32 maps to float
     rounding in fp32 (about 1e-7; BENCHMARKS.md). Inputs of any size and batch size work on every backend. Raises
     `BackendError` (one line, naming the backend and the flag that avoids it) for a request that cannot run here.
     """
     device = torch.device(device)
     name = choose_backend(device, backend, precision)
+    if precision == "int8" and int8 is None:
+        int8 = int8_sets()
     settings = Settings(device=device, precision=precision, threads=threads or torch.get_num_threads(),
-                        cache=Path(cache) if cache is not None else None)
+                        cache=Path(cache) if cache is not None else None, int8=int8 if precision == "int8" else None)
     return InferenceRunner(backend_class(name)(model, settings))
 
 
@@ -157,10 +163,11 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
                        help="how the network runs (docs/runtime.md; default: cuda_graphs on CUDA, openvino on the "
                             "CPU)")
     group.add_argument("--eager", action="store_true", help="the release's flag: --backend eager (plain eager NCHW)")
-    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
+    group.add_argument("--precision", default="fp32", choices=INFERENCE_PRECISIONS,
                        help="fp32 (default, the authors' maps to float rounding), bf16 (the CPU with OpenVINO, on "
                             "CPUs with AVX512-BF16 or AMX: about 2x faster, maps moved as docs/runtime.md "
-                            "measures) or fp16 (CUDA)")
+                            "measures), fp16 (CUDA) or int8 (the CPU with openvino or executorch, kept only if it "
+                            "passes the accuracy gate: --calibration, --gate)")
     group.add_argument("--half", action="store_true",
                        help="the release's flag: --precision fp16 on CUDA (elsewhere fp32, warned)")
     group.add_argument("--threads", type=thread_count, default=None,
@@ -169,14 +176,24 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
                        help="folder of compiled networks kept between runs (default: $SDNET_CACHE_DIR, else "
                             "~/.cache/sdnet)")
     group.add_argument("--no-cache", action="store_true", help="keep no compiled networks between runs")
+    group.add_argument("--calibration", default=None, metavar="DIR",
+                       help="--precision int8: the images the network is quantized on (default: the project's fixed "
+                            "set of synthetic scenes, docs/runtime.md)")
+    group.add_argument("--gate", default=None, metavar="DIR",
+                       help="--precision int8: the accuracy gate's test set, DIR/images/ and DIR/GT/<stem>.png "
+                            "(default: the project's fixed set)")
+    group.add_argument("--gate-tolerance", type=float_between(0.0, 1.0, low_open=True), default=DEFAULT_TOLERANCE,
+                       help="--precision int8: how far the quantized network's S-measure and MAE on the gate set "
+                            "may each move from fp32's (default: %(default)s)")
 
 
 @dataclass(frozen=True)
 class RunnerFlags:
     """The device flags, resolved: ``gpu`` (``--gpu``), ``backend`` and ``precision`` with the release's aliases
     folded in (``--eager`` is backend 'eager', ``--half`` precision 'fp16'), ``half`` (fp16 came from --half, which
-    falls back to fp32 with a warning where fp16 cannot run, as the release's commands expect), ``threads`` and
-    ``cache`` (the folder of compiled networks, None for none)."""
+    falls back to fp32 with a warning where fp16 cannot run, as the release's commands expect), ``threads``,
+    ``cache`` (the folder of compiled networks, None for none), and for int8 the ``calibration`` and ``gate``
+    folders (None: the project's fixed set) and the ``gate_tolerance``."""
 
     gpu: str = ""
     backend: str = "auto"
@@ -184,6 +201,9 @@ class RunnerFlags:
     half: bool = False
     threads: int | None = None
     cache: Path | None = None
+    calibration: Path | None = None
+    gate: Path | None = None
+    gate_tolerance: float = DEFAULT_TOLERANCE
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RunnerFlags:
@@ -192,10 +212,13 @@ class RunnerFlags:
             fail(f"--eager and --backend {args.backend}: give one of them")
         if args.half and args.precision != "fp32":
             fail(f"--half and --precision {args.precision}: give one of them")
+        if args.precision != "int8" and (args.calibration or args.gate):
+            fail(f"{'--calibration' if args.calibration else '--gate'} is for --precision int8")
         cache = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
         return cls(gpu=args.gpu, backend="eager" if args.eager else args.backend,
                    precision="fp16" if args.half else args.precision, half=args.half, threads=args.threads,
-                   cache=cache)
+                   cache=cache, calibration=Path(args.calibration) if args.calibration else None,
+                   gate=Path(args.gate) if args.gate else None, gate_tolerance=args.gate_tolerance)
 
     def precision_on(self, device: torch.device) -> str:
         """The precision to run on ``device``: the release's ``--half`` runs float32 where float16 cannot run
@@ -211,12 +234,15 @@ def runner_from_flags(model: nn.Module, flags: RunnerFlags, device: torch.device
     """`prepare_for_inference` as ``flags`` ask (on ``flags.gpu`` unless ``device`` is given); logs the backend. A
     request that cannot run here ends the script with one error line (exit status 2)."""
     device = device if device is not None else select_device(flags.gpu)
+    precision = flags.precision_on(device)
     try:
-        runner = prepare_for_inference(model, device, backend=flags.backend, precision=flags.precision_on(device),
-                                       threads=flags.threads, cache=flags.cache)
-    except BackendError as err:
+        int8 = int8_sets(flags.calibration, flags.gate, flags.gate_tolerance) if precision == "int8" else None
+        runner = prepare_for_inference(model, device, backend=flags.backend, precision=precision,
+                                       threads=flags.threads, cache=flags.cache, int8=int8)
+    except (BackendError, DataError) as err:
         fail(str(err))
     logging.getLogger(LOGGER_NAME).info("inference backend %s on %s, %d CPU threads%s", runner.path, device,
                                         runner.threads, f", compiled networks cached in {flags.cache}"
-                                        if flags.cache and runner.backend.name in ("openvino", "onnxruntime") else "")
+                                        if flags.cache and runner.backend.name in ("openvino", "onnxruntime",
+                                                                                   "executorch") else "")
     return runner

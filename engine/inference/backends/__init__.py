@@ -16,6 +16,9 @@ Backends ("auto" is chosen by `choose_backend`):
 - `engine.inference.backends.inductor`: "inductor" (TorchInductor per input shape);
 - `engine.inference.backends.cuda_graphs`: "cuda_graphs", the CUDA default (a CUDA graph per input shape).
 
+INT8 (``--precision int8``) runs on "openvino" and "executorch", each quantizing the network per input shape on a
+calibration set and keeping it only if it passes the accuracy gate (`engine.inference.quantization`).
+
 A backend never changes what it runs once made: what cannot be prepared raises `BackendError`, a one-line message
 naming the backend and the flag that avoids it, and nothing falls back to another backend.
 """
@@ -31,17 +34,21 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from engine.hardware import PRECISIONS, TORCH_DTYPES
+from engine.hardware import PRECISIONS
 from engine.inference.network_cache import NetworkCache, model_key
 from models import skip_zero_pre_biases
 from utils import LOGGER_NAME
 
-__all__ = ["BACKENDS", "BackendError", "Settings", "Network", "Backend", "backend_class",
-           "choose_backend", "openvino_available", "onnxruntime_available", "executorch_available"]
+if TYPE_CHECKING:
+    from engine.inference.quantization import Int8Sets
+
+__all__ = ["BACKENDS", "INFERENCE_PRECISIONS", "INT8_BACKENDS", "BackendError", "Settings", "Network", "Backend",
+           "backend_class", "choose_backend", "openvino_available", "onnxruntime_available", "executorch_available"]
 
 # backend name -> (module of engine.inference.backends, class name)
 _MODULES = {"eager": ("eager", "EagerBackend"), "channels_last": ("eager", "ChannelsLastBackend"),
@@ -49,8 +56,10 @@ _MODULES = {"eager": ("eager", "EagerBackend"), "channels_last": ("eager", "Chan
             "onnxruntime": ("onnxruntime", "OnnxRuntimeBackend"), "executorch": ("executorch", "ExecuTorchBackend"),
             "cuda_graphs": ("cuda_graphs", "CudaGraphBackend")}
 # What ``--backend`` takes: every backend above ("auto": `choose_backend`); ``--precision`` takes every precision of
-# `engine.hardware.PRECISIONS` (fp16 on CUDA, bf16 on the CPU with OpenVINO).
+# `engine.hardware.PRECISIONS` (fp16 on CUDA, bf16 on the CPU with OpenVINO) and int8 (`INT8_BACKENDS`).
 BACKENDS = ("auto", *_MODULES)
+INFERENCE_PRECISIONS = (*PRECISIONS, "int8")
+INT8_BACKENDS = ("openvino", "executorch")
 
 
 class BackendError(RuntimeError):
@@ -60,18 +69,20 @@ class BackendError(RuntimeError):
 @dataclass(frozen=True)
 class Settings:
     """What a backend runs with: ``device``; ``precision`` ('fp32', 'fp16' on CUDA, 'bf16' on the CPU with
-    OpenVINO); ``threads``, the CPU threads of a pass; ``cache``, the folder of compiled networks kept between runs
-    (`engine.inference.network_cache`; None: none kept)."""
+    OpenVINO, 'int8' with `INT8_BACKENDS`); ``threads``, the CPU threads of a pass; ``cache``, the folder of compiled
+    networks kept between runs (`engine.inference.network_cache`; None: none kept); ``int8``, the calibration and
+    gate sets of 'int8' (`engine.inference.quantization.Int8Sets`)."""
 
     device: torch.device
     precision: str = "fp32"
     threads: int = 1
     cache: Path | None = None
+    int8: Int8Sets | None = None
 
     @property
     def dtype(self) -> torch.dtype:
         """The dtype the runner hands the network: float16 for 'fp16', else float32 (OpenVINO converts to bf16
-        inside)."""
+        inside; an int8 network quantizes its own inputs)."""
         return torch.float16 if self.precision == "fp16" else torch.float32
 
 
@@ -118,12 +129,14 @@ class Backend:
         return self.settings.precision
 
     def kept_or_exported(self, key: str, export: Callable[[], bytes], load: Callable[[bytes], object],
-                         what: str) -> tuple[object, str]:
+                         what: str, check: Callable[[object], None] | None = None) -> tuple[object, str]:
         """``load`` of the file kept in the compiled-network cache under ``key`` (its text; the cache's own key is
         its digest), or of ``export()``, which is then kept; a kept file that does not load is discarded and
         exported again. ``what`` names the file in messages ('network', 'program'). Returns the loaded file and
-        'loaded from the cache' or 'exported'. A file that cannot be kept is one warning, and nothing more is kept;
-        a fresh export that does not load is a `BackendError`. (The "onnxruntime" and "executorch" backends.)"""
+        'loaded from the cache' or 'exported'. ``check`` (the INT8 gate) is called with a fresh export once loaded,
+        before it is kept, and raises what refuses it. A file that cannot be kept is one warning, and nothing more is
+        kept; a fresh export that does not load is a `BackendError`. (The "onnxruntime" and "executorch"
+        backends.)"""
         cache, digest = self.cache, hashlib.sha256(key.encode()).hexdigest()
         payload = cache.get(digest) if cache is not None else None
         if payload is not None:
@@ -137,6 +150,8 @@ class Backend:
         except Exception as err:  # noqa: BLE001 - as above
             raise BackendError(f"--backend {self.name}: the exported {what} could not be loaded "
                                f"({str(err).strip().splitlines()[0]}); --backend eager runs without it") from err
+        if check is not None:
+            check(loaded)
         if cache is not None and (problem := cache.put(digest, payload)) is not None:
             logging.getLogger(LOGGER_NAME).warning("exported %ss are not kept: %s (choose another --cache-dir, or "
                                                    "--no-cache)", what, problem)
@@ -183,11 +198,11 @@ def choose_backend(device: torch.device, requested: str = "auto", precision: str
     cuda = torch.device(device).type == "cuda"
     if requested not in BACKENDS:
         raise BackendError(f"--backend {requested}: choose from {', '.join(BACKENDS)}")
-    if precision not in TORCH_DTYPES:
-        raise BackendError(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
+    if precision not in INFERENCE_PRECISIONS:
+        raise BackendError(f"--precision {precision}: choose from {', '.join(INFERENCE_PRECISIONS)}")
     if requested == "auto":
-        requested = "cuda_graphs" if cuda else "openvino" if openvino_available() or precision == "bf16" else \
-            "channels_last"
+        requested = "cuda_graphs" if cuda else "openvino" if openvino_available() or precision in ("bf16", "int8") \
+            else "channels_last"
     if requested == "cuda_graphs" and not cuda:
         raise BackendError("--backend cuda_graphs needs a CUDA device (--gpu)")
     if requested == "openvino" and cuda:
@@ -206,6 +221,9 @@ def choose_backend(device: torch.device, requested: str = "auto", precision: str
     if precision == "bf16" and (cuda or requested != "openvino"):
         raise BackendError("--precision bf16 runs on the CPU with the openvino backend"
                            + (" (on CUDA: --precision fp16)" if cuda else f", not --backend {requested}"))
+    if precision == "int8" and requested not in INT8_BACKENDS:
+        raise BackendError(f"--precision int8 runs on the CPU with --backend {' or '.join(INT8_BACKENDS)}, not "
+                           f"--backend {requested}")
     if precision == "fp16" and (not cuda or requested == "eager"):
         raise BackendError("--precision fp16 (--half) runs on CUDA only" if not cuda else
                            "--precision fp16 (--half) is not run by --backend eager")

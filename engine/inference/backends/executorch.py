@@ -4,9 +4,12 @@ input shape and lowered to XNNPACK in an ExecuTorch program (.pte), run by Execu
 A program serves one input shape: exporting and lowering one takes 10-20 s on 2 cores, so each is kept in the
 compiled-network cache (`engine.inference.network_cache`, keyed like OpenVINO's: the model's digest, the shape,
 ExecuTorch's version) and a later run loads it in milliseconds. XNNPACK runs on ExecuTorch's own thread pool (one
-thread per core). fp32 only. The runtime's C++ notes (its CPU probing, printed when a program is lowered, loaded or
-first run) are kept off the terminal by pointing file descriptor 2 at /dev/null for those calls, and torch's notes
-about ExecuTorch's enums by its logger's level: what else the process writes to stderr meanwhile is lost too.
+thread per core). fp32, or int8 on request: the program quantized on the calibration set (PT2E, for XNNPACK;
+`engine.inference.export.executorch_program`) and kept only if it passes the accuracy gate
+(`engine.inference.quantization`). The runtime's C++ notes (its CPU probing, printed when a program is lowered,
+loaded or first run) are kept off the terminal by pointing file descriptor 2 at /dev/null for those calls, and
+torch's notes about ExecuTorch's enums by its logger's level: what else the process writes to stderr meanwhile is
+lost too.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 from engine.inference.backends import Backend, BackendError, Network, Settings
 from engine.inference.export import executorch_program, quiet_native_stderr, quiet_torch_notes
+from engine.inference.quantization import check_gate, network_inputs
 from utils import LOGGER_NAME
 
 __all__ = ["ExecuTorchBackend"]
@@ -32,8 +36,8 @@ class ExecuTorchBackend(Backend):
     memory_format = torch.contiguous_format  # the program takes NCHW inputs, as an app hands them
 
     def __init__(self, model: torch.nn.Module, settings: Settings) -> None:
-        if settings.precision != "fp32":
-            raise BackendError(f"--backend executorch runs fp32, not {settings.precision}")
+        if settings.precision not in ("fp32", "int8"):
+            raise BackendError(f"--backend executorch runs fp32 or int8, not {settings.precision}")
         if settings.device.type != "cpu":
             raise BackendError("--backend executorch runs on the CPU: leave out --gpu")
         super().__init__(model, settings)
@@ -46,23 +50,45 @@ class ExecuTorchBackend(Backend):
         from importlib.metadata import version  # not an import of executorch: that probes the CPU aloud
 
         start = time.perf_counter()
-        method, source = self.kept_or_exported(f"{_CACHE_FORMAT}|{version('executorch')}|{self.model_digest}|{shape}",
-                                               lambda: self._export(shape), lambda payload: _load(payload, shape),
-                                               "program")
-        logging.getLogger(LOGGER_NAME).info("executorch program for input %s %s in %.2f s",
-                                            "x".join(map(str, shape)), source, time.perf_counter() - start)
+        key = f"{_CACHE_FORMAT}|{version('executorch')}|{self.model_digest}|{shape}"
+        int8 = self.settings.int8 if self.settings.precision == "int8" else None
+        if int8 is not None:
+            key += f"|int8 {int8.digest}|{version('torchao')}"
+        method, source = self.kept_or_exported(key, lambda: self._export(shape), lambda payload: _load(payload, shape),
+                                               "program", None if int8 is None else lambda run: self._gate(run, shape))
+        logging.getLogger(LOGGER_NAME).info("executorch %s program for input %s %s in %.2f s",
+                                            self.settings.precision, "x".join(map(str, shape)), source,
+                                            time.perf_counter() - start)
         return Network(method)
 
     def _export(self, shape: tuple[int, ...]) -> bytes:
         """The .pte program of the model for inputs of ``shape``, lowered to XNNPACK."""
         example = torch.zeros(shape)
+        calibration = network_inputs(self.settings.int8.calibration, shape) if self.settings.precision == "int8" \
+            else None
         try:
-            return executorch_program(self.model, example)
+            return executorch_program(self.model, example, calibration)
         except Exception as err:
             with torch.inference_mode():  # the model's own error for this shape, if it has one, is the caller's
                 self.model(example)
             raise BackendError(f"--backend executorch: exporting the network failed "
                                f"({str(err).strip().splitlines()[0]}); --backend eager runs without it") from err
+
+    def int8_program(self, shape: tuple[int, ...]) -> bytes:
+        """The .pte program quantized for inputs of ``shape``, once it has passed the accuracy gate (what
+        export_onnx.py --format executorch --precision int8 ships)."""
+        with quiet_torch_notes():
+            payload = self._export(shape)
+            self._gate(_load(payload, shape), shape)
+        return payload
+
+    def _gate(self, run: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...]) -> None:
+        """The accuracy gate of a fresh INT8 program ``run`` against the model in float32."""
+        with torch.inference_mode():
+            moved = check_gate(self.model, run, self.settings.int8, shape, "--backend executorch")
+        logging.getLogger(LOGGER_NAME).info("executorch int8 program for input %s passed the accuracy gate on %s: "
+                                            "S-measure %+.4f, MAE %+.4f of fp32's", "x".join(map(str, shape)),
+                                            self.settings.int8.gate_source, *moved)
 
 
 def _load(payload: bytes, shape: tuple[int, ...]) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -9,14 +9,18 @@ element is computed by one thread in a fixed order whatever the thread count
 (tests/test_backends.py::test_streams_give_the_bits_of_one_pass_at_a_time_in_order).
 
 Precision: f32 by default (OpenVINO's own default on CPUs with AVX512-BF16 or AMX is bf16, which moves the maps by
-about 2e-4); bf16 on request, where the CPU computes bf16 natively. The precision reported is read back from the
-compiled network.
+about 2e-4); bf16 on request, where the CPU computes bf16 natively; int8 on request: the graph of each input shape
+quantized by NNCF's post-training quantization on the calibration set (per-channel symmetric weights, symmetric
+activations: its "performance" preset; the one-channel convolutions in float, `engine.inference.quantization`) and
+kept only if it passes the accuracy gate. The precision reported is read back from the compiled network (an int8
+network computes in int8 where it is quantized and in f32 elsewhere).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import logging
 import tempfile
 import time
@@ -27,14 +31,15 @@ import torch
 
 from engine.hardware import cpu_has_native_bf16
 from engine.inference.backends import Backend, BackendError, Network, Settings
-from engine.inference.export import export_onnx
+from engine.inference.export import export_onnx, quiet_nncf
+from engine.inference.quantization import check_gate, network_inputs
 from utils import LOGGER_NAME
 
 __all__ = ["OPENVINO_CONFIG", "openvino_core", "native_bf16", "OpenVINOBackend"]
 
 # LATENCY: one request at a time on all threads. Streams override it (see `OpenVINOBackend.compile_config`).
 OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
-_OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+_OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 # Bumped when the way a network is built changes, so that no older cache entry is taken for a newer network.
 _CACHE_FORMAT = "openvino 1"
 
@@ -86,10 +91,13 @@ class OpenVINOBackend(Backend):
 
     def __init__(self, model: torch.nn.Module, settings: Settings) -> None:
         if settings.precision not in _OPENVINO_PRECISION:
-            raise BackendError(f"--backend openvino runs fp32 or bf16, not {settings.precision}")
+            raise BackendError(f"--backend openvino runs fp32, bf16 or int8, not {settings.precision}")
         if settings.precision == "bf16" and not native_bf16():
             raise BackendError("--precision bf16 needs a CPU with native bf16 (AVX512-BF16 or AMX), which this one "
                                "has not; --precision fp32 runs here")
+        if settings.precision == "int8" and importlib.util.find_spec("nncf") is None:
+            raise BackendError("--precision int8 with --backend openvino needs the nncf package (pip install -r "
+                               "requirements-deploy.txt)")
         super().__init__(model, settings)
         self._graphs: dict[tuple[int, int], object] = {}  # (batch, channels) -> the exported ov.Model
         self._compiled_precision: str | None = None
@@ -120,8 +128,10 @@ class OpenVINOBackend(Backend):
                     logging.getLogger(LOGGER_NAME).warning("compiled networks are not kept: %s (choose another "
                                                            "--cache-dir, or --no-cache)", problem)
                     self.cache = None
-        precision = {value: name for name, value in _OPENVINO_PRECISION.items()}.get(
-            compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+        precision = {"f32": "fp32", "bf16": "bf16"}.get(compiled.get_property("INFERENCE_PRECISION_HINT")
+                                                        .get_type_name())
+        if precision == "fp32" and self.settings.precision == "int8":
+            precision = "int8"
         if precision != self.settings.precision:
             raise BackendError(f"--precision {self.settings.precision}: OpenVINO compiled the network in "
                                f"{precision}; --precision fp32 runs as asked")
@@ -137,6 +147,8 @@ class OpenVINOBackend(Backend):
 
         cpu = openvino_core().get_property("CPU", "FULL_DEVICE_NAME")
         text = f"{_CACHE_FORMAT}|{openvino.get_version()}|{cpu}|{self.model_digest}|{shape}|{sorted(config.items())}"
+        if self.settings.precision == "int8":
+            text += f"|int8 {self.settings.int8.digest}|{_nncf_version()}"
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _load(self, key: str | None, config: dict):
@@ -159,11 +171,58 @@ class OpenVINOBackend(Backend):
         try:
             graph = graph.clone()
             graph.reshape(list(shape))
+            if self.settings.precision == "int8":
+                return self._quantized(graph, shape, config)
             return openvino_core().compile_model(graph, "CPU", config)
+        except BackendError:
+            raise
         except RuntimeError as err:
             self._model_error(shape)
             raise BackendError(f"--backend openvino: compiling for input {'x'.join(map(str, shape))} failed "
                                f"({str(err).splitlines()[0]}); --backend eager runs without OpenVINO") from err
+
+    def _quantized(self, graph, shape: tuple[int, ...], config: dict):
+        """``graph`` (reshaped to ``shape``) quantized on the calibration set and compiled, once it has passed the
+        accuracy gate against the model in float32."""
+        return self._gated_int8(graph, shape, config)[1]
+
+    def _gated_int8(self, graph, shape: tuple[int, ...], config: dict):
+        """(the quantized graph, it compiled) of ``graph`` reshaped to ``shape``, once the compiled network has passed
+        the accuracy gate (`engine.inference.quantization.check_gate` raises otherwise)."""
+        import nncf
+
+        sets = self.settings.int8
+        heads = [op.get_friendly_name() for op in graph.get_ordered_ops()
+                 if op.get_type_name() == "Convolution" and op.output(0).get_partial_shape()[1] == 1]
+        calibration = nncf.Dataset([x.numpy() for x in network_inputs(sets.calibration, shape)])
+        with quiet_nncf():
+            quantized = nncf.quantize(graph, calibration, preset=nncf.QuantizationPreset.PERFORMANCE,
+                                      subset_size=len(sets.calibration), ignored_scope=nncf.IgnoredScope(names=heads))
+        compiled = openvino_core().compile_model(quantized, "CPU", config)
+        request = compiled.create_infer_request()
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(request.infer([x.numpy()])[0].copy())
+
+        with torch.inference_mode():
+            moved = check_gate(self.model, run, sets, shape, "--backend openvino")
+        logging.getLogger(LOGGER_NAME).info("openvino int8 network for input %s passed the accuracy gate on %s: "
+                                            "S-measure %+.4f, MAE %+.4f of fp32's", "x".join(map(str, shape)),
+                                            sets.gate_source, *moved)
+        return quantized, compiled
+
+    def int8_ir(self, shape: tuple[int, ...]) -> tuple[bytes, bytes]:
+        """OpenVINO's IR (.xml, .bin) of the network quantized for inputs of ``shape``, once it has passed the
+        accuracy gate (what export_onnx.py --format openvino --precision int8 ships)."""
+        import openvino
+
+        graph = self._export(shape)
+        graph.reshape(list(shape))
+        quantized, _ = self._gated_int8(graph, shape, self.compile_config(1))
+        with tempfile.TemporaryDirectory(prefix="sdnet-ir-") as folder:
+            xml_path = Path(folder) / "network.xml"
+            openvino.save_model(quantized, xml_path, compress_to_fp16=False)
+            return xml_path.read_bytes(), xml_path.with_suffix(".bin").read_bytes()
 
     def _model_error(self, shape: tuple[int, ...]) -> None:
         """Raise the model's own error for inputs of ``shape`` (too few channels, too small), if it has one: that
@@ -182,3 +241,9 @@ class OpenVINOBackend(Backend):
             self._model_error(shape)
             raise BackendError(f"--backend openvino: exporting the network failed ({str(err).splitlines()[0]}); "
                                "--backend eager runs without OpenVINO") from err
+
+
+def _nncf_version() -> str:
+    from importlib.metadata import version
+
+    return version("nncf")
