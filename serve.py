@@ -17,12 +17,14 @@ import socket
 import subprocess
 import sys
 
+import torch
+
 import configs
 import utils
 from data.guard import max_pixels_of
 from engine.inference.loading import ModelFlags, add_model_args, model_from_flags
 from engine.inference.predictor import ModelInput, Predictor
-from engine.inference.runner import RunnerFlags, add_device_args, runner_from_flags
+from engine.inference.runner import BackendError, RunnerFlags, add_device_args, runner_from_flags
 from engine.serving.admission import BYTES_PER_PIXEL, available_memory, default_megapixels_in_flight
 from engine.serving.app import ServerLimits, create_app
 from engine.serving.protocol import deadlined_protocol
@@ -129,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
                     in_flight * 1e6 * BYTES_PER_PIXEL / 2**30, BYTES_PER_PIXEL,
                     "memory unknown" if available is None else f"{available / 2**30:.1f} GiB", args.processes)
     runner = runner_from_flags(model, RunnerFlags.from_args(args), device)
+    if runner.precision == "int8":  # quantized and gated now: a network the gate refuses is refused at start
+        try:
+            runner(torch.zeros(model_input.shape()))
+        except BackendError as err:
+            utils.fail(str(err))
     service = MapService(Predictor(runner, model_input), max_pixels=max_pixels_of(args.max_megapixels),
                          queue_size=args.queue)
     info = {"model": description.model, "bn": description.bn, "size": size, "precision": runner.precision,

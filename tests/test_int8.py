@@ -121,7 +121,7 @@ def runtime_alone(path: Path):
 def test_the_gate_refuses_a_network_calibrated_on_one_flat_grey_image(tmp_path: Path, capsys) -> None:
     """A calibration set of one flat grey image quantizes every activation to a sliver of its range: the gate
     refuses the network with one line giving both figures (exit 2), and neither a map nor a cache entry is
-    written."""
+    written; serve.py refuses it at start."""
     checkpoint = released_sdnet()
     (tmp_path / "flat").mkdir()
     assert cv2.imwrite(str(tmp_path / "flat" / "grey.png"), np.full((64, 64, 3), 128, np.uint8))
@@ -134,6 +134,12 @@ def test_the_gate_refuses_a_network_calibrated_on_one_flat_grey_image(tmp_path: 
     assert status == 2 and "failed the accuracy gate on --gate" in message and "(fp32 " in message, message
     assert not (tmp_path / "out").exists()
     assert not [path for path in (tmp_path / "cache").rglob("*") if path.is_file()]
+    # serve.py quantizes and gates at start: refused before it serves anything
+    status, lines = run_main("serve.py", ["--checkpoint", checkpoint, "--size", SIZE, "--port", "0", "--precision",
+                                          "int8", "--calibration", tmp_path / "flat", "--gate", gate, "--no-cache"],
+                             capsys)
+    [message] = errors(lines)
+    assert status == 2 and "failed the accuracy gate on --gate" in message, message
 
 
 def test_calibration_and_gate_folders_are_checked_in_one_line(tmp_path: Path, capsys) -> None:

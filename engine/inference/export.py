@@ -6,6 +6,7 @@ runs it)."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import sys
@@ -102,14 +103,62 @@ def executorch_program(model: nn.Module, example: torch.Tensor,
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        if calibration is not None:
-            model = _pt2e_int8(model, example, calibration)
-        exported = torch.export.export(model, (example.clone(),))
-        return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
+        def lowered(network: nn.Module):
+            exported = torch.export.export(network, (example.clone(),))
+            return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+
+        if calibration is None:
+            program = lowered(model)
+            if _stranded_convolutions(program, "aten.convolution"):
+                program = _lowered_with_constant_kernels(model, example)
+            return program.to_executorch().buffer
+        # A quantized convolution XNNPACK does not take (SDNet-A's attention: convolutions of a split's outputs)
+        # would leave a per-channel dequantization that ExecuTorch's portable kernels cannot run: such convolutions
+        # are found in a first lowering and left in float in a second.
+        in_float: set[str] = set()
+        while True:
+            program = lowered(_pt2e_int8(model, example, calibration, in_float))
+            stranded = _stranded_convolutions(program) - in_float
+            if not stranded:
+                return program.to_executorch().buffer
+            in_float |= stranded
 
 
-def _pt2e_int8(model: nn.Module, example: torch.Tensor, calibration: list[torch.Tensor]) -> nn.Module:
-    """``model`` exported for ``example``'s shape and quantized for XNNPACK on the ``calibration`` inputs."""
+def _stranded_convolutions(program, target: str = "dequantize_per_channel") -> set[str]:
+    """The modules (innermost names) of the convolutions left outside XNNPACK: those with per-channel quantized
+    weights (``target`` "dequantize_per_channel": the users of such a weight), or, with "aten.convolution", every
+    convolution left in float."""
+    stranded = set()
+    for node in program.exported_program().graph.nodes:
+        if target in str(node.target):
+            for user in ([node] if target == "aten.convolution" else node.users):
+                stack = user.meta.get("nn_module_stack") or {"": ("",)}
+                stranded.add(list(stack.values())[-1][0])
+    return stranded
+
+
+def _lowered_with_constant_kernels(model: nn.Module, example: torch.Tensor):
+    """``model`` lowered to XNNPACK after its weights computed from parameters (the STDCs' kernels, sliced from one
+    weight at every pass) were folded into constants: XNNPACK takes only constant weights, and a convolution it
+    does not take runs on ExecuTorch's portable kernels (45 s for an STDNet clip). Done on the edge program: folded
+    there, the constants are contiguous copies (folded on the exported program, they were strided views, and
+    ExecuTorch 1.5.1 crashed running them). Its max-poolings then run on the portable kernels (decomposed with
+    their indices, which XNNPACK does not take): hence only where a convolution would be left out otherwise."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import EdgeProgramManager, to_edge
+    from executorch.exir.backend.backend_api import to_backend
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+
+    model = copy.deepcopy(model).requires_grad_(False)
+    edge = to_edge(torch.export.export(model, (example.clone(),)))
+    return EdgeProgramManager({"forward": to_backend(constant_prop_pass(edge.exported_program()),
+                                                     XnnpackPartitioner())})
+
+
+def _pt2e_int8(model: nn.Module, example: torch.Tensor, calibration: list[torch.Tensor],
+               in_float: set[str] = frozenset()) -> nn.Module:
+    """``model`` exported for ``example``'s shape and quantized for XNNPACK on the ``calibration`` inputs, the
+    convolutions of the modules named in ``in_float`` (innermost module names) left in float."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -123,6 +172,13 @@ def _pt2e_int8(model: nn.Module, example: torch.Tensor, calibration: list[torch.
         def annotate(self, graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
             graph = super().annotate(graph)
             conv = torch.ops.aten.conv2d.default
+            def innermost(node: torch.fx.Node) -> str:
+                stack = node.meta.get("nn_module_stack") or {"": ("",)}
+                return list(stack.values())[-1][0]
+
+            for node in graph.graph.nodes:
+                if node.target == conv and innermost(node) in in_float:
+                    node.meta.pop("quantization_annotation", None)
             pending = [node for node in graph.graph.nodes
                        if node.target == conv and node.args[1].meta["val"].shape[0] == 1]
             seen = set()

@@ -28,7 +28,7 @@ from utils import LOGGER_NAME
 __all__ = ["ExecuTorchBackend"]
 
 # Bumped when the way a program is built changes, so that no older cache entry is taken for a newer program.
-_CACHE_FORMAT = "executorch 1"
+_CACHE_FORMAT = "executorch 2"
 
 
 class ExecuTorchBackend(Backend):

@@ -100,6 +100,7 @@ class OpenVINOBackend(Backend):
                                "requirements-deploy.txt)")
         super().__init__(model, settings)
         self._graphs: dict[tuple[int, int], object] = {}  # (batch, channels) -> the exported ov.Model
+        self._int8_graphs: dict[tuple[int, ...], object] = {}  # shape -> its quantized ov.Model, gate passed
         self._compiled_precision: str | None = None
 
     @property
@@ -172,7 +173,7 @@ class OpenVINOBackend(Backend):
             graph = graph.clone()
             graph.reshape(list(shape))
             if self.settings.precision == "int8":
-                return self._quantized(graph, shape, config)
+                graph = self._gated_int8(graph, shape)
             return openvino_core().compile_model(graph, "CPU", config)
         except BackendError:
             raise
@@ -181,16 +182,14 @@ class OpenVINOBackend(Backend):
             raise BackendError(f"--backend openvino: compiling for input {'x'.join(map(str, shape))} failed "
                                f"({str(err).splitlines()[0]}); --backend eager runs without OpenVINO") from err
 
-    def _quantized(self, graph, shape: tuple[int, ...], config: dict):
-        """``graph`` (reshaped to ``shape``) quantized on the calibration set and compiled, once it has passed the
-        accuracy gate against the model in float32."""
-        return self._gated_int8(graph, shape, config)[1]
-
-    def _gated_int8(self, graph, shape: tuple[int, ...], config: dict):
-        """(the quantized graph, it compiled) of ``graph`` reshaped to ``shape``, once the compiled network has passed
-        the accuracy gate (`engine.inference.quantization.check_gate` raises otherwise)."""
+    def _gated_int8(self, graph, shape: tuple[int, ...]):
+        """``graph`` (reshaped to ``shape``) quantized on the calibration set, once it has passed the accuracy gate
+        against the model in float32 (`engine.inference.quantization.check_gate` raises otherwise); kept for the
+        other stream counts of the shape."""
         import nncf
 
+        if shape in self._int8_graphs:
+            return self._int8_graphs[shape]
         sets = self.settings.int8
         heads = [op.get_friendly_name() for op in graph.get_ordered_ops()
                  if op.get_type_name() == "Convolution" and op.output(0).get_partial_shape()[1] == 1]
@@ -198,8 +197,7 @@ class OpenVINOBackend(Backend):
         with quiet_nncf():
             quantized = nncf.quantize(graph, calibration, preset=nncf.QuantizationPreset.PERFORMANCE,
                                       subset_size=len(sets.calibration), ignored_scope=nncf.IgnoredScope(names=heads))
-        compiled = openvino_core().compile_model(quantized, "CPU", config)
-        request = compiled.create_infer_request()
+        request = openvino_core().compile_model(quantized, "CPU", self.compile_config(1)).create_infer_request()
 
         def run(x: torch.Tensor) -> torch.Tensor:
             return torch.from_numpy(request.infer([x.numpy()])[0].copy())
@@ -209,7 +207,8 @@ class OpenVINOBackend(Backend):
         logging.getLogger(LOGGER_NAME).info("openvino int8 network for input %s passed the accuracy gate on %s: "
                                             "S-measure %+.4f, MAE %+.4f of fp32's", "x".join(map(str, shape)),
                                             sets.gate_source, *moved)
-        return quantized, compiled
+        self._int8_graphs[shape] = quantized
+        return quantized
 
     def int8_ir(self, shape: tuple[int, ...]) -> tuple[bytes, bytes]:
         """OpenVINO's IR (.xml, .bin) of the network quantized for inputs of ``shape``, once it has passed the
@@ -218,7 +217,7 @@ class OpenVINOBackend(Backend):
 
         graph = self._export(shape)
         graph.reshape(list(shape))
-        quantized, _ = self._gated_int8(graph, shape, self.compile_config(1))
+        quantized = self._gated_int8(graph, shape)
         with tempfile.TemporaryDirectory(prefix="sdnet-ir-") as folder:
             xml_path = Path(folder) / "network.xml"
             openvino.save_model(quantized, xml_path, compress_to_fp16=False)
