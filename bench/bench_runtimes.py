@@ -146,6 +146,9 @@ def measure_one(name: str, runtime: str, cache: Path, photos: Path) -> dict:
 def time_runtimes(name: str, runtimes: list[str], caches: dict[str, Path], rounds: int, passes: int) -> dict:
     """FPS of each runtime of ``name``: alternated rounds in this one process, the median pass of each. A runtime
     whose pass takes over `SLOW_PASS_S` (ExecuTorch's portable kernels) is timed on 3 passes after the rounds."""
+    import utils
+
+    utils.tune_process(torch.device("cpu"))  # as the inference scripts and `measure_one` run
     model, size = load(name)
     frames = 8 if name == "stdnet" else 1
     x = torch.randn(1, 3 * frames, size, size, generator=torch.Generator().manual_seed(0))
