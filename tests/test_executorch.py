@@ -50,7 +50,7 @@ def test_predict_with_executorch_gives_pytorchs_maps_of_real_photos_and_keeps_th
         assert done.returncode == 0, done.stderr
         lines = [line for line in done.stderr.replace("\r", "\n").splitlines() if line.strip() and "%|" not in line]
         made = "exported" if out == "cold" else "loaded from the cache"
-        assert any(f"executorch program for input 1x3x320x320 {made} in" in line for line in lines)
+        assert any(f"executorch fp32 program for input 1x3x320x320 {made} in" in line for line in lines)
         assert all(" INFO " in line for line in lines), lines  # our log lines only: no note of the runtime's
     for name in REAL_PHOTOS:
         eager, cold, warm = (cv2.imread(str(tmp_path / out / "photos" / f"{name}.png"), cv2.IMREAD_UNCHANGED)
