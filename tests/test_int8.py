@@ -114,8 +114,9 @@ def runtime_alone(path: Path):
         return lambda x: torch.from_numpy(request.infer([x.numpy()])[0].copy())
     from executorch.runtime import Runtime
 
-    method = Runtime.get().load_program(path.read_bytes()).load_method("forward")
-    return lambda x: method.execute([x])[0]
+    program = Runtime.get().load_program(path.read_bytes())
+    method = program.load_method("forward")  # valid while its program lives: the function holds both
+    return lambda x, program=program: method.execute([x])[0]
 
 
 def test_the_gate_refuses_a_network_calibrated_on_one_flat_grey_image(tmp_path: Path, capsys) -> None:

@@ -146,7 +146,8 @@ def _gives_the_models_output(program: bytes, model: nn.Module, example: torch.Te
     from executorch.runtime import Runtime
 
     x = torch.randn(example.shape, generator=torch.Generator().manual_seed(0))  # zeros would hide a wrong kernel
-    method = Runtime.get().load_program(program).load_method("forward")
+    loaded = Runtime.get().load_program(program)
+    method = loaded.load_method("forward")  # valid while ``loaded`` lives
     return bool((method.execute([x])[0] - model(x)).abs().max() <= 1e-4)
 
 
