@@ -44,7 +44,7 @@ from engine.inference.backends import BackendError, Settings, backend_class, exe
 from engine.inference.export import ONNX_MAX_OPSET, ONNX_OPSET, executorch_program, export_onnx, openvino_ir
 from engine.inference.loading import ModelFlags, add_model_args, model_from_flags
 from engine.inference.predictor import ModelInput
-from engine.inference.quantization import DEFAULT_TOLERANCE, check_gate, int8_sets, network_inputs
+from engine.inference.quantization import add_int8_args, check_gate, int8_sets, network_inputs
 from engine.inference.shipped import ShippedFileError, shipped_network
 
 FORMATS = ("onnx", "openvino", "executorch")
@@ -71,16 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
                         help="fp32 (default: the weights as trained) or int8 (--format openvino or executorch: "
                              "quantized on --calibration, written only if it passes the accuracy gate)")
-    parser.add_argument("--calibration", default=None, metavar="DIR",
-                        help="--precision int8: the images the network is quantized on (default: the project's "
-                             "fixed set)")
-    parser.add_argument("--gate", default=None, metavar="DIR",
-                        help="--precision int8: the gate's test set, DIR/images/ and DIR/GT/<stem>.png (default: "
-                             "the project's fixed set)")
-    parser.add_argument("--gate-tolerance", type=utils.float_between(0.0, 1.0, low_open=True),
-                        default=DEFAULT_TOLERANCE,
-                        help="--precision int8: how far S-measure and MAE may each move from fp32's (default: "
-                             "%(default)s)")
+    add_int8_args(parser)
     parser.add_argument("--any-size", action="store_true",
                         help="height and width free in the graph (batch and frames stay fixed); --size is then "
                              "only the example the graph is traced on")

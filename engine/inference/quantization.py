@@ -19,6 +19,7 @@ SDNet's S-measure on a real photo by 0.005-0.015; keeping them in float costs no
 
 from __future__ import annotations
 
+import argparse
 import functools
 import hashlib
 from collections.abc import Callable, Sequence
@@ -34,8 +35,9 @@ from data.synthetic import make_image
 from data.transforms import preprocess_test, saliency_to_uint8
 from engine.inference.backends import BackendError
 from Evaluation.metrics import MAE, Smeasure
+from utils import float_between
 
-__all__ = ["DEFAULT_TOLERANCE", "Int8Sets", "int8_sets", "network_inputs", "check_gate", "FIXED_SET"]
+__all__ = ["DEFAULT_TOLERANCE", "Int8Sets", "int8_sets", "network_inputs", "check_gate", "FIXED_SET", "add_int8_args"]
 
 DEFAULT_TOLERANCE = 0.005
 # The project's fixed set: synthetic scenes of data.synthetic, calibration from its training part and the gate from
@@ -143,3 +145,17 @@ def check_gate(reference: Callable[[torch.Tensor], torch.Tensor], quantized: Cal
                            "other --calibration images may pass it, --precision fp32 runs as trained")
     return moved
 
+
+
+def add_int8_args(group: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The flags of ``--precision int8`` (`int8_sets` reads them): ``--calibration``, ``--gate``,
+    ``--gate-tolerance``."""
+    group.add_argument("--calibration", default=None, metavar="DIR",
+                       help="--precision int8: the images the network is quantized on (default: the project's fixed "
+                            "set of synthetic scenes, docs/runtime.md)")
+    group.add_argument("--gate", default=None, metavar="DIR",
+                       help="--precision int8: the accuracy gate's test set, DIR/images/ and DIR/GT/<stem>.png "
+                            "(default: the project's fixed set)")
+    group.add_argument("--gate-tolerance", type=float_between(0.0, 1.0, low_open=True), default=DEFAULT_TOLERANCE,
+                       help="--precision int8: how far the quantized network's S-measure and MAE on the gate set "
+                            "may each move from fp32's (default: %(default)s)")

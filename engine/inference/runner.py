@@ -35,8 +35,8 @@ from engine.inference.backends import (
     choose_backend,
 )
 from engine.inference.network_cache import default_cache_dir
-from engine.inference.quantization import DEFAULT_TOLERANCE, Int8Sets, int8_sets
-from utils import LOGGER_NAME, fail, float_between, select_device, thread_count
+from engine.inference.quantization import DEFAULT_TOLERANCE, Int8Sets, add_int8_args, int8_sets
+from utils import LOGGER_NAME, fail, select_device, thread_count
 
 __all__ = ["RUNNER_NETWORKS", "BackendError", "InferenceRunner", "prepare_for_inference", "add_device_args",
            "RunnerFlags", "runner_from_flags"]
@@ -176,15 +176,7 @@ def add_device_args(parser: argparse.ArgumentParser) -> None:
                        help="folder of compiled networks kept between runs (default: $SDNET_CACHE_DIR, else "
                             "~/.cache/sdnet)")
     group.add_argument("--no-cache", action="store_true", help="keep no compiled networks between runs")
-    group.add_argument("--calibration", default=None, metavar="DIR",
-                       help="--precision int8: the images the network is quantized on (default: the project's fixed "
-                            "set of synthetic scenes, docs/runtime.md)")
-    group.add_argument("--gate", default=None, metavar="DIR",
-                       help="--precision int8: the accuracy gate's test set, DIR/images/ and DIR/GT/<stem>.png "
-                            "(default: the project's fixed set)")
-    group.add_argument("--gate-tolerance", type=float_between(0.0, 1.0, low_open=True), default=DEFAULT_TOLERANCE,
-                       help="--precision int8: how far the quantized network's S-measure and MAE on the gate set "
-                            "may each move from fp32's (default: %(default)s)")
+    add_int8_args(group)
 
 
 @dataclass(frozen=True)
