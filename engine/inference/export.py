@@ -18,8 +18,8 @@ from torch import nn
 
 from data.atomic import atomic_path
 
-__all__ = ["ONNX_OPSET", "ONNX_MAX_OPSET", "export_onnx", "openvino_ir", "executorch_program", "quiet_native_stderr",
-           "quiet_torch_notes", "quiet_nncf"]
+__all__ = ["ONNX_OPSET", "ONNX_MAX_OPSET", "export_onnx", "openvino_ir", "ir_files", "executorch_program",
+           "quiet_native_stderr", "quiet_torch_notes", "quiet_nncf"]
 
 ONNX_OPSET = 17
 ONNX_MAX_OPSET = 23  # the newest opset the pinned torch (2.14.1) exports to
@@ -221,7 +221,18 @@ def openvino_ir(model: nn.Module, example: torch.Tensor, opset: int = ONNX_OPSET
     import openvino
 
     with tempfile.TemporaryDirectory(prefix="sdnet-ir-") as folder:
-        onnx_path, xml_path = Path(folder) / "network.onnx", Path(folder) / "network.xml"
+        onnx_path = Path(folder) / "network.onnx"
         export_onnx(model, example, onnx_path, opset, any_size=any_size)
-        openvino.save_model(openvino.convert_model(onnx_path), xml_path, compress_to_fp16=False)
+        return ir_files(openvino.convert_model(onnx_path))
+
+
+def ir_files(graph) -> tuple[bytes, bytes]:
+    """The .xml and .bin of the OpenVINO model ``graph`` as saved, weights as they are (not compressed to fp16)."""
+    import tempfile
+
+    import openvino
+
+    with tempfile.TemporaryDirectory(prefix="sdnet-ir-") as folder:
+        xml_path = Path(folder) / "network.xml"
+        openvino.save_model(graph, xml_path, compress_to_fp16=False)
         return xml_path.read_bytes(), xml_path.with_suffix(".bin").read_bytes()

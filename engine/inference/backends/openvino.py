@@ -31,7 +31,7 @@ import torch
 
 from engine.hardware import cpu_has_native_bf16
 from engine.inference.backends import Backend, BackendError, Network, Settings
-from engine.inference.export import export_onnx, quiet_nncf
+from engine.inference.export import export_onnx, ir_files, quiet_nncf
 from engine.inference.quantization import check_gate, network_inputs
 from utils import LOGGER_NAME
 
@@ -100,7 +100,9 @@ class OpenVINOBackend(Backend):
                                "requirements-deploy.txt)")
         super().__init__(model, settings)
         self._graphs: dict[tuple[int, int], object] = {}  # (batch, channels) -> the exported ov.Model
-        self._int8_graphs: dict[tuple[int, ...], object] = {}  # shape -> its quantized ov.Model, gate passed
+        # the quantized ov.Model of the latest int8 shape, gate passed: its other stream counts compile from it (one
+        # kept, as the runner keeps few networks: full-resolution runs meet many shapes)
+        self._int8_graphs: dict[tuple[int, ...], object] = {}
         self._compiled_precision: str | None = None
 
     @property
@@ -207,21 +209,15 @@ class OpenVINOBackend(Backend):
         logging.getLogger(LOGGER_NAME).info("openvino int8 network for input %s passed the accuracy gate on %s: "
                                             "S-measure %+.4f, MAE %+.4f of fp32's", "x".join(map(str, shape)),
                                             sets.gate_source, *moved)
-        self._int8_graphs[shape] = quantized
+        self._int8_graphs = {shape: quantized}
         return quantized
 
     def int8_ir(self, shape: tuple[int, ...]) -> tuple[bytes, bytes]:
         """OpenVINO's IR (.xml, .bin) of the network quantized for inputs of ``shape``, once it has passed the
         accuracy gate (what export_onnx.py --format openvino --precision int8 ships)."""
-        import openvino
-
         graph = self._export(shape)
         graph.reshape(list(shape))
-        quantized = self._gated_int8(graph, shape)
-        with tempfile.TemporaryDirectory(prefix="sdnet-ir-") as folder:
-            xml_path = Path(folder) / "network.xml"
-            openvino.save_model(quantized, xml_path, compress_to_fp16=False)
-            return xml_path.read_bytes(), xml_path.with_suffix(".bin").read_bytes()
+        return ir_files(self._gated_int8(graph, shape))
 
     def _model_error(self, shape: tuple[int, ...]) -> None:
         """Raise the model's own error for inputs of ``shape`` (too few channels, too small), if it has one: that
