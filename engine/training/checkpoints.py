@@ -51,11 +51,13 @@ def args_to_dict(args) -> dict:
 
 
 def training_description(args: argparse.Namespace) -> ModelDescription:
-    """The description of the model a training run with these flags trains (training form)."""
+    """The description of the model a training run with these flags trains (training form; converted for a
+    quantization-aware run, which fine-tunes the converted model)."""
     video = configs.MODELS[args.model]["kind"] == "video"
     return ModelDescription(model=args.model, config=args.config, bn=bool(args.bn),
                             tid=tuple(args.tid) if video else None, nframes=int(args.nframes) if video else None,
-                            deploy=False, nstdc=int(args.nstdc) if video else None)
+                            deploy=bool(getattr(args, "quantization_aware", False)),
+                            nstdc=int(args.nstdc) if video else None)
 
 
 def save_training_checkpoint(model: torch.nn.Module, args: argparse.Namespace, epoch: int,

@@ -21,8 +21,7 @@ from torch.utils.data import Dataset
 import configs
 import utils
 from data.guard import max_pixels_of
-from engine.hardware import PRECISIONS
-from engine.training.step import StepSettings
+from engine.training.step import QAT_PRECISION, TRAIN_PRECISIONS, StepSettings
 from utils import fail
 
 __all__ = ["TrainSettings", "TrainingTask", "add_training_args", "parse_lr_steps", "settings_from_flags"]
@@ -75,6 +74,12 @@ class TrainSettings:
     def replace(self, **changes: Any) -> TrainSettings:
         """A copy with ``changes``."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def quantization_aware(self) -> bool:
+        """``--precision int8``: the converted model fine-tuned with 8-bit fake quantization (`engine.training.qat`);
+        its checkpoints are converted ones."""
+        return self.step.precision == QAT_PRECISION
 
     @property
     def max_pixels(self) -> int:
@@ -214,9 +219,13 @@ def add_training_args(parser: argparse.ArgumentParser, kind: str) -> None:
     group.add_argument("--train-form", default="fused", choices=configs.TRAIN_FORMS,
                        help="fused (default): each linear multi-branch block as one convolution with its mixed "
                             "kernel, the same function of the same parameters; separate: the authors' arithmetic")
-    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
+    image = kind == "image"
+    group.add_argument("--precision", default="fp32",
+                       choices=TRAIN_PRECISIONS if image else tuple(p for p in TRAIN_PRECISIONS if p != QAT_PRECISION),
                        help="autocast of the forward pass (the loss stays fp32): fp32, bf16 (CPUs with AVX512-BF16 "
-                            "or AMX, GPUs with bf16), fp16 (CUDA, loss scaling)")
+                            "or AMX, GPUs with bf16), fp16 (CUDA, loss scaling)" + (
+                                "; int8: quantization-aware fine-tuning of the converted model for --precision int8 "
+                                "inference (needs --finetune; docs/training.md)" if image else ""))
     group.add_argument("--amp", action="store_true", help="the release's flag: --precision fp16 (no CUDA: fp32)")
     group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                        help="NHWC parameters and inputs (default: on, faster on the CPUs measured; off for bf16 on a "

@@ -45,11 +45,13 @@ from engine.training.checkpoints import (
 )
 from engine.training.loop import LoopConfig, TrainingStopped, TrainJob, fit, validate
 from engine.training.preflight import check_memory, checked_train_set
+from engine.training.qat import fake_quantized_layers, prepare_qat
 from engine.training.settings import TrainingTask, TrainSettings
 from engine.training.step import StepError, nchw_reason, prepare_model, resolve_step_settings
 from models import (
     CheckpointError,
     check_description,
+    convert_model,
     count_parameters,
     load_checkpoint,
     load_weights,
@@ -84,7 +86,8 @@ def resolve_training_settings(settings: TrainSettings, ctx: DistContext) -> Trai
     """The settings checked before anything is written, against this process's device: `utils.fail` (one line,
     exit 2) on a missing ``--datadir``, files of ``--preload`` / ``--finetune`` / ``--resume-from`` that do not
     exist, a batch size that does not split over the processes, a step setting the device cannot run
-    (``--precision``); ``--amp`` without CUDA trains in float32 (warned), as the release's flag always did."""
+    (``--precision``; int8 without ``--finetune``); ``--amp`` without CUDA trains in float32 (warned), as the
+    release's flag always did."""
     if not settings.datadir:
         fail("--datadir is required: the data root (laid out as docs/data.md says)")
     if not Path(settings.datadir).is_dir():
@@ -95,6 +98,9 @@ def resolve_training_settings(settings: TrainSettings, ctx: DistContext) -> Trai
             fail(f"--{flag.replace('_', '-')} {value}: no such file")
     if (why := unwritable(settings.savedir, folder=True)) is not None:
         fail(f"--savedir {settings.savedir}: {why}")
+    if settings.quantization_aware and not settings.finetune:
+        fail("--precision int8 fine-tunes a trained model quantization-aware: give --finetune CHECKPOINT (its "
+             "weights, training form or converted)")
     if settings.batch_size % ctx.world_size:
         fail(f"--batch-size {settings.batch_size} does not split evenly over {ctx.world_size} processes")
     if settings.amp and ctx.device.type != "cuda":
@@ -151,9 +157,11 @@ def _seed(settings: TrainSettings, ctx: DistContext, resume) -> int:
     return seed[0]
 
 
-def _initialise(model: nn.Module, settings: TrainSettings, resume, logger: logging.Logger) -> tuple[int, dict]:
+def _initialise(model: nn.Module, task: TrainingTask, settings: TrainSettings, resume,
+                logger: logging.Logger) -> tuple[int, dict]:
     """Weights before training: the resumed checkpoint (its RNG states too), else ``--finetune`` (a whole model),
-    else ``--preload`` (the backbone), else the random initialisation. Returns the first epoch to train and the
+    else ``--preload`` (the backbone), else the random initialisation; a quantization-aware run's ``--finetune``
+    weights in training form are converted first (``task.build_model``). Returns the first epoch to train and the
     best MAE so far per validation set. Errors: one line naming the flag, exit 2."""
     if resume is not None:
         try:
@@ -169,7 +177,11 @@ def _initialise(model: nn.Module, settings: TrainSettings, resume, logger: loggi
             checkpoint = load_checkpoint(settings.finetune)
             # the same keys can still mean another model (e.g. other STDC ops): check what the file says
             _check_against_run(checkpoint.description, settings.finetune, settings)
-            load_weights(model, checkpoint.state_dict, source=settings.finetune)
+            weights = checkpoint.state_dict
+            if settings.quantization_aware and not checkpoint.description.deploy:  # it fine-tunes the converted form
+                trained = load_weights(task.build_model(deploy=False), weights, source=settings.finetune)
+                weights = convert_model(trained).state_dict()
+            load_weights(model, weights, source=settings.finetune)
             logger.info("starting from the weights of %s", settings.finetune)
         elif settings.preload:
             copied, skipped = preload_backbone(model, settings.preload)
@@ -272,8 +284,10 @@ def _train_process(task: TrainingTask, settings: TrainSettings) -> None:
     settings = settings.replace(seed=_seed(settings, ctx, resume))
     seed_everything(settings.seed)
     train_set, val_sets = _train_set(task, settings.seed), _val_sets(task)
-    model = task.build_model()
-    start_epoch, best = _initialise(model, settings, resume, logger)
+    model = task.build_model(deploy=settings.quantization_aware)
+    if settings.quantization_aware:
+        prepare_qat(model)
+    start_epoch, best = _initialise(model, task, settings, resume, logger)
     if settings.sync_bn and ctx.world_size > 1:
         convert_sync_batchnorm(model)
     prepare_model(model.to(ctx.device), settings.step)
@@ -303,6 +317,10 @@ def _train_process(task: TrainingTask, settings: TrainSettings) -> None:
                 settings.workers)
     if task.loss_meaning:
         logger.info("loss: %s", task.loss_meaning)
+    if settings.quantization_aware:
+        logger.info("quantization-aware: the converted model, %d convolutions with weights (per output channel) and "
+                    "inputs (per tensor) fake-quantized to 8 bits, the one-channel ones in float; its checkpoints "
+                    "are converted ones, for --precision int8 inference", len(fake_quantized_layers(model)))
     job = TrainJob(settings=settings, model=model, optimizer=optimizer, train_set=train_set,
                    loss_fn=task.loss(settings.batch_size // ctx.world_size), pass_sizes=list(task.pass_sizes),
                    val_sets=val_sets, best_files={name: task.best_file_of(name) for name in val_sets},

@@ -5,6 +5,8 @@ for the model, `step_autocast` and `to_step_input` for each step.
 The defaults are the fast path measured in BENCHMARKS.md ("Training"): every linear multi-branch block trained as
 one convolution with its mixed kernel (``models.dcr.set_train_form``, the same function of the same parameters),
 channels_last, float32. bf16 and fp16 are autocast (the loss stays float32); fp16 adds loss scaling (CUDA only).
+int8 is quantization-aware fine-tuning (`engine.training.qat`): float32 arithmetic on a converted model whose
+convolutions are fake-quantized to 8 bits.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from configs import TRAIN_FORMS
 from engine.hardware import PRECISIONS, TORCH_DTYPES, bf16_channels_last_gradients, cpu_has_native_bf16
 from models import set_train_form
 
-__all__ = ["StepSettings", "StepError", "precision_error", "resolve_step_settings", "nchw_reason", "prepare_model",
-           "step_autocast", "to_step_input", "compile_errors"]
+__all__ = ["TRAIN_PRECISIONS", "QAT_PRECISION", "StepSettings", "StepError", "precision_error",
+           "resolve_step_settings", "nchw_reason", "prepare_model", "step_autocast", "to_step_input", "compile_errors"]
 
+QAT_PRECISION = "int8"
+TRAIN_PRECISIONS = (*PRECISIONS, QAT_PRECISION)
 
 
 class StepError(ValueError):
@@ -32,7 +36,8 @@ class StepError(ValueError):
 class StepSettings:
     """How each training step computes. ``train_form``: 'fused' (one convolution per linear multi-branch block;
     blocks with batch-statistics BN branch by branch) or 'separate' (branch by branch, the authors' arithmetic);
-    ``precision``: 'fp32', 'bf16' or 'fp16' autocast of the forward pass; ``channels_last``: NHWC parameters and
+    ``precision``: 'fp32', 'bf16' or 'fp16' autocast of the forward pass, or 'int8' (quantization-aware, in
+    float32); ``channels_last``: NHWC parameters and
     inputs; ``compile``: the model through ``torch.compile``."""
 
     train_form: str = "fused"
@@ -52,9 +57,10 @@ class StepSettings:
 
 def precision_error(precision: str, device: torch.device) -> str | None:
     """Why ``precision`` cannot train on ``device`` (one line naming ``--precision``), or None when it can: bf16
-    needs native bf16 (a CPU with AVX512-BF16 or AMX, a GPU with bf16 arithmetic); fp16 needs CUDA."""
-    if precision not in PRECISIONS:
-        return f"--precision {precision}: choose from {', '.join(PRECISIONS)}"
+    needs native bf16 (a CPU with AVX512-BF16 or AMX, a GPU with bf16 arithmetic); fp16 needs CUDA; fp32 and int8
+    (float32 arithmetic) run anywhere."""
+    if precision not in TRAIN_PRECISIONS:
+        return f"--precision {precision}: choose from {', '.join(TRAIN_PRECISIONS)}"
     if precision == "fp16" and device.type != "cuda":
         return "--precision fp16 trains on CUDA only (float16 on the CPU is emulated); use bf16 or fp32"
     if precision == "bf16":
@@ -105,8 +111,9 @@ def prepare_model(model: nn.Module, settings: StepSettings) -> nn.Module:
 
 
 def step_autocast(settings: StepSettings, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast context of a forward pass under ``settings`` (a no-op for fp32)."""
-    if settings.precision == "fp32":
+    """The autocast context of a forward pass under ``settings`` (a no-op for fp32 and for int8, whose fake
+    quantization computes in float32)."""
+    if settings.precision in ("fp32", QAT_PRECISION):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=TORCH_DTYPES[settings.precision])
 
