@@ -15,7 +15,8 @@ kept.
 
 What stays in float (docs/runtime.md has the measurements): every convolution with one output channel, the
 saliency head and the attention maps, each of which feeds a sigmoid. Quantizing the head's logits moved the released
-SDNet's S-measure on a real photo by 0.005-0.015; keeping them in float costs nothing measurable in speed.
+SDNet's S-measure on a real photo by 0.005-0.015; keeping them in float costs nothing measurable in speed. OpenVINO
+also keeps the depthwise convolutions in float, which its CPU plugin runs in f32 either way.
 """
 
 from __future__ import annotations

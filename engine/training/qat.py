@@ -47,14 +47,14 @@ def _quantize_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[
     if module.training:
         with torch.no_grad():
             low, high = x.detach().amin().float(), x.detach().amax().float()
-            if not bool(module.qat_seen):
+            if not module.qat_ranged:
                 module.qat_low.copy_(low)
                 module.qat_high.copy_(high)
-                module.qat_seen.fill_(True)
+                module.qat_ranged = True
             else:
                 module.qat_low.lerp_(low, QAT_AVERAGING)
                 module.qat_high.lerp_(high, QAT_AVERAGING)
-    if not bool(module.qat_seen):  # evaluated before any training batch: nothing to round to yet
+    if not module.qat_ranged:  # evaluated before any training batch: nothing to round to yet
         return args
     low, high = module.qat_low.clamp(max=0.0), module.qat_high.clamp(min=0.0)
     scale = ((high - low) / 255).clamp_min(torch.finfo(torch.float32).tiny)
@@ -94,7 +94,7 @@ def prepare_qat(model: nn.Module) -> nn.Module:
         device = layer.parametrizations.weight.original.device
         layer.register_buffer("qat_low", torch.zeros((), device=device), persistent=False)
         layer.register_buffer("qat_high", torch.zeros((), device=device), persistent=False)
-        layer.register_buffer("qat_seen", torch.zeros((), dtype=torch.bool, device=device), persistent=False)
+        layer.qat_ranged = False  # a plain attribute: asking a CUDA tensor would wait for the device at every layer
         layer.register_forward_pre_hook(_quantize_input)
         # per layer, not on the whole model: a block's own hooks rename its layers' keys (the release's names)
         layer.register_state_dict_post_hook(_saved_as_weight)
