@@ -97,38 +97,44 @@ class InferenceRunner(nn.Module):
             self(x)
 
     def stream(self, inputs: Iterable[tuple[Any, torch.Tensor | None]]) -> Iterator[tuple[Any, torch.Tensor | None]]:
-        """(tag, input) pairs -> (tag, output) pairs in the same order, each output the bits `forward` gives for the
-        input (None for None). Up to ``threads`` inputs are in flight on a network that has streams (OpenVINO's, one
-        thread each): where other processes keep the cores busy, about twice the images/s of one at a time
-        (BENCHMARKS.md). A consumer may stop early: the passes still in flight are finished and dropped, and the
-        runner stays usable."""
+        """(tag, input) pairs -> (tag, output) pairs in the same order (None for None), each output what `forward`
+        gives for the input alone. Up to ``threads`` inputs are in flight on a network that has streams (OpenVINO's,
+        one thread each): where other processes keep the cores busy, about twice the images/s of one at a time
+        (BENCHMARKS.md). Each output is then the bits of a one-thread pass (a runner of ``threads=1``), which are
+        `forward`'s on several threads to float32 rounding: the same bits on the Intel Xeons measured, 6e-8 apart on
+        an AVX2 AMD EPYC, whose OpenVINO kernels sum in another order on two threads. A consumer may stop early: the
+        passes still in flight are finished and dropped, and the runner stays usable. Grad mode is the caller's
+        between outputs: the passes run in inference mode, which a suspended generator does not leave entered."""
         in_flight: deque[tuple[Any, Callable[[], torch.Tensor] | None]] = deque()
         current: Network | None = None
 
         def finished() -> tuple[Any, torch.Tensor | None]:
             tag, finish = in_flight.popleft()
-            return tag, None if finish is None else finish().float()
+            with torch.inference_mode():
+                return tag, None if finish is None else finish().float()
 
         try:
-            with torch.inference_mode():
-                for tag, x in inputs:
-                    if x is None:
-                        in_flight.append((tag, None))
-                        continue
+            for tag, x in inputs:
+                if x is None:
+                    in_flight.append((tag, None))
+                    continue
+                with torch.inference_mode():
                     x = x.to(self.device, self.dtype)
                     network = self.network(x, self.threads)
-                    # A request is free again once its pass is finished; passes of two networks never overlap.
-                    while in_flight and (network is not current or sum(f is not None for _, f in in_flight)
-                                         >= network.slots):
-                        yield finished()
-                    current = network
-                    in_flight.append((tag, network.start(x)))
-                while in_flight:
+                # A request is free again once its pass is finished; passes of two networks never overlap.
+                while in_flight and (network is not current or sum(f is not None for _, f in in_flight)
+                                     >= network.slots):
                     yield finished()
+                current = network
+                with torch.inference_mode():
+                    in_flight.append((tag, network.start(x)))
+            while in_flight:
+                yield finished()
         finally:
-            for _, finish in in_flight:
-                if finish is not None:
-                    finish()
+            with torch.inference_mode():
+                for _, finish in in_flight:
+                    if finish is not None:
+                        finish()
 
 
 def prepare_for_inference(model: nn.Module, device: torch.device | str, *, backend: str = "auto",
