@@ -39,8 +39,8 @@ from engine.inference.backends import BackendError
 from Evaluation.metrics import MAE, Smeasure
 from utils import float_between
 
-__all__ = ["DEFAULT_TOLERANCE", "Int8Sets", "int8_sets", "network_inputs", "check_gate", "gate_measures", "FIXED_SET",
-           "add_int8_args"]
+__all__ = ["DEFAULT_TOLERANCE", "Int8Sets", "int8_sets", "network_inputs", "check_gate", "gate_measures", "gate_fails",
+           "FIXED_SET", "add_int8_args"]
 
 DEFAULT_TOLERANCE = 0.005
 # The project's fixed set: synthetic scenes of data.synthetic, calibration from its training part and the gate from
@@ -133,6 +133,12 @@ def gate_measures(run: Callable[[torch.Tensor], torch.Tensor], sets: Int8Sets, s
     return float(smeasure.get_results()["sm"]), float(mae.get_results()["mae"])
 
 
+def gate_fails(moved: tuple[float, float], tolerance: float) -> bool:
+    """Whether an INT8 network that moved S-measure and MAE by ``moved`` from fp32's is worse by more than
+    ``tolerance``: S-measure lower, or MAE higher, by more than it (better is no failure)."""
+    return -moved[0] > tolerance or moved[1] > tolerance
+
+
 def check_gate(reference: Callable[[torch.Tensor], torch.Tensor], quantized: Callable[[torch.Tensor], torch.Tensor],
                sets: Int8Sets, shape: tuple[int, ...], what: str) -> tuple[float, float]:
     """The accuracy gate: S-measure and MAE of ``quantized`` on the gate set at ``shape``, each no worse than
@@ -145,7 +151,7 @@ def check_gate(reference: Callable[[torch.Tensor], torch.Tensor], quantized: Cal
     s_float, mae_float = gate_measures(reference, sets, shape)
     s_int8, mae_int8 = gate_measures(quantized, sets, shape)
     moved = (s_int8 - s_float, mae_int8 - mae_float)
-    if -moved[0] > sets.tolerance or moved[1] > sets.tolerance:
+    if gate_fails(moved, sets.tolerance):
         raise BackendError(f"{what} --precision int8 (calibrated on {sets.calibration_source}) failed the accuracy "
                            f"gate on {sets.gate_source} at {'x'.join(map(str, shape))}: "
                            f"S-measure {s_int8:.4f} (fp32 {s_float:.4f}), MAE "
