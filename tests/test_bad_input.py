@@ -82,6 +82,7 @@ def predict(inputs: Path, out: Path, *names: str | Path, flags: tuple[str, ...] 
     return run("predict.py", "--checkpoint", inputs / "sdnet.pth", "--size", "64", "--out", out, *flags, *names)
 
 
+@pytest.mark.slow  # 8 s, .ci/run runs it; test_a_bomb_in_a_test_set_costs_its_own_map_only is the default set's
 def test_bombs_and_broken_files_in_a_folder_cost_one_line_each(inputs: Path, tmp_path: Path) -> None:
     """The issue's bombs (a header claiming 60000 x 60000 in a few KB; a real 20000 x 20000 PNG of 400 MB pixels in
     under 1 MB), a truncated JPEG, an empty file, a GIF, a text file, a symlink loop and an empty folder beside two

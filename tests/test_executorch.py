@@ -60,8 +60,9 @@ def test_predict_with_executorch_gives_pytorchs_maps_of_real_photos_and_keeps_th
 
 
 @needs_executorch
-@pytest.mark.slow
-@pytest.mark.parametrize(("name", "shape"), [("sdneta", (1, 3, 64, 64)), ("stdnet", (1, 24, 32, 48))])
+@pytest.mark.parametrize(("name", "shape"), [  # SDNet's small program is the default set's parity test of the runtime
+    ("sdnet", (1, 3, 32, 40)), pytest.param("sdneta", (1, 3, 64, 64), marks=pytest.mark.slow),
+    pytest.param("stdnet", (1, 24, 32, 48), marks=pytest.mark.slow)])
 def test_executorch_gives_the_eager_converted_maps(name: str, shape: tuple[int, ...]) -> None:
     model = converted(name)
     x = torch.randn(shape)

@@ -155,6 +155,7 @@ def full_resolution_command(root: Path, savedir: Path, checkpoint: Path, *extra:
     return command
 
 
+@pytest.mark.slow  # 7 s: .ci/run runs it
 def test_full_resolution_maps_never_depend_on_the_other_images(tmp_path: Path, random_sdnet: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Images of 7 sizes, some sizes met again after others, at full resolution (no --size) with the runner keeping

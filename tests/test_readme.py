@@ -192,7 +192,9 @@ def run_torchrun(ctx: Context) -> list[Path]:
     return outputs
 
 
-@pytest.mark.parametrize("command", COMMANDS,
+# torchrun's commands start 2 + 4 processes each (13 s): in the slow set, which .ci/run runs.
+@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.slow) if c.program == "torchrun" else c
+                                     for c in COMMANDS],
                          ids=[f"{c.page}:L{c.line}-{c.program.replace(' ', '-')}" for c in COMMANDS])
 def test_documented_command(command: rs.Command, readme_data, tmp_path, monkeypatch) -> None:
     program = command.program

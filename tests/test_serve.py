@@ -144,6 +144,7 @@ def test_maps_are_predict_pys_bytes(server: Server, inputs: Path, tmp_path: Path
         assert base64.b64decode(record["cutout_png"]) == expected["cutout"]
 
 
+@pytest.mark.slow  # 7 s: .ci/run runs it
 def test_a_video_model_serves_predict_pys_bytes(inputs: Path, tmp_path: Path) -> None:
     """STDNet too: the server sees a photo as predict.py does (a still clip of --nframes copies, its last map kept),
     through the same `Predictor`, so the map, overlay and cut-out are predict.py's bytes."""

@@ -49,9 +49,9 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-# The video generator's case costs 9 s: in the slow set (pytest -m slow), the image generator's by default.
-@pytest.mark.parametrize("script", ["generate_salmaps_sod.py",
-                                    pytest.param("generate_salmaps_vsod.py", marks=pytest.mark.slow)])
+# 7-9 s each (three generator runs, two of them under torchrun): in the slow set, which .ci/run runs.
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["generate_salmaps_sod.py", "generate_salmaps_vsod.py"])
 def test_two_processes_write_what_one_writes(script: str, data: Path, tmp_path: Path) -> None:
     if script == "generate_salmaps_sod.py":
         flags = ["--evaluate", data / "sdnet.pth", "--datadir", data / "data" / "sod", "--testdata", "SYN-TE",

@@ -108,6 +108,7 @@ def uninterrupted_run(synthetic_root, tmp_path_factory) -> tuple[Path, list[str]
     return reference, [line.split("\t", 1)[1] for line in log.read_text().splitlines()]
 
 
+@pytest.mark.slow  # two trainings and a killed one (14 s): .ci/run runs it
 @pytest.mark.parametrize("workers", ["2"])  # -j 0: tests/test_faults.py, at every write point
 def test_resume_after_sigkill_is_bitwise_identical(synthetic_root, uninterrupted_run, tmp_path, workers):
     """SIGKILLed right after epoch 1's checkpoint is in place (data/atomic.py's fault injection), its data workers
@@ -164,6 +165,7 @@ def assert_same_step(one: dict, two: dict, seed: int, name: str = "sdnet", bn: b
         assert key.endswith("num_batches_tracked") or not torch.equal(value, initial[key]), f"{key} took no step"
 
 
+@pytest.mark.slow  # a training under torchrun beside one without (10 s): .ci/run runs it
 def test_ddp_two_gloo_processes_equal_one_process(synthetic_root, tmp_path):
     flags = ("--epochs", "1", "--batch-size", "8", "--max-steps", "1", "--pass-scales", "1.0", "--seed", "9",
              "--warmup", "0", "--val-data", "")
