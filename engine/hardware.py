@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["PRECISIONS", "TORCH_DTYPES", "cpu_flags", "cpu_has_native_bf16", "bf16_channels_last_gradients",
-           "memory_bytes"]
+__all__ = ["PRECISIONS", "TORCH_DTYPES", "cpu_flags", "cpu_has_native_bf16", "cpu_has_int8_dot_products",
+           "bf16_channels_last_gradients", "memory_bytes"]
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # What ``--precision`` takes, in training and at inference (fp16 on CUDA; bf16 where the CPU or GPU has it natively).
@@ -40,6 +40,16 @@ def cpu_flags() -> frozenset[str]:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX)."""
     return bool(NATIVE_BF16_FLAGS & cpu_flags())
+
+
+# VNNI (AVX512 or AVX) or AMX: int8 dot products accumulated in int32. Without them (AVX2 alone), int8 kernels
+# multiply u8 x s8 pairs into saturating int16 sums (vpmaddubsw), slower and less exact.
+INT8_DOT_PRODUCT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def cpu_has_int8_dot_products() -> bool:
+    """Whether this CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8)."""
+    return bool(INT8_DOT_PRODUCT_FLAGS & cpu_flags())
 
 
 # The weight gradients of 3x3 convolutions in bf16 and channels_last (the CDCM's dilated convolutions of 24 channels

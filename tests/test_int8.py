@@ -195,3 +195,67 @@ def test_the_gate_refuses_worse_and_passes_better() -> None:
     assert moved[0] > DEFAULT_TOLERANCE and moved[1] < -DEFAULT_TOLERANCE  # far better on both: passes
     with pytest.raises(BackendError, match="worse than fp32 by more than --gate-tolerance 0.005"):
         check_gate(maps("perfect"), maps("flat"), sets, shape, "--backend test")
+
+
+@pytest.mark.slow  # four quantizations (10 s): .ci/run runs it
+def test_openvino_tries_the_depthwise_convolutions_quantized_first_where_the_cpu_has_int8_dot_products(
+        monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """With VNNI or AMX (`engine.hardware.cpu_has_int8_dot_products`), OpenVINO quantizes the depthwise convolutions
+    first and keeps them in float only when that network fails the gate (a failure stood in for here, the real gate
+    then passing the second network); without them, in float at once. Both keep the one-channel convolutions in
+    float; a network failing the last recipe is the gate's one line (tests above)."""
+    from test_backends import converted
+
+    from engine.inference import runner as inference
+    from engine.inference.backends import openvino as backend
+    from engine.inference.quantization import GateFailed, Int8Sets, check_gate
+
+    model = converted("sdnet")
+    pairs = tuple(make_image(5, index, "sod-test") for index in range(2))
+    sets = Int8Sets(calibration=tuple(rgb for rgb, _ in pairs), gate=pairs, tolerance=1.0)
+    shape = (1, 3, 32, 40)
+    graph = backend.OpenVINOBackend(model, backend.Settings(torch.device("cpu")))._export(shape)
+    ops = list(graph.get_ordered_ops())
+    depthwise = {op.get_friendly_name() for op in ops if op.get_type_name() == "GroupConvolution"}
+    one_channel = {op.get_friendly_name() for op in ops
+                   if op.get_type_name() == "Convolution" and op.output(0).get_partial_shape()[1] == 1}
+    assert len(depthwise) == 15 and len(one_channel) == 5
+    [(_, in_float)] = backend.int8_recipes(graph, int8_dot_products=False)
+    assert set(in_float) == one_channel | depthwise
+    (_, first), (_, second) = backend.int8_recipes(graph, int8_dot_products=True)
+    assert set(first) == one_channel and set(second) == one_channel | depthwise
+
+    def quantized_inputs(graph) -> set[str]:
+        """The convolutions whose input comes through a FakeQuantize (a max-pooling between them)."""
+        def source(op):
+            op = op.input_value(0).get_node()
+            return source(op) if op.get_type_name() == "MaxPool" else op
+        return {op.get_friendly_name() for op in graph.get_ordered_ops()
+                if op.get_type_name() in ("Convolution", "GroupConvolution")
+                and source(op).get_type_name() == "FakeQuantize"}
+
+    gates = []
+
+    def first_fails(reference, quantized, sets, shape, what):
+        gates.append(what)
+        if len(gates) == 1:
+            raise GateFailed("stand-in failure", (-0.5, 0.5))
+        return check_gate(reference, quantized, sets, shape, what)
+
+    monkeypatch.setattr(backend, "check_gate", first_fails)
+    caplog.set_level(logging.INFO, logger=LOGGER_NAME)
+
+    def kept_network(dot_products: bool, first_gate_fails: bool):
+        gates[:] = [] if first_gate_fails else ["no stand-in failure"]
+        monkeypatch.setattr(backend, "cpu_has_int8_dot_products", lambda: dot_products)
+        runner = inference.prepare_for_inference(model, "cpu", precision="int8", threads=1, int8=sets)
+        runner(torch.zeros(shape))
+        [kept] = runner.backend._int8_graphs.values()
+        assert not quantized_inputs(kept) & one_channel
+        return len(gates) - (not first_gate_fails), quantized_inputs(kept) & depthwise
+
+    assert kept_network(dot_products=True, first_gate_fails=False)[1] == depthwise  # passes: all quantized
+    assert kept_network(dot_products=True, first_gate_fails=True) == (2, set())  # fails: all in float
+    assert "failed the accuracy gate (S-measure -0.5000, MAE +0.5000 of fp32's); trying the one-channel and the " \
+           "depthwise convolutions in float" in caplog.text
+    assert kept_network(dot_products=False, first_gate_fails=False) == (1, set())  # AVX2 alone: in float at once

@@ -10,13 +10,14 @@ shape on the calibration images resized to it, so its maps are a function of its
 alone: the same calibration gives the same bytes.
 
 The gate: the quantized network's S-measure and MAE on the gate set, each no worse than the float32 model's at the
-same input shape by more than ``tolerance`` (default 0.005); else `BackendError` with both figures, and nothing is
-kept.
+same input shape by more than ``tolerance`` (default 0.005); else `GateFailed` (a `BackendError`) with both
+figures, and nothing is kept.
 
 What stays in float (docs/runtime.md has the measurements): every convolution with one output channel, the
 saliency head and the attention maps, each of which feeds a sigmoid. Quantizing the head's logits moved the released
 SDNet's S-measure on a real photo by 0.005-0.015; keeping them in float costs nothing measurable in speed. OpenVINO
-also keeps the depthwise convolutions in float, which its CPU plugin runs in f32 either way.
+also keeps the depthwise convolutions in float where quantizing them does not pay or fails the gate
+(`engine.inference.backends.openvino.int8_recipes`).
 """
 
 from __future__ import annotations
@@ -40,13 +41,21 @@ from Evaluation.metrics import MAE, Smeasure
 from utils import float_between
 
 __all__ = ["DEFAULT_TOLERANCE", "Int8Sets", "int8_sets", "network_inputs", "check_gate", "gate_measures", "gate_fails",
-           "FIXED_SET", "add_int8_args"]
+           "GateFailed", "FIXED_SET", "add_int8_args"]
 
 DEFAULT_TOLERANCE = 0.005
 # The project's fixed set: synthetic scenes of data.synthetic, calibration from its training part and the gate from
 # its test part (held out), under a seed of their own.
 _FIXED_SEED, _FIXED_CALIBRATION, _FIXED_GATE = 2025, 60, 40
 FIXED_SET = "the project's fixed set"
+
+
+class GateFailed(BackendError):
+    """A quantized network worse than float32 on the gate set; ``moved``: its (S-measure, MAE) minus fp32's."""
+
+    def __init__(self, message: str, moved: tuple[float, float]) -> None:
+        super().__init__(message)
+        self.moved = moved
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,18 +155,18 @@ def check_gate(reference: Callable[[torch.Tensor], torch.Tensor], quantized: Cal
     S-measure at least fp32's minus it, MAE at most fp32's plus it. Better is no failure: a network fine-tuned
     quantization-aware (`engine.training.qat`) is meant to run quantized, and its float32 maps are the worse ones
     (BENCHMARKS.md, "Quantization-aware fine-tuning"). Returns the quantized network's differences (S-measure, MAE);
-    raises `engine.inference.backends.BackendError` naming ``what`` (the backend's flag) with both figures when
-    either is worse by more than the tolerance."""
+    raises `GateFailed` naming ``what`` (the backend's flag) with both figures when either is worse by more than the
+    tolerance."""
     s_float, mae_float = gate_measures(reference, sets, shape)
     s_int8, mae_int8 = gate_measures(quantized, sets, shape)
     moved = (s_int8 - s_float, mae_int8 - mae_float)
     if gate_fails(moved, sets.tolerance):
-        raise BackendError(f"{what} --precision int8 (calibrated on {sets.calibration_source}) failed the accuracy "
+        raise GateFailed(f"{what} --precision int8 (calibrated on {sets.calibration_source}) failed the accuracy "
                            f"gate on {sets.gate_source} at {'x'.join(map(str, shape))}: "
                            f"S-measure {s_int8:.4f} (fp32 {s_float:.4f}), MAE "
                            f"{mae_int8:.4f} (fp32 {mae_float:.4f}): worse than fp32 by more than --gate-tolerance "
                            f"{sets.tolerance:g}; "
-                           "other --calibration images may pass it, --precision fp32 runs as trained")
+                           "other --calibration images may pass it, --precision fp32 runs as trained", moved)
     return moved
 
 

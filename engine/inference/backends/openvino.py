@@ -12,8 +12,10 @@ Precision: f32 by default (OpenVINO's own default on CPUs with AVX512-BF16 or AM
 about 2e-4); bf16 on request, where the CPU computes bf16 natively; int8 on request: the graph of each input shape
 quantized by NNCF's post-training quantization on the calibration set (per-channel symmetric weights, symmetric
 activations: its "performance" preset; the one-channel convolutions in float, `engine.inference.quantization`) and
-kept only if it passes the accuracy gate. The precision reported is read back from the compiled network (an int8
-network computes in int8 where it is quantized and in f32 elsewhere).
+kept only if it passes the accuracy gate. On a CPU with int8 dot products (VNNI, AMX) the depthwise convolutions are
+quantized too, where that passes the gate, else kept in float; without them, always in float (`int8_recipes`). The
+precision reported is read back from the compiled network (an int8 network computes in int8 where it is quantized
+and in f32 elsewhere).
 """
 
 from __future__ import annotations
@@ -29,19 +31,19 @@ from pathlib import Path
 
 import torch
 
-from engine.hardware import cpu_has_native_bf16
+from engine.hardware import cpu_has_int8_dot_products, cpu_has_native_bf16
 from engine.inference.backends import Backend, BackendError, Network, Settings
 from engine.inference.export import export_onnx, ir_files, quiet_nncf
-from engine.inference.quantization import check_gate, network_inputs
+from engine.inference.quantization import GateFailed, check_gate, network_inputs
 from utils import LOGGER_NAME
 
-__all__ = ["OPENVINO_CONFIG", "openvino_core", "native_bf16", "OpenVINOBackend"]
+__all__ = ["OPENVINO_CONFIG", "openvino_core", "native_bf16", "int8_recipes", "OpenVINOBackend"]
 
 # LATENCY: one request at a time on all threads. Streams override it (see `OpenVINOBackend.compile_config`).
 OPENVINO_CONFIG = {"PERFORMANCE_HINT": "LATENCY"}
 _OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 # Bumped when the way a network is built changes, so that no older cache entry is taken for a newer network.
-_CACHE_FORMAT = "openvino 2"
+_CACHE_FORMAT = "openvino 3"
 
 
 @functools.cache
@@ -59,6 +61,25 @@ def native_bf16() -> bool:
     capabilities); elsewhere OpenVINO would emulate it, slower than f32."""
     return cpu_has_native_bf16() and \
         "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def int8_recipes(graph, int8_dot_products: bool) -> list[tuple[str, list[str]]]:
+    """The post-training quantizations of ``graph`` (an ov.Model) to try in turn, the first that passes the accuracy
+    gate kept: (what it keeps in float, in words; the friendly names of those ops). Always in float: the convolutions
+    of one output channel (the saliency head, the attention maps), each feeding a sigmoid. The depthwise convolutions
+    run in f32 in OpenVINO's CPU plugin either way (its runtime graph: ``brgconv_*_dw_f32``), but quantized, their
+    inputs and outputs fuse with the int8 convolutions beside them: with ``int8_dot_products`` (VNNI, AMX) that runs
+    SDNet at 1.54x fp32 against 1.21x in float (Sapphire Rapids); without them (AVX2 alone) it ran slower than in float
+    (1.14x against 1.19x, AMD Zen 3) and rounded the released SDNet below the gate (S -0.0057), so it is not tried.
+    BENCHMARKS.md and docs/runtime.md give the figures."""
+    ops = graph.get_ordered_ops()
+    one_channel = [op.get_friendly_name() for op in ops
+                   if op.get_type_name() == "Convolution" and op.output(0).get_partial_shape()[1] == 1]
+    depthwise = [op.get_friendly_name() for op in ops if op.get_type_name() == "GroupConvolution"]
+    recipes = [("the one-channel and the depthwise convolutions", one_channel + depthwise)]
+    if int8_dot_products:
+        recipes.insert(0, ("the one-channel convolutions", one_channel))
+    return recipes
 
 
 class _Requests(Network):
@@ -193,27 +214,31 @@ class OpenVINOBackend(Backend):
         if shape in self._int8_graphs:
             return self._int8_graphs[shape]
         sets = self.settings.int8
-        # In float: the one-channel convolutions (the head, the attention maps) and the depthwise ones, which
-        # OpenVINO's CPU plugin runs in f32 anyway (with AVX2 alone and with AVX512-VNNI): quantized, they only
-        # rounded their inputs and weights, which cost S-measure on an AVX2 CPU (docs/runtime.md)
-        in_float = [op.get_friendly_name() for op in graph.get_ordered_ops()
-                    if op.get_type_name() == "GroupConvolution"
-                    or op.get_type_name() == "Convolution" and op.output(0).get_partial_shape()[1] == 1]
         calibration = nncf.Dataset([x.numpy() for x in network_inputs(sets.calibration, shape)])
-        with quiet_nncf():
-            quantized = nncf.quantize(graph, calibration, preset=nncf.QuantizationPreset.PERFORMANCE,
-                                      subset_size=len(sets.calibration),
-                                      ignored_scope=nncf.IgnoredScope(names=in_float))
-        request = openvino_core().compile_model(quantized, "CPU", self.compile_config(1)).create_infer_request()
+        recipes = int8_recipes(graph, cpu_has_int8_dot_products())
+        for number, (in_words, in_float) in enumerate(recipes, 1):
+            with quiet_nncf():
+                quantized = nncf.quantize(graph, calibration, preset=nncf.QuantizationPreset.PERFORMANCE,
+                                          subset_size=len(sets.calibration),
+                                          ignored_scope=nncf.IgnoredScope(names=in_float))
+            request = openvino_core().compile_model(quantized, "CPU", self.compile_config(1)).create_infer_request()
 
-        def run(x: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(request.infer([x.numpy()])[0].copy())
+            def run(x: torch.Tensor, request=request) -> torch.Tensor:
+                return torch.from_numpy(request.infer([x.numpy()])[0].copy())
 
-        with torch.inference_mode():
-            moved = check_gate(self.model, run, sets, shape, "--backend openvino")
-        logging.getLogger(LOGGER_NAME).info("openvino int8 network for input %s passed the accuracy gate on %s: "
-                                            "S-measure %+.4f, MAE %+.4f of fp32's", "x".join(map(str, shape)),
-                                            sets.gate_source, *moved)
+            try:
+                with torch.inference_mode():
+                    moved = check_gate(self.model, run, sets, shape, "--backend openvino")
+                break
+            except GateFailed as failure:
+                if number == len(recipes):
+                    raise
+                logging.getLogger(LOGGER_NAME).info("openvino int8 with %s in float failed the accuracy gate "
+                                                    "(S-measure %+.4f, MAE %+.4f of fp32's); trying %s in float",
+                                                    in_words, *failure.moved, recipes[number][0])
+        logging.getLogger(LOGGER_NAME).info("openvino int8 network for input %s (%s in float) passed the accuracy "
+                                            "gate on %s: S-measure %+.4f, MAE %+.4f of fp32's",
+                                            "x".join(map(str, shape)), in_words, sets.gate_source, *moved)
         self._int8_graphs = {shape: quantized}
         return quantized
 
