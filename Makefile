@@ -8,7 +8,13 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt requirements-deploy.tx
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt -r requirements-deploy.txt
 	touch $@
 
-venv: $(VENV)/.installed
+# The runtime of the page's device mode (onnxruntime-web, pinned with its lock file), served from our own origin;
+# without npm the page runs its server mode only (its device-mode tests skip, saying so).
+node_modules/.installed: package.json package-lock.json
+	if command -v npm >/dev/null; then npm ci --no-audit --no-fund --ignore-scripts --loglevel=error && touch $@; \
+	else echo "npm not found: the page's device mode needs node_modules (npm ci)" >&2; fi
+
+venv: $(VENV)/.installed node_modules/.installed
 
 lint: venv
 	$(VENV)/bin/ruff check .

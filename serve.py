@@ -27,6 +27,7 @@ from engine.inference.predictor import ModelInput, Predictor
 from engine.inference.runner import BackendError, RunnerFlags, add_device_args, runner_from_flags
 from engine.serving.admission import BYTES_PER_PIXEL, available_memory, default_megapixels_in_flight
 from engine.serving.app import ServerLimits, create_app
+from engine.serving.browser import network_onnx
 from engine.serving.protocol import deadlined_protocol
 from engine.serving.service import MapService
 
@@ -145,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
             "timeout": args.timeout, "upload_timeout": args.upload_timeout, "idle_timeout": args.idle_timeout,
             "max_connections": args.max_connections,
             "processes": args.processes, "version": configs.VERSION}
+    # the network as the page's device mode runs it in the browser (image models; a video model's clips: not yet)
+    onnx = network_onnx(model, size) if configs.MODELS[description.model]["kind"] == "image" else None
+    info["in_browser"] = onnx is not None
     limits = ServerLimits(max_bytes=args.max_bytes, max_pixels_in_flight=max_pixels_of(in_flight),
                           upload_timeout=args.upload_timeout, max_requests=args.queue,
                           timeout=args.timeout, idle_timeout=args.idle_timeout,
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("serving %s at %d px on http://%s:%d/ (%d process(es)); the page is at /, the API at /v1/saliency",
                 description.model, size, host, port, args.processes)
     try:
-        app = create_app(service, info, limits, wait_until_ready=args.processes > 1 or args.shared_port)
+        app = create_app(service, info, limits, wait_until_ready=args.processes > 1 or args.shared_port, onnx=onnx)
         # A WebSocket frame over --max-bytes is ours to refuse (a JSON error, the stream goes on), not the protocol
         # layer's (its default closes at 16 MiB): messages up to twice the cap reach the application. uvicorn's own
         # limits: --max-connections open connections (limit_concurrency: a request beyond is 503), idle keep-alive

@@ -4,11 +4,14 @@ Endpoints: ``POST /v1/saliency`` (an image as the multipart field ``file`` or as
 (default: the 8-bit map), ``overlay`` (JPEG), ``cutout`` (RGBA PNG) or ``json`` (all three, base64, with the size
 and timing)), ``GET /health`` (503 until the network is prepared, then 200), ``GET /v1/info`` (what runs) and
 ``GET /`` (the page of `engine/serving/page/index.html`) and ``/v1/stream`` (a WebSocket: live video, one frame's
-map per message). Every refused request gets a 4xx and a one-line JSON reason (``{"error": ...}``) and the server goes
-on: a body over ``max_bytes`` (413), an image over the pixel cap (413), not an image or a format we do not read (415),
-a damaged or cut-short image (400), too many requests at once (503, Retry-After), past ``timeout`` seconds (504), a
-missing or wrong API key (401; every endpoint but ``/health``). Uploads stay in memory; nothing a client sends names
-a file."""
+map per message); for the page's device mode, ``GET /device.js``, ``/ort/<file>`` (onnxruntime-web) and
+``/v1/model.onnx`` (the network at the served size, `engine.serving.browser`). Every response carries the
+cross-origin isolation headers (COOP/COEP: threads for the browser's WASM). Every refused request gets a 4xx and a
+one-line JSON reason (``{"error": ...}``) and the server goes on: a body over ``max_bytes`` (413), an image over the
+pixel cap (413), not an image or a format we do not read (415), a damaged or cut-short image (400), too many
+requests at once (503, Retry-After), past ``timeout`` seconds (504), a missing or wrong API key (401; every endpoint
+but ``/health`` and the page's own files, which hold nothing private). Uploads stay in memory; nothing a client
+sends names a file."""
 
 from __future__ import annotations
 
@@ -21,12 +24,11 @@ import time
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
-from pathlib import Path
 
 import anyio
 import numpy as np
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, HTTPConnection
 
@@ -34,11 +36,12 @@ from data.atomic import encode_image
 from data.guard import DataError, ImageTooLarge, NotAnImage, read_header
 from engine.inference.predictor import Prepared
 from engine.serving.admission import PixelBudget
+from engine.serving.browser import ISOLATION_HEADERS, PAGE_DIR, media_type, runtime_file
 from engine.serving.service import MapService, QueueFull
 
 __all__ = ["ServerLimits", "Endpoints", "create_app", "PAGE"]
 
-PAGE = Path(__file__).with_name("page") / "index.html"
+PAGE = PAGE_DIR / "index.html"
 OUTPUTS = {"png": "image/png", "overlay": "image/jpeg", "cutout": "image/png", "json": "application/json"}
 # The files of each output (`engine.inference.Predictor.files`): json carries all three, base64-encoded.
 OUTPUT_FILES = {"png": ("map",), "overlay": ("overlay",), "cutout": ("cutout",), "json": ("map", "overlay", "cutout")}
@@ -134,8 +137,10 @@ class Endpoints:
     """What the application answers, over one ``service``: its state is the service, ``info`` (served at
     /v1/info), the ``limits``, the decoding threads and the count of requests being served."""
 
-    def __init__(self, service: MapService, info: dict, limits: ServerLimits, wait_until_ready: bool) -> None:
+    def __init__(self, service: MapService, info: dict, limits: ServerLimits, wait_until_ready: bool,
+                 onnx: bytes | None = None) -> None:
         self.service, self.info, self.limits, self.wait_until_ready = service, info, limits, wait_until_ready
+        self.onnx = onnx
         self.decoders = anyio.CapacityLimiter(limits.decoders)
         self.pixels = PixelBudget(limits.max_pixels_in_flight)
         self.admitted = 0
@@ -149,10 +154,15 @@ class Endpoints:
         self.service.close()
 
     async def check_key(self, request: Request, call_next):
-        if request.url.path != "/health" and not _authorised(request, self.limits.api_key):
-            return JSONResponse({"error": "missing or wrong API key (X-API-Key header, Bearer token or ?api_key=)"},
-                                status_code=401)
-        return await call_next(request)
+        path = request.url.path
+        public = path in ("/health", "/", "/device.js") or path.startswith("/ort/")
+        if not public and not _authorised(request, self.limits.api_key):
+            response = JSONResponse({"error": "missing or wrong API key (X-API-Key header, Bearer token or "
+                                              "?api_key=)"}, status_code=401)
+        else:
+            response = await call_next(request)
+        response.headers.update(ISOLATION_HEADERS)
+        return response
 
     async def health(self) -> JSONResponse:
         if self.service.failure is not None:
@@ -167,6 +177,20 @@ class Endpoints:
 
     async def page(self) -> HTMLResponse:
         return HTMLResponse(PAGE.read_text())
+
+    async def device_script(self) -> Response:
+        return Response((PAGE_DIR / "device.js").read_bytes(), media_type=media_type("device.js"))
+
+    async def runtime(self, name: str) -> Response:
+        path = runtime_file(name)
+        if path is None:
+            raise Refused(404, f"no runtime file {name!r} here (the page's runtime is installed by `npm ci`)")
+        return FileResponse(path, media_type=media_type(name))
+
+    async def model(self) -> Response:
+        if self.onnx is None:
+            raise Refused(404, "this server's model does not run in the browser (the device mode runs image models)")
+        return Response(self.onnx, media_type=media_type("model.onnx"))
 
     async def saliency(self, request: Request, output: str = "png") -> Response:
         """POST /v1/saliency: the upload must arrive within ``upload_timeout`` seconds (else 408); then it is
@@ -302,18 +326,22 @@ class Endpoints:
                                               limiter=self.decoders), prepared
 
 
-def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until_ready: bool = False) -> FastAPI:
-    """The application: ``service`` started and stopped with it, ``info`` served at /v1/info. With
+def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until_ready: bool = False,
+               onnx: bytes | None = None) -> FastAPI:
+    """The application: ``service`` started and stopped with it, ``info`` served at /v1/info, ``onnx`` (the network
+    for the browser, `engine.serving.browser.network_onnx`; None: no device mode) at /v1/model.onnx. With
     ``wait_until_ready`` it takes no request before the network is prepared (processes sharing a port: the
     kernel hands a connection to any of them, so none may answer 503 while the others are ready); without, it
     answers from the start, /health 503 until then."""
-    endpoints = Endpoints(service, info, limits, wait_until_ready)
+    endpoints = Endpoints(service, info, limits, wait_until_ready, onnx)
     app = FastAPI(title="SDNet saliency maps", lifespan=endpoints.lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.add_exception_handler(Refused, _refused)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.middleware("http")(endpoints.check_key)
-    for path, endpoint in (("/health", endpoints.health), ("/v1/info", endpoints.about), ("/", endpoints.page)):
+    for path, endpoint in (("/health", endpoints.health), ("/v1/info", endpoints.about), ("/", endpoints.page),
+                           ("/device.js", endpoints.device_script), ("/ort/{name}", endpoints.runtime),
+                           ("/v1/model.onnx", endpoints.model)):
         app.add_api_route(path, endpoint, methods=["GET", "HEAD"])  # HEAD: GET's status and headers
     app.add_api_route("/v1/saliency", endpoints.saliency, methods=["POST"])
     app.add_api_websocket_route("/v1/stream", endpoints.stream)

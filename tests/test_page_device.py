@@ -1,0 +1,109 @@
+"""The page's device mode in a real browser (headless Chromium, Debian's, driven by Selenium): served by serve.py
+with the released SDNet at 320, ``/?run=device`` loads onnxruntime-web and the network from the server's own origin,
+runs WASM (SIMD, two threads: the page is cross-origin isolated), and the map it shows for a real photo is
+predict.py's through ONNX Runtime within 1 grey level on average (the arithmetic is predict.py's; the runtimes sum
+in their own orders, and a map value that lands by a hair on the other side of an integer truncates to the next
+level), while no request carries the photo and none leaves 127.0.0.1 (the browser's own network log)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_onnxruntime import released_sdnet_and_real_photos
+from test_serve import Server, request
+
+import predict
+from engine.serving.browser import RUNTIME_FILES, runtime_file
+
+CHROMEDRIVER = shutil.which("chromedriver")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_browser = pytest.mark.skipif(not (CHROMEDRIVER and CHROMIUM), reason="no chromium/chromedriver (apt install "
+                                   "chromium chromium-driver; .ci/run does)")
+needs_runtime = pytest.mark.skipif(any(runtime_file(name) is None for name in RUNTIME_FILES),
+                                   reason="onnxruntime-web absent (npm ci; make venv does)")
+
+
+def chromium(*flags: str):
+    """Headless Chromium with its network log on."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,900", *flags):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
+    return webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+
+
+def requests_sent(driver) -> list[dict]:
+    """Every request the page made, from the browser's network log: url, method and whether it had a body."""
+    sent = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            made = message["params"]["request"]
+            sent.append({"url": made["url"], "method": made["method"], "body": bool(made.get("hasPostData"))})
+    return sent
+
+
+def shown_map(driver) -> np.ndarray:
+    """The map the page shows (its PNG, decoded), as 8-bit grey."""
+    from selenium.webdriver.common.by import By
+
+    source = driver.find_element(By.ID, "map").get_attribute("src")
+    assert source.startswith("data:image/png;base64,")
+    return cv2.imdecode(np.frombuffer(base64.b64decode(source.split(",", 1)[1]), np.uint8), cv2.IMREAD_GRAYSCALE)
+
+
+@pytest.fixture(scope="module")
+def photos_and_server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("device")
+    checkpoint = released_sdnet_and_real_photos(folder / "photos")
+    server = Server("--checkpoint", checkpoint, "--size", "320", "--api-key", "secret")
+    yield checkpoint, folder, server
+    server.stop()
+
+
+@needs_browser
+@needs_runtime
+def test_device_mode_computes_predict_pys_map_and_sends_no_photo(photos_and_server, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    checkpoint, folder, server = photos_and_server
+    photo = folder / "photos" / "chelsea.png"
+    predict.main(["--checkpoint", str(checkpoint), "--backend", "onnxruntime", "-j", "0", "--no-cache", str(photo),
+                  "--out", str(tmp_path / "predicted")])
+    expected = cv2.imread(str(tmp_path / "predicted" / "chelsea.png"), cv2.IMREAD_GRAYSCALE)
+    assert request(f"{server.url}/")[0] == 200 and request(f"{server.url}/v1/model.onnx")[0] == 401  # key: API only
+    driver = chromium()
+    try:
+        driver.get(f"{server.url}/?run=device&api_key=secret")
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.mode") == "device")
+        assert driver.execute_script("return crossOriginIsolated") is True
+        driver.find_element(By.ID, "file").send_keys(str(photo))
+        status = driver.find_element(By.ID, "status")
+        WebDriverWait(driver, 120).until(lambda d: status.get_attribute("data-done") == "1" or "error" in
+                                         (status.get_attribute("class") or ""))
+        assert status.get_attribute("data-done") == "1", status.text
+        runtime = driver.find_element(By.ID, "runtime")
+        assert runtime.get_attribute("data-runtime") == "WASM (SIMD, 2 threads)", runtime.text
+        assert "computed on this device" in status.text and "nothing is uploaded" in runtime.text
+        shown = shown_map(driver)
+        assert shown.shape == expected.shape
+        difference = np.abs(shown.astype(int) - expected)
+        assert difference.mean() <= 1.0, (difference.mean(), difference.max())
+        links = {name: driver.find_element(By.ID, f"{name}-link").get_attribute("download")
+                 for name in ("map", "overlay", "cutout")}
+        assert links == {"map": "chelsea_map.png", "overlay": "chelsea_overlay.jpg", "cutout": "chelsea_cutout.png"}
+        sent = requests_sent(driver)
+    finally:
+        driver.quit()
+    assert sent and all(item["url"].startswith((server.url + "/", "data:", "blob:")) for item in sent), sent
+    assert not [item for item in sent if item["method"] != "GET" or item["body"]], sent
+    assert any(item["url"].endswith("/v1/model.onnx") for item in sent)
