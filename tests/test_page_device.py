@@ -60,6 +60,17 @@ def shown_map(driver) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(base64.b64decode(source.split(",", 1)[1]), np.uint8), cv2.IMREAD_GRAYSCALE)
 
 
+def finished(driver):
+    """The page's status line once the photo's map is shown or an error is (120 s at most)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    status = driver.find_element(By.ID, "status")
+    WebDriverWait(driver, 120).until(lambda d: status.get_attribute("data-done") == "1" or "error" in
+                                     (status.get_attribute("class") or ""))
+    return status
+
+
 @pytest.fixture(scope="module")
 def photos_and_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("device")
@@ -87,9 +98,7 @@ def test_device_mode_computes_predict_pys_map_and_sends_no_photo(photos_and_serv
         WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.mode") == "device")
         assert driver.execute_script("return crossOriginIsolated") is True
         driver.find_element(By.ID, "file").send_keys(str(photo))
-        status = driver.find_element(By.ID, "status")
-        WebDriverWait(driver, 120).until(lambda d: status.get_attribute("data-done") == "1" or "error" in
-                                         (status.get_attribute("class") or ""))
+        status = finished(driver)
         assert status.get_attribute("data-done") == "1", status.text
         runtime = driver.find_element(By.ID, "runtime")
         assert runtime.get_attribute("data-runtime") == "WASM (SIMD, 2 threads)", runtime.text
@@ -107,3 +116,70 @@ def test_device_mode_computes_predict_pys_map_and_sends_no_photo(photos_and_serv
     assert sent and all(item["url"].startswith((server.url + "/", "data:", "blob:")) for item in sent), sent
     assert not [item for item in sent if item["method"] != "GET" or item["body"]], sent
     assert any(item["url"].endswith("/v1/model.onnx") for item in sent)
+
+
+def serve_folder(folder: Path, isolated: bool):
+    """``folder`` served on 127.0.0.1 (a free port) in a thread, with the isolation headers or without them (as
+    `python -m http.server` and GitHub Pages serve); returns the server (``shutdown()`` stops it)."""
+    import functools
+    import http.server
+    import threading
+
+    from engine.serving.site import _IsolatedFiles
+
+    base = _IsolatedFiles if isolated else type("Plain", (http.server.SimpleHTTPRequestHandler,), {
+        "extensions_map": _IsolatedFiles.extensions_map, "log_message": lambda *args: None})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(base, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@needs_browser
+@needs_runtime
+def test_the_static_site_starts_in_device_mode_and_says_when_it_is_not_isolated(photos_and_server,
+                                                                                 tmp_path: Path) -> None:
+    """`python -m engine.serving.site` writes the page, the runtime and the network; served with its headers the
+    page starts in device mode on two threads and gives predict.py's map; served without them (a host that cannot
+    set headers) it runs on one thread and says why; a damaged model file is a message on the page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from engine.serving import site
+
+    checkpoint, folder, _ = photos_and_server
+    photo = folder / "photos" / "coffee.png"
+    site.main(["--checkpoint", str(checkpoint), "--out", str(tmp_path / "site")])
+    assert (tmp_path / "site" / "_headers").read_text().count("Cross-Origin-") == 3
+    predict.main(["--checkpoint", str(checkpoint), "--backend", "onnxruntime", "-j", "0", "--no-cache", str(photo),
+                  "--out", str(tmp_path / "predicted")])
+    expected = cv2.imread(str(tmp_path / "predicted" / "coffee.png"), cv2.IMREAD_GRAYSCALE)
+    shutil.copytree(tmp_path / "site", tmp_path / "damaged")
+    (tmp_path / "damaged" / "v1" / "model.onnx").write_bytes(b"not a model")
+    for name, isolated, runtime_text in (("site", True, "WASM (SIMD, 2 threads)"),
+                                         ("site", False, "WASM (SIMD, 1 thread: this page is not cross-origin "
+                                                         "isolated, its host sends no COOP/COEP headers)"),
+                                         ("damaged", True, None)):
+        files = serve_folder(tmp_path / name, isolated)
+        driver = chromium()
+        try:
+            driver.get(f"http://127.0.0.1:{files.server_address[1]}/")
+            WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.mode"))
+            assert driver.execute_script("return document.body.dataset.mode") == "device"
+            assert driver.find_element(By.CSS_SELECTOR, 'input[value="server"]').get_attribute("disabled")
+            driver.find_element(By.ID, "file").send_keys(str(photo))
+            status = finished(driver)
+            runtime = driver.find_element(By.ID, "runtime")
+            if runtime_text is None:
+                assert "error" in status.get_attribute("class") and "error" in runtime.get_attribute("class")
+                assert runtime.text.startswith("the network could not be loaded in this browser: "), runtime.text
+                continue
+            assert status.get_attribute("data-done") == "1", status.text
+            assert runtime.get_attribute("data-runtime") == runtime_text
+            difference = np.abs(shown_map(driver).astype(int) - expected)
+            assert difference.mean() <= 1.0, (difference.mean(), difference.max())
+            sent = requests_sent(driver)
+            assert all(item["url"].startswith((f"http://127.0.0.1:{files.server_address[1]}/", "data:", "blob:"))
+                       and item["method"] == "GET" for item in sent), sent
+        finally:
+            driver.quit()
+            files.shutdown()
