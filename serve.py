@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import ssl
 import subprocess
 import sys
 
@@ -48,8 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=argparse.SUPPRESS)
     group.add_argument("--shared-port", action="store_true", help=argparse.SUPPRESS)  # a helper of --processes
     group.add_argument("--api-key", default=None,
-                       help="key every endpoint but /health needs (X-API-Key header, Bearer token or ?api_key=); "
-                            "default: $SDNET_API_KEY, else none")
+                       help="key every endpoint but /health and the page's files needs (X-API-Key header, Bearer "
+                            "token or ?api_key=); default: $SDNET_API_KEY, else none")
+    group.add_argument("--certfile", default=None,
+                       help="serve HTTPS with this certificate (PEM; browsers give the camera to secure pages only, "
+                            "on any origin but localhost)")
+    group.add_argument("--keyfile", default=None, help="the certificate's private key (PEM; with --certfile)")
     group = parser.add_argument_group("limits")
     group.add_argument("--max-bytes", type=utils.int_between(1, 2**30), default=20 * 2**20,
                        help="largest upload in bytes (default 20 MiB; larger: 413)")
@@ -117,6 +122,13 @@ def main(argv: list[str] | None = None) -> None:
     if in_flight is not None and in_flight < args.max_megapixels:
         utils.fail(f"--max-megapixels-in-flight {in_flight:g} is under --max-megapixels {args.max_megapixels:g}: "
                    "an image of the largest size admitted must fit")
+    if bool(args.certfile) != bool(args.keyfile):
+        utils.fail("--certfile and --keyfile go together: give both for HTTPS")
+    if args.certfile:
+        try:  # read now: a certificate uvicorn cannot load would be a traceback at its start
+            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(args.certfile, args.keyfile)
+        except (OSError, ssl.SSLError) as err:
+            utils.fail(f"--certfile {args.certfile} / --keyfile {args.keyfile}: {err.strerror or err}")
     sock = listening_socket(args.host, args.port, shared=args.processes > 1 or args.shared_port)
     import uvicorn  # the server stack is needed by this script only
 
@@ -159,8 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         helpers = [subprocess.Popen([sys.executable, __file__, *one_process(argv), "--shared-port"])
                    for _ in range(args.processes - 1)]
     host, port = sock.getsockname()[:2]
-    logger.info("serving %s at %d px on http://%s:%d/ (%d process(es)); the page is at /, the API at /v1/saliency",
-                description.model, size, host, port, args.processes)
+    logger.info("serving %s at %d px on %s://%s:%d/ (%d process(es)); the page is at /, the API at /v1/saliency",
+                description.model, size, "https" if args.certfile else "http", host, port, args.processes)
     try:
         app = create_app(service, info, limits, wait_until_ready=args.processes > 1 or args.shared_port, onnx=onnx)
         # A WebSocket frame over --max-bytes is ours to refuse (a JSON error, the stream goes on), not the protocol
@@ -171,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         config = uvicorn.Config(app, http=deadlined_protocol(args.upload_timeout), log_level="warning",
                                 access_log=False, ws_max_size=2 * args.max_bytes,
                                 limit_concurrency=args.max_connections, timeout_keep_alive=5, ws_ping_interval=20.0,
-                                ws_ping_timeout=20.0)
+                                ws_ping_timeout=20.0, ssl_certfile=args.certfile, ssl_keyfile=args.keyfile)
         uvicorn.Server(config).run(sockets=[sock])
     finally:
         for helper in helpers:

@@ -183,3 +183,83 @@ def test_the_static_site_starts_in_device_mode_and_says_when_it_is_not_isolated(
         finally:
             driver.quit()
             files.shutdown()
+
+
+@needs_browser
+@needs_runtime
+def test_the_camera_runs_on_the_device(photos_and_server, tmp_path: Path) -> None:
+    """Chromium's fake camera from a real clip, in device mode: each frame's map computed in the browser, one in
+    flight, frames/s shown; no WebSocket is opened and nothing is sent; "Stop the camera" stops it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_serve_page import y4m_clip
+
+    _, _, server = photos_and_server
+    y4m_clip(tmp_path / "clip.y4m")
+    driver = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                      f"--use-file-for-fake-video-capture={tmp_path / 'clip.y4m'}")
+    try:
+        driver.get(f"{server.url}/?run=device&api_key=secret")
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.mode") == "device")
+        button = driver.find_element(By.ID, "camera-button")
+        button.click()
+        status = driver.find_element(By.ID, "live-status")
+        WebDriverWait(driver, 120).until(lambda d: int(status.get_attribute("data-frames") or 0) >= 5)
+        assert status.text.startswith("320 x 240: ") and " frames/s on this device (the network took " in status.text
+        assert float(status.text.split(": ")[1].split(" frames/s")[0]) > 0
+        shown_size = "const img = document.getElementById('live-map'); return [img.naturalWidth, img.naturalHeight];"
+        assert WebDriverWait(driver, 30).until(lambda d: (size := d.execute_script(shown_size))[0] > 0 and size) == \
+            [320, 240]
+        assert button.text == "Stop the camera"
+        button.click()
+        assert button.text == "Use the camera" and not driver.find_element(By.ID, "live").is_displayed()
+        frames = int(status.get_attribute("data-frames"))
+        log = [json.loads(entry["message"])["message"] for entry in driver.get_log("performance")]
+    finally:
+        driver.quit()
+    assert not [m for m in log if m["method"].startswith("Network.webSocket")]
+    assert not [m for m in log if m["method"] == "Network.requestWillBeSent"
+                and m["params"]["request"]["method"] != "GET"]
+    assert frames >= 5
+
+
+def test_serve_py_serves_https_with_a_given_certificate(tmp_path: Path) -> None:
+    """--certfile / --keyfile: the page over HTTPS (browsers give the camera to secure pages only), with the
+    isolation headers; a key that does not fit is one line, exit 2."""
+    import os
+    import ssl
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from test_serve import REPO, free_port
+
+    checkpoint = released_sdnet_and_real_photos(tmp_path / "photos")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    bad = subprocess.run([sys.executable, str(REPO / "serve.py"), "--checkpoint", str(checkpoint), "--size", "64",
+                          "--port", "0", "--certfile", str(cert), "--keyfile", str(cert)], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--keyfile" in bad.stderr, bad.stderr
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(REPO / "serve.py"), "--checkpoint", str(checkpoint), "--size",
+                                "64", "--port", str(port), "--certfile", str(cert), "--keyfile", str(key)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    context = ssl.create_default_context(cafile=str(cert))
+    context.check_hostname = False
+    try:
+        deadline, answer = time.monotonic() + 120, None
+        while answer is None and time.monotonic() < deadline:
+            try:
+                answer = urllib.request.urlopen(f"https://127.0.0.1:{port}/", context=context, timeout=5)
+            except OSError:
+                assert process.poll() is None, process.communicate()[1]
+                time.sleep(0.3)
+        assert answer is not None and answer.status == 200 and b"<html" in answer.read()
+        assert answer.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    finally:
+        process.terminate()
+        process.wait(20)
