@@ -1,8 +1,10 @@
-"""The screenshot of serve.py's page in the README (docs/serve_page.png): headless Chromium (Debian's chromium and
-chromium-driver, Selenium) drops matplotlib's sample photograph (grace_hopper.jpg) into the page of a server
-running the released SDNet (../shared/reference/checkpoints/sdnet_from_scratch.pth).
+"""The screenshots of serve.py's page in docs/serving.md (docs/serve_page.png, and in device mode
+docs/page_device.png): headless Chromium (Debian's chromium and chromium-driver, Selenium) drops matplotlib's sample
+photograph (grace_hopper.jpg) into the page of a server running the released SDNet
+(../shared/reference/checkpoints/sdnet_from_scratch.pth); ``--mode device`` opens ``/?run=device``, where the map
+is computed in the browser.
 
-Usage: .venv/bin/python bench/page_screenshot.py [--checkpoint PATH] [--out docs/serve_page.png]
+Usage: .venv/bin/python bench/page_screenshot.py [--checkpoint PATH] [--mode server|device] [--out PATH]
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", default=str(REPO.parent / "shared" / "reference" / "checkpoints" /
                                                     "sdnet_from_scratch.pth"))
-    parser.add_argument("--out", default=str(REPO / "docs" / "serve_page.png"))
+    parser.add_argument("--mode", choices=("server", "device"), default="server")
+    parser.add_argument("--out", default=None, help="default: docs/serve_page.png (device: docs/page_device.png)")
     args = parser.parse_args(argv)
+    out = args.out or str(REPO / "docs" / ("serve_page.png" if args.mode == "server" else "page_device.png"))
     import matplotlib.cbook
     from selenium import webdriver
     from selenium.webdriver.common.by import By
@@ -52,17 +56,18 @@ def main(argv: list[str] | None = None) -> None:
                 photo.write_bytes(sample.read())
             driver = webdriver.Chrome(options=options,
                                       service=webdriver.ChromeService(executable_path=shutil.which("chromedriver")))
-            driver.get(f"http://127.0.0.1:{port}/")
+            driver.get(f"http://127.0.0.1:{port}/" + ("?run=device" if args.mode == "device" else ""))
+            WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.body.dataset.mode"))
             driver.find_element(By.ID, "file").send_keys(str(photo))
             WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "status").get_attribute("data-done"))
             time.sleep(0.5)
-            driver.save_screenshot(args.out)
+            driver.save_screenshot(out)
     finally:
         if driver is not None:
             driver.quit()
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
-    print(args.out)
+    print(out)
 
 
 if __name__ == "__main__":

@@ -56,10 +56,11 @@ IN_PROCESS = {
 SUBPROCESS = ("bash eval_sod.sh", "bash eval_vsod.sh", "python dataset/generate_lists.py", "torchrun")
 # Installation and the suite: `make demo` / `make test` / `make test-isa` (.ci/run) do the same; downloads and
 # SLURM: tests/test_{hub,train}.py; the server and its clients (a long-running process, a browser, curl):
-# tests/test_serve.py, tests/test_serve_page.py.
+# tests/test_serve.py, tests/test_serve_page.py; the static site: tests/test_page_device.py.
 COVERED_ELSEWHERE = {"make demo", "make test", "make test-isa", "make test-ci-slow", "make venv", "python -m venv",
                      "source .venv/bin/activate", "pip install", "python -m pytest", "python -m engine.hub",
-                     "srun python", "python serve.py", "python -m webbrowser", "curl"}
+                     "srun python", "python serve.py", "python -m webbrowser", "curl",
+                     "python -m engine.serving.site"}
 
 
 @pytest.fixture(scope="session")

@@ -90,15 +90,17 @@ export async function decode(file) {
   return {rgba: pixels, width: bitmap.width, height: bitmap.height, bitmap};
 }
 
-// A loaded network: ``run(rgba, width, height)`` gives the 8-bit map and the seconds of each step.
-export async function loadNetwork(modelBytes, size, wantWebGPU = true) {
+// A loaded network: ``run(rgba, width, height)`` gives the 8-bit map and the seconds of each step. ``threads``: WASM
+// threads (default: the cores, at most 4, where the page is cross-origin isolated, else 1); ``webgpu``: false keeps
+// to WASM where the browser offers WebGPU.
+export async function loadNetwork(modelBytes, size, {threads = null, webgpu = true} = {}) {
   let adapter = null;
-  if (wantWebGPU && navigator.gpu) {
+  if (webgpu && navigator.gpu) {
     try { adapter = await navigator.gpu.requestAdapter(); } catch (err) { adapter = null; }
   }
   const ort = await import(adapter ? "./ort/ort.webgpu.min.mjs" : "./ort/ort.wasm.min.mjs");
   ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
-  const threads = crossOriginIsolated ? Math.min(navigator.hardwareConcurrency || 1, 4) : 1;
+  threads = crossOriginIsolated ? Math.max(1, threads || Math.min(navigator.hardwareConcurrency || 1, 4)) : 1;
   ort.env.wasm.numThreads = threads;
   const session = await ort.InferenceSession.create(modelBytes, {executionProviders: [adapter ? "webgpu" : "wasm"],
                                                                  graphOptimizationLevel: "all"});
