@@ -8,6 +8,7 @@ The site's layout is the server's: ``index.html``, ``device.js``, ``ort/<file>``
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import tempfile
@@ -18,6 +19,7 @@ from torch import nn
 
 from data.atomic import atomic_path
 from engine.inference.export import export_onnx
+from models.dcr import skip_zero_pre_biases
 
 __all__ = ["RUNTIME_DIR", "RUNTIME_FILES", "ISOLATION_HEADERS", "PAGE_FILES", "runtime_file", "media_type",
            "network_onnx", "write_site", "SITE_HEADERS"]
@@ -53,7 +55,10 @@ def media_type(name: str) -> str:
 
 def network_onnx(model: nn.Module, size: int) -> bytes:
     """The converted image ``model`` as ONNX bytes for inputs (1, 3, size, size) -> (1, 1, size, size): the graph
-    predict.py's onnxruntime backend runs, at one fixed shape (the browser runs one size)."""
+    predict.py's onnxruntime backend runs (the pre-biases that are exactly zero skipped, as every backend does: the
+    same outputs, one add of each block's input fewer), at one fixed shape (the browser runs one size)."""
+    model = copy.deepcopy(model).eval()
+    skip_zero_pre_biases(model)
     with tempfile.TemporaryDirectory(prefix="sdnet-page-") as folder:
         path = Path(folder) / "network.onnx"
         export_onnx(model, torch.zeros(1, 3, size, size), path)
