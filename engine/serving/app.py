@@ -4,7 +4,7 @@ Endpoints: ``POST /v1/saliency`` (an image as the multipart field ``file`` or as
 (default: the 8-bit map), ``overlay`` (JPEG), ``cutout`` (RGBA PNG) or ``json`` (all three, base64, with the size
 and timing)), ``GET /health`` (503 until the network is prepared, then 200), ``GET /v1/info`` (what runs) and
 ``GET /`` (the page of `engine/serving/page/index.html`) and ``/v1/stream`` (a WebSocket: live video, one frame's
-map per message); for the page's device mode, ``GET /device.js``, ``/ort/<file>`` (onnxruntime-web) and
+map per message); the page's scripts (``GET /page.js`` ...), for its device mode ``/ort/<file>`` (onnxruntime-web) and
 ``/v1/model.onnx`` (the network at the served size, `engine.serving.browser`). Every response carries the
 cross-origin isolation headers (COOP/COEP: threads for the browser's WASM). Every refused request gets a 4xx and a
 one-line JSON reason (``{"error": ...}``) and the server goes on: a body over ``max_bytes`` (413), an image over the
@@ -36,7 +36,7 @@ from data.atomic import encode_image
 from data.guard import DataError, ImageTooLarge, NotAnImage, read_header
 from engine.inference.predictor import Prepared
 from engine.serving.admission import PixelBudget
-from engine.serving.browser import ISOLATION_HEADERS, PAGE_DIR, media_type, runtime_file
+from engine.serving.browser import ISOLATION_HEADERS, PAGE_DIR, PAGE_FILES, media_type, runtime_file
 from engine.serving.service import MapService, QueueFull
 
 __all__ = ["ServerLimits", "Endpoints", "create_app", "PAGE"]
@@ -155,7 +155,7 @@ class Endpoints:
 
     async def check_key(self, request: Request, call_next):
         path = request.url.path
-        public = path in ("/health", "/", "/device.js") or path.startswith("/ort/")
+        public = path in ("/health", "/") or path[1:] in PAGE_FILES or path.startswith("/ort/")
         if not public and not _authorised(request, self.limits.api_key):
             response = JSONResponse({"error": "missing or wrong API key (X-API-Key header, Bearer token or "
                                               "?api_key=)"}, status_code=401)
@@ -178,8 +178,10 @@ class Endpoints:
     async def page(self) -> HTMLResponse:
         return HTMLResponse(PAGE.read_text())
 
-    async def device_script(self) -> Response:
-        return Response((PAGE_DIR / "device.js").read_bytes(), media_type=media_type("device.js"))
+    async def script(self, name: str) -> Response:
+        if f"{name}.js" not in PAGE_FILES:
+            raise Refused(404, f"no file {name}.js here")
+        return Response((PAGE_DIR / f"{name}.js").read_bytes(), media_type=media_type(f"{name}.js"))
 
     async def runtime(self, name: str) -> Response:
         path = runtime_file(name)
@@ -340,7 +342,7 @@ def create_app(service: MapService, info: dict, limits: ServerLimits, wait_until
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.middleware("http")(endpoints.check_key)
     for path, endpoint in (("/health", endpoints.health), ("/v1/info", endpoints.about), ("/", endpoints.page),
-                           ("/device.js", endpoints.device_script), ("/ort/{name}", endpoints.runtime),
+                           ("/{name}.js", endpoints.script), ("/ort/{name}", endpoints.runtime),
                            ("/v1/model.onnx", endpoints.model)):
         app.add_api_route(path, endpoint, methods=["GET", "HEAD"])  # HEAD: GET's status and headers
     app.add_api_route("/v1/saliency", endpoints.saliency, methods=["POST"])

@@ -3,7 +3,7 @@ as ONNX at the served input size, the onnxruntime-web files it loads (the pinned
 from the page's own origin, never a CDN), and the headers that make the page cross-origin isolated, without which
 the browser gives WASM one thread. `write_site` writes all of it, with the page, as a static folder.
 
-The site's layout is the server's: ``index.html``, ``device.js``, ``ort/<file>``, ``v1/info`` (what runs, with
+The site's layout is the server's: the page (`PAGE_FILES`), ``ort/<file>``, ``v1/info`` (what runs, with
 ``"static": true``) and ``v1/model.onnx``, so the page fetches the same relative paths from either."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = ["RUNTIME_DIR", "RUNTIME_FILES", "ISOLATION_HEADERS", "PAGE_FILES", "r
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE_DIR = Path(__file__).with_name("page")
-PAGE_FILES = ("index.html", "device.js")
+PAGE_FILES = ("index.html", "page.js", "compose.js", "device.js")
 RUNTIME_DIR = REPO / "node_modules" / "onnxruntime-web" / "dist"
 # The WASM build (SIMD, threads) and the WebGPU build with its WASM fallback: the entry modules and what they load.
 RUNTIME_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm",
