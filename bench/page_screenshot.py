@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
                               cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, start_new_session=True)
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1500,860"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1400"):
         options.add_argument(flag)
     driver = None
     try:
