@@ -158,9 +158,9 @@ def main(argv: list[str] | None = None) -> None:
             "timeout": args.timeout, "upload_timeout": args.upload_timeout, "idle_timeout": args.idle_timeout,
             "max_connections": args.max_connections,
             "processes": args.processes, "version": configs.VERSION}
-    # the network as the page's device mode runs it in the browser (image models; a video model's clips: not yet)
-    onnx = network_onnx(model, size) if configs.MODELS[description.model]["kind"] == "image" else None
-    info["in_browser"] = onnx is not None
+    # the network as the page's device mode runs it in the browser (a video model: on clips of its frames)
+    onnx = network_onnx(model, size, model_input.nframes)
+    info.update(in_browser=True, frames=model_input.nframes)
     limits = ServerLimits(max_bytes=args.max_bytes, max_pixels_in_flight=max_pixels_of(in_flight),
                           upload_timeout=args.upload_timeout, max_requests=args.queue,
                           timeout=args.timeout, idle_timeout=args.idle_timeout,

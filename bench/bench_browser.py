@@ -1,16 +1,18 @@
 """The page's device mode in headless Chromium against OpenVINO fp32 on the same cores, in one run.
 
     .venv/bin/python bench/bench_browser.py [--sizes 320 224] [--threads 1 2] [--rounds 5] [--passes 10] [--md PATH]
+        [--checkpoint PATH [--nframes T]]
 
-For the released SDNet at each size: the static site (`python -m engine.serving.site`) served on 127.0.0.1 with its
-isolation headers; for each WASM thread count a fresh browser opens ``/?threads=N`` (device mode), and the page's
-own clock gives the *cold first map*: the page's navigation start to its network loaded (page, runtime, model:
-``data-loaded-at``) plus the first pass on a real photo (scikit-image's chelsea, 451 x 300: resize, network, map at
-the photo's size). Then rounds alternate, each ``--passes`` maps through the browser (each thread count, its page
-kept open) and as many through `engine.inference.prepare_for_inference` with OpenVINO fp32 on the same thread
-counts: *warm per map* is the median over the rounds of each round's median, for the network pass alone (``network``)
-and for the whole map (``total``: the page's resize and upsampling included; OpenVINO's runner pass is its network
-alone). Chromium's version and the CPU model are printed with the table.
+For the released SDNet (or ``--checkpoint``: a video model runs a photo as a still clip of its ``--nframes``, the
+cost of each map in the camera's clips too) at each size: the static site (`python -m engine.serving.site`) served
+on 127.0.0.1 with its isolation headers; for each WASM thread count a fresh browser opens ``/?threads=N`` (device
+mode), and the page's own clock gives the *cold first map*: the page's navigation start to its network loaded (page,
+runtime, model: ``data-loaded-at``) plus the first pass on a real photo (scikit-image's chelsea, 451 x 300: resize,
+network, map at the photo's size). Then rounds alternate, each ``--passes`` maps through the browser (each thread
+count, its page kept open) and as many through `engine.inference.prepare_for_inference` with OpenVINO fp32 on the
+same thread counts: *warm per map* is the median over the rounds of each round's median, for the network pass alone
+(``network``) and for the whole map (``total``: the page's resize and upsampling included; OpenVINO's runner pass is
+its network alone). Chromium's version and the CPU model are printed with the table.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--passes", type=int, default=10)
     parser.add_argument("--md", default=None, metavar="PATH", help="also write the Markdown table here")
+    parser.add_argument("--checkpoint", default=str(CHECKPOINT), help="default: the released SDNet")
+    parser.add_argument("--nframes", type=int, default=None, help="a video model's frames per clip (default: 8)")
     return parser
 
 
@@ -91,14 +95,19 @@ def main(argv: list[str] | None = None) -> None:
     from models import load_model
 
     photo = photo_data_url()
-    model, _ = load_model(CHECKPOINT)
+    options = {"nframes": args.nframes} if args.nframes else {}
+    model, description = load_model(args.checkpoint, **options)
+    frames = (description.nframes or 8) if description.kind == "video" else 1
+    name = {"sdnet": "SDNet", "sdneta": "SDNet-A", "stdnet": "STDNet", "stdneta": "STDNet-A"}[description.model] + \
+        (f", clip of {frames}" if frames > 1 else "")
     version = subprocess.run([shutil.which("chromium") or "chromium", "--version"], capture_output=True,
                              text=True).stdout.strip()
     rows = []
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="sdnet-site-") as folder:
-            site.main(["--checkpoint", str(CHECKPOINT), "--size", str(size), "--out", folder])
+            site.main(["--checkpoint", str(args.checkpoint), "--size", str(size), "--out", folder,
+                       *(["--nframes", str(frames)] if frames > 1 else [])])
             handler = functools.partial(_IsolatedFiles, directory=folder)
             files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
             threading.Thread(target=files.serve_forever, daemon=True).start()
@@ -112,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                     assert "error" not in first, first
                     cold[threads] = (first["loadedAt"] / 1000 + first["times"][0]["total"], first["runtime"])
                     runners = inference.prepare_for_inference(model, "cpu", backend="openvino", threads=threads)
-                    x = torch.randn(1, 3, size, size)
+                    x = torch.randn(1, 3 * frames, size, size)
                     runners(x)
                     openvino[threads] = (functools.partial(runners, x), [])
                     browser[threads] = []
@@ -138,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
                 network = statistics.median(b[0] for b in browser[threads])
                 total = statistics.median(b[1] for b in browser[threads])
                 ov = statistics.median(openvino[threads][1])
-                rows.append(f"| SDNet @{size} | {threads} | {cold[threads][1]} | {cold[threads][0]:.2f} | "
+                rows.append(f"| {name} @{size} | {threads} | {cold[threads][1]} | {cold[threads][0]:.2f} | "
                             f"{network * 1000:.1f} | {total * 1000:.1f} | {ov * 1000:.1f} | {network / ov:.2f}x |")
     table = "\n".join([
         f"{started}, {device_name(torch.device('cpu'))}, {version}, batch 1, chelsea 451 x 300",

@@ -263,3 +263,43 @@ def test_serve_py_serves_https_with_a_given_certificate(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(20)
+
+
+@needs_browser
+@needs_runtime
+def test_a_video_model_runs_on_the_device_on_clips(photos_and_server, tmp_path: Path) -> None:
+    """STDNet (the golden weights) in device mode: a photo is a still clip of its 8 frames, its last map kept, as
+    predict.py keeps it (within 1 grey level on average); the camera runs clips of the last 8 frames."""
+    from reference import REFERENCE
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_serve_page import y4m_clip
+
+    weights = REFERENCE / "golden" / "stdnet_golden_weights.pth"
+    if not weights.is_file():
+        pytest.skip(f"reference data absent: {weights}")
+    _, folder, _ = photos_and_server
+    photo = folder / "photos" / "chelsea.png"
+    flags = ["--checkpoint", str(weights), "--nframes", "8", "--size", "96"]
+    predict.main([*flags, "--backend", "onnxruntime", "-j", "0", "--no-cache", str(photo), "--out",
+                  str(tmp_path / "predicted")])
+    expected = cv2.imread(str(tmp_path / "predicted" / "chelsea.png"), cv2.IMREAD_GRAYSCALE)
+    server = Server(*flags)
+    y4m_clip(tmp_path / "clip.y4m")
+    driver = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                      f"--use-file-for-fake-video-capture={tmp_path / 'clip.y4m'}")
+    try:
+        driver.get(f"{server.url}/?run=device")
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.mode") == "device")
+        driver.find_element(By.ID, "file").send_keys(str(photo))
+        status = finished(driver)
+        assert status.get_attribute("data-done") == "1", status.text
+        difference = np.abs(shown_map(driver).astype(int) - expected)
+        assert difference.mean() <= 1.0, (difference.mean(), difference.max())
+        driver.find_element(By.ID, "camera-button").click()
+        live = driver.find_element(By.ID, "live-status")
+        WebDriverWait(driver, 120).until(lambda d: int(live.get_attribute("data-frames") or 0) >= 3)
+        assert " for the last clip of 8 frames, WASM (SIMD, 2 threads))" in live.text, live.text
+    finally:
+        driver.quit()
+        server.stop()

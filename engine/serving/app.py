@@ -191,7 +191,7 @@ class Endpoints:
 
     async def model(self) -> Response:
         if self.onnx is None:
-            raise Refused(404, "this server's model does not run in the browser (the device mode runs image models)")
+            raise Refused(404, "this server has no network for the browser")
         return Response(self.onnx, media_type=media_type("model.onnx"))
 
     async def saliency(self, request: Request, output: str = "png") -> Response:

@@ -53,15 +53,16 @@ def media_type(name: str) -> str:
     return _MEDIA_TYPES.get(Path(name).suffix, "application/octet-stream")
 
 
-def network_onnx(model: nn.Module, size: int) -> bytes:
-    """The converted image ``model`` as ONNX bytes for inputs (1, 3, size, size) -> (1, 1, size, size): the graph
-    predict.py's onnxruntime backend runs (the pre-biases that are exactly zero skipped, as every backend does: the
-    same outputs, one add of each block's input fewer), at one fixed shape (the browser runs one size)."""
+def network_onnx(model: nn.Module, size: int, frames: int = 1) -> bytes:
+    """The converted ``model`` as ONNX bytes for inputs (1, 3 ``frames``, size, size) -> (``frames``, 1, size, size)
+    (an image model: one frame; a video model: its clip): the graph predict.py's onnxruntime backend runs (the
+    pre-biases that are exactly zero skipped, as every backend does: the same outputs, one add of each block's input
+    fewer), at one fixed shape (the browser runs one size)."""
     model = copy.deepcopy(model).eval()
     skip_zero_pre_biases(model)
     with tempfile.TemporaryDirectory(prefix="sdnet-page-") as folder:
         path = Path(folder) / "network.onnx"
-        export_onnx(model, torch.zeros(1, 3, size, size), path)
+        export_onnx(model, torch.zeros(1, 3 * frames, size, size), path)
         return path.read_bytes()
 
 

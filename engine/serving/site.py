@@ -25,13 +25,15 @@ from utils import fail, input_size, int_between, setup_logger
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine.serving.site", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="an image model's checkpoint (released or ours)")
+    parser.add_argument("--checkpoint", required=True, help="a model's checkpoint (released or ours; a video model "
+                                                            "runs on clips of its frames)")
     parser.add_argument("--size", type=input_size, default=None,
-                        help="square network input size in pixels (default: the model's, sdnet 320, sdneta 384)")
+                        help="square network input size in pixels (default: the model's: sdnet 320, sdneta 384, "
+                             "video models 256)")
     parser.add_argument("--out", default="site", help="the folder to write (default: site/)")
     parser.add_argument("--serve", type=int_between(0, 65535), default=None, metavar="PORT",
                         help="then serve the folder on http://127.0.0.1:PORT/ with its headers (0: a free port)")
-    add_model_args(parser, kind="image")
+    add_model_args(parser)
     return parser
 
 
@@ -55,13 +57,14 @@ def main(argv: list[str] | None = None) -> None:
     logger = setup_logger()
     if (why := unwritable(args.out, folder=True)) is not None:
         fail(f"--out {args.out}: {why}")
-    model, description = model_from_flags(ModelFlags.from_args(args), args.checkpoint, kind="image")
-    size = ModelInput.of(description, args.size).size
+    model, description = model_from_flags(ModelFlags.from_args(args), args.checkpoint)
+    model_input = ModelInput.of(description, args.size)
+    size = model_input.size
     info = {"model": description.model, "bn": description.bn, "size": size, "precision": "fp32",
             "backend": "onnxruntime-web", "device": "browser", "checkpoint": os.path.basename(args.checkpoint),
-            "in_browser": True, "version": configs.VERSION}
+            "in_browser": True, "frames": model_input.nframes, "version": configs.VERSION}
     try:
-        written = write_site(Path(args.out), network_onnx(model, size), info)
+        written = write_site(Path(args.out), network_onnx(model, size, model_input.nframes), info)
     except FileNotFoundError as err:
         fail(str(err))
     total = sum(path.stat().st_size for path in written)

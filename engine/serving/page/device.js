@@ -90,10 +90,12 @@ export async function decode(file) {
   return {rgba: pixels, width: bitmap.width, height: bitmap.height, bitmap};
 }
 
-// A loaded network: ``run(rgba, width, height)`` gives the 8-bit map and the seconds of each step. ``threads``: WASM
-// threads (default: the cores, at most 4, where the page is cross-origin isolated, else 1); ``webgpu``: false keeps
-// to WASM where the browser offers WebGPU.
-export async function loadNetwork(modelBytes, size, {threads = null, webgpu = true} = {}) {
+// A loaded network. ``run(rgba, width, height)``: the 8-bit map of an image and the seconds of each step (a video
+// model sees it as a still clip, its last map kept, as predict.py and the server do). A video model's clips:
+// ``prepare(rgba, width, height)`` gives one frame's input, ``runClip(inputs, width, height)`` the map of the last
+// of ``frames`` prepared frames. ``threads``: WASM threads (default: the cores, at most 4, where the page is
+// cross-origin isolated, else 1); ``webgpu``: false keeps to WASM where the browser offers WebGPU.
+export async function loadNetwork(modelBytes, size, {threads = null, webgpu = true, frames = 1} = {}) {
   let adapter = null;
   if (webgpu && navigator.gpu) {
     try { adapter = await navigator.gpu.requestAdapter(); } catch (err) { adapter = null; }
@@ -106,19 +108,31 @@ export async function loadNetwork(modelBytes, size, {threads = null, webgpu = tr
                                                                  graphOptimizationLevel: "all"});
   const runtime = adapter ? "WebGPU" : `WASM (SIMD, ${threads} thread${threads > 1 ? "s" : ""}` +
     (crossOriginIsolated ? ")" : ": this page is not cross-origin isolated, its host sends no COOP/COEP headers)");
-  const input = session.inputNames[0], output = session.outputNames[0];
+  const input = session.inputNames[0], output = session.outputNames[0], plane = 3 * size * size;
+  const prepare = (rgba, width, height) => networkInput(rgba, width, height, size);
+  async function runClip(inputs, width, height) {
+    const started = performance.now();
+    const data = new Float32Array(frames * plane);
+    inputs.forEach((x, t) => data.set(x, t * plane));
+    const tensor = new ort.Tensor("float32", data, [1, 3 * frames, size, size]);
+    const prepared = performance.now();
+    const result = await session.run({[input]: tensor});
+    const ran = performance.now();
+    const last = result[output].data.subarray((frames - 1) * size * size, frames * size * size);
+    const map = mapToUint8(last, size, width, height);
+    const done = performance.now();
+    return {map, seconds: {prepare: (prepared - started) / 1000, network: (ran - prepared) / 1000,
+                           upsample: (done - ran) / 1000, total: (done - started) / 1000}};
+  }
   return {
-    runtime, threads, size,
+    runtime, threads, size, frames, prepare, runClip,
     async run(rgba, width, height) {
       const started = performance.now();
-      const tensor = new ort.Tensor("float32", networkInput(rgba, width, height, size), [1, 3, size, size]);
-      const prepared = performance.now();
-      const result = await session.run({[input]: tensor});
-      const ran = performance.now();
-      const map = mapToUint8(result[output].data, size, width, height);
-      const done = performance.now();
-      return {map, seconds: {prepare: (prepared - started) / 1000, network: (ran - prepared) / 1000,
-                             upsample: (done - ran) / 1000, total: (done - started) / 1000}};
+      const x = prepare(rgba, width, height);
+      const answer = await runClip(Array(frames).fill(x), width, height);
+      answer.seconds.prepare += (performance.now() - started) / 1000 - answer.seconds.total;
+      answer.seconds.total = (performance.now() - started) / 1000;
+      return answer;
     },
   };
 }

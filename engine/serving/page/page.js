@@ -42,7 +42,7 @@ async function loadInfo() {
   if (info.static) server.disabled = true;
   if (info.in_browser === false) {
     device.disabled = true;
-    runtime.textContent = "(this server's model does not run in the browser: the device mode runs image models)";
+    runtime.textContent = "(this server's model does not run in the browser)";
   } else if (info.static || new URLSearchParams(location.search).get("run") === "device") {
     device.checked = true;
   }
@@ -77,7 +77,8 @@ async function deviceNetwork() {
       const response = await fetch("v1/model.onnx", {headers: headers()});
       if (!response.ok) throw new Error(`v1/model.onnx: ${response.status} ${response.statusText}`);
       const threads = Number(new URLSearchParams(location.search).get("threads")) || null;
-      const loaded = await device.loadNetwork(new Uint8Array(await response.arrayBuffer()), info.size, {threads});
+      const loaded = await device.loadNetwork(new Uint8Array(await response.arrayBuffer()), info.size,
+                                              {threads, frames: info.frames || 1});
       runtime.textContent = `runs here: ${loaded.runtime}; loaded in ${((performance.now() - started) / 1000)
         .toFixed(2)} s; nothing is uploaded`;
       runtime.dataset.runtime = loaded.runtime;
@@ -323,9 +324,13 @@ async function camera() {
     if (mode() === "device") {
       const {loaded} = await deviceNetwork();
       const started = performance.now();
+      const clip = [];  // a video model's last frames, prepared (the first frame repeated until there are enough)
       while (!stopped) {
         const context = grab(), width = canvas.width, height = canvas.height;
-        const answer = await loaded.run(context.getImageData(0, 0, width, height).data, width, height);
+        clip.push(loaded.prepare(context.getImageData(0, 0, width, height).data, width, height));
+        while (clip.length < loaded.frames) clip.unshift(clip[0]);
+        if (clip.length > loaded.frames) clip.shift();
+        const answer = await loaded.runClip(clip, width, height);
         const shown = context.createImageData(width, height);
         for (let k = 0; k < answer.map.length; k++) shown.data.set([answer.map[k], answer.map[k], answer.map[k], 255], 4 * k);
         context.putImageData(shown, 0, 0);
@@ -333,7 +338,8 @@ async function camera() {
         frames += 1;
         const fps = frames / ((performance.now() - started) / 1000);
         liveStatus.textContent = `${width} x ${height}: ${fps.toFixed(1)} frames/s on this device ` +
-          `(the network took ${answer.seconds.network.toFixed(3)} s for the last, ${loaded.runtime})`;
+          `(the network took ${answer.seconds.network.toFixed(3)} s for the last` +
+          (loaded.frames > 1 ? ` clip of ${loaded.frames} frames` : "") + `, ${loaded.runtime})`;
         liveStatus.dataset.frames = frames;
         await new Promise(resolve => setTimeout(resolve, 0));
       }
