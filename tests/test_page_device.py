@@ -303,3 +303,35 @@ def test_a_video_model_runs_on_the_device_on_clips(photos_and_server, tmp_path: 
     finally:
         driver.quit()
         server.stop()
+
+
+@needs_browser
+@needs_runtime
+@pytest.mark.slow  # WebGPU on Chromium's software adapter (SwiftShader): 10-30 s a map; .ci/run runs it
+def test_the_webgpu_path_gives_the_same_map(photos_and_server, tmp_path: Path) -> None:
+    """Where the browser offers a WebGPU adapter (here Chromium's software one, SwiftShader, behind
+    --enable-unsafe-webgpu) the page runs onnxruntime-web's WebGPU backend, says so with the adapter's name, and its
+    map is predict.py's within 1 grey level on average."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    checkpoint, folder, _ = photos_and_server
+    photo = folder / "photos" / "astronaut.png"
+    predict.main(["--checkpoint", str(checkpoint), "--size", "96", "--backend", "onnxruntime", "-j", "0",
+                  "--no-cache", str(photo), "--out", str(tmp_path / "predicted")])
+    expected = cv2.imread(str(tmp_path / "predicted" / "astronaut.png"), cv2.IMREAD_GRAYSCALE)
+    server = Server("--checkpoint", checkpoint, "--size", "96")
+    driver = chromium("--enable-unsafe-webgpu")
+    try:
+        driver.get(f"{server.url}/?run=device")
+        runtime = driver.find_element(By.ID, "runtime")
+        WebDriverWait(driver, 120).until(lambda d: runtime.get_attribute("data-runtime"))
+        assert runtime.get_attribute("data-runtime").startswith("WebGPU ("), runtime.text
+        driver.find_element(By.ID, "file").send_keys(str(photo))
+        status = finished(driver)
+        assert status.get_attribute("data-done") == "1", status.text
+        difference = np.abs(shown_map(driver).astype(int) - expected)
+        assert difference.mean() <= 1.0, (difference.mean(), difference.max())
+    finally:
+        driver.quit()
+        server.stop()

@@ -106,7 +106,8 @@ export async function loadNetwork(modelBytes, size, {threads = null, webgpu = tr
   ort.env.wasm.numThreads = threads;
   const session = await ort.InferenceSession.create(modelBytes, {executionProviders: [adapter ? "webgpu" : "wasm"],
                                                                  graphOptimizationLevel: "all"});
-  const runtime = adapter ? "WebGPU" : `WASM (SIMD, ${threads} thread${threads > 1 ? "s" : ""}` +
+  const gpu = adapter && adapter.info ? [adapter.info.vendor, adapter.info.architecture].filter(Boolean).join(" ") : "";
+  const runtime = adapter ? `WebGPU${gpu ? ` (${gpu})` : ""}` : `WASM (SIMD, ${threads} thread${threads > 1 ? "s" : ""}` +
     (crossOriginIsolated ? ")" : ": this page is not cross-origin isolated, its host sends no COOP/COEP headers)");
   const input = session.inputNames[0], output = session.outputNames[0], plane = 3 * size * size;
   const prepare = (rgba, width, height) => networkInput(rgba, width, height, size);
