@@ -104,6 +104,7 @@ export async function loadNetwork(modelBytes, size, {threads = null, webgpu = tr
   ort.env.wasm.wasmPaths = new URL("ort/", location.href).href;
   threads = crossOriginIsolated ? Math.max(1, threads || Math.min(navigator.hardwareConcurrency || 1, 4)) : 1;
   ort.env.wasm.numThreads = threads;
+  ort.env.wasm.proxy = !adapter;  // WASM in a worker of its own: the page stays responsive while a map is computed
   const session = await ort.InferenceSession.create(modelBytes, {executionProviders: [adapter ? "webgpu" : "wasm"],
                                                                  graphOptimizationLevel: "all"});
   const gpu = adapter && adapter.info ? [adapter.info.vendor, adapter.info.architecture].filter(Boolean).join(" ") : "";
