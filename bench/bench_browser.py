@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     from engine import inference
     from engine.inference.speed import device_name
     from engine.serving import site
-    from engine.serving.site import _IsolatedFiles
+    from engine.serving.site import IsolatedFiles
     from models import load_model
 
     photo = photo_data_url()
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="sdnet-site-") as folder:
             site.main(["--checkpoint", str(args.checkpoint), "--size", str(size), "--out", folder,
                        *(["--nframes", str(frames)] if frames > 1 else [])])
-            handler = functools.partial(_IsolatedFiles, directory=folder)
+            handler = functools.partial(IsolatedFiles, directory=folder)
             files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
             threading.Thread(target=files.serve_forever, daemon=True).start()
             url = f"http://127.0.0.1:{files.server_address[1]}/"

@@ -125,10 +125,10 @@ def serve_folder(folder: Path, isolated: bool):
     import http.server
     import threading
 
-    from engine.serving.site import _IsolatedFiles
+    from engine.serving.site import IsolatedFiles
 
-    base = _IsolatedFiles if isolated else type("Plain", (http.server.SimpleHTTPRequestHandler,), {
-        "extensions_map": _IsolatedFiles.extensions_map, "log_message": lambda *args: None})
+    base = IsolatedFiles if isolated else type("Plain", (http.server.SimpleHTTPRequestHandler,), {
+        "extensions_map": IsolatedFiles.extensions_map, "log_message": lambda *args: None})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(base, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

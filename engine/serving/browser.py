@@ -21,7 +21,7 @@ from data.atomic import atomic_path
 from engine.inference.export import export_onnx
 from models.dcr import skip_zero_pre_biases
 
-__all__ = ["RUNTIME_DIR", "RUNTIME_FILES", "ISOLATION_HEADERS", "PAGE_FILES", "runtime_file", "media_type",
+__all__ = ["RUNTIME_DIR", "RUNTIME_FILES", "ISOLATION_HEADERS", "PAGE_DIR", "PAGE_FILES", "runtime_file", "media_type",
            "network_onnx", "write_site", "SITE_HEADERS"]
 
 REPO = Path(__file__).resolve().parents[2]

@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _IsolatedFiles(http.server.SimpleHTTPRequestHandler):
-    """Files of one folder with the cross-origin isolation headers, quiet."""
+class IsolatedFiles(http.server.SimpleHTTPRequestHandler):
+    """The request handler of a folder's files with the cross-origin isolation headers (``directory=``), quiet:
+    the static site as a host with those headers serves it."""
 
     extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript",
                       ".wasm": "application/wasm"}
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     logger.info("wrote %d files (%.1f MB) to %s; a host serves it with the headers of its _headers file "
                 "(docs/serving.md)", len(written), total / 1e6, args.out)
     if args.serve is not None:
-        handler = functools.partial(_IsolatedFiles, directory=args.out)
+        handler = functools.partial(IsolatedFiles, directory=args.out)
         with http.server.ThreadingHTTPServer(("127.0.0.1", args.serve), handler) as server:
             logger.info("serving %s on http://127.0.0.1:%d/ (Ctrl-C stops)", args.out, server.server_address[1])
             try:
