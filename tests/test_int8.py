@@ -3,7 +3,7 @@ is kept only if its S-measure and MAE on the gate set are each no worse than fp3
 (better passes), checked here against
 PySODMetrics (the metric oracle) on the maps predict.py writes; a network calibrated to fail (one flat grey image) is
 one line and exit 2, with nothing written or cached; the same calibration gives the same bytes, quantized afresh or
-loaded from the cache. The refusals run at 160 pixels in seconds; the passes at the model's 320 on the fixed set are
+loaded from the cache. The refusals run at 96 pixels in seconds; the passes at the model's 320 on the fixed set are
 slow (15 s to a minute a quantization) and run in `make test-ci-slow`."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from engine.inference.quantization import DEFAULT_TOLERANCE, int8_sets
 from utils import LOGGER_NAME
 
 CHECKPOINT = REFERENCE / "checkpoints" / "sdnet_from_scratch.pth"
-SIZE = "160"
+SIZE = "96"
 
 
 def released_sdnet() -> Path:
