@@ -333,3 +333,46 @@ def test_the_webgpu_path_gives_the_same_map(photos_and_server, tmp_path: Path) -
     finally:
         driver.quit()
         server.stop()
+
+
+def test_the_site_command_writes_the_folder_and_serves_it_with_its_headers(tmp_path: Path) -> None:
+    """`python -m engine.serving.site --out DIR --serve 0` as people run it: the folder written, then served on
+    127.0.0.1 with the isolation headers (the port logged); an --out under a file is one line, exit 2."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from test_serve import REPO
+
+    checkpoint = released_sdnet_and_real_photos(tmp_path / "photos")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    (tmp_path / "file").write_text("")
+    bad = subprocess.run([sys.executable, "-m", "engine.serving.site", "--checkpoint", str(checkpoint), "--out",
+                          str(tmp_path / "file" / "site")], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--out" in bad.stderr, bad.stderr
+    if any(runtime_file(name) is None for name in RUNTIME_FILES):
+        pytest.skip("onnxruntime-web absent (npm ci; make venv does)")
+    process = subprocess.Popen([sys.executable, "-m", "engine.serving.site", "--checkpoint", str(checkpoint),
+                                "--size", "64", "--out", str(tmp_path / "site"), "--serve", "0"], cwd=REPO, env=env,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        port = None
+        for line in process.stderr:
+            if found := re.search(r"serving .* on http://127\.0\.0\.1:(\d+)/", line):
+                port = int(found.group(1))
+                break
+        assert port is not None, "the site command ended without serving"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/info", timeout=10) as answer:
+            assert json.loads(answer.read())["static"] is True
+            assert answer.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ort/ort-wasm-simd-threaded.wasm", timeout=10) as answer:
+            assert answer.headers["Content-Type"] == "application/wasm"
+        assert sorted(path.name for path in (tmp_path / "site").iterdir()) == \
+            ["_headers", "compose.js", "device.js", "index.html", "ort", "page.js", "v1"]
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(20)
