@@ -374,5 +374,5 @@ def test_the_site_command_writes_the_folder_and_serves_it_with_its_headers(tmp_p
         assert sorted(path.name for path in (tmp_path / "site").iterdir()) == \
             ["_headers", "compose.js", "device.js", "index.html", "ort", "page.js", "v1"]
     finally:
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, signal.SIGTERM)  # SIGINT may be ignored: pytest-xdist's workers pass that on
         process.wait(20)
