@@ -60,6 +60,15 @@ def shown_map(driver) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(base64.b64decode(source.split(",", 1)[1]), np.uint8), cv2.IMREAD_GRAYSCALE)
 
 
+def chromium_with_camera(clip: Path):
+    """Headless Chromium whose camera is Chromium's fake one, fed from a real clip written to ``clip``."""
+    from test_serve_page import y4m_clip
+
+    y4m_clip(clip)
+    return chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                    f"--use-file-for-fake-video-capture={clip}")
+
+
 def finished(driver):
     """The page's status line once the photo's map is shown or an error is (120 s at most)."""
     from selenium.webdriver.common.by import By
@@ -192,12 +201,8 @@ def test_the_camera_runs_on_the_device(photos_and_server, tmp_path: Path) -> Non
     flight, frames/s shown; no WebSocket is opened and nothing is sent; "Stop the camera" stops it."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    from test_serve_page import y4m_clip
-
     _, _, server = photos_and_server
-    y4m_clip(tmp_path / "clip.y4m")
-    driver = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                      f"--use-file-for-fake-video-capture={tmp_path / 'clip.y4m'}")
+    driver = chromium_with_camera(tmp_path / "clip.y4m")
     try:
         driver.get(f"{server.url}/?run=device&api_key=secret")
         WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.mode") == "device")
@@ -271,7 +276,6 @@ def test_a_video_model_runs_on_the_device_on_clips(photos_and_server, tmp_path: 
     from reference import REFERENCE
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
-    from test_serve_page import y4m_clip
 
     weights = REFERENCE / "golden" / "stdnet_golden_weights.pth"
     if not weights.is_file():
@@ -283,9 +287,7 @@ def test_a_video_model_runs_on_the_device_on_clips(photos_and_server, tmp_path: 
                   str(tmp_path / "predicted")])
     expected = cv2.imread(str(tmp_path / "predicted" / "chelsea.png"), cv2.IMREAD_GRAYSCALE)
     server = Server(*flags)
-    y4m_clip(tmp_path / "clip.y4m")
-    driver = chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                      f"--use-file-for-fake-video-capture={tmp_path / 'clip.y4m'}")
+    driver = chromium_with_camera(tmp_path / "clip.y4m")
     try:
         driver.get(f"{server.url}/?run=device")
         WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.mode") == "device")
